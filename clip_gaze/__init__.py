@@ -1,0 +1,57 @@
+"""clip-gaze: see images the way CLIP sees them.
+
+    >>> from clip_gaze import gaze, ARTISTS_BY_TRAINING_PREVALENCE
+    >>> gaze("painting.jpg", ARTISTS_BY_TRAINING_PREVALENCE)
+    ['by paul cézanne (82%)', ...]
+
+Each score is a *relative likelihood*: the softmax, over the whole list given, of the model's
+logit_scale × cosine(image, phrase). It changes when phrases are added to or removed from the list;
+it is not a measure of how accurate a phrase is.
+
+The list constants hold the phrases exactly as clip-gaze 0.3.0 gave them to CLIP
+("by paul cézanne", "tonalism movement", "on canvas"); they load on first use.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "1.0.0"
+
+_CONSTANTS = {
+    "ARTISTS_BY_NAME": "artists",
+    "ARTISTS_BY_TRAINING_PREVALENCE": "artists-prevalence",
+    "MOVEMENTS": "movements",
+    "PAINTING_MATERIALS": "painting-materials",
+    "SCULPTURE_MATERIALS": "sculpture-materials",
+    "SCULTPURE_MATERIALS": "sculpture-materials",  # 0.3.0's spelling, kept so old code runs
+    "PRINTING_TECHNIQUES": "printing-techniques",
+    "SURFACES": "surfaces",
+    "TOOLS": "tools",
+    "QUALITIES": "qualities",
+    "SITES": "sites",
+}
+
+__all__ = ["gaze", "probabilities", "Client", "ApiError", *[c for c in _CONSTANTS if c != "SCULTPURE_MATERIALS"]]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _CONSTANTS:
+        from indexer.vocab import catalog
+
+        value = [p.phrase for p in catalog().get(_CONSTANTS[name]).phrases()]
+        globals()[name] = value
+        return value
+    if name in ("gaze", "probabilities", "get_engine"):
+        from . import library
+
+        return getattr(library, name)
+    if name in ("Client", "ApiError"):
+        from . import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module 'clip_gaze' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

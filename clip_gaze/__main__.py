@@ -1,0 +1,3 @@
+from clip_gaze.cli import main
+
+main()

@@ -1,0 +1,61 @@
+"""Domain errors. Each carries a machine `code` and the HTTP `status` the API answers with.
+
+Library code raises these and never prints or exits; the CLI turns them into one readable line,
+the service into the JSON error body.
+"""
+
+from __future__ import annotations
+
+
+class ClipGazeError(Exception):
+    """Base of every error clip-gaze reports to a user."""
+
+    status: int = 400
+    code: str = "bad_request"
+
+    def __init__(self, message: str, *, code: str | None = None, status: int | None = None):
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+
+
+class InvalidInput(ClipGazeError):
+    status = 400
+    code = "invalid_input"
+
+
+class InvalidImage(InvalidInput):
+    code = "invalid_image"
+
+
+class ImageTooLarge(InvalidInput):
+    status = 413
+    code = "image_too_large"
+
+
+class NotFound(ClipGazeError):
+    status = 404
+    code = "not_found"
+
+
+class ReadOnly(ClipGazeError):
+    status = 403
+    code = "read_only"
+
+
+class Conflict(ClipGazeError):
+    status = 409
+    code = "conflict"
+
+
+class NotIndexed(ClipGazeError):
+    status = 409
+    code = "not_indexed"
+
+
+class ModelUnavailable(ClipGazeError):
+    status = 503
+    code = "model_unavailable"

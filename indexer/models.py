@@ -1,0 +1,363 @@
+"""Models: the preset registry (data), spec parsing, open_clip loading, and fast encoders.
+
+A model is named by a preset (`vit-b-32`, `sd15`, `sd2`, `sdxl`, `toy`), by an open_clip
+`ARCH:PRETRAINED` tag pair, or by `ARCH:/path/to/checkpoint`. Importing this module is cheap;
+torch and open_clip load only when a model does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from .errors import InvalidInput, ModelUnavailable
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from PIL import Image
+
+TOY_DIR = Path(__file__).resolve().parent / "toy"
+TOY_CONFIG = TOY_DIR / "clip-gaze-toy.json"
+TOY_CHECKPOINT = TOY_DIR / "clip-gaze-toy.safetensors"
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    arch: str
+    pretrained: str
+    description: str
+    config: str | None = None
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset("vit-b-32", "ViT-B-32", "openai", "OpenAI CLIP ViT-B/32, what clip-gaze 0.3.0 used (default)"),
+        Preset("sd15", "ViT-L-14", "openai", "OpenAI CLIP ViT-L/14, the text encoder of Stable Diffusion 1.x"),
+        Preset("sd2", "ViT-H-14", "laion2b_s32b_b79k", "OpenCLIP ViT-H/14 (LAION-2B), the text encoder of Stable Diffusion 2.x"),
+        Preset("sdxl", "ViT-bigG-14", "laion2b_s39b_b160k", "OpenCLIP ViT-bigG/14 (LAION-2B), SDXL's second text encoder"),
+        Preset(
+            "toy",
+            "clip-gaze-toy",
+            str(TOY_CHECKPOINT),
+            "clip-gaze's own tiny model of coloured shapes: a test instrument for offline tests and demos, not an art model",
+            config=str(TOY_CONFIG),
+        ),
+    )
+}
+DEFAULT_PRESET = "vit-b-32"
+
+
+def list_presets() -> list[Preset]:
+    return list(PRESETS.values())
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What to load. `pretrained` is an open_clip tag or a checkpoint file path."""
+
+    arch: str
+    pretrained: str
+    preset: str | None = None
+    config: str | None = None
+
+    @property
+    def is_file(self) -> bool:
+        return _looks_like_path(self.pretrained)
+
+    @property
+    def name(self) -> str:
+        """How a user names it: the preset, else ARCH:PRETRAINED."""
+        return self.preset or f"{self.arch}:{self.pretrained}"
+
+    def key(self) -> str:
+        """Identifies the weights, for stored embeddings: a tag, or a fingerprint of the file."""
+        if self.is_file:
+            return f"{self.arch}:file-{file_fingerprint(Path(self.pretrained))}"
+        return f"{self.arch}:{self.pretrained}"
+
+    def describe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"preset": self.preset, "arch": self.arch, "pretrained": self.pretrained}
+        if self.config:
+            out["config"] = self.config
+        return out
+
+
+def _looks_like_path(value: str) -> bool:
+    return value.startswith(("/", "./", "../", "~")) or os.sep in value or bool(
+        re.search(r"\.(pt|pth|bin|safetensors|npz)$", value)
+    )
+
+
+def parse_model(name: str | None) -> ModelSpec:
+    """A preset name, `ARCH:PRETRAINED` or `ARCH:/path/to/checkpoint` → ModelSpec.
+
+    Raises InvalidInput for an unknown name or a checkpoint file that does not exist.
+    """
+    name = (name or DEFAULT_PRESET).strip()
+    preset = PRESETS.get(name.lower())
+    if preset is not None:
+        return ModelSpec(preset.arch, preset.pretrained, preset.name, preset.config)
+    if ":" in name:
+        arch, pretrained = (p.strip() for p in name.split(":", 1))
+        if arch and pretrained:
+            if _looks_like_path(pretrained):
+                path = Path(pretrained).expanduser()
+                if not path.is_file():
+                    raise InvalidInput(f"checkpoint file not found: {path}", code="unknown_model")
+                pretrained = str(path.resolve())
+            config = str(TOY_CONFIG) if arch == PRESETS["toy"].arch else None
+            return ModelSpec(arch, pretrained, None, config)
+    raise InvalidInput(
+        f"unknown model {name!r}: use a preset ({', '.join(PRESETS)}), an open_clip ARCH:PRETRAINED pair "
+        "such as ViT-B-32:laion2b_s34b_b79k, or ARCH:/path/to/checkpoint",
+        code="unknown_model",
+    )
+
+
+def file_fingerprint(path: Path, chunk: int = 4 << 20) -> str:
+    """sha256 of the size, the first and the last 4 MiB: cheap even for multi-GB checkpoints."""
+    h = hashlib.sha256()
+    size = path.stat().st_size
+    h.update(str(size).encode())
+    with open(path, "rb") as fh:
+        h.update(fh.read(chunk))
+        if size > 2 * chunk:
+            fh.seek(-chunk, os.SEEK_END)
+            h.update(fh.read(chunk))
+    return h.hexdigest()[:16]
+
+
+def pick_device(requested: str = "auto") -> str:
+    import torch
+
+    if requested in ("", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelUnavailable("CLIP_GAZE_DEVICE asks for CUDA, but torch finds no CUDA device", code="no_device")
+    return requested
+
+
+ProgressFn = Callable[[int], None]
+
+
+class LoadedModel:
+    """An open_clip model with its preprocessing and tokenizer, and batched, exact encoders."""
+
+    def __init__(self, spec: ModelSpec, model: Any, preprocess: Any, tokenizer: Any, device: str):
+        import torch
+
+        self.spec = spec
+        self.model = model
+        self.preprocess = preprocess
+        self.tokenizer = tokenizer
+        self.device = device
+        self.logit_scale = float(model.logit_scale.exp().item())
+        bias = getattr(model, "logit_bias", None)
+        self.logit_bias = None if bias is None else float(bias.item())
+        self.image_size = _image_size(model)
+        with torch.inference_mode():
+            probe = self.encode_texts(["a"], batch_size=1)
+        self.dim = int(probe.shape[1])
+        self.trims_context = _supports_trimming(model)
+
+    # -- images ---------------------------------------------------------------------------------
+    def image_tensor(self, image: "Image.Image") -> "torch.Tensor":
+        """The model's own preprocessing, after cheaply reducing a very large picture.
+
+        Resizing is bicubic down to the model's input size; a picture more than twice that size
+        is first reduced by an integer box filter to at least twice the size (measured in bench/:
+        cosine ≥ 0.999 with the full-resolution path).
+        """
+        image = reduce_for(image, self.image_size)
+        return self.preprocess(image)
+
+    def encode_image_tensors(self, batch: "torch.Tensor") -> npt.NDArray[np.float32]:
+        import torch
+
+        with torch.inference_mode():
+            feats = self.model.encode_image(batch.to(self.device))
+            feats = torch.nn.functional.normalize(feats.float(), dim=-1)
+        return feats.cpu().numpy().astype(np.float32, copy=False)
+
+    def encode_images(self, images: Sequence["Image.Image"]) -> npt.NDArray[np.float32]:
+        import torch
+
+        if not images:
+            return np.empty((0, getattr(self, "dim", 0)), dtype=np.float32)
+        return self.encode_image_tensors(torch.stack([self.image_tensor(im) for im in images]))
+
+    # -- text -----------------------------------------------------------------------------------
+    def tokenize(self, phrases: Sequence[str]) -> "torch.Tensor":
+        return self.tokenizer(list(phrases))
+
+    def encode_texts(
+        self,
+        phrases: Sequence[str],
+        batch_size: int = 256,
+        progress: ProgressFn | None = None,
+        trim: bool = True,
+    ) -> npt.NDArray[np.float32]:
+        """Normalised text embeddings, in the order given.
+
+        Phrases are sorted by token length and batched; for causal-mask text towers that pool at
+        the end token, each batch is cut to its longest phrase (exact: padding after the end
+        token cannot reach it through a causal mask). Other towers run at full context.
+        """
+        import torch
+
+        n = len(phrases)
+        if n == 0:
+            return np.empty((0, getattr(self, "dim", 0)), dtype=np.float32)
+        tokens = self.tokenize(phrases)
+        can_trim = trim and _supports_trimming(self.model)
+        lengths = _token_lengths(self.model, tokens) if can_trim else torch.full((n,), tokens.shape[1])
+        order = torch.argsort(lengths, stable=True)
+        out: npt.NDArray[np.float32] | None = None
+        with torch.inference_mode():
+            for start in range(0, n, batch_size):
+                idx = order[start : start + batch_size]
+                batch = tokens[idx]
+                if can_trim:
+                    batch = batch[:, : int(lengths[idx].max())]
+                    feats = _encode_text_trimmed(self.model, batch.to(self.device))
+                else:
+                    feats = self.model.encode_text(batch.to(self.device))
+                feats = torch.nn.functional.normalize(feats.float(), dim=-1).cpu().numpy()
+                if out is None:
+                    out = np.empty((n, feats.shape[1]), dtype=np.float32)
+                out[idx.numpy()] = feats
+                if progress is not None:
+                    progress(len(idx))
+        assert out is not None
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {**self.spec.describe(), "logit_scale": self.logit_scale}
+
+
+def reduce_for(image: "Image.Image", target: int) -> "Image.Image":
+    """Box-reduce by an integer factor so the shorter side stays at least 2 × target."""
+    factor = min(image.size) // (2 * target)
+    if factor >= 2:
+        return image.reduce(factor)
+    return image
+
+
+def _image_size(model: Any) -> int:
+    size = getattr(model.visual, "image_size", 224)
+    return int(size[0] if isinstance(size, (tuple, list)) else size)
+
+
+def _supports_trimming(model: Any) -> bool:
+    import open_clip
+
+    return (
+        isinstance(model, open_clip.CLIP)
+        and getattr(model, "attn_mask", None) is not None
+        and getattr(model, "text_pool_type", None) in ("argmax", "eos")
+    )
+
+
+def _token_lengths(model: Any, tokens: "torch.Tensor") -> "torch.Tensor":
+    """Tokens up to and including the end token, which the text tower pools at."""
+    if model.text_pool_type == "eos":
+        return (tokens == model.text_eos_id).int().argmax(dim=-1) + 1
+    return tokens.argmax(dim=-1) + 1
+
+
+def _encode_text_trimmed(model: Any, text: "torch.Tensor") -> "torch.Tensor":
+    """open_clip's CLIP.encode_text over a context cut to `text.shape[1]` tokens."""
+    import torch
+    from open_clip.transformer import text_global_pool
+
+    seq = text.shape[1]
+    cast_dtype = model.transformer.get_cast_dtype()
+    x = model.token_embedding(text).to(cast_dtype)
+    x = x + model.positional_embedding[:seq].to(cast_dtype)
+    x = model.transformer(x, attn_mask=model.attn_mask[:seq, :seq])
+    x = model.ln_final(x)
+    x = text_global_pool(x, text, model.text_pool_type, eos_token_id=getattr(model, "text_eos_id", None))
+    if model.text_projection is not None:
+        if isinstance(model.text_projection, torch.nn.Linear):
+            x = model.text_projection(x)
+        else:
+            x = x @ model.text_projection
+    return x
+
+
+@contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    root = logging.getLogger()
+    previous = root.level
+    root.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        root.setLevel(previous)
+
+
+def hf_cache_dir() -> str:
+    from huggingface_hub import constants
+
+    return str(constants.HF_HUB_CACHE)
+
+
+def load_model(spec: ModelSpec, device: str = "auto", threads: int = 0) -> LoadedModel:
+    """Build the model through open_clip: tags through the Hugging Face cache, files directly.
+
+    Missing weights with no network raise ModelUnavailable naming the cache and how to pass a
+    local file.
+    """
+    import open_clip
+    import torch
+
+    if threads > 0:
+        torch.set_num_threads(threads)
+    device = pick_device(device)
+    if spec.config:
+        open_clip.add_model_config(spec.config)
+    if spec.arch not in open_clip.list_models():
+        raise InvalidInput(
+            f"unknown open_clip architecture {spec.arch!r} (see open_clip.list_models(), e.g. ViT-B-32, ViT-L-14)",
+            code="unknown_model",
+        )
+    kwargs: dict[str, Any] = {}
+    if not spec.is_file:
+        tag_cfg = open_clip.get_pretrained_cfg(spec.arch, spec.pretrained)
+        if not tag_cfg:
+            tags = open_clip.list_pretrained_tags_by_model(spec.arch)
+            raise InvalidInput(
+                f"open_clip has no pretrained tag {spec.pretrained!r} for {spec.arch}; known tags: {', '.join(tags) or 'none'}",
+                code="unknown_model",
+            )
+        # The OpenAI weights were trained with QuickGELU; open_clip only warns if it is missing.
+        kwargs["force_quick_gelu"] = bool(tag_cfg.get("quick_gelu", False))
+    try:
+        with _quiet_root_logger():  # open_clip logs its failures on the root logger; we raise one clear error
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                spec.arch, pretrained=spec.pretrained, device=device, **kwargs
+            )
+    except RuntimeError as exc:
+        if spec.is_file or "download" not in str(exc).lower():
+            raise ModelUnavailable(f"could not load {spec.name}: {exc}") from exc
+        hub = (open_clip.get_pretrained_cfg(spec.arch, spec.pretrained) or {}).get("hf_hub", "").rstrip("/")
+        raise ModelUnavailable(
+            f"weights for {spec.name} ({spec.arch}, {spec.pretrained}) are not in the Hugging Face cache "
+            f"({hf_cache_dir()}, repo {hub or '?'}) and could not be downloaded. Connect to the network once, "
+            f"or download open_clip_pytorch_model.bin from that repo and pass the file: "
+            f"CLIP_GAZE_MODEL={spec.arch}{'-quickgelu' if kwargs.get('force_quick_gelu') else ''}:/path/to/open_clip_pytorch_model.bin"
+        ) from exc
+    model.eval()
+    tokenizer = open_clip.get_tokenizer(spec.arch)
+    return LoadedModel(spec, model, preprocess, tokenizer, device)

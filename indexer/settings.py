@@ -1,0 +1,87 @@
+"""Settings, as one table: code, `--help`, the API and the README all read this.
+
+Every setting comes from an environment variable; `Settings.from_env()` reads them once.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping
+
+
+def _default_home() -> str:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(base, "clip-gaze")
+
+
+@dataclass(frozen=True)
+class Setting:
+    env: str
+    default: Callable[[], str]
+    help: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("CLIP_GAZE_HOME", _default_home, "Data directory: the SQLite store and the FAISS indexes."),
+    Setting("CLIP_GAZE_MODEL", lambda: "vit-b-32", "Model: a preset (see `clip-gaze models`), ARCH:PRETRAINED or ARCH:/path/to/checkpoint."),
+    Setting("CLIP_GAZE_API_TOKENS", lambda: "", "Comma-separated bearer tokens that may write through the API. Empty: writes are refused and the server binds to loopback only."),
+    Setting("CLIP_GAZE_DEVICE", lambda: "auto", "Torch device: auto (CUDA when present), cpu or cuda."),
+    Setting("CLIP_GAZE_THREADS", lambda: "0", "Torch intra-op threads; 0 leaves torch's default (one per core)."),
+    Setting("CLIP_GAZE_MAX_UPLOAD_MB", lambda: "32", "Largest request body the API accepts, in MB (413 beyond)."),
+    Setting("CLIP_GAZE_MAX_PIXELS", lambda: "60000000", "Largest image, in pixels, that is decoded (decompression-bomb guard)."),
+    Setting("CLIP_GAZE_BATCH_WINDOW_MS", lambda: "2", "How long the service waits to gather images from concurrent requests into one forward pass."),
+)
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    model: str
+    api_tokens: tuple[str, ...]
+    device: str
+    threads: int
+    max_upload_bytes: int
+    max_pixels: int
+    batch_window_ms: float
+    raw: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> "Settings":
+        env = os.environ if environ is None else environ
+        raw = {s.env: (env.get(s.env) or s.default()) for s in SETTINGS}
+        values: dict[str, object] = dict(
+            home=Path(raw["CLIP_GAZE_HOME"]).expanduser(),
+            model=raw["CLIP_GAZE_MODEL"].strip(),
+            api_tokens=tuple(t.strip() for t in raw["CLIP_GAZE_API_TOKENS"].split(",") if t.strip()),
+            device=raw["CLIP_GAZE_DEVICE"].strip().lower(),
+            threads=_int(raw, "CLIP_GAZE_THREADS"),
+            max_upload_bytes=int(_float(raw, "CLIP_GAZE_MAX_UPLOAD_MB") * 1024 * 1024),
+            max_pixels=_int(raw, "CLIP_GAZE_MAX_PIXELS"),
+            batch_window_ms=_float(raw, "CLIP_GAZE_BATCH_WINDOW_MS"),
+            raw=raw,
+        )
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def _int(raw: Mapping[str, str], key: str) -> int:
+    try:
+        return int(raw[key])
+    except ValueError:
+        raise ValueError(f"{key} must be a whole number, not {raw[key]!r}") from None
+
+
+def _float(raw: Mapping[str, str], key: str) -> float:
+    try:
+        return float(raw[key])
+    except ValueError:
+        raise ValueError(f"{key} must be a number, not {raw[key]!r}") from None
+
+
+def settings_help() -> str:
+    """The settings table as text, for `--help` and the README."""
+    return "\n".join(f"  {s.env:<26} {s.help} (default: {s.default()})" for s in SETTINGS)
+
+
+__all__ = ["SETTINGS", "Setting", "Settings", "settings_help"]
