@@ -137,6 +137,7 @@ def analyze(images: tuple[str, ...], vocab: tuple[str, ...], top_k: int, model: 
         clip-gaze analyze painting.jpg
         clip-gaze analyze *.jpg --vocab movements --vocab surfaces -k 3 --json > out.jsonl
     """
+    from indexer.engine import rest_answer
     from service.images import decode_file
 
     engine = make_engine(model)
@@ -155,8 +156,7 @@ def analyze(images: tuple[str, ...], vocab: tuple[str, ...], top_k: int, model: 
             if as_json:
                 click.echo(json.dumps({"ok": False, "file": path, "status": exc.status, "code": exc.code, "error": exc.message}))
             continue
-        answer = {"ok": True, "file": path, "model": result["model"], "image": decoded.info(),
-                  "results": result["results"], "timing_ms": result["timing_ms"]}
+        answer = rest_answer(result, decoded.info(), file=path)
         if as_json:
             click.echo(json.dumps(answer, ensure_ascii=False))
         else:
@@ -190,13 +190,13 @@ def compare(image: str, phrases: tuple[str, ...], model: str | None, as_json: bo
     Example:
         clip-gaze compare painting.jpg "an oil painting" "a watercolor painting" "a photograph"
     """
+    from indexer.engine import rest_answer
     from service.images import decode_file
 
     engine = make_engine(model)
     decoded = decode_file(image, _settings().max_pixels, draft=2 * 224)
     result = engine.compare(decoded.image, list(phrases), persist=True)
-    answer = {"ok": True, "file": image, "model": result["model"], "image": decoded.info(),
-              "results": result["results"], "timing_ms": result["timing_ms"]}
+    answer = rest_answer(result, decoded.info(), file=image)
     click.echo(json.dumps(answer, ensure_ascii=False) if as_json else format_table(answer))
 
 

@@ -213,8 +213,8 @@ class Engine:
             {
                 "model": model,
                 "results": r,
-                "timing_ms": {"embed_image": round((t1 - t0) * 1000 / max(1, len(images)), 2),
-                              "score": round((t2 - t1) * 1000 / max(1, len(images)), 2)},
+                "timing_breakdown_ms": {"embed_image": round((t1 - t0) * 1000 / max(1, len(images)), 2),
+                                        "score": round((t2 - t1) * 1000 / max(1, len(images)), 2)},
             }
             for r in results
         ]
@@ -260,7 +260,7 @@ class Engine:
         return {
             "model": self.model_json(),
             "results": {"compare": _vocab_result(s, rows)},
-            "timing_ms": {"embed_image": round((t1 - t0) * 1000, 2), "score": round((t2 - t1) * 1000, 2)},
+            "timing_breakdown_ms": {"embed_image": round((t1 - t0) * 1000, 2), "score": round((t2 - t1) * 1000, 2)},
         }
 
     # -- writes ---------------------------------------------------------------------------------
@@ -330,6 +330,13 @@ class Engine:
         ids, mat, missing = self.store.vectors(self.model_key, vocab.id)
         if not missing:
             self.store.write_index(self.model_key, vocab, ids, mat)
+
+
+def rest_answer(result: dict[str, Any], image: dict[str, Any], decode_ms: float = 0.0, **extra: Any) -> dict[str, Any]:
+    """The REST answer shape (GUIDE §4) for one analysed image; `extra` keys go after `ok`."""
+    breakdown = {"decode": round(decode_ms, 2), **result["timing_breakdown_ms"]}
+    return {"ok": True, **extra, "model": result["model"], "image": image, "results": result["results"],
+            "timing_ms": round(sum(breakdown.values()), 2), "timing_breakdown_ms": breakdown}
 
 
 def check_top_k(top_k: object) -> int:

@@ -1,0 +1,75 @@
+"""Micro-batching: images from concurrent requests share one forward pass.
+
+Request threads preprocess their own pictures (in parallel) and submit tensors; one batching
+thread waits at most `window_ms` after the first tensor for others, runs one forward pass over
+all of them (at most `max_batch`) and hands each request its row. The queue is bounded: when it
+is full a request waits, then is answered 503 rather than piling up without end.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from typing import Any, Callable
+
+import numpy as np
+import numpy.typing as npt
+
+from indexer.errors import ClipGazeError
+
+EncodeFn = Callable[[Any], npt.NDArray[np.float32]]  # stacked tensor (b, 3, h, w) → (b, d)
+
+
+class Busy(ClipGazeError):
+    status = 503
+    code = "busy"
+
+
+class ImageBatcher:
+    def __init__(self, encode: EncodeFn, window_ms: float = 2.0, max_batch: int = 32, max_queue: int = 256):
+        self._encode = encode
+        self._window = max(0.0, window_ms) / 1000.0
+        self._max_batch = max_batch
+        self._queue: queue.Queue[tuple[Any, Future[npt.NDArray[np.float32]]]] = queue.Queue(maxsize=max_queue)
+        self._thread = threading.Thread(target=self._run, name="clip-gaze-batcher", daemon=True)
+        self._thread.start()
+        self.batches = 0
+        self.items = 0
+
+    def submit(self, tensors: Any, timeout: float = 60.0) -> npt.NDArray[np.float32]:
+        """Embed a stack of preprocessed images (b, 3, h, w); blocks until done."""
+        futures = []
+        for t in tensors:
+            fut: Future[npt.NDArray[np.float32]] = Future()
+            try:
+                self._queue.put((t, fut), timeout=timeout)
+            except queue.Full:
+                raise Busy("the server is busy; try again shortly") from None
+            futures.append(fut)
+        return np.stack([f.result(timeout=timeout * 5) for f in futures])
+
+    def _run(self) -> None:
+        import torch
+
+        while True:
+            first = self._queue.get()
+            batch = [first]
+            deadline = time.monotonic() + self._window
+            while len(batch) < self._max_batch:
+                remaining = deadline - time.monotonic()
+                try:
+                    batch.append(self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                out = self._encode(torch.stack([t for t, _ in batch]))
+            except BaseException as exc:  # hand the failure to every waiting request
+                for _, fut in batch:
+                    fut.set_exception(exc)
+                continue
+            self.batches += 1
+            self.items += len(batch)
+            for row, (_, fut) in zip(out, batch):
+                fut.set_result(row)

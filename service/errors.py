@@ -1,0 +1,65 @@
+"""One JSON error shape for every error the API gives, 404/405/413/500 included:
+
+    {"ok": false, "status": <int>, "code": "<machine_code>", "error": "<readable message>"}
+
+No stack trace ever reaches a client; unexpected errors are logged and answered with a 500.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from flask import Flask, Response, jsonify
+from werkzeug.exceptions import HTTPException
+
+from indexer.errors import ClipGazeError
+
+log = logging.getLogger("clip_gaze.service")
+
+
+def error_body(status: int, code: str, message: str) -> dict[str, object]:
+    return {"ok": False, "status": status, "code": code, "error": message}
+
+
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
+    resp = jsonify(error_body(status, code, message))
+    resp.status_code = status
+    for k, v in (headers or {}).items():
+        resp.headers[k] = v
+    return resp
+
+
+_HTTP_MESSAGES = {
+    404: "no such endpoint; see GET /openapi.json",
+    405: "method not allowed for this endpoint",
+    413: "request body too large",
+}
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(ClipGazeError)
+    def _domain(exc: ClipGazeError) -> Response:
+        return error_response(exc.status, exc.code, exc.message)
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        message = _HTTP_MESSAGES.get(status) or (exc.description or exc.name)
+        if status == 413:
+            limit = app.config.get("MAX_CONTENT_LENGTH")
+            if limit:
+                message = f"request body too large: the limit is {limit / (1024 * 1024):.0f} MB (CLIP_GAZE_MAX_UPLOAD_MB)"
+        headers = {}
+        if status == 405 and getattr(exc, "valid_methods", None):
+            headers["Allow"] = ", ".join(exc.valid_methods or [])
+        return error_response(status, _snake(exc.name), message, headers)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        log.exception("unexpected error")
+        return error_response(500, "internal_error", "internal error; the server log has the details")

@@ -1,0 +1,79 @@
+"""Serving the app under gunicorn (`clip-gaze serve`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+from typing import Any
+
+from indexer.errors import ClipGazeError
+from indexer.settings import Settings
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(host: str, settings: Settings) -> None:
+    """With no API token configured, the server listens on loopback only."""
+    if not is_loopback(host) and not settings.api_tokens:
+        raise ClipGazeError(
+            f"refusing to listen on {host} with no CLIP_GAZE_API_TOKENS set: anyone who can reach it could "
+            "change vocabularies. Set CLIP_GAZE_API_TOKENS, or listen on 127.0.0.1",
+            code="insecure_bind",
+        )
+
+
+def threads_per_worker(settings: Settings, workers: int) -> int:
+    """Torch intra-op threads per worker: the cores shared out, unless CLIP_GAZE_THREADS says otherwise.
+
+    One forward pass at a time runs in each worker (the batcher), so this never oversubscribes.
+    """
+    if settings.threads > 0:
+        return settings.threads
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
+def _post_worker_init(worker: Any) -> None:
+    worker.wsgi.extensions["clip_gaze"].start_warm_up()
+
+
+def gunicorn_options(host: str, port: int, workers: int, threads: int) -> dict[str, Any]:
+    bind_host = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    return {
+        "bind": f"{bind_host}:{port}",
+        "workers": workers,
+        "threads": threads,
+        "worker_class": "gthread",
+        "timeout": 300,  # a large batch on CPU may take a while
+        "graceful_timeout": 30,
+        "post_worker_init": _post_worker_init,
+        "accesslog": "-",
+        "errorlog": "-",
+        "loglevel": "info",
+    }
+
+
+def run(host: str, port: int, workers: int, threads: int, settings: Settings) -> None:
+    from gunicorn.app.base import BaseApplication
+
+    check_bind(host, settings)
+    worker_settings = dataclasses.replace(settings, threads=threads_per_worker(settings, workers))
+
+    class ClipGazeApplication(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            for key, value in gunicorn_options(host, port, workers, threads).items():
+                self.cfg.set(key, value)
+
+        def load(self) -> Any:
+            from .app import create_app
+
+            return create_app(worker_settings)
+
+    ClipGazeApplication().run()

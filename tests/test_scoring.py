@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import numpy as np
+
+from indexer.scoring import normalise, scores_from_cosines, softmax_top_k, softmax_top_k_batch
+
+
+def _reference(matrix, q, scale):
+    logits = scale * (matrix.astype(np.float64) @ q.astype(np.float64))
+    e = np.exp(logits - logits.max())
+    return e / e.sum(), logits
+
+
+def test_softmax_over_the_whole_list_matches_a_float64_reference():
+    rng = np.random.default_rng(0)
+    matrix = normalise(rng.normal(size=(500, 32)))
+    q = normalise(rng.normal(size=32))
+    s = softmax_top_k(matrix, q, 100.0, top_k=5)
+    probs, logits = _reference(matrix, q, 100.0)
+    best = np.argsort(-probs)[:5]
+    assert list(s.indices) == list(best)
+    np.testing.assert_allclose(s.probabilities, probs[best], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(s.logits, logits[best], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(s.cosines * 100.0, s.logits, rtol=1e-6)
+    assert s.softmax_over == 500
+
+
+def test_probabilities_of_all_phrases_sum_to_one_and_are_sorted():
+    rng = np.random.default_rng(1)
+    matrix = normalise(rng.normal(size=(50, 8)))
+    s = softmax_top_k(matrix, normalise(rng.normal(size=8)), 30.0)
+    assert len(s.indices) == 50 and sorted(s.indices) == list(range(50))
+    assert abs(s.probabilities.sum() - 1) < 1e-9
+    assert np.all(np.diff(s.probabilities) <= 0)
+
+
+def test_top_k_larger_than_the_list_returns_the_list_and_empty_lists_are_empty():
+    s = scores_from_cosines(np.array([0.1, 0.3]), 10.0, top_k=10)
+    assert list(s.indices) == [1, 0]
+    assert scores_from_cosines(np.array([]), 10.0, top_k=3).softmax_over == 0
+
+
+def test_float16_storage_changes_probabilities_by_less_than_1e_3():
+    rng = np.random.default_rng(2)
+    matrix = normalise(rng.normal(size=(5000, 512)))
+    q = normalise(rng.normal(size=512))
+    full = softmax_top_k(matrix, q, 100.0)
+    half = softmax_top_k(matrix.astype(np.float16), q, 100.0)
+    p_full = np.empty(5000)
+    p_full[full.indices] = full.probabilities
+    p_half = np.empty(5000)
+    p_half[half.indices] = half.probabilities
+    assert np.abs(p_full - p_half).max() < 1e-3
+
+
+def test_batch_scoring_equals_one_by_one():
+    rng = np.random.default_rng(3)
+    matrix = normalise(rng.normal(size=(300, 16)))
+    queries = normalise(rng.normal(size=(4, 16)))
+    batch = softmax_top_k_batch(matrix, queries, 50.0, top_k=7)
+    for q, b in zip(queries, batch):
+        single = softmax_top_k(matrix, q, 50.0, top_k=7)
+        assert list(single.indices) == list(b.indices)
+        np.testing.assert_allclose(single.probabilities, b.probabilities, rtol=1e-5)  # GEMM vs GEMV order

@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+import pytest
+
+from indexer.errors import InvalidInput
+from indexer.vocab import (
+    PhraseSpec,
+    apply_templates,
+    catalog,
+    parse_phrase_file,
+    parse_phrase_items,
+    validate_name,
+    validate_phrase,
+    validate_templates,
+)
+
+GUIDE_NAMES = [
+    "artists", "artists-prevalence", "movements", "painting-materials", "sculpture-materials", "printing-techniques",
+    "surfaces", "tools", "qualities", "sites", "ci-artists", "ci-flavors", "ci-mediums", "ci-movements", "ci-sites",
+    "ci-negative",
+]
+
+
+def test_catalog_has_the_sixteen_builtin_vocabularies_with_attribution():
+    cat = catalog()
+    assert list(cat.vocabularies) == GUIDE_NAMES
+    for v in cat.vocabularies.values():
+        assert v.source and v.licence and v.description
+        assert all(t.count("{}") == 1 for t in v.templates)
+    assert "CC BY-SA 3.0" in cat.get("movements").licence
+    assert set(cat.default) <= set(GUIDE_NAMES)
+
+
+@pytest.mark.parametrize(
+    "name, count, example",
+    [
+        ("artists-prevalence", 957, "by paul cézanne"),
+        ("artists", 5854, "paul cézanne"),
+        ("movements", 193, "tonalism movement"),
+        ("surfaces", 19, "on canvas"),
+        ("sculpture-materials", 38, "sculpted from marble"),
+        ("ci-artists", 2 * 5265, "inspired by Paul Cézanne"),
+        ("ci-sites", 4 * 18, "trending on Artstation"),
+        ("ci-flavors", 100954, "cézanne style"),
+    ],
+)
+def test_templates_turn_terms_into_the_phrases_the_source_tool_used(name, count, example):
+    phrases = [p.phrase for p in catalog().get(name).phrases()]
+    assert len(phrases) == count
+    assert example in phrases
+
+
+def test_the_movement_template_is_applied_verbatim_even_when_doubled():
+    phrases = [p.phrase for p in catalog().get("movements").phrases()]
+    assert "arts and crafts movement movement" in phrases  # as clip-gaze 0.3.0 prompted CLIP
+
+
+def test_each_term_yields_one_phrase_per_template_and_duplicates_collapse():
+    out = apply_templates(["a", "b", "a"], ["by {}", "inspired by {}"])
+    assert [p.phrase for p in out] == ["by a", "by b", "inspired by a", "inspired by b"]
+    assert {p.term for p in out} == {"a", "b"}
+    braces = apply_templates(["{x}"], ["by {}"])  # a term with braces is not a format string
+    assert braces[0].phrase == "by {x}"
+
+
+def test_external_ids_and_metadata_follow_their_term_through_templates():
+    out = apply_templates([PhraseSpec("saint jerome", "", "ICON-11", {"n": 1})], ["{}", "depicting {}"])
+    assert [(p.phrase, p.external_id, p.metadata) for p in out] == [
+        ("saint jerome", "ICON-11", {"n": 1}), ("depicting saint jerome", "ICON-11", {"n": 1})]
+
+
+@pytest.mark.parametrize("bad", ["", "Upper", "has space", "-lead", "x" * 65, "é", None, 3])
+def test_bad_vocabulary_names_are_refused(bad):
+    with pytest.raises(InvalidInput) as exc:
+        validate_name(bad)
+    assert exc.value.code == "invalid_name"
+
+
+@pytest.mark.parametrize("bad, why", [("", "empty"), ("   ", "empty"), ("x" * 301, "limit"), ("a\tb", "control"), (7, "string")])
+def test_bad_phrases_are_refused_with_a_reason(bad, why):
+    with pytest.raises(InvalidInput, match=why):
+        validate_phrase(bad)
+
+
+def test_templates_must_hold_one_placeholder():
+    assert validate_templates(None) == ("{}",)
+    assert validate_templates("by {}") == ("by {}",)
+    for bad in ["by", "{} and {}", [], ["ok {}", 5]]:
+        with pytest.raises(InvalidInput):
+            validate_templates(bad)
+
+
+def test_phrase_items_validate_each_field_and_name_the_bad_item():
+    specs = parse_phrase_items(["a", {"term": "b", "external_id": 12, "metadata": {"k": "v"}}], 10)
+    assert [(s.term, s.external_id, s.metadata) for s in specs] == [("a", None, None), ("b", "12", {"k": "v"})]
+    with pytest.raises(InvalidInput, match=r"phrases\[1\]"):
+        parse_phrase_items(["a", {"term": ""}], 10)
+    with pytest.raises(InvalidInput, match="unknown field"):
+        parse_phrase_items([{"term": "a", "colour": "x"}], 10)
+    with pytest.raises(InvalidInput, match="at most 2"):
+        parse_phrase_items(["a", "b", "c"], 2)
+    with pytest.raises(InvalidInput, match="empty"):
+        parse_phrase_items([], 2)
+
+
+def test_phrase_files_lines_keep_commas_csv_splits_ids():
+    assert parse_phrase_file("aaron nagel,\n# comment\n\nfan qi,\n") == ["aaron nagel,", "fan qi,"]
+    rows = parse_phrase_file("term,external_id\nsaint jerome,ICON-11\n\"a, b\",X2\nplain\n", "csv")
+    assert rows == [{"term": "saint jerome", "external_id": "ICON-11"}, {"term": "a, b", "external_id": "X2"}, "plain"]
+    assert parse_phrase_file("a\tA1\n", "tsv") == [{"term": "a", "external_id": "A1"}]
