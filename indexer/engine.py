@@ -143,6 +143,25 @@ class Engine:
                 del self._indexes[gone]
             return loaded
 
+    def _embed_unindexed(self, names: Sequence[str], versions: dict[str, tuple[int, int]]) -> None:
+        """Before scoring: embed, in one pass, what vocabularies without a current index still lack."""
+        index_dir = self.store.index_dir(self.model_key)
+        stale = [
+            n for n in names
+            if (c := self._indexes.get(n)) is None or versions.get(n) != (c.vocab.id, c.vocab.version)
+        ]
+        todo = [n for n in stale if not (index_dir / f"{slug(n)}.{versions[n][0]}.v{versions[n][1]}.faiss").is_file()]
+        if not todo:
+            return
+        missing = len(self.store.missing_phrases(self.model_key, todo))
+        if missing and self.auto_embed_limit is not None and missing > self.auto_embed_limit:
+            raise NotIndexed(
+                f"{', '.join(todo)} not indexed for model {self.spec.name} ({missing} phrases to embed); "
+                f"run `clip-gaze index --vocab {','.join(todo)} --model {self.spec.name}`"
+            )
+        if missing:
+            build.embed_missing(self.store, self.model, todo, self.progress, model_key=self.model_key)
+
     def _rebuild(self, vocab: VocabularyRow) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
         ids, mat, missing = self.store.vectors(self.model_key, vocab.id)
         if missing:
@@ -178,6 +197,7 @@ class Engine:
         embeddings = np.atleast_2d(embeddings)
         versions = self.store.versions()
         out: list[dict[str, Any]] = [{} for _ in range(len(embeddings))]
+        self._embed_unindexed(names, versions)
         scale = self.model.logit_scale
         for name in names:
             idx = self.loaded_index(name, versions)
@@ -274,20 +294,16 @@ class Engine:
         desc = validate_description(description)
         items = parse_phrase_items(phrases, MAX_PHRASES_PER_WRITE) if phrases not in (None, []) else []
         specs = apply_templates(items, tpl)
-        vectors = self._embed_new(specs)  # before any write: a model failure stores nothing
-        self.store.create_vocabulary(name, tpl, desc)
-        if not specs:
-            return WriteResult(name, version=1)
-        try:
-            result = self.store.add_phrases(name, specs, self.model_key, vectors)
-        except BaseException:
-            self.store.delete_vocabulary(name)
-            raise
+        if self.store.find_vocabulary(name) is not None:  # fail before embedding; the write checks again
+            raise Conflict(f"a vocabulary named {name!r} already exists", code="vocabulary_exists")
+        vectors = self._embed_new(specs)  # before the write: a model failure stores nothing
+        result = self.store.create_vocabulary(name, tpl, desc, specs, self.model_key, vectors)
         self._refresh_index(name)
         return result
 
     def add_phrases(self, name: str, phrases: object) -> WriteResult:
-        vocab = self.store.get_vocabulary(validate_name(name))
+        self.resolve([validate_name(name)])
+        vocab = self.store.get_vocabulary(name)
         items = parse_phrase_items(phrases, MAX_PHRASES_PER_WRITE)
         specs = apply_templates(items, vocab.templates)
         if vocab.builtin:  # say so before spending time on embeddings
@@ -303,13 +319,15 @@ class Engine:
         ids_l = _string_list(external_ids, "external_ids")
         if not terms_l and not ids_l:
             raise InvalidInput("give 'terms' or 'external_ids' to remove", code="invalid_input")
-        result = self.store.remove_phrases(validate_name(name), terms_l, ids_l)
+        self.resolve([validate_name(name)])
+        result = self.store.remove_phrases(name, terms_l, ids_l)
         if result.removed:
             self._refresh_index(name)
         return result
 
     def delete_vocabulary(self, name: str) -> WriteResult:
-        result = self.store.delete_vocabulary(validate_name(name))
+        self.resolve([validate_name(name)])
+        result = self.store.delete_vocabulary(name)
         self._indexes.pop(name, None)
         return result
 

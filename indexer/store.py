@@ -262,17 +262,48 @@ class Store:
         return True
 
     def create_vocabulary(
-        self, name: str, templates: Sequence[str], description: str = "", builtin: bool = False
-    ) -> VocabularyRow:
+        self,
+        name: str,
+        templates: Sequence[str],
+        description: str = "",
+        phrases: Sequence[PhraseSpec] = (),
+        model_key: str | None = None,
+        embeddings: npt.NDArray[np.float32] | None = None,
+    ) -> WriteResult:
+        """Create a custom vocabulary with its phrases (and their embeddings): one transaction, version 1."""
         with self._write() as db:
             if list(db.query("SELECT id FROM vocabularies WHERE name = ?", [name])):
                 raise Conflict(f"a vocabulary named {name!r} already exists", code="vocabulary_exists")
             now = _now()
-            db["vocabularies"].insert(
+            vid = db["vocabularies"].insert(
                 {"name": name, "description": description, "templates": json.dumps(list(templates)),
-                 "builtin": int(builtin), "version": 1, "created_at": now, "updated_at": now}
-            )
-        return self.get_vocabulary(name)
+                 "builtin": 0, "version": 1, "created_at": now, "updated_at": now}
+            ).last_pk
+            added = self._insert_phrases(db, int(vid), phrases, model_key, embeddings)
+        return WriteResult(name, added=added, unchanged=len(phrases) - added, version=1)
+
+    def _insert_phrases(
+        self,
+        db: sqlite_utils.Database,
+        vocabulary_id: int,
+        phrases: Sequence[PhraseSpec],
+        model_key: str | None,
+        embeddings: npt.NDArray[np.float32] | None,
+    ) -> int:
+        """Inside a write: insert phrases (existing ones ignored) and embeddings; returns how many were new."""
+        if model_key is not None and embeddings is not None and len(phrases):
+            self._put_embeddings(db, model_key, [p.phrase for p in phrases], embeddings)
+        before = db.execute("SELECT count(*) FROM phrases WHERE vocabulary_id = ?", [vocabulary_id]).fetchone()[0]
+        db.conn.executemany(
+            "INSERT OR IGNORE INTO phrases (vocabulary_id, term, phrase, external_id, metadata) VALUES (?, ?, ?, ?, ?)",
+            [
+                (vocabulary_id, p.term, p.phrase, p.external_id,
+                 json.dumps(p.metadata, ensure_ascii=False) if p.metadata is not None else None)
+                for p in phrases
+            ],
+        )
+        after = db.execute("SELECT count(*) FROM phrases WHERE vocabulary_id = ?", [vocabulary_id]).fetchone()[0]
+        return int(after - before)
 
     def _writable(self, db: sqlite_utils.Database, name: str) -> dict[str, Any]:
         rows = list(db.query("SELECT id, builtin, version FROM vocabularies WHERE name = ?", [name]))
@@ -293,23 +324,12 @@ class Store:
         transaction. Re-adding a phrase is a no-op; the version bumps only if something changed."""
         with self._write() as db:
             vocab = self._writable(db, name)
-            if model_key is not None and embeddings is not None:
-                self._put_embeddings(db, model_key, [p.phrase for p in phrases], embeddings)
-            before = db.execute("SELECT count(*) FROM phrases WHERE vocabulary_id = ?", [vocab["id"]]).fetchone()[0]
-            db.conn.executemany(
-                "INSERT OR IGNORE INTO phrases (vocabulary_id, term, phrase, external_id, metadata) VALUES (?, ?, ?, ?, ?)",
-                [
-                    (vocab["id"], p.term, p.phrase, p.external_id,
-                     json.dumps(p.metadata, ensure_ascii=False) if p.metadata is not None else None)
-                    for p in phrases
-                ],
-            )
-            after = db.execute("SELECT count(*) FROM phrases WHERE vocabulary_id = ?", [vocab["id"]]).fetchone()[0]
+            added = self._insert_phrases(db, vocab["id"], phrases, model_key, embeddings)
             version = vocab["version"]
-            if after != before:
+            if added:
                 version += 1
                 db.execute("UPDATE vocabularies SET version = ?, updated_at = ? WHERE id = ?", [version, _now(), vocab["id"]])
-        return WriteResult(name, added=after - before, unchanged=len(phrases) - (after - before), version=version)
+        return WriteResult(name, added=added, unchanged=len(phrases) - added, version=version)
 
     def remove_phrases(self, name: str, terms: Sequence[str] = (), external_ids: Sequence[str] = ()) -> WriteResult:
         with self._write() as db:

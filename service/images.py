@@ -52,8 +52,8 @@ def decode_image(data: bytes, max_pixels: int, draft: int | None = None, name: s
         raise ImageTooLarge(f"{name} has more pixels than the limit of {max_pixels:,}") from None
     except UnidentifiedImageError:
         raise InvalidImage(f"{name} is not an image in a supported format ({SUPPORTED})", code="unsupported_image") from None
-    except Exception as exc:
-        raise InvalidImage(f"{name} could not be read: {exc}") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise InvalidImage(f"{name} is truncated or damaged ({exc})", code="damaged_image") from None
     fmt = FORMATS.get(img.format or "")
     if fmt is None:
         raise InvalidImage(f"{name} is a {img.format} image; supported formats are {SUPPORTED}", code="unsupported_image")

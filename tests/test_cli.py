@@ -1,0 +1,148 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from clip_gaze.cli import cli
+from conftest import draw_shape
+
+
+def _commands(group: click.Group, prefix: tuple[str, ...] = ()):
+    for name, cmd in group.commands.items():
+        yield (*prefix, name), cmd
+        if isinstance(cmd, click.Group):
+            yield from _commands(cmd, (*prefix, name))
+
+
+@pytest.fixture
+def run(toy_loader, monkeypatch):
+    """Invoke the CLI in-process, with the session's toy model injected (no reload per call)."""
+    import indexer.engine as engine_mod
+
+    original = engine_mod.Engine.__init__
+
+    def init(self, home, model=None, **kw):
+        kw["loader"] = toy_loader
+        original(self, home, model, **kw)
+
+    monkeypatch.setattr(engine_mod.Engine, "__init__", init)
+    runner = CliRunner()
+
+    def invoke(*args: str, input: str | None = None):
+        return runner.invoke(cli, list(args), input=input, catch_exceptions=False)
+
+    return invoke
+
+
+def test_every_command_has_help_with_an_example():
+    runner = CliRunner()
+    names = []
+    for path, _cmd in _commands(cli):
+        result = runner.invoke(cli, [*path, "--help"])
+        assert result.exit_code == 0, path
+        assert "Example" in result.stdout and "clip-gaze " in result.stdout, f"{' '.join(path)} --help has no example"
+        names.append(" ".join(path))
+    assert {"index", "analyze", "compare", "serve", "models", "vocab list", "vocab show", "vocab create",
+            "vocab add", "vocab remove", "vocab delete"} <= set(names)
+
+
+def test_analyze_prints_a_table_relative_to_each_list(run, picture: Path):
+    result = run("analyze", str(picture), "--vocab", "qualities,surfaces", "-k", "2")
+    assert result.exit_code == 0, result.output
+    assert "qualities: relative to 7 phrases" in result.stdout
+    assert "surfaces: relative to 19 phrases" in result.stdout
+    assert result.stdout.count("%") == 4
+
+
+def test_analyze_json_lines_one_object_per_image(run, picture: Path, tmp_path: Path):
+    second = tmp_path / "second.jpg"
+    draw_shape("yellow", "triangle").save(second)
+    result = run("analyze", str(picture), str(second), "--vocab", "qualities", "--vocab", "sites", "--top-k", "3", "--json")
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 2
+    first = json.loads(lines[0])
+    assert first["ok"] is True and first["file"] == str(picture)
+    assert set(first) >= {"model", "image", "results", "timing_ms"}
+    assert first["model"]["preset"] == "toy" and first["image"]["width"] == 128
+    assert list(first["results"]) == ["qualities", "sites"]
+    assert first["results"]["qualities"]["softmax_over"] == 7 and len(first["results"]["qualities"]["matches"]) == 3
+    assert json.loads(lines[1])["image"]["format"] == "JPEG"
+
+
+def test_one_bad_image_among_several_is_reported_and_the_rest_analysed(run, picture: Path, tmp_path: Path):
+    bad = tmp_path / "bad.png"
+    bad.write_text("not an image")
+    result = run("analyze", str(bad), str(picture), "--vocab", "qualities", "--json")
+    assert result.exit_code == 1
+    rows = [json.loads(line) for line in result.stdout.strip().splitlines()]
+    assert [r["ok"] for r in rows] == [False, True]
+    assert rows[0]["code"] == "unsupported_image"
+    assert "1 of 2 images could not be analysed" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["analyze", "missing.png"], "no such file: missing.png"),
+        (["analyze", "{picture}", "--vocab", "nope"], "unknown vocabulary: nope"),
+        (["analyze", "{picture}", "--model", "nope"], "unknown model 'nope'"),
+        (["compare", "{picture}", ""], "empty phrases[0]"),
+        (["vocab", "show", "nope"], "unknown vocabulary: nope"),
+        (["vocab", "add", "movements", "x"], "built-in vocabulary"),
+        (["vocab", "create", "Bad Name", "x"], "invalid vocabulary name"),
+    ],
+)
+def test_bad_input_is_one_readable_line_and_a_nonzero_exit(run, picture: Path, args, message):
+    result = run(*[a.replace("{picture}", str(picture)) for a in args])
+    assert result.exit_code != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0], result.stderr
+
+
+def test_compare_ranks_the_right_phrase_first(run, picture: Path):
+    result = run("compare", str(picture), "a red circle", "a blue square", "a yellow star", "--json")
+    res = json.loads(result.stdout)["results"]["compare"]
+    assert res["softmax_over"] == 3 and res["matches"][0]["phrase"] == "a blue square"
+
+
+def test_vocab_lifecycle_from_a_csv_file(run, picture: Path, tmp_path: Path):
+    csv = tmp_path / "saints.csv"
+    csv.write_text("term,external_id\nsaint jerome,ICON-1\n\"saint agnes, martyr\",ICON-2\n", encoding="utf-8")
+    assert "created saints: 2 phrases" in run("vocab", "create", "saints", "--file", str(csv), "-t", "depicting {}").stdout
+    assert "1 added, 0 already there" in run("vocab", "add", "saints", "saint paul").stdout
+    assert "0 added, 1 already there" in run("vocab", "add", "saints", "saint paul").stdout
+    shown = json.loads(run("vocab", "show", "saints", "--json").stdout)
+    assert [p["phrase"] for p in shown["phrases"]] == ["depicting saint jerome", "depicting saint agnes, martyr", "depicting saint paul"]
+    assert shown["phrases"][1]["external_id"] == "ICON-2" and shown["vocabulary"]["version"] == 2  # created (1), then one add
+    out = json.loads(run("analyze", str(picture), "--vocab", "saints", "--json").stdout)
+    assert out["results"]["saints"]["softmax_over"] == 3
+    assert "2 phrases removed" in run("vocab", "remove", "saints", "saint paul", "-e", "ICON-1").stdout
+    listed = json.loads(run("vocab", "list", "--json").stdout)
+    assert {"saints", "movements", "ci-flavors"} <= {v["name"] for v in listed}
+    assert run("vocab", "delete", "saints").exit_code == 1  # not interactive: needs --yes
+    assert "deleted saints" in run("vocab", "delete", "saints", "--yes").stdout
+
+
+def test_index_embeds_only_what_is_missing(run):
+    first = json.loads(run("index", "--vocab", "qualities,surfaces", "--json").stdout)
+    assert first["embedded"] == 26 and sorted(first["indexes_written"]) == ["qualities", "surfaces"]
+    second = json.loads(run("index", "--vocab", "qualities,surfaces", "--json").stdout)
+    assert second["embedded"] == 0 and second["indexes_written"] == []
+
+
+def test_models_json_gives_preset_arch_pretrained_and_config():
+    result = CliRunner().invoke(cli, ["models", "--json"])
+    models = {m["preset"]: m for m in json.loads(result.stdout)}
+    assert set(models) == {"vit-b-32", "sd15", "sd2", "sdxl", "toy"}
+    assert models["vit-b-32"]["arch"] == "ViT-B-32" and models["vit-b-32"]["pretrained"] == "openai"
+    assert "config" not in models["sd15"]
+    assert Path(models["toy"]["config"]).is_file() and Path(models["toy"]["pretrained"]).is_file()
+
+
+def test_serve_refuses_to_bind_beyond_loopback_without_a_token():
+    result = CliRunner().invoke(cli, ["serve", "--host", "0.0.0.0", "--no-index"])
+    assert result.exit_code == 1 and "refusing to listen on 0.0.0.0" in result.stderr
