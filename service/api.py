@@ -266,7 +266,7 @@ def create_vocabulary() -> tuple[Response, int]:
     engine = state().engine
     result = engine.create_vocabulary(body.get("name"), body.get("phrases"), templates, body.get("description"))
     row = engine.store.get_vocabulary(result.vocabulary)
-    return jsonify(ok=True, vocabulary=row.to_json(), **result.to_json()), 201
+    return jsonify({"ok": True, **result.to_json(), "vocabulary": row.to_json()}), 201
 
 
 @api.post("/v1/vocabularies/<name>/phrases")

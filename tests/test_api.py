@@ -1,0 +1,237 @@
+from __future__ import annotations
+
+import base64
+import io
+import threading
+from typing import Any
+
+import pytest
+from openapi_spec_validator import validate
+from werkzeug.serving import make_server
+
+from clip_gaze import ApiError, Client
+from conftest import draw_shape, encode
+from indexer.settings import Settings
+from service import create_app
+
+TOKEN = "s3cret-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+def app(engine, clean_environ, monkeypatch):
+    monkeypatch.setenv("CLIP_GAZE_API_TOKENS", f"other,{TOKEN}")
+    monkeypatch.setenv("CLIP_GAZE_MAX_UPLOAD_MB", "1")
+    monkeypatch.setenv("CLIP_GAZE_MAX_PIXELS", "4000000")
+    app = create_app(Settings.from_env(), engine=engine)
+    app.config["TESTING"] = True
+    return app
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def is_error(resp, status: int, code: str | None = None) -> dict[str, Any]:
+    body = resp.get_json()
+    assert resp.status_code == status, body
+    assert set(body) == {"ok", "status", "code", "error"} and body["ok"] is False and body["status"] == status
+    assert isinstance(body["error"], str) and body["error"]
+    if code:
+        assert body["code"] == code, body
+    return body
+
+
+def upload(png: bytes, **fields: str) -> dict[str, Any]:
+    return {"image": (io.BytesIO(png), "picture.png"), **fields}
+
+
+def test_health_answers_without_loading_the_model(app):
+    resp = app.test_client().get("/v1/health")
+    assert resp.status_code == 200
+    body = resp.get_json()
+    assert body["ok"] is True and body["model_loaded"] is False and body["status"] == "loading"
+
+
+def test_analyze_multipart_returns_the_documented_shape(client, red_circle_png):
+    resp = client.post("/v1/analyze", data=upload(red_circle_png, vocabularies="qualities,surfaces", top_k="3"))
+    body = resp.get_json()
+    assert resp.status_code == 200, body
+    assert body["ok"] is True
+    assert set(body["model"]) >= {"preset", "arch", "pretrained", "logit_scale"} and body["model"]["preset"] == "toy"
+    assert set(body["image"]) >= {"sha256", "width", "height"} and body["image"]["width"] == 128
+    assert list(body["results"]) == ["qualities", "surfaces"]
+    res = body["results"]["qualities"]
+    assert res["softmax_over"] == 7 and len(res["matches"]) == 3
+    assert set(res["matches"][0]) >= {"phrase", "term", "probability", "cosine", "logit", "external_id"}
+    assert isinstance(body["timing_ms"], float)
+    assert client.get("/v1/health").get_json()["model_loaded"] is True
+
+
+def test_analyze_base64_json_and_default_vocabularies(client, red_circle_png, engine):
+    b64 = base64.b64encode(red_circle_png).decode()
+    resp = client.post("/v1/analyze", json={"image_base64": "data:image/png;base64," + b64, "top_k": 1})
+    body = resp.get_json()
+    assert resp.status_code == 200, body
+    assert list(body["results"]) == engine.default_vocabularies()
+
+
+def test_batch_embeds_each_image_once_and_keeps_order(client, app):
+    pngs = [encode(draw_shape(c, s)) for c, s in (("red", "circle"), ("blue", "square"), ("green", "triangle"))]
+    bad = b"definitely not an image"
+    data = {"image": [(io.BytesIO(p), f"{i}.png") for i, p in enumerate([pngs[0], bad, pngs[1], pngs[2]])],
+            "vocabularies": "qualities,sites", "top_k": "2"}
+    body = client.post("/v1/analyze/batch", data=data).get_json()
+    assert body["ok"] is True and body["count"] == 4 and body["failed"] == 1
+    assert [r["ok"] for r in body["results"]] == [True, False, True, True]
+    assert body["results"][1]["code"] == "unsupported_image" and body["results"][1]["index"] == 1
+    assert all(set(r["results"]) == {"qualities", "sites"} for r in body["results"] if r["ok"])
+    batcher = app.extensions["clip_gaze"]._batcher
+    assert batcher.items == 3  # three pictures, one embedding each, reused for both vocabularies
+
+
+def test_compare_scores_exactly_the_phrases_and_stores_nothing(client, engine):
+    png = encode(draw_shape("blue", "square"))
+    before = engine.store.stats()
+    for data in (upload(png, phrases='["a blue square", "a red circle"]'),
+                 upload(png, phrases="a blue square\na red circle")):
+        body = client.post("/v1/compare", data=data).get_json()
+        res = body["results"]["compare"]
+        assert res["softmax_over"] == 2 and res["matches"][0]["phrase"] == "a blue square"
+    body = client.post("/v1/compare", json={"image_base64": base64.b64encode(png).decode(),
+                                            "phrases": ["a blue square", "a yellow star", "a red circle"]}).get_json()
+    assert body["results"]["compare"]["softmax_over"] == 3
+    assert engine.store.stats() == before
+
+
+def test_vocabularies_list_and_paged_show(client):
+    body = client.get("/v1/vocabularies").get_json()
+    names = {v["name"]: v for v in body["vocabularies"]}
+    assert len(names) == 16 and names["ci-artists"]["size"] == 10530 and names["ci-artists"]["builtin"] is True
+    assert set(names["movements"]) >= {"name", "size", "builtin", "templates", "description", "version"}
+    page = client.get("/v1/vocabularies/movements?offset=0&limit=5").get_json()
+    assert len(page["phrases"]) == 5 and page["next_offset"] == 5 and page["vocabulary"]["size"] == 193
+    last = client.get("/v1/vocabularies/movements?offset=190&limit=5").get_json()
+    assert len(last["phrases"]) == 3 and last["next_offset"] is None
+    is_error(client.get("/v1/vocabularies/movements?limit=0"), 400)
+    is_error(client.get("/v1/vocabularies/nope"), 404, "unknown_vocabulary")
+
+
+def test_custom_vocabulary_lifecycle_with_external_ids(client, red_circle_png):
+    phrases = [{"term": "a red circle", "external_id": "SH-1", "metadata": {"aat": 300}}, "a blue square"]
+    resp = client.post("/v1/vocabularies", json={"name": "shapes", "description": "test", "phrases": phrases}, headers=AUTH)
+    body = resp.get_json()
+    assert resp.status_code == 201, body
+    assert body["added"] == 2 and body["vocabulary"]["name"] == "shapes" and body["vocabulary"]["version"] == 1
+    again = client.post("/v1/vocabularies/shapes/phrases", json={"phrases": ["a blue square", "a green star"]}, headers=AUTH)
+    assert again.get_json()["added"] == 1 and again.get_json()["unchanged"] == 1
+    res = client.post("/v1/analyze", data=upload(red_circle_png, vocabularies="shapes")).get_json()["results"]["shapes"]
+    assert res["softmax_over"] == 3
+    top = res["matches"][0]
+    assert (top["phrase"], top["external_id"], top["metadata"]) == ("a red circle", "SH-1", {"aat": 300})
+    gone = client.delete("/v1/vocabularies/shapes/phrases", json={"external_ids": ["SH-1"]}, headers=AUTH).get_json()
+    assert gone["removed"] == 1
+    assert client.delete("/v1/vocabularies/shapes", headers=AUTH).get_json()["deleted"] == "shapes"
+    is_error(client.get("/v1/vocabularies/shapes"), 404)
+
+
+def test_writes_need_a_valid_bearer_token(client):
+    body = {"name": "mine", "phrases": ["x"]}
+    assert is_error(client.post("/v1/vocabularies", json=body), 401, "unauthorized")
+    is_error(client.post("/v1/vocabularies", json=body, headers={"Authorization": "Bearer wrong"}), 401)
+    is_error(client.post("/v1/vocabularies", json=body, headers={"Authorization": TOKEN}), 401)
+    is_error(client.delete("/v1/vocabularies/movements", headers=AUTH), 403, "read_only")
+    is_error(client.post("/v1/vocabularies/movements/phrases", json={"phrases": ["x"]}, headers=AUTH), 403, "read_only")
+
+
+def test_without_configured_tokens_writes_are_disabled(engine, monkeypatch):
+    monkeypatch.delenv("CLIP_GAZE_API_TOKENS", raising=False)
+    client = create_app(Settings.from_env(), engine=engine).test_client()
+    is_error(client.post("/v1/vocabularies", json={"name": "mine"}, headers=AUTH), 403, "writes_disabled")
+
+
+@pytest.mark.parametrize(
+    "body, code",
+    [
+        ({"name": "Bad Name", "phrases": ["x"]}, "invalid_name"),
+        ({"name": "ok", "phrases": ["x", ""]}, "invalid_phrase"),
+        ({"name": "ok", "phrases": ["x" * 301]}, "invalid_phrase"),
+        ({"name": "ok", "phrases": "x"}, "invalid_input"),
+        ({"name": "ok", "template": "no placeholder"}, "invalid_template"),
+        ({"name": "ok", "phrases": ["x"], "colour": "red"}, "invalid_input"),
+        ({"name": "movements", "phrases": ["x"]}, "vocabulary_exists"),
+    ],
+)
+def test_bad_vocabulary_bodies_are_refused_and_store_nothing(client, engine, body, code):
+    is_error(client.post("/v1/vocabularies", json=body, headers=AUTH), 409 if code == "vocabulary_exists" else 400, code)
+    assert engine.store.find_vocabulary("ok") is None
+
+
+def test_every_error_is_the_json_error_body(client, red_circle_png, app):
+    is_error(client.get("/v1/nope"), 404, "not_found")
+    is_error(client.delete("/v1/analyze"), 405, "method_not_allowed")
+    too_big = b"\0" * (2 * 1024 * 1024)  # raw bytes: the test client spools a multipart dict to a file it never closes
+    is_error(client.post("/v1/analyze", data=too_big, content_type="multipart/form-data; boundary=x"), 413, "request_entity_too_large")
+    is_error(client.post("/v1/analyze", data={}), 400, "missing_image")
+    is_error(client.post("/v1/analyze", data=upload(b"GIF89a broken")), 400)
+    is_error(client.post("/v1/analyze", data=upload(red_circle_png, vocabularies="nope")), 404, "unknown_vocabulary")
+    is_error(client.post("/v1/analyze", data=upload(red_circle_png, top_k="many")), 400, "invalid_top_k")
+    is_error(client.post("/v1/analyze", data=upload(red_circle_png, top_k="0")), 400, "invalid_top_k")
+    is_error(client.post("/v1/analyze", json={"image_base64": "%%%"}), 400, "invalid_base64")
+    is_error(client.post("/v1/vocabularies", data="{not json", headers={**AUTH, "Content-Type": "application/json"}), 400, "invalid_json")
+    is_error(client.post("/v1/vocabularies", json=["a list"], headers=AUTH), 400, "invalid_json")
+    is_error(client.post("/v1/compare", data=upload(red_circle_png)), 400, "invalid_phrase")
+    bomb = encode(draw_shape(size=2100), "PNG")  # 4.4 MP > the 4 MP limit set above
+    is_error(client.post("/v1/analyze", data=upload(bomb)), 413, "image_too_large")
+
+
+def test_an_unexpected_failure_is_a_500_without_a_stack_trace(app, client, red_circle_png, monkeypatch):
+    state = app.extensions["clip_gaze"]
+    monkeypatch.setattr(state, "embed_images", lambda images: (_ for _ in ()).throw(RuntimeError("secret internals")))
+    body = is_error(client.post("/v1/analyze", data=upload(red_circle_png)), 500, "internal_error")
+    assert "secret" not in body["error"] and "Traceback" not in body["error"]
+
+
+def test_openapi_document_is_valid_and_covers_every_endpoint(client, app):
+    doc = client.get("/openapi.json").get_json()
+    validate(doc)
+    documented = {(path, method.upper()) for path, ops in doc["paths"].items() for method in ops if method != "parameters"}
+    served = {
+        (rule.rule.replace("<name>", "{name}"), m)
+        for rule in app.url_map.iter_rules() if rule.endpoint.startswith("api.")
+        for m in rule.methods - {"HEAD", "OPTIONS"}
+    }
+    assert served == documented
+
+
+@pytest.fixture
+def live_url(app):
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+def test_python_client_speaks_to_the_api(live_url, tmp_path):
+    api = Client(live_url, token=TOKEN)
+    assert api.health()["ok"] is True
+    assert any(v["name"] == "movements" for v in api.vocabularies())
+    created = api.create_vocabulary("shapes", [{"term": "red circle", "external_id": "S1"}, "blue square"], template="a {}")
+    assert created["added"] == 2
+    assert api.add_phrases("shapes", ["green triangle"])["added"] == 1
+    path = tmp_path / "c.png"
+    draw_shape("red", "circle").save(path)
+    one = api.analyze(path, vocabularies=["shapes"], top_k=2)
+    assert one["results"]["shapes"]["matches"][0]["external_id"] == "S1"
+    batch = api.analyze_batch([path, draw_shape("blue", "square")], vocabularies="shapes", top_k=1)
+    assert [r["results"]["shapes"]["matches"][0]["phrase"] for r in batch["results"]] == ["a red circle", "a blue square"]
+    cmp = api.compare(encode(draw_shape("green", "triangle")), ["a green triangle", "a red circle"])
+    assert cmp["results"]["compare"]["matches"][0]["phrase"] == "a green triangle"
+    assert api.vocabulary("shapes", limit=1)["next_offset"] == 1
+    assert api.remove_phrases("shapes", terms=["green triangle"])["removed"] == 1
+    assert api.delete_vocabulary("shapes")["deleted"] == "shapes"
+    with pytest.raises(ApiError) as exc:
+        Client(live_url).create_vocabulary("x", ["y"])
+    assert exc.value.status == 401 and exc.value.code == "unauthorized"
