@@ -1,0 +1,139 @@
+"""End to end: `clip-gaze serve` (gunicorn, 2 workers) with the toy model, killed with SIGKILL in the
+middle of a write, restarted: every acknowledged write is there, no batch is half there."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from clip_gaze import ApiError, Client
+from conftest import draw_shape, encode
+
+pytestmark = pytest.mark.e2e
+TOKEN = "e2e-token"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, home: Path, port: int):
+        self.home, self.port = home, port
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = home.parent / f"serve-{port}.log"
+
+    def start(self) -> "Server":
+        env = {**os.environ, "CLIP_GAZE_HOME": str(self.home), "CLIP_GAZE_MODEL": "toy", "CLIP_GAZE_API_TOKENS": TOKEN}
+        with open(self.log, "ab") as log:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "clip_gaze", "serve", "--port", str(self.port), "--workers", "2", "--threads", "4"],
+                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log.read_text()[-3000:]
+            try:
+                if Client(self.url, timeout=2).health()["status"] == "ready":
+                    return self
+            except (OSError, ApiError):
+                pass
+            time.sleep(0.3)
+        raise AssertionError("server did not become ready:\n" + self.log.read_text()[-3000:])
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGKILL)  # master and workers, no chance to clean up
+        self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def server(tmp_path: Path):
+    srv = Server(tmp_path / "home", free_port())
+    yield srv
+    srv.stop()
+
+
+def batch(n: int, size: int) -> list[dict[str, str]]:
+    return [{"term": f"batch {n} term {i}", "external_id": f"B{n}-{i}"} for i in range(size)]
+
+
+def stored_batches(home: Path) -> dict[int, int]:
+    db = sqlite3.connect(home / "clip-gaze.db")
+    try:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        rows = db.execute(
+            "SELECT p.external_id FROM phrases p JOIN vocabularies v ON v.id = p.vocabulary_id WHERE v.name = 'thesaurus'"
+        ).fetchall()
+    finally:
+        db.close()
+    counts: dict[int, int] = {}
+    for (ext,) in rows:
+        n = int(ext.split("-")[0][1:])
+        counts[n] = counts.get(n, 0) + 1
+    return counts
+
+
+def test_sigkill_mid_write_loses_no_acknowledged_write_and_leaves_no_half_batch(server: Server):
+    server.start()
+    api = Client(server.url, token=TOKEN)
+    api.create_vocabulary("thesaurus", batch(0, 50), template="a {}")
+    acknowledged = {0: 50}
+    for n in range(1, 6):  # small batches, each acknowledged
+        assert api.add_phrases("thesaurus", batch(n, 200))["added"] == 200
+        acknowledged[n] = 200
+    # Workers see each other's writes: several reads land on both workers.
+    for _ in range(6):
+        res = api.analyze(encode(draw_shape()), vocabularies=["thesaurus"], top_k=1)
+        assert res["results"]["thesaurus"]["softmax_over"] == sum(acknowledged.values())
+
+    big = 20_000
+    outcome: dict[str, object] = {}
+
+    def write_big() -> None:
+        try:
+            outcome["result"] = Client(server.url, token=TOKEN, timeout=120).add_phrases("thesaurus", batch(99, big))
+        except Exception as exc:  # the connection dies with the server
+            outcome["error"] = exc
+
+    writer = threading.Thread(target=write_big)
+    writer.start()
+    time.sleep(0.8)  # the big batch is being embedded or written
+    server.kill()
+    writer.join(timeout=60)
+    if "result" in outcome:
+        acknowledged[99] = big
+    print(f"big batch {'acknowledged' if 'result' in outcome else 'cut off'} by SIGKILL")
+
+    stored = stored_batches(server.home)
+    for n, size in acknowledged.items():
+        assert stored.get(n) == size, f"acknowledged batch {n} lost or partial after SIGKILL"
+    assert stored.get(99) in (None, big), f"half a batch stored: {stored.get(99)} of {big}"
+
+    server.start()  # after a restart, everything committed is served
+    api = Client(server.url, token=TOKEN)
+    total = sum(stored.values())
+    res = api.analyze(encode(draw_shape()), vocabularies=["thesaurus"], top_k=1)
+    assert res["results"]["thesaurus"]["softmax_over"] == total
+    again = api.add_phrases("thesaurus", batch(3, 200))
+    assert again["added"] == 0 and again["unchanged"] == 200
