@@ -173,7 +173,8 @@ def format_table(answer: dict[str, Any]) -> str:
         lines.append(f"  {vocab}: relative to {res['softmax_over']:,} phrases")
         for m in res["matches"]:
             ext = f"  [{m['external_id']}]" if m.get("external_id") else ""
-            lines.append(f"    {100 * m['probability']:6.2f}%  {m['phrase']}{ext}   (cosine {m['cosine']:.3f})")
+            share = f"{100 * m['probability']:6.2f}%" if m["probability"] >= 5e-5 else " <0.01%"
+            lines.append(f"    {share}  {m['phrase']}{ext}   (cosine {m['cosine']:.3f})")
     return "\n".join(lines)
 
 

@@ -29,18 +29,19 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, home: Path, port: int):
+    def __init__(self, home: Path, port: int, argv: list[str] | None = None, env: dict[str, str] | None = None):
         self.home, self.port = home, port
+        self.argv = argv or ["clip-gaze", "serve", "--port", str(port), "--workers", "2", "--threads", "4"]
+        self.env = {"CLIP_GAZE_HOME": str(home), "CLIP_GAZE_MODEL": "toy", "CLIP_GAZE_API_TOKENS": TOKEN, **(env or {})}
         self.url = f"http://127.0.0.1:{port}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = home.parent / f"serve-{port}.log"
 
     def start(self) -> "Server":
-        env = {**os.environ, "CLIP_GAZE_HOME": str(self.home), "CLIP_GAZE_MODEL": "toy", "CLIP_GAZE_API_TOKENS": TOKEN}
         with open(self.log, "ab") as log:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "clip_gaze", "serve", "--port", str(self.port), "--workers", "2", "--threads", "4"],
-                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                command(self.argv), env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -65,6 +66,12 @@ class Server:
                 self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+def command(argv: list[str]) -> list[str]:
+    """`clip-gaze …` run with this interpreter (the same entry point as the console script)."""
+    assert argv[0] == "clip-gaze"
+    return [sys.executable, "-m", "clip_gaze", *argv[1:]]
 
 
 @pytest.fixture
@@ -137,3 +144,35 @@ def test_sigkill_mid_write_loses_no_acknowledged_write_and_leaves_no_half_batch(
     assert res["results"]["thesaurus"]["softmax_over"] == total
     again = api.add_phrases("thesaurus", batch(3, 200))
     assert again["added"] == 0 and again["unchanged"] == 200
+
+
+def test_docker_compose_commands_run_as_written(tmp_path: Path):
+    """No Docker engine here: run the compose services' own commands directly, with their environment."""
+    import yaml
+
+    compose = yaml.safe_load((Path(__file__).parents[1] / "docker-compose.yml").read_text())
+    indexer, api = compose["services"]["indexer"], compose["services"]["api"]
+    assert indexer["volumes"] == api["volumes"] and {v.split(":")[1] for v in api["volumes"]} == {"/data", "/models"}
+    assert "CLIP_GAZE_API_TOKENS" in api["environment"]
+    assert api["depends_on"]["indexer"]["condition"] == "service_completed_successfully"
+
+    home = tmp_path / "data"
+    env = {**os.environ, "CLIP_GAZE_HOME": str(home), "CLIP_GAZE_MODEL": "toy"}
+    done = subprocess.run(command(indexer["command"]), env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "phrases embedded" in done.stdout
+
+    port = free_port()
+    argv = [a.replace("${CLIP_GAZE_WORKERS:-2}", "2") for a in api["command"]]
+    argv[argv.index("--port") + 1] = str(port)  # the container's 8000, published elsewhere here
+    refused = subprocess.run(command(argv), env={**env, "CLIP_GAZE_API_TOKENS": ""}, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1 and "refusing to listen on 0.0.0.0" in refused.stderr
+    srv = Server(home, port, argv, env={"CLIP_GAZE_API_TOKENS": TOKEN}).start()
+    try:
+        res = Client(srv.url).analyze(encode(draw_shape()), top_k=1)
+        assert "movements" in res["results"]  # indexed by the indexer job, served by the API
+        with pytest.raises(ApiError) as exc:
+            Client(srv.url, token="wrong").create_vocabulary("x", ["y"])
+        assert exc.value.status == 401
+    finally:
+        srv.stop()
