@@ -136,10 +136,11 @@ def parse_phrases_field(body: dict[str, Any]) -> list[str]:
 @api.get("/v1/health")
 def health() -> Response:
     st = state()
+    loaded = st._engine is not None and st._engine.model_loaded
     return jsonify(
         ok=True,
-        status="ready" if st.ready else ("error" if st.warm_error else "loading"),
-        model_loaded=st._engine is not None and st._engine.model_loaded,
+        status="ready" if st.ready or (loaded and not st.warm_error) else ("error" if st.warm_error else "loading"),
+        model_loaded=loaded,
         model=st.settings.model,
         error=st.warm_error,
     )

@@ -1,0 +1,324 @@
+// clip-gaze's page: plain JavaScript over the REST API (no build step, no dependencies).
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = { file: null, last: null, lastKind: null, vocabularies: [] };
+const TOKEN_KEY = "clip-gaze-token";
+
+// -- API ------------------------------------------------------------------------------------------
+async function api(method, path, { json, form, auth } = {}) {
+  const headers = { Accept: "application/json" };
+  let body;
+  if (json !== undefined) { headers["Content-Type"] = "application/json"; body = JSON.stringify(json); }
+  if (form !== undefined) body = form;
+  if (auth) {
+    const token = $("token").value.trim();
+    if (!token) throw new Error("Type the API token first: changing vocabularies needs it.");
+    headers.Authorization = `Bearer ${token}`;
+  }
+  let resp;
+  try {
+    resp = await fetch(path, { method, headers, body });
+  } catch (e) {
+    throw new Error("The server could not be reached. Is clip-gaze serve still running?");
+  }
+  let data;
+  try { data = await resp.json(); } catch (e) { data = null; }
+  if (!resp.ok || !data || data.ok === false) {
+    throw new Error(plainError(resp.status, data));
+  }
+  return data;
+}
+
+function plainError(status, data) {
+  const msg = data && data.error ? data.error : `the server answered ${status}`;
+  const lead = {
+    400: "That did not work", 401: "The API token was refused", 403: "Not allowed", 404: "Not found",
+    409: "Conflict", 413: "Too large", 500: "The server failed", 503: "The server is not ready",
+  }[status] || "Error";
+  return `${lead}: ${msg}`;
+}
+
+// -- start ----------------------------------------------------------------------------------------
+async function loadModel() {
+  try {
+    const [health, models] = await Promise.all([api("GET", "/v1/health"), api("GET", "/v1/models")]);
+    const m = models.model;
+    $("model-name").textContent = m.preset ? `${m.preset} (${m.arch})` : `${m.arch}:${m.pretrained}`;
+    $("model-status").textContent = health.status === "ready" ? "" : `(${health.status})`;
+  } catch (e) {
+    $("model-name").textContent = "unavailable";
+    $("run-error").textContent = e.message;
+  }
+}
+
+async function loadVocabularies() {
+  const box = $("vocab-list");
+  try {
+    const { vocabularies } = await api("GET", "/v1/vocabularies");
+    state.vocabularies = vocabularies;
+    const checked = new Set([...box.querySelectorAll("input:checked")].map((i) => i.value));
+    const first = box.querySelector("input") === null;
+    box.replaceChildren(...vocabularies.map((v) => {
+      const label = document.createElement("label");
+      const input = document.createElement("input");
+      input.type = "checkbox"; input.value = v.name; input.name = "vocabulary";
+      input.checked = first ? v.default : checked.has(v.name);
+      const small = document.createElement("small");
+      small.textContent = ` ${v.size.toLocaleString()} phrases${v.builtin ? "" : ", yours"}`;
+      label.append(input, ` ${v.name}`, small);
+      return label;
+    }));
+    renderCustom();
+  } catch (e) {
+    box.textContent = e.message;
+  }
+}
+
+// -- picking a picture ----------------------------------------------------------------------------
+function setFile(file) {
+  if (!file) return;
+  if (!file.type.startsWith("image/")) { $("run-error").textContent = `${file.name || "That"} is not a picture.`; return; }
+  state.file = file;
+  const img = $("preview");
+  img.src = URL.createObjectURL(file);
+  img.alt = `The picture to read: ${file.name || "pasted image"}`;
+  img.hidden = false;
+  $("drop-help").textContent = `${file.name || "Pasted picture"}: drop, paste or press Enter to change it.`;
+  $("run").disabled = false;
+  $("run-error").textContent = "";
+  run();
+}
+
+function wirePicking() {
+  const drop = $("drop");
+  drop.addEventListener("click", () => $("file").click());
+  drop.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); $("file").click(); } });
+  drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (e) => { e.preventDefault(); drop.classList.remove("over"); setFile(e.dataTransfer.files[0]); });
+  $("file").addEventListener("change", (e) => setFile(e.target.files[0]));
+  document.addEventListener("paste", (e) => {
+    const item = [...(e.clipboardData ? e.clipboardData.items : [])].find((i) => i.type.startsWith("image/"));
+    if (item) setFile(item.getAsFile());
+  });
+}
+
+// -- asking ---------------------------------------------------------------------------------------
+function mode() { return document.querySelector("input[name=mode]:checked").value; }
+
+async function run() {
+  if (!state.file) { $("run-error").textContent = "Choose a picture first."; return; }
+  const form = new FormData();
+  form.append("image", state.file, state.file.name || "pasted.png");
+  let path = "/v1/analyze";
+  if (mode() === "compare") {
+    const phrases = $("phrases").value.split("\n").map((s) => s.trim()).filter(Boolean);
+    if (phrases.length < 2) { $("run-error").textContent = "Type at least two phrases, one per line."; return; }
+    form.append("phrases", JSON.stringify(phrases));
+    path = "/v1/compare";
+  } else {
+    const names = [...document.querySelectorAll("#vocab-list input:checked")].map((i) => i.value);
+    if (!names.length) { $("run-error").textContent = "Choose at least one vocabulary."; return; }
+    form.append("vocabularies", names.join(","));
+    form.append("top_k", $("top-k").value || "5");
+  }
+  busy(true);
+  try {
+    const data = await api("POST", path, { form });
+    state.last = data; state.lastKind = mode();
+    renderCharts(data);
+    $("run-error").textContent = "";
+    loadModel();
+  } catch (e) {
+    $("run-error").textContent = e.message;
+  } finally {
+    busy(false);
+  }
+}
+
+function busy(on) {
+  $("results").setAttribute("aria-busy", String(on));
+  $("busy").hidden = !on;
+  $("run").disabled = on || !state.file;
+  $("run").textContent = on ? "Reading…" : "Read the picture";
+}
+
+// -- charts ---------------------------------------------------------------------------------------
+const pct = (p) => (p >= 0.0005 ? `${(100 * p).toFixed(1)}%` : "<0.1%");
+
+function renderCharts(data) {
+  const charts = Object.entries(data.results).map(([name, res]) => {
+    const section = document.createElement("section");
+    section.className = "chart";
+    section.setAttribute("aria-label", `${name}: relative to ${res.softmax_over} phrases`);
+    const h = document.createElement("h3");
+    h.textContent = name === "compare" ? "Your phrases" : name;
+    const rel = document.createElement("p");
+    rel.className = "relative";
+    rel.textContent = `Relative to ${res.softmax_over.toLocaleString()} phrase${res.softmax_over === 1 ? "" : "s"}` +
+      (res.matches.length < res.softmax_over ? `; the best ${res.matches.length} shown.` : ".");
+    const list = document.createElement("ol");
+    list.className = "bars";
+    for (const m of res.matches) {
+      const li = document.createElement("li");
+      li.className = "bar";
+      li.tabIndex = 0;
+      const detail = `cosine ${m.cosine.toFixed(4)}, logit ${m.logit.toFixed(2)}` + (m.external_id ? `, id ${m.external_id}` : "");
+      li.setAttribute("aria-label", `${m.phrase}: ${pct(m.probability)}; ${detail}`);
+      li.title = detail;
+      const fill = document.createElement("span");
+      fill.className = "fill";
+      fill.style.width = `${Math.max(0.5, 100 * m.probability)}%`;
+      const text = document.createElement("span");
+      text.className = "text";
+      const phrase = document.createElement("span");
+      phrase.className = "phrase";
+      phrase.textContent = m.phrase;
+      const p = document.createElement("span");
+      p.className = "pct";
+      p.textContent = pct(m.probability);
+      text.append(phrase, p);
+      const tip = document.createElement("span");
+      tip.className = "detail";
+      tip.setAttribute("aria-hidden", "true");
+      tip.textContent = detail;
+      li.append(fill, text, tip);
+      list.append(li);
+    }
+    section.append(h, rel, list);
+    return section;
+  });
+  $("charts").replaceChildren(...charts);
+  $("export-json").disabled = $("export-csv").disabled = false;
+}
+
+// -- export ---------------------------------------------------------------------------------------
+function download(name, type, text) {
+  const a = document.createElement("a");
+  a.href = URL.createObjectURL(new Blob([text], { type }));
+  a.download = name;
+  document.body.append(a);
+  a.click();
+  a.remove();
+}
+
+const csvCell = (v) => (v === null || v === undefined ? "" : /[",\n]/.test(String(v)) ? `"${String(v).replace(/"/g, '""')}"` : String(v));
+
+function toCsv(data) {
+  const rows = [["vocabulary", "softmax_over", "rank", "phrase", "term", "probability", "cosine", "logit", "external_id"]];
+  for (const [name, res] of Object.entries(data.results)) {
+    res.matches.forEach((m, i) => rows.push([name, res.softmax_over, i + 1, m.phrase, m.term, m.probability, m.cosine, m.logit, m.external_id]));
+  }
+  return rows.map((r) => r.map(csvCell).join(",")).join("\n") + "\n";
+}
+
+// -- custom vocabularies --------------------------------------------------------------------------
+function parseCsvLine(line) {
+  const out = []; let cur = ""; let quoted = false;
+  for (let i = 0; i < line.length; i++) {
+    const c = line[i];
+    if (quoted) {
+      if (c === '"' && line[i + 1] === '"') { cur += '"'; i++; } else if (c === '"') quoted = false; else cur += c;
+    } else if (c === '"') quoted = true; else if (c === ",") { out.push(cur); cur = ""; } else cur += c;
+  }
+  out.push(cur);
+  return out.map((s) => s.trim());
+}
+
+function parseTerms(text, isCsv) {
+  const lines = text.split(/\r?\n/).map((l) => l.trim()).filter((l) => l && !l.startsWith("#"));
+  if (!isCsv) return lines;
+  const rows = lines.map(parseCsvLine);
+  if (rows.length && rows[0][0].toLowerCase() === "term" && (rows[0][1] || "").toLowerCase() === "external_id") rows.shift();
+  return rows.map((r) => (r[1] ? { term: r[0], external_id: r[1] } : r[0]));
+}
+
+function say(ok, text) {
+  $("manage-error").textContent = ok ? "" : text;
+  $("manage-ok").textContent = ok ? text : "";
+}
+
+async function createVocabulary(e) {
+  e.preventDefault();
+  const file = $("new-file").files[0];
+  let phrases = parseTerms($("new-terms").value, $("new-csv").checked);
+  if (file) phrases = phrases.concat(parseTerms(await file.text(), file.name.toLowerCase().endsWith(".csv")));
+  const name = $("new-name").value.trim();
+  try {
+    const res = await api("POST", "/v1/vocabularies", {
+      auth: true,
+      json: { name, description: $("new-description").value, template: $("new-template").value || "{}", phrases },
+    });
+    say(true, `Created ${name} with ${res.added} phrases.`);
+    $("create-form").reset();
+    $("new-template").value = "{}";
+    await loadVocabularies();
+  } catch (err) { say(false, err.message); }
+}
+
+function renderCustom() {
+  const mine = state.vocabularies.filter((v) => !v.builtin);
+  const list = $("custom-list");
+  if (!mine.length) { list.innerHTML = '<p class="hint">No vocabularies of your own yet.</p>'; return; }
+  list.replaceChildren(...mine.map((v) => {
+    const div = document.createElement("div");
+    div.className = "custom";
+    const id = (s) => `${s}-${v.name}`;
+    div.innerHTML = `<h3></h3><p class="hint"></p>
+      <div class="row">
+        <div><label for="${id("add")}">Add terms, one per line</label><textarea id="${id("add")}" rows="3"></textarea>
+             <button type="button" class="secondary" data-act="add">Add</button></div>
+        <div><label for="${id("remove")}">Remove terms, one per line</label><textarea id="${id("remove")}" rows="3"></textarea>
+             <button type="button" class="secondary" data-act="remove">Remove</button></div>
+      </div>
+      <button type="button" class="danger" data-act="delete"></button>`;
+    div.querySelector("h3").textContent = v.name;
+    div.querySelector(".hint").textContent = `${v.size.toLocaleString()} phrases; template ${v.templates.join(", ")}${v.description ? "; " + v.description : ""}`;
+    div.querySelector("[data-act=delete]").textContent = `Delete ${v.name}`;
+    div.querySelector("[data-act=add]").addEventListener("click", async () => {
+      const text = $(id("add")).value;
+      try {
+        const r = await api("POST", `/v1/vocabularies/${encodeURIComponent(v.name)}/phrases`, { auth: true, json: { phrases: parseTerms(text, false) } });
+        say(true, `${v.name}: ${r.added} added, ${r.unchanged} already there.`);
+        await loadVocabularies();
+      } catch (err) { say(false, err.message); }
+    });
+    div.querySelector("[data-act=remove]").addEventListener("click", async () => {
+      const terms = $(id("remove")).value.split("\n").map((s) => s.trim()).filter(Boolean);
+      try {
+        const r = await api("DELETE", `/v1/vocabularies/${encodeURIComponent(v.name)}/phrases`, { auth: true, json: { terms } });
+        say(true, `${v.name}: ${r.removed} removed.`);
+        await loadVocabularies();
+      } catch (err) { say(false, err.message); }
+    });
+    div.querySelector("[data-act=delete]").addEventListener("click", async () => {
+      if (!window.confirm(`Delete ${v.name} and its ${v.size} phrases?`)) return;
+      try {
+        await api("DELETE", `/v1/vocabularies/${encodeURIComponent(v.name)}`, { auth: true });
+        say(true, `Deleted ${v.name}.`);
+        await loadVocabularies();
+      } catch (err) { say(false, err.message); }
+    });
+    return div;
+  }));
+}
+
+// -- wiring ---------------------------------------------------------------------------------------
+document.addEventListener("DOMContentLoaded", () => {
+  wirePicking();
+  $("run").addEventListener("click", run);
+  for (const radio of document.querySelectorAll("input[name=mode]")) {
+    radio.addEventListener("change", () => {
+      $("analyze-options").hidden = mode() !== "analyze";
+      $("compare-options").hidden = mode() !== "compare";
+    });
+  }
+  $("export-json").addEventListener("click", () => download("clip-gaze.json", "application/json", JSON.stringify(state.last, null, 2)));
+  $("export-csv").addEventListener("click", () => download("clip-gaze.csv", "text/csv", toCsv(state.last)));
+  $("token").value = sessionStorage.getItem(TOKEN_KEY) || "";
+  $("token").addEventListener("input", () => sessionStorage.setItem(TOKEN_KEY, $("token").value));
+  $("create-form").addEventListener("submit", createVocabulary);
+  loadModel();
+  loadVocabularies();
+});

@@ -1,0 +1,162 @@
+"""The web page, in a real browser: Playwright drives Debian's chromium (headless) against the app
+served on a loopback port with the toy model. Screenshots land in test-artifacts/."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+from werkzeug.serving import make_server
+
+from conftest import draw_shape
+from indexer.settings import Settings
+from service import create_app
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+if CHROMIUM is None:
+    pytest.skip("Debian's chromium is not installed (apt-get install -y chromium): browser tests skipped", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')")
+
+ARTIFACTS = Path(__file__).parents[1] / "test-artifacts"
+TOKEN = "page-token"
+
+
+@pytest.fixture
+def url(engine, monkeypatch):
+    monkeypatch.setenv("CLIP_GAZE_API_TOKENS", TOKEN)
+    app = create_app(Settings.from_env(), engine=engine)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/"
+    server.shutdown()
+
+
+@pytest.fixture
+def page():
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"],
+        )
+        context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+        pg = context.new_page()
+        pg.set_default_timeout(30_000)
+        yield pg
+        context.close()
+        browser.close()
+
+
+def test_upload_charts_compare_custom_vocabulary_and_errors(page, url, tmp_path: Path):
+    picture = tmp_path / "red-circle.png"
+    draw_shape("red", "circle", size=256).save(picture)
+    page.goto(url)
+    sync_api.expect(page.locator("#model-name")).to_contain_text("toy")
+    sync_api.expect(page.locator("#vocab-list input[value=movements]")).to_be_checked()  # the default set
+    sync_api.expect(page.locator("#vocab-list input[value=ci-flavors]")).not_to_be_checked()
+
+    # upload → charts
+    page.set_input_files("#file", str(picture))
+    sync_api.expect(page.locator(".chart").first).to_be_visible()
+    movements = page.locator(".chart", has=page.get_by_role("heading", name="movements"))
+    sync_api.expect(movements.locator(".relative")).to_have_text("Relative to 193 phrases; the best 5 shown.")
+    assert movements.locator(".bar").count() == 5
+    first_bar = movements.locator(".bar").first
+    first_bar.focus()
+    sync_api.expect(first_bar.locator(".detail")).to_be_visible()  # cosine and logit on focus
+    assert "cosine" in first_bar.get_attribute("aria-label") and "logit" in first_bar.get_attribute("aria-label")
+    sync_api.expect(page.locator("#results")).to_have_attribute("aria-busy", "false")
+    sync_api.expect(page.locator("#busy")).to_be_hidden()
+    sync_api.expect(page.locator("#model-status")).to_have_text("")  # the model is loaded now: no "(loading)"
+    page.screenshot(path=str(ARTIFACTS / "1-analyze.png"), full_page=True)
+
+    # export JSON and CSV
+    with page.expect_download() as dl:
+        page.click("#export-json")
+    exported = json.loads(Path(dl.value.path()).read_text())
+    assert exported["results"]["movements"]["softmax_over"] == 193
+    with page.expect_download() as dl:
+        page.click("#export-csv")
+    csv = Path(dl.value.path()).read_text().splitlines()
+    assert csv[0] == "vocabulary,softmax_over,rank,phrase,term,probability,cosine,logit,external_id"
+    assert any(line.startswith("movements,193,1,") for line in csv)
+
+    # compare mode: a chart over exactly the phrases typed
+    page.get_by_label("My own phrases (compare)").check()
+    page.fill("#phrases", "a blue square\na red circle\na green star")
+    page.click("#run")
+    chart = page.locator(".chart", has=page.get_by_role("heading", name="Your phrases"))
+    sync_api.expect(chart.locator(".relative")).to_have_text("Relative to 3 phrases.")
+    sync_api.expect(chart.locator(".bar .phrase").first).to_have_text("a red circle")
+    page.screenshot(path=str(ARTIFACTS / "2-compare.png"), full_page=True)
+
+    # create a custom vocabulary, then analyse with it
+    page.fill("#token", TOKEN)
+    page.fill("#new-name", "shapes")
+    page.fill("#new-terms", "a red circle,SH-1\na blue square,SH-2\na yellow star,SH-3")
+    page.check("#new-csv")
+    page.click("#create-form button[type=submit]")
+    sync_api.expect(page.locator("#manage-ok")).to_have_text("Created shapes with 3 phrases.")
+    page.get_by_label("Vocabularies", exact=True).check()
+    for value in page.locator("#vocab-list input:checked").evaluate_all("els => els.map(e => e.value)"):
+        page.uncheck(f"#vocab-list input[value='{value}']")
+    page.check("#vocab-list input[value=shapes]")
+    page.click("#run")
+    shapes = page.locator(".chart", has=page.get_by_role("heading", name="shapes"))
+    sync_api.expect(shapes.locator(".relative")).to_have_text("Relative to 3 phrases.")
+    sync_api.expect(shapes.locator(".bar .phrase").first).to_have_text("a red circle")
+    assert "id SH-1" in shapes.locator(".bar").first.get_attribute("aria-label")
+    page.screenshot(path=str(ARTIFACTS / "3-custom-vocabulary.png"), full_page=True)
+
+    # add and remove phrases
+    custom = page.locator(".custom", has=page.get_by_role("heading", name="shapes"))
+    custom.get_by_label("Add terms, one per line").fill("a green triangle")
+    custom.get_by_role("button", name="Add").click()
+    sync_api.expect(page.locator("#manage-ok")).to_have_text("shapes: 1 added, 0 already there.")
+    custom = page.locator(".custom", has=page.get_by_role("heading", name="shapes"))
+    custom.get_by_label("Remove terms, one per line").fill("a yellow star")
+    custom.get_by_role("button", name="Remove").click()
+    sync_api.expect(page.locator("#manage-ok")).to_have_text("shapes: 1 removed.")
+
+    # errors appear inline, in plain words
+    page.fill("#token", "wrong")
+    page.fill("#new-name", "other")
+    page.fill("#new-terms", "x")
+    page.click("#create-form button[type=submit]")
+    sync_api.expect(page.locator("#manage-error")).to_contain_text("The API token was refused")
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"this is not really a PNG")
+    page.get_by_label("Vocabularies", exact=True).check()
+    page.set_input_files("#file", str(broken))
+    sync_api.expect(page.locator("#run-error")).to_contain_text("is not an image")
+    page.screenshot(path=str(ARTIFACTS / "4-error.png"), full_page=True)
+
+    # delete, with the confirmation accepted
+    page.fill("#token", TOKEN)
+    page.once("dialog", lambda d: d.accept())
+    page.locator(".custom", has=page.get_by_role("heading", name="shapes")).get_by_role("button", name="Delete shapes").click()
+    sync_api.expect(page.locator("#manage-ok")).to_have_text("Deleted shapes.")
+    sync_api.expect(page.locator("#vocab-list input[value=shapes]")).to_have_count(0)
+
+
+def test_keyboard_and_narrow_screen(page, url):
+    page.set_viewport_size({"width": 375, "height": 800})
+    page.goto(url)
+    sync_api.expect(page.locator("#model-name")).to_contain_text("toy")
+    page.keyboard.press("Tab")  # the skip link first
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "drop"
+    with page.expect_file_chooser() as chooser:
+        page.keyboard.press("Enter")
+    assert chooser.value is not None
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")  # no sideways scrolling
+    for control in ("#file", "#top-k", "#phrases", "#token", "#new-name", "#new-terms", "#new-file"):
+        assert page.locator(control).evaluate("el => el.labels.length > 0 || !!el.getAttribute('aria-label')"), control
+    page.screenshot(path=str(ARTIFACTS / "5-narrow.png"), full_page=True)
