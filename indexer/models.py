@@ -233,10 +233,10 @@ class LoadedModel:
                     feats = _encode_text_trimmed(self.model, batch.to(self.device))
                 else:
                     feats = self.model.encode_text(batch.to(self.device))
-                feats = torch.nn.functional.normalize(feats.float(), dim=-1).cpu().numpy()
+                rows = torch.nn.functional.normalize(feats.float(), dim=-1).cpu().numpy()
                 if out is None:
-                    out = np.empty((n, feats.shape[1]), dtype=np.float32)
-                out[idx.numpy()] = feats
+                    out = np.empty((n, rows.shape[1]), dtype=np.float32)
+                out[idx.numpy()] = rows
                 if progress is not None:
                     progress(len(idx))
         assert out is not None

@@ -32,6 +32,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CLIP_GAZE_MAX_UPLOAD_MB", lambda: "32", "Largest request body the API accepts, in MB (413 beyond)."),
     Setting("CLIP_GAZE_MAX_PIXELS", lambda: "60000000", "Largest image, in pixels, that is decoded (decompression-bomb guard)."),
     Setting("CLIP_GAZE_BATCH_WINDOW_MS", lambda: "2", "How long the service waits to gather images from concurrent requests into one forward pass."),
+    Setting("CLIP_GAZE_COMPACT_INDEXES", lambda: "0", "1: hold index vectors in memory as float16 (half the memory; probabilities change by less than 1e-3)."),
 )
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class Settings:
     max_upload_bytes: int
     max_pixels: int
     batch_window_ms: float
+    compact_indexes: bool = False
     raw: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -59,6 +61,7 @@ class Settings:
             max_upload_bytes=int(_float(raw, "CLIP_GAZE_MAX_UPLOAD_MB") * 1024 * 1024),
             max_pixels=_int(raw, "CLIP_GAZE_MAX_PIXELS"),
             batch_window_ms=_float(raw, "CLIP_GAZE_BATCH_WINDOW_MS"),
+            compact_indexes=_bool(raw, "CLIP_GAZE_COMPACT_INDEXES"),
             raw=raw,
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -77,6 +80,15 @@ def _float(raw: Mapping[str, str], key: str) -> float:
         return float(raw[key])
     except ValueError:
         raise ValueError(f"{key} must be a number, not {raw[key]!r}") from None
+
+
+def _bool(raw: Mapping[str, str], key: str) -> bool:
+    value = raw[key].strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"{key} must be 1 or 0, not {raw[key]!r}")
 
 
 def settings_help() -> str:

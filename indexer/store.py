@@ -220,7 +220,7 @@ class Store:
         page = [_phrase_json(r) for r in rows[:limit]]
         return page, (offset + limit if more else None)
 
-    def phrase_rows(self, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+    def phrase_rows(self, ids: Sequence[int] | npt.NDArray[np.int64]) -> dict[int, dict[str, Any]]:
         if not len(ids):
             return {}
         marks = ",".join("?" * len(ids))
@@ -255,8 +255,8 @@ class Store:
                     {**fields, "id": vid},
                 )
             else:
-                vid = db["vocabularies"].insert({"name": builtin.name, "version": 1, "created_at": now, **fields}).last_pk
-            db["phrases"].insert_all(
+                vid = db.table("vocabularies").insert({"name": builtin.name, "version": 1, "created_at": now, **fields}).last_pk
+            db.table("phrases").insert_all(
                 ({"vocabulary_id": vid, "term": p.term, "phrase": p.phrase} for p in phrases), batch_size=2000
             )
         return True
@@ -275,10 +275,11 @@ class Store:
             if list(db.query("SELECT id FROM vocabularies WHERE name = ?", [name])):
                 raise Conflict(f"a vocabulary named {name!r} already exists", code="vocabulary_exists")
             now = _now()
-            vid = db["vocabularies"].insert(
+            vid = db.table("vocabularies").insert(
                 {"name": name, "description": description, "templates": json.dumps(list(templates)),
                  "builtin": 0, "version": 1, "created_at": now, "updated_at": now}
             ).last_pk
+            assert vid is not None
             added = self._insert_phrases(db, int(vid), phrases, model_key, embeddings)
         return WriteResult(name, added=added, unchanged=len(phrases) - added, version=1)
 
@@ -452,8 +453,8 @@ class Store:
         if not path.is_file():
             return None
         try:
-            index = faiss.read_index(str(path))
-            flat = faiss.downcast_index(index.index)
+            index: Any = faiss.downcast_index(faiss.read_index(str(path)))
+            flat: Any = faiss.downcast_index(index.index)
             ids = faiss.vector_to_array(index.id_map).astype(np.int64)
             mat = faiss.rev_swig_ptr(flat.get_xb(), index.ntotal * index.d).reshape(index.ntotal, index.d).copy()
         except Exception as exc:  # faiss raises RuntimeError on a damaged file

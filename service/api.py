@@ -110,6 +110,14 @@ def decode(name: str, data: bytes) -> DecodedImage:
     return decode_image(data, st.settings.max_pixels, draft=2 * st.engine.model.image_size, name=name)
 
 
+def single_image(body: dict[str, Any]) -> tuple[DecodedImage, float]:
+    """The request's one image, decoded, and how long decoding took (ms)."""
+    (name, data), = uploaded_images(body, many=False)
+    t0 = time.perf_counter()
+    decoded = decode(name, data)
+    return decoded, (time.perf_counter() - t0) * 1000
+
+
 def parse_phrases_field(body: dict[str, Any]) -> list[str]:
     """`phrases` for /v1/compare: a JSON list, repeated form fields, or one field of lines."""
     if "phrases" in body:
@@ -143,6 +151,7 @@ def health() -> Response:
         model_loaded=loaded,
         model=st.settings.model,
         error=st.warm_error,
+        batching={"batches": st._batcher.batches, "images": st._batcher.items} if st._batcher else {"batches": 0, "images": 0},
     )
 
 
@@ -203,10 +212,7 @@ def analyze() -> Response:
     st = state()
     names = st.engine.resolve(parse_vocabularies(param(body, "vocabularies")))
     top_k = parse_top_k(param(body, "top_k"))
-    (name, data), = uploaded_images(body, many=False)
-    t0 = time.perf_counter()
-    decoded = decode(name, data)
-    decode_ms = (time.perf_counter() - t0) * 1000
+    decoded, decode_ms = single_image(body)
     result = st.engine.analyze_many([decoded.image], names, top_k, embed=st.embed_images)[0]
     return jsonify(rest_answer(result, decoded.info(), decode_ms))
 
@@ -247,10 +253,7 @@ def compare() -> Response:
     body = json_body(required=False)
     st = state()
     phrases = parse_phrases_field(body)
-    (name, data), = uploaded_images(body, many=False)
-    t0 = time.perf_counter()
-    decoded = decode(name, data)
-    decode_ms = (time.perf_counter() - t0) * 1000
+    decoded, decode_ms = single_image(body)
     result = st.engine.compare(decoded.image, phrases, persist=False, embed=st.embed_images)
     return jsonify(rest_answer(result, decoded.info(), decode_ms))
 

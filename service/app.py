@@ -38,7 +38,8 @@ class ServiceState:
                 if self._engine is None:
                     s = self.settings
                     # Requests never embed a whole built-in list: that is `clip-gaze index`'s job.
-                    self._engine = Engine(s.home, s.model, device=s.device, threads=s.threads, auto_embed_limit=5000)
+                    self._engine = Engine(s.home, s.model, device=s.device, threads=s.threads,
+                                          compact=s.compact_indexes, auto_embed_limit=5000)
         return self._engine
 
     def sync_builtins(self) -> None:

@@ -131,7 +131,9 @@ def openapi_document() -> dict[str, Any]:
                                "responses": {"200": _json({"type": "object", "properties": {
                                    "ok": {"const": True}, "status": {"enum": ["loading", "ready", "error"]},
                                    "model_loaded": {"type": "boolean"}, "model": {"type": "string"},
-                                   "error": {"type": ["string", "null"]}}}, "Health")}}},
+                                   "error": {"type": ["string", "null"]},
+                                   "batching": {"type": "object", "description": "This worker's forward passes and the images they held",
+                                                "properties": {"batches": {"type": "integer"}, "images": {"type": "integer"}}}}}, "Health")}}},
         "/v1/models": {"get": {"summary": "The model in use and the presets", "operationId": "models",
                                "responses": {"200": _json({"type": "object", "properties": {
                                    "ok": {"const": True}, "model": _ref("Model"),

@@ -1,0 +1,100 @@
+"""Memory and start: `clip-gaze serve` (1 worker) with ViT-B-32 and every built-in vocabulary indexed:
+time until ready, resident memory, float32 against compact float16 indexes.
+
+    python bench/indexing.py --all      # once: indexes all 16 vocabularies into bench/out/home-all
+    python bench/memory_start.py
+
+Also checks that neither start nor the first requests write any index file.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from common import OUT, header, model_name, photograph, rss_mb
+
+from clip_gaze import Client  # noqa: E402
+from indexer.vocab import catalog  # noqa: E402
+
+from concurrency import free_port  # noqa: E402
+
+
+def index_files(home: Path) -> dict[str, int]:
+    return {str(p): p.stat().st_mtime_ns for p in (home / "indexes").rglob("*.faiss")}
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        out.extend(int(c) for c in text)
+    return out
+
+
+def serve(home: Path, compact: bool, image: bytes) -> tuple[float, float, float, dict]:
+    port = free_port()
+    env = {**os.environ, "CLIP_GAZE_HOME": str(home), "CLIP_GAZE_MODEL": model_name(),
+           "CLIP_GAZE_COMPACT_INDEXES": "1" if compact else "0"}
+    t0 = time.perf_counter()
+    with open(home / "serve-bench.log", "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "clip_gaze", "serve", "--port", str(port), "--workers", "1", "--no-index"],
+                                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    client = Client(f"http://127.0.0.1:{port}", timeout=120)
+    try:
+        while True:
+            try:
+                if client.health()["status"] == "ready":
+                    break
+            except OSError:
+                pass
+            if proc.poll() is not None:
+                raise SystemExit("server exited; see " + str(home / "serve-bench.log"))
+            time.sleep(0.1)
+        ready = time.perf_counter() - t0
+        worker = children(proc.pid)[0]
+        rss_ready = rss_mb(worker)
+        names = list(catalog().vocabularies)
+        answer = client.analyze(image, vocabularies=names, top_k=5)
+        for _ in range(4):
+            client.analyze(image, vocabularies=names, top_k=5)
+        rss_busy = rss_mb(worker)
+        return ready, rss_ready, rss_busy, answer
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
+
+
+def main() -> None:
+    header("memory and start: clip-gaze serve, ViT-B-32 random weights, all 16 built-in vocabularies")
+    home = OUT / "home-all"
+    if not (home / "clip-gaze.db").is_file():
+        raise SystemExit("run `python bench/indexing.py --all` first")
+    image = photograph(1024, 768)
+    before = index_files(home)
+    results = {}
+    for compact in (False, True):
+        ready, rss_ready, rss_busy, answer = serve(home, compact, image)
+        results[compact] = answer
+        kind = "float16 (CLIP_GAZE_COMPACT_INDEXES=1)" if compact else "float32 (default)"
+        phrases = sum(r["softmax_over"] for r in answer["results"].values())
+        print(f"   {kind:<38} ready in {ready:5.1f} s (target ≤ 10 s); worker RSS {rss_ready:6.0f} MiB when ready, "
+              f"{rss_busy:6.0f} MiB after 5 requests over all {phrases:,} phrases (target ≤ 1,536 MiB)")
+    after = index_files(home)
+    print(f"   index files written by start and requests: {sum(1 for k in after if before.get(k) != after[k])} "
+          f"(of {len(after)})")
+    diff = 0.0
+    for name, res in results[False]["results"].items():
+        full = {m["phrase"]: m["probability"] for m in res["matches"]}
+        for m in results[True]["results"][name]["matches"]:
+            if m["phrase"] in full:
+                diff = max(diff, abs(full[m["phrase"]] - m["probability"]))
+    print(f"   float16 against float32, largest change in a top-5 probability: {diff:.1e} (must be ≤ 1e-3)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""Against the old way: clip-gaze 0.3.0 encoded the image and every prompt on every call (one batch,
+padded to the longest prompt in the call). clip-gaze embeds phrases once and scores from the index.
+Same model (ViT-B-32, random weights), same picture, same run.
+
+    python bench/old_way.py
+
+The old way is timed without its tokenisation (done beforehand, which flatters it), on the decoded
+picture; clip-gaze's figure is Engine.analyze on the same decoded picture, indexes already built.
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+import time
+
+import torch
+from PIL import Image
+
+from common import OUT, header, median, model_name, peak_rss_mb, photograph
+
+from indexer.engine import Engine  # noqa: E402
+from indexer.models import _encode_text_trimmed, _token_lengths  # noqa: E402
+
+
+def old_way(model, image: Image.Image, tokens: torch.Tensor) -> torch.Tensor:
+    with torch.inference_mode():
+        img = model.model.encode_image(model.preprocess(image).unsqueeze(0))
+        padded = tokens[:, : int(_token_lengths(model.model, tokens).max())]  # padding=True: to the longest
+        txt = _encode_text_trimmed(model.model, padded)
+        img = img / img.norm(dim=-1, keepdim=True)
+        txt = txt / txt.norm(dim=-1, keepdim=True)
+        return (model.model.logit_scale.exp() * img @ txt.T).softmax(dim=-1)
+
+
+def main() -> None:
+    header("against clip-gaze 0.3.0's method (re-encode every prompt on every call)")
+    home = OUT / "home-all"
+    if not (home / "clip-gaze.db").is_file():
+        home = tempfile.mkdtemp(prefix="clip-gaze-bench-")
+    engine = Engine(home, model_name())
+    engine.index_vocabularies(["artists-prevalence", "artists"])
+    model = engine.model
+    image = Image.open(io.BytesIO(photograph())).convert("RGB")
+    targets = {"artists-prevalence": 60, "artists": 300}
+    for name, target in targets.items():
+        phrases = [p["phrase"] for p in engine.store.phrases_page(name, 0, 10_000)[0]]
+        tokens = model.tokenize(phrases)
+        ours = []
+        for i in range(12):
+            t0 = time.perf_counter()
+            engine.analyze(image, [name], top_k=5)
+            if i >= 2:
+                ours.append((time.perf_counter() - t0) * 1000)
+        runs = 3 if len(phrases) < 2000 else 1
+        peak_before = peak_rss_mb()
+        old = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            old_way(model, image, tokens)
+            old.append((time.perf_counter() - t0) * 1000)
+        peak_after = peak_rss_mb()
+        speedup = median(old) / median(ours)
+        print(f"   {name} ({len(phrases):,} phrases): old way {median(old) / 1000:6.1f} s per image, clip-gaze "
+              f"{median(ours):6.1f} ms per image → {speedup:,.0f}× faster (target ≥ {target}×)")
+        if peak_after > peak_before:
+            print(f"      the old way raised this process's peak memory from {peak_before:,.0f} to {peak_after:,.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
