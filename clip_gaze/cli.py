@@ -143,10 +143,11 @@ def analyze(images: tuple[str, ...], vocab: tuple[str, ...], top_k: int, model: 
     engine = make_engine(model)
     names = engine.resolve(split_vocabs(vocab))
     s = _settings()
+    draft = 2 * engine.model.image_size  # loads the model: a model problem stops here, once
     failed = 0
     for path in images:
         try:
-            decoded = decode_file(path, s.max_pixels, draft=2 * 224)
+            decoded = decode_file(path, s.max_pixels, draft=draft)
             result = engine.analyze(decoded.image, names, top_k)
         except ClipGazeError as exc:
             if len(images) == 1:
@@ -195,7 +196,7 @@ def compare(image: str, phrases: tuple[str, ...], model: str | None, as_json: bo
     from service.images import decode_file
 
     engine = make_engine(model)
-    decoded = decode_file(image, _settings().max_pixels, draft=2 * 224)
+    decoded = decode_file(image, _settings().max_pixels, draft=2 * engine.model.image_size)
     result = engine.compare(decoded.image, list(phrases), persist=True)
     answer = rest_answer(result, decoded.info(), file=image)
     click.echo(json.dumps(answer, ensure_ascii=False) if as_json else format_table(answer))

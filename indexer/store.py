@@ -453,7 +453,7 @@ class Store:
         if not path.is_file():
             return None
         try:
-            index: Any = faiss.downcast_index(faiss.read_index(str(path)))
+            index: Any = faiss.read_index(str(path))  # an IndexIDMap2; it owns the flat index below
             flat: Any = faiss.downcast_index(index.index)
             ids = faiss.vector_to_array(index.id_map).astype(np.int64)
             mat = faiss.rev_swig_ptr(flat.get_xb(), index.ntotal * index.d).reshape(index.ntotal, index.d).copy()
