@@ -17,7 +17,13 @@ import numpy as np
 
 from common import OUT, header, median, model_name, rss_mb
 
-from indexer.scoring import normalise, softmax_top_k  # noqa: E402
+from indexer.kernels import cosines  # noqa: E402
+from indexer.scoring import Scores, normalise, scores_from_cosines  # noqa: E402
+
+
+def score(matrix: np.ndarray, q: np.ndarray, top_k: int | None = 10) -> Scores:
+    """What the engine does per vocabulary and image: the kernel's cosines, then the exact softmax."""
+    return scores_from_cosines(cosines(matrix, q)[:, 0], 100.0, top_k)
 
 
 def per_image_ms(matrix: np.ndarray, repeat: int = 25) -> float:
@@ -26,7 +32,7 @@ def per_image_ms(matrix: np.ndarray, repeat: int = 25) -> float:
     times = []
     for i, q in enumerate(queries):
         t0 = time.perf_counter()
-        softmax_top_k(matrix, q, 100.0, top_k=10)
+        score(matrix, q)
         if i >= 3:
             times.append((time.perf_counter() - t0) * 1000)
     return median(times)
@@ -57,7 +63,8 @@ def main() -> None:
     header("large vocabularies: exact softmax over every phrase")
     rng = np.random.default_rng(0)
     flavors = normalise(rng.normal(size=(100_954, 512)))
-    print(f"   ci-flavors size (100,954 × 512), float32 matrix:      {per_image_ms(flavors):6.2f} ms per image  (target ≤ 10 ms)")
+    print(f"   ci-flavors size (100,954 × 512), float32 (default, exact):   {per_image_ms(flavors):6.2f} ms per image  (target ≤ 10 ms)")
+    print(f"   ci-flavors size (100,954 × 512), float16 (compact indexes):  {per_image_ms(flavors.astype(np.float16)):6.2f} ms per image")
     real = engine_ms()
     if real is not None:
         print(f"   ci-flavors through Engine.score (index + SQLite top-10): {real:6.2f} ms per image")
@@ -73,7 +80,7 @@ def main() -> None:
     half = million.astype(np.float16)
     t16 = per_image_ms(half, repeat=9)
     q = normalise(rng.normal(size=512))
-    p32, p16 = softmax_top_k(million, q, 100.0), softmax_top_k(half, q, 100.0)
+    p32, p16 = score(million, q, None), score(half, q, None)
     a32, a16 = np.empty(len(million)), np.empty(len(million))
     a32[p32.indices], a16[p16.indices] = p32.probabilities, p16.probabilities
     print(f"   1,000,000 synthetic phrases, float32: {t32:7.1f} ms per image, {million.nbytes / 2**20:6.0f} MiB "

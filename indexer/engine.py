@@ -19,9 +19,10 @@ import numpy.typing as npt
 
 from . import build
 from .errors import Conflict, InvalidInput, NotFound, NotIndexed, ReadOnly
+from .kernels import cosines
 from .models import LoadedModel, ModelSpec, load_model, parse_model
 from .scoring import Scores, scores_from_cosines
-from .store import Store, VocabularyRow, WriteResult, slug
+from .store import Store, VocabularyRow, WriteResult
 from .vocab import (
     PhraseSpec,
     apply_templates,
@@ -145,32 +146,30 @@ class Engine:
 
     def _embed_unindexed(self, names: Sequence[str], versions: dict[str, tuple[int, int]]) -> None:
         """Before scoring: embed, in one pass, what vocabularies without a current index still lack."""
-        index_dir = self.store.index_dir(self.model_key)
         stale = [
             n for n in names
             if (c := self._indexes.get(n)) is None or versions.get(n) != (c.vocab.id, c.vocab.version)
         ]
-        todo = [n for n in stale if not (index_dir / f"{slug(n)}.{versions[n][0]}.v{versions[n][1]}.faiss").is_file()]
-        if not todo:
+        todo = [n for n in stale if not self.store.index_path(self.model_key, (n, *versions[n])).is_file()]
+        if todo:
+            self._embed_missing(todo)
+
+    def _embed_missing(self, names: Sequence[str]) -> None:
+        """Embed these vocabularies' missing phrases, unless there are more than this engine may embed."""
+        missing = len(self.store.missing_phrases(self.model_key, names))
+        if not missing:
             return
-        missing = len(self.store.missing_phrases(self.model_key, todo))
-        if missing and self.auto_embed_limit is not None and missing > self.auto_embed_limit:
+        if self.auto_embed_limit is not None and missing > self.auto_embed_limit:
             raise NotIndexed(
-                f"{', '.join(todo)} not indexed for model {self.spec.name} ({missing} phrases to embed); "
-                f"run `clip-gaze index --vocab {','.join(todo)} --model {self.spec.name}`"
+                f"{', '.join(names)} not indexed for model {self.spec.name} ({missing} phrases to embed); "
+                f"run `clip-gaze index --vocab {','.join(names)} --model {self.spec.name}`"
             )
-        if missing:
-            build.embed_missing(self.store, self.model, todo, self.progress, model_key=self.model_key)
+        build.embed_missing(self.store, self.model, names, self.progress, model_key=self.model_key)
 
     def _rebuild(self, vocab: VocabularyRow) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
         ids, mat, missing = self.store.vectors(self.model_key, vocab.id)
         if missing:
-            if self.auto_embed_limit is not None and missing > self.auto_embed_limit:
-                raise NotIndexed(
-                    f"vocabulary {vocab.name!r} is not indexed for model {self.spec.name} ({missing} phrases to embed); "
-                    f"run `clip-gaze index --vocab {vocab.name} --model {self.spec.name}`"
-                )
-            build.embed_missing(self.store, self.model, [vocab.name], self.progress, model_key=self.model_key)
+            self._embed_missing([vocab.name])
             ids, mat, missing = self.store.vectors(self.model_key, vocab.id)
         self.store.write_index(self.model_key, vocab, ids, mat)
         return ids, mat
@@ -180,8 +179,7 @@ class Engine:
         _ = self.model
         versions = self.store.versions()
         if names is None:
-            index_dir = self.store.index_dir(self.model_key)
-            names = [n for n, (vid, ver) in versions.items() if (index_dir / f"{slug(n)}.{vid}.v{ver}.faiss").is_file()]
+            names = [n for n, v in versions.items() if self.store.index_path(self.model_key, (n, *v)).is_file()]
         for name in names:
             self.loaded_index(name, versions)
 
@@ -201,10 +199,7 @@ class Engine:
         scale = self.model.logit_scale
         for name in names:
             idx = self.loaded_index(name, versions)
-            if len(idx.ids):
-                cos_all = (idx.matrix @ embeddings.T.astype(idx.matrix.dtype)).astype(np.float32)
-            else:
-                cos_all = np.empty((0, len(embeddings)), dtype=np.float32)
+            cos_all = cosines(idx.matrix, embeddings)
             per_image = [scores_from_cosines(cos_all[:, j], scale, top_k) for j in range(len(embeddings))]
             rows = self.store.phrase_rows(np.unique(np.concatenate([idx.ids[s.indices] for s in per_image])))
             for j, s in enumerate(per_image):

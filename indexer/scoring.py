@@ -60,7 +60,7 @@ def scores_from_cosines(cos: FloatArray, logit_scale: float, top_k: int | None =
     log_z = peak + float(np.log(np.exp(logits - peak, dtype=np.float64).sum())) if n else 0.0
     k = n if top_k is None else max(0, min(int(top_k), n))
     if 0 < k < n:
-        part = np.argpartition(-logits, k - 1)[:k]
+        part = np.argpartition(logits, n - k)[n - k :]
         order = part[np.argsort(-logits[part], kind="stable")]
     else:
         order = np.argsort(-logits, kind="stable")[:k]
