@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import OUT, header, model_name, photograph, rss_mb
+from common import OUT, _status_mb, header, model_name, photograph, rss_mb
 
 from clip_gaze import Client  # noqa: E402
 from indexer.vocab import catalog  # noqa: E402
@@ -58,15 +58,30 @@ def serve(home: Path, compact: bool, image: bytes) -> tuple[float, float, float,
         ready = time.perf_counter() - t0
         worker = children(proc.pid)[0]
         rss_ready = rss_mb(worker)
+        split = {k: _status_mb(k, worker) for k in ("RssAnon", "RssFile")}
         names = list(catalog().vocabularies)
         answer = client.analyze(image, vocabularies=names, top_k=5)
         for _ in range(4):
             client.analyze(image, vocabularies=names, top_k=5)
         rss_busy = rss_mb(worker)
+        print(f"      (when ready: {split['RssAnon']:.0f} MiB anonymous, {split['RssFile']:.0f} MiB file-backed "
+              "library pages, shared between workers)")
         return ready, rss_ready, rss_busy, answer
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)
+
+
+def import_costs() -> None:
+    """What importing the libraries alone costs, in a fresh interpreter."""
+    code = ("import os\n"
+            "def r():\n"
+            "    return int(next(l for l in open(f'/proc/{os.getpid()}/status') if l.startswith('VmRSS')).split()[1]) // 1024\n"
+            "a = r(); import torch; b = r(); import torchvision; c = r(); import open_clip; d = r()\n"
+            "print(a, b, c, d)")
+    a, b, c, d = map(int, subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split())
+    print(f"   importing torch costs {b - a} MiB of RSS, torchvision {c - b} MiB, the rest of open_clip {d - c} MiB "
+          "(PyPI's CUDA builds; open_clip needs torchvision)")
 
 
 def main() -> None:
@@ -75,6 +90,7 @@ def main() -> None:
     if not (home / "clip-gaze.db").is_file():
         raise SystemExit("run `python bench/indexing.py --all` first")
     image = photograph(1024, 768)
+    import_costs()
     before = index_files(home)
     results = {}
     for compact in (False, True):

@@ -144,11 +144,10 @@ def parse_phrases_field(body: dict[str, Any]) -> list[str]:
 @api.get("/v1/health")
 def health() -> Response:
     st = state()
-    loaded = st._engine is not None and st._engine.model_loaded
     return jsonify(
         ok=True,
-        status="ready" if st.ready or (loaded and not st.warm_error) else ("error" if st.warm_error else "loading"),
-        model_loaded=loaded,
+        status=st.status(),
+        model_loaded=st._engine is not None and st._engine.model_loaded,
         model=st.settings.model,
         error=st.warm_error,
         batching={"batches": st._batcher.batches, "images": st._batcher.items} if st._batcher else {"batches": 0, "images": 0},

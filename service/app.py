@@ -28,6 +28,7 @@ class ServiceState:
         self._lock = threading.Lock()
         self._batcher: Any = None
         self.warm_error: str | None = None
+        self.warming = False  # a warm-up was started (gunicorn workers): ready means it finished
         self.ready = False
         self._builtins_synced = False
 
@@ -74,7 +75,18 @@ class ServiceState:
             self.warm_error = str(getattr(exc, "message", exc))
             log.exception("warm-up failed")
 
+    def status(self) -> str:
+        """'ready' once warm-up has loaded the model and every index (or, with no warm-up, once the
+        model is loaded); 'error' if warm-up failed; else 'loading'."""
+        if self.warm_error:
+            return "error"
+        if self.ready:
+            return "ready"
+        loaded = self._engine is not None and self._engine.model_loaded
+        return "ready" if loaded and not self.warming else "loading"
+
     def start_warm_up(self) -> threading.Thread:
+        self.warming = True
         t = threading.Thread(target=self.warm_up, name="clip-gaze-warm-up", daemon=True)
         t.start()
         return t

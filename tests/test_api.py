@@ -54,6 +54,19 @@ def test_health_answers_without_loading_the_model(app):
     assert body["ok"] is True and body["model_loaded"] is False and body["status"] == "loading"
 
 
+def test_health_is_ready_only_once_warm_up_has_loaded_every_index(app, engine):
+    client = app.test_client()
+    st = app.extensions["clip_gaze"]
+    engine.index_vocabularies(["qualities"])
+    st.warming = True  # as a gunicorn worker does after it boots
+    _ = engine.model  # the model alone is not enough
+    assert client.get("/v1/health").get_json()["status"] == "loading"
+    st.warm_up()
+    body = client.get("/v1/health").get_json()
+    assert body["status"] == "ready" and body["model_loaded"] is True
+    assert "qualities" in engine._indexes
+
+
 def test_analyze_multipart_returns_the_documented_shape(client, red_circle_png):
     resp = client.post("/v1/analyze", data=upload(red_circle_png, vocabularies="qualities,surfaces", top_k="3"))
     body = resp.get_json()
