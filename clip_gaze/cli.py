@@ -234,7 +234,9 @@ def serve(host: str, port: int, workers: int, threads: int, model: str | None, n
         if engine.store.missing_phrases(engine.model_key, names):
             click.echo("indexing the default vocabularies before starting…", err=True)
             # In a child process, so the server does not keep the indexing's memory.
-            subprocess.run([sys.executable, "-m", "clip_gaze", "index", "--model", s.model], check=True)
+            done = subprocess.run([sys.executable, "-m", "clip_gaze", "index", "--model", s.model])
+            if done.returncode != 0:
+                raise click.ClickException("indexing the default vocabularies failed (see above); the server did not start")
     run(host=host, port=port, workers=workers, threads=threads, settings=s)
 
 

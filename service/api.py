@@ -205,12 +205,17 @@ def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
 
 
 # -- analysis -----------------------------------------------------------------------------------
+def analysis_params(body: dict[str, Any]) -> tuple[list[str], int]:
+    """The vocabularies asked for (checked to exist) and top_k, from the body, form or query."""
+    names = state().engine.resolve(parse_vocabularies(param(body, "vocabularies")))
+    return names, parse_top_k(param(body, "top_k"))
+
+
 @api.post("/v1/analyze")
 def analyze() -> Response:
     body = json_body(required=False)
     st = state()
-    names = st.engine.resolve(parse_vocabularies(param(body, "vocabularies")))
-    top_k = parse_top_k(param(body, "top_k"))
+    names, top_k = analysis_params(body)
     decoded, decode_ms = single_image(body)
     result = st.engine.analyze_many([decoded.image], names, top_k, embed=st.embed_images)[0]
     return jsonify(rest_answer(result, decoded.info(), decode_ms))
@@ -220,8 +225,7 @@ def analyze() -> Response:
 def analyze_batch() -> Response:
     body = json_body(required=False)
     st = state()
-    names = st.engine.resolve(parse_vocabularies(param(body, "vocabularies")))
-    top_k = parse_top_k(param(body, "top_k"))
+    names, top_k = analysis_params(body)
     t_start = time.perf_counter()
     items: list[dict[str, Any]] = []
     good: list[tuple[int, DecodedImage]] = []
