@@ -91,6 +91,11 @@ class Engine:
     def model_loaded(self) -> bool:
         return self._model is not None
 
+    @property
+    def indexes_loaded(self) -> list[str]:
+        """Names of the vocabularies whose index is in memory."""
+        return list(self._indexes)
+
     def model_json(self) -> dict[str, Any]:
         return self.model.describe()
 

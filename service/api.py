@@ -143,15 +143,7 @@ def parse_phrases_field(body: dict[str, Any]) -> list[str]:
 # -- reading ------------------------------------------------------------------------------------
 @api.get("/v1/health")
 def health() -> Response:
-    st = state()
-    return jsonify(
-        ok=True,
-        status=st.status(),
-        model_loaded=st._engine is not None and st._engine.model_loaded,
-        model=st.settings.model,
-        error=st.warm_error,
-        batching={"batches": st._batcher.batches, "images": st._batcher.items} if st._batcher else {"batches": 0, "images": 0},
-    )
+    return jsonify(ok=True, **state().health())
 
 
 @api.get("/v1/models")

@@ -70,7 +70,7 @@ class ServiceState:
             self.sync_builtins()
             self.engine.warm_up()
             self.ready = True
-            log.info("clip-gaze worker ready: model %s, %d indexes", self.engine.spec.name, len(self.engine._indexes))
+            log.info("clip-gaze worker ready: model %s, %d indexes", self.engine.spec.name, len(self.engine.indexes_loaded))
         except Exception as exc:  # reported by /v1/health; requests still try (and fail clearly)
             self.warm_error = str(getattr(exc, "message", exc))
             log.exception("warm-up failed")
@@ -84,6 +84,17 @@ class ServiceState:
             return "ready"
         loaded = self._engine is not None and self._engine.model_loaded
         return "ready" if loaded and not self.warming else "loading"
+
+    def health(self) -> dict[str, Any]:
+        """For GET /v1/health: never loads anything."""
+        batcher = self._batcher
+        return {
+            "status": self.status(),
+            "model_loaded": self._engine is not None and self._engine.model_loaded,
+            "model": self.settings.model,
+            "error": self.warm_error,
+            "batching": {"batches": batcher.batches if batcher else 0, "images": batcher.items if batcher else 0},
+        }
 
     def start_warm_up(self) -> threading.Thread:
         self.warming = True

@@ -64,7 +64,7 @@ def test_health_is_ready_only_once_warm_up_has_loaded_every_index(app, engine):
     st.warm_up()
     body = client.get("/v1/health").get_json()
     assert body["status"] == "ready" and body["model_loaded"] is True
-    assert "qualities" in engine._indexes
+    assert "qualities" in engine.indexes_loaded
 
 
 def test_analyze_multipart_returns_the_documented_shape(client, red_circle_png):
