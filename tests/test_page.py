@@ -150,6 +150,7 @@ def test_keyboard_and_narrow_screen(page, url):
     page.set_viewport_size({"width": 375, "height": 800})
     page.goto(url)
     sync_api.expect(page.locator("#model-name")).to_contain_text("toy")
+    sync_api.expect(page.locator("#vocab-list input").first).to_be_visible()  # the page has settled
     page.keyboard.press("Tab")  # the skip link first
     page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.id") == "drop"

@@ -250,10 +250,10 @@ async function createVocabulary(e) {
       auth: true,
       json: { name, description: $("new-description").value, template: $("new-template").value || "{}", phrases },
     });
-    say(true, `Created ${name} with ${res.added} phrases.`);
     $("create-form").reset();
     $("new-template").value = "{}";
     await loadVocabularies();
+    say(true, `Created ${name} with ${res.added} phrases.`);
   } catch (err) { say(false, err.message); }
 }
 
@@ -280,24 +280,24 @@ function renderCustom() {
       const text = $(id("add")).value;
       try {
         const r = await api("POST", `/v1/vocabularies/${encodeURIComponent(v.name)}/phrases`, { auth: true, json: { phrases: parseTerms(text, false) } });
+        await loadVocabularies();  // first: the list is redrawn, so nothing typed after the message is lost
         say(true, `${v.name}: ${r.added} added, ${r.unchanged} already there.`);
-        await loadVocabularies();
       } catch (err) { say(false, err.message); }
     });
     div.querySelector("[data-act=remove]").addEventListener("click", async () => {
       const terms = $(id("remove")).value.split("\n").map((s) => s.trim()).filter(Boolean);
       try {
         const r = await api("DELETE", `/v1/vocabularies/${encodeURIComponent(v.name)}/phrases`, { auth: true, json: { terms } });
-        say(true, `${v.name}: ${r.removed} removed.`);
         await loadVocabularies();
+        say(true, `${v.name}: ${r.removed} removed.`);
       } catch (err) { say(false, err.message); }
     });
     div.querySelector("[data-act=delete]").addEventListener("click", async () => {
       if (!window.confirm(`Delete ${v.name} and its ${v.size} phrases?`)) return;
       try {
         await api("DELETE", `/v1/vocabularies/${encodeURIComponent(v.name)}`, { auth: true });
-        say(true, `Deleted ${v.name}.`);
         await loadVocabularies();
+        say(true, `Deleted ${v.name}.`);
       } catch (err) { say(false, err.message); }
     });
     return div;
