@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "1.0.0"
+from indexer import __version__  # noqa: E402  (one version for the package)
 
 _CONSTANTS = {
     "ARTISTS_BY_NAME": "artists",

@@ -13,6 +13,7 @@ from typing import Any, Callable, Sequence, TypeVar
 import click
 
 from indexer.errors import ClipGazeError
+from indexer.schema import MAX_PAGE_SIZE, MAX_TOP_K
 from indexer.settings import Settings, settings_help
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -70,8 +71,7 @@ class _Bar:
 def make_engine(model: str | None, progress: bool = True) -> Any:
     from indexer.engine import Engine
 
-    s = _settings()
-    return Engine(s.home, model or s.model, device=s.device, threads=s.threads, progress=_Bar if progress else None)
+    return Engine.from_settings(_settings(), model, progress=_Bar if progress else None)
 
 
 MODEL_OPTION = click.option("--model", "-m", help="Preset, ARCH:PRETRAINED or ARCH:/path/to/checkpoint (default: $CLIP_GAZE_MODEL or vit-b-32).")
@@ -112,9 +112,9 @@ def index(model: str | None, vocab: tuple[str, ...], all_: bool, force: bool, as
 
     engine = make_engine(model)
     names = list(catalog().vocabularies) if all_ else split_vocabs(vocab)
-    report = engine.index_vocabularies(names, force=force)
+    report = engine.index(names, force=force)
     if as_json:
-        click.echo(json.dumps(report.to_json(), ensure_ascii=False))
+        click.echo(report.model_dump_json())
     else:
         click.echo(
             f"{report.model}: {len(report.vocabularies)} vocabularies, {report.embedded} phrases embedded, "
@@ -125,7 +125,7 @@ def index(model: str | None, vocab: tuple[str, ...], all_: bool, force: bool, as
 @cli.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=str))
 @VOCAB_OPTION
-@click.option("--top-k", "-k", default=5, show_default=True, type=click.IntRange(1, 1000), help="Matches to show per vocabulary.")
+@click.option("--top-k", "-k", default=5, show_default=True, type=click.IntRange(1, MAX_TOP_K), help="Matches to show per vocabulary.")
 @MODEL_OPTION
 @click.option("--json", "as_json", is_flag=True, help="JSON Lines: one object per image, shaped like the REST answer.")
 @domain_errors
@@ -137,18 +137,13 @@ def analyze(images: tuple[str, ...], vocab: tuple[str, ...], top_k: int, model: 
         clip-gaze analyze painting.jpg
         clip-gaze analyze *.jpg --vocab movements --vocab surfaces -k 3 --json > out.jsonl
     """
-    from indexer.engine import rest_answer
-    from service.images import decode_file
-
     engine = make_engine(model)
     names = engine.resolve(split_vocabs(vocab))
-    s = _settings()
-    draft = 2 * engine.model.image_size  # loads the model: a model problem stops here, once
+    _ = engine.model  # a model problem stops here, once
     failed = 0
     for path in images:
         try:
-            decoded = decode_file(path, s.max_pixels, draft=draft)
-            result = engine.analyze(decoded.image, names, top_k)
+            answer = engine.analyze(engine.read(path), names, top_k).model_copy(update={"file": path})
         except ClipGazeError as exc:
             if len(images) == 1:
                 raise
@@ -157,25 +152,21 @@ def analyze(images: tuple[str, ...], vocab: tuple[str, ...], top_k: int, model: 
             if as_json:
                 click.echo(json.dumps({"ok": False, "file": path, "status": exc.status, "code": exc.code, "error": exc.message}))
             continue
-        answer = rest_answer(result, decoded.info(), file=path)
-        if as_json:
-            click.echo(json.dumps(answer, ensure_ascii=False))
-        else:
-            click.echo(format_table(answer))
+        click.echo(answer.model_dump_json() if as_json else format_table(answer))
     if failed:
         raise click.ClickException(f"{failed} of {len(images)} images could not be analysed")
 
 
-def format_table(answer: dict[str, Any]) -> str:
-    img, model = answer["image"], answer["model"]
-    lines = [f"{answer.get('file', 'image')}  {img['width']}×{img['height']}  model {model['preset'] or model['arch']}  "
-             f"(logit scale {model['logit_scale']:.1f})"]
-    for vocab, res in answer["results"].items():
-        lines.append(f"  {vocab}: relative to {res['softmax_over']:,} phrases")
-        for m in res["matches"]:
-            ext = f"  [{m['external_id']}]" if m.get("external_id") else ""
-            share = f"{100 * m['probability']:6.2f}%" if m["probability"] >= 5e-5 else " <0.01%"
-            lines.append(f"    {share}  {m['phrase']}{ext}   (cosine {m['cosine']:.3f})")
+def format_table(answer: Any) -> str:
+    img, model = answer.image, answer.model
+    lines = [f"{answer.file or 'image'}  {img.width}×{img.height}  model {model.preset or model.arch}  "
+             f"(logit scale {model.logit_scale:.1f})"]
+    for vocab, res in answer.results.items():
+        lines.append(f"  {vocab}: relative to {res.softmax_over:,} phrases")
+        for m in res.matches:
+            ext = f"  [{m.external_id}]" if m.external_id else ""
+            share = f"{100 * m.probability:6.2f}%" if m.probability >= 5e-5 else " <0.01%"
+            lines.append(f"    {share}  {m.phrase}{ext}   (cosine {m.cosine:.3f})")
     return "\n".join(lines)
 
 
@@ -192,14 +183,10 @@ def compare(image: str, phrases: tuple[str, ...], model: str | None, as_json: bo
     Example:
         clip-gaze compare painting.jpg "an oil painting" "a watercolor painting" "a photograph"
     """
-    from indexer.engine import rest_answer
-    from service.images import decode_file
-
     engine = make_engine(model)
-    decoded = decode_file(image, _settings().max_pixels, draft=2 * engine.model.image_size)
-    result = engine.compare(decoded.image, list(phrases), persist=True)
-    answer = rest_answer(result, decoded.info(), file=image)
-    click.echo(json.dumps(answer, ensure_ascii=False) if as_json else format_table(answer))
+    decoded = engine.read(image)
+    answer = engine.compare(decoded, [p.strip() for p in phrases], persist=True).model_copy(update={"file": image})
+    click.echo(answer.model_dump_json() if as_json else format_table(answer))
 
 
 @cli.command()
@@ -229,9 +216,7 @@ def serve(host: str, port: int, workers: int, threads: int, model: str | None, n
         s = _settings()
     check_bind(host, s)
     if not no_index:
-        engine = make_engine(s.model, progress=False)
-        names = engine.resolve(None)
-        if engine.store.missing_phrases(engine.model_key, names):
+        if make_engine(s.model, progress=False).needs_indexing():
             click.echo("indexing the default vocabularies before starting…", err=True)
             # In a child process, so the server does not keep the indexing's memory.
             done = subprocess.run([sys.executable, "-m", "clip_gaze", "index", "--model", s.model])
@@ -250,17 +235,11 @@ def models(as_json: bool) -> None:
         clip-gaze models --json
         CLIP_GAZE_MODEL=ViT-B-16:laion2b_s34b_b88k clip-gaze analyze painting.jpg
     """
-    from indexer.models import list_presets
+    from indexer.models import list_presets, preset_info
 
     presets = list_presets()
     if as_json:
-        out = []
-        for p in presets:
-            item: dict[str, Any] = {"preset": p.name, "arch": p.arch, "pretrained": p.pretrained, "description": p.description}
-            if p.config:
-                item["config"] = p.config
-            out.append(item)
-        click.echo(json.dumps(out, ensure_ascii=False, indent=2))
+        click.echo(json.dumps([preset_info(p, paths=True).json_dict() for p in presets], ensure_ascii=False, indent=2))
         return
     current = _settings().model
     for p in presets:
@@ -289,19 +268,13 @@ def vocab_list(as_json: bool) -> None:
     Example:
         clip-gaze vocab list --json
     """
-    from indexer.build import sync_builtins
-    from indexer.vocab import catalog
-
-    engine = make_engine(None, progress=False)
-    sync_builtins(engine.store, list(catalog().vocabularies))
-    rows = engine.store.list_vocabularies()
+    rows = make_engine(None, progress=False).vocabularies()
     if as_json:
-        click.echo(json.dumps([r.to_json() for r in rows], ensure_ascii=False))
+        click.echo(json.dumps([r.json_dict() for r in rows], ensure_ascii=False))
         return
-    default = set(catalog().default)
     for r in rows:
         kind = "built-in" if r.builtin else "custom"
-        star = "*" if r.name in default else " "
+        star = "*" if r.default else " "
         click.echo(f"{star} {r.name:<22} {r.size:>7,} phrases  {kind:<8} {' | '.join(r.templates):<24} {r.description}")
     click.echo("(* = in the default set)")
 
@@ -309,7 +282,7 @@ def vocab_list(as_json: bool) -> None:
 @vocab.command("show")
 @click.argument("name")
 @click.option("--offset", default=0, type=click.IntRange(0))
-@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 100000))
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, MAX_PAGE_SIZE))
 @click.option("--json", "as_json", is_flag=True)
 @domain_errors
 def vocab_show(name: str, offset: int, limit: int, as_json: bool) -> None:
@@ -319,22 +292,22 @@ def vocab_show(name: str, offset: int, limit: int, as_json: bool) -> None:
     Example:
         clip-gaze vocab show movements --limit 10
     """
-    engine = make_engine(None, progress=False)
-    engine.resolve([name])
-    row = engine.store.get_vocabulary(name)
-    phrases, next_offset = engine.store.phrases_page(name, offset, limit)
+    from indexer.schema import PageQuery
+
+    page = make_engine(None, progress=False).vocabulary_page(name, PageQuery(offset=offset, limit=limit))
     if as_json:
-        click.echo(json.dumps({"vocabulary": row.to_json(), "phrases": phrases, "next_offset": next_offset}, ensure_ascii=False))
+        click.echo(page.model_dump_json())
         return
-    click.echo(f"{row.name}: {row.size:,} phrases, templates {list(row.templates)}, version {row.version}")
+    row = page.vocabulary
+    click.echo(f"{row.name}: {row.size:,} phrases, templates {row.templates}, version {row.version}")
     click.echo(f"  {row.description}")
     if row.source:
         click.echo(f"  source: {row.source}\n  licence: {row.licence}")
-    for p in phrases:
-        ext = f"  [{p['external_id']}]" if p["external_id"] else ""
-        click.echo(f"  {p['phrase']}{ext}")
-    if next_offset is not None:
-        click.echo(f"  … more with --offset {next_offset}")
+    for p in page.phrases:
+        ext = f"  [{p.external_id}]" if p.external_id else ""
+        click.echo(f"  {p.phrase}{ext}")
+    if page.next_offset is not None:
+        click.echo(f"  … more with --offset {page.next_offset}")
 
 
 def _read_items(file: str | None, terms: Sequence[str]) -> list[Any]:
@@ -369,8 +342,14 @@ def vocab_create(name: str, file: str | None, templates: tuple[str, ...], descri
         clip-gaze vocab create iconography --file terms.csv     # term,external_id rows
         clip-gaze vocab create shapes "a red circle" "a blue square"
     """
-    engine = make_engine(model)
-    result = engine.create_vocabulary(name, _read_items(file, terms) or None, list(templates) or None, description)
+    from indexer.schema import CreateVocabulary, parse
+
+    body: dict[str, Any] = {"name": name, "phrases": _read_items(file, terms)}
+    if templates:
+        body["templates"] = list(templates)
+    if description:
+        body["description"] = description
+    result = make_engine(model).create_vocabulary(parse(CreateVocabulary, body))
     click.echo(f"created {name}: {result.added} phrases")
 
 
@@ -387,10 +366,12 @@ def vocab_add(name: str, terms: tuple[str, ...], file: str | None, model: str | 
     Example:
         clip-gaze vocab add local-artists "jan smit" "anna de vries"
     """
+    from indexer.schema import AddPhrases, parse
+
     items = _read_items(file, terms)
     if not items:
         raise click.UsageError("give terms or --file")
-    result = make_engine(model).add_phrases(name, items)
+    result = make_engine(model).add_phrases(name, parse(AddPhrases, {"phrases": items}))
     click.echo(f"{name}: {result.added} added, {result.unchanged} already there (version {result.version})")
 
 
@@ -406,7 +387,11 @@ def vocab_remove(name: str, terms: tuple[str, ...], external_ids: tuple[str, ...
     Example:
         clip-gaze vocab remove local-artists "jan smit" --external-id ULAN-500012345
     """
-    result = make_engine(None, progress=False).remove_phrases(name, list(terms) or None, list(external_ids) or None)
+    from indexer.schema import RemovePhrases, parse
+
+    body = {"terms": [t.strip() for t in terms] or None, "external_ids": [e.strip() for e in external_ids] or None}
+    request = parse(RemovePhrases, {k: v for k, v in body.items() if v})
+    result = make_engine(None, progress=False).remove_phrases(name, request)
     click.echo(f"{name}: {result.removed} phrases removed (version {result.version})")
 
 
@@ -422,7 +407,7 @@ def vocab_delete(name: str, yes: bool) -> None:
         clip-gaze vocab delete local-artists --yes
     """
     engine = make_engine(None, progress=False)
-    row = engine.store.get_vocabulary(name)
+    row = engine.vocabulary(name)
     if not yes:
         if not sys.stdin.isatty():
             raise click.ClickException(f"deleting {name!r} ({row.size} phrases) needs --yes when not run interactively")

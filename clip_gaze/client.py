@@ -1,8 +1,8 @@
-"""`Client`: the clip-gaze REST API from Python (standard library only).
+"""`Client`: the clip-gaze REST API from Python (urllib; answers parsed into the API's own models).
 
     >>> from clip_gaze import Client
     >>> api = Client("http://127.0.0.1:8000", token="s3cret")
-    >>> api.analyze("painting.jpg", vocabularies=["movements"], top_k=3)["results"]["movements"]
+    >>> api.analyze("painting.jpg", vocabularies=["movements"], top_k=3).results["movements"].matches[0].phrase
 """
 
 from __future__ import annotations
@@ -10,16 +10,36 @@ from __future__ import annotations
 import io
 import json
 import mimetypes
+import random
+import time
 import uuid
+from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any, Iterable, Sequence, Union
+from typing import Any, Iterable, Sequence, TypeVar, Union
 from urllib import error, parse, request
 
+from pydantic import BaseModel, ValidationError
+
+from indexer.schema import (
+    Analysis,
+    BatchAnswer,
+    Health,
+    ModelsAnswer,
+    Vocabulary,
+    VocabularyList,
+    VocabularyPage,
+    WriteAnswer,
+)
+
 ImageArg = Union[str, Path, bytes, Any]  # a path, encoded bytes, or a PIL image
+M = TypeVar("M", bound=BaseModel)
+RETRY_STATUSES = {502, 503, 504}  # the server (or nginx in front of it) says: not now
+MAX_RETRY_AFTER = 60.0
 
 
 class ApiError(Exception):
-    """An error answer of the API: `status`, machine `code` and readable `message`."""
+    """An error answer of the API: `status`, machine `code` and readable `message`. A server that
+    cannot be reached gives status 0 and code `unreachable`."""
 
     def __init__(self, status: int, code: str, message: str):
         super().__init__(f"{status} {code}: {message}")
@@ -29,77 +49,89 @@ class ApiError(Exception):
 
 
 class Client:
-    def __init__(self, url: str = "http://127.0.0.1:8000", token: str | None = None, timeout: float = 120.0):
+    """Answers are typed (`indexer.schema`): `api.analyze(p).results["movements"].matches[0].phrase`,
+    and `answer["results"]` still works as it did on the dicts of clip-gaze 1.0.
+
+    Requests that are safe to repeat (reads, analyses, adding phrases, removals) are retried up to
+    `retries` times when the server cannot be reached or answers 502/503/504, after `backoff` ×
+    2^attempt seconds or the server's Retry-After."""
+
+    def __init__(self, url: str = "http://127.0.0.1:8000", token: str | None = None, timeout: float = 120.0,
+                 retries: int = 3, backoff: float = 0.5):
         self.url = url.rstrip("/")
         self.token = token
         self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
 
     # -- reading --------------------------------------------------------------------------------
-    def health(self) -> dict[str, Any]:
-        return self._call("GET", "/v1/health")
+    def health(self) -> Health:
+        return self._call(Health, "GET", "/v1/health")
 
-    def models(self) -> dict[str, Any]:
-        return self._call("GET", "/v1/models")
+    def models(self) -> ModelsAnswer:
+        return self._call(ModelsAnswer, "GET", "/v1/models")
 
-    def vocabularies(self) -> list[dict[str, Any]]:
-        return self._call("GET", "/v1/vocabularies")["vocabularies"]
+    def vocabularies(self) -> list[Vocabulary]:
+        return self._call(VocabularyList, "GET", "/v1/vocabularies").vocabularies
 
-    def vocabulary(self, name: str, offset: int = 0, limit: int = 100) -> dict[str, Any]:
-        return self._call("GET", f"/v1/vocabularies/{parse.quote(name)}?offset={offset}&limit={limit}")
+    def vocabulary(self, name: str, offset: int = 0, limit: int = 100) -> VocabularyPage:
+        return self._call(VocabularyPage, "GET", f"/v1/vocabularies/{parse.quote(name)}?offset={offset}&limit={limit}")
 
     # -- analysis -------------------------------------------------------------------------------
-    def analyze(self, image: ImageArg, vocabularies: Iterable[str] | None = None, top_k: int | None = None) -> dict[str, Any]:
+    def analyze(self, image: ImageArg, vocabularies: Iterable[str] | None = None, top_k: int | None = None) -> Analysis:
         fields = _fields(vocabularies, top_k)
-        return self._call("POST", "/v1/analyze", files=[("image", _image_part(image, "image"))], fields=fields)
+        return self._call(Analysis, "POST", "/v1/analyze", files=[("image", _image_part(image, "image"))], fields=fields)
 
     def analyze_batch(
         self, images: Sequence[ImageArg], vocabularies: Iterable[str] | None = None, top_k: int | None = None
-    ) -> dict[str, Any]:
+    ) -> BatchAnswer:
         files = [("image", _image_part(im, f"image-{i}")) for i, im in enumerate(images)]
-        return self._call("POST", "/v1/analyze/batch", files=files, fields=_fields(vocabularies, top_k))
+        return self._call(BatchAnswer, "POST", "/v1/analyze/batch", files=files, fields=_fields(vocabularies, top_k))
 
-    def compare(self, image: ImageArg, phrases: Sequence[str]) -> dict[str, Any]:
+    def compare(self, image: ImageArg, phrases: Sequence[str]) -> Analysis:
         return self._call(
-            "POST", "/v1/compare", files=[("image", _image_part(image, "image"))],
+            Analysis, "POST", "/v1/compare", files=[("image", _image_part(image, "image"))],
             fields=[("phrases", json.dumps(list(phrases), ensure_ascii=False))],
         )
 
     # -- custom vocabularies (need a token) -----------------------------------------------------
     def create_vocabulary(
         self, name: str, phrases: Sequence[Any] = (), description: str | None = None, template: str | None = None
-    ) -> dict[str, Any]:
+    ) -> WriteAnswer:
         body: dict[str, Any] = {"name": name, "phrases": list(phrases)}
         if description is not None:
             body["description"] = description
         if template is not None:
             body["template"] = template
-        return self._call("POST", "/v1/vocabularies", json_body=body)
+        return self._call(WriteAnswer, "POST", "/v1/vocabularies", json_body=body, retry=False)
 
-    def add_phrases(self, name: str, phrases: Sequence[Any]) -> dict[str, Any]:
-        return self._call("POST", f"/v1/vocabularies/{parse.quote(name)}/phrases", json_body={"phrases": list(phrases)})
+    def add_phrases(self, name: str, phrases: Sequence[Any]) -> WriteAnswer:
+        return self._call(WriteAnswer, "POST", f"/v1/vocabularies/{parse.quote(name)}/phrases", json_body={"phrases": list(phrases)})
 
     def remove_phrases(
         self, name: str, terms: Sequence[str] | None = None, external_ids: Sequence[str] | None = None
-    ) -> dict[str, Any]:
+    ) -> WriteAnswer:
         body: dict[str, Any] = {}
         if terms is not None:
             body["terms"] = list(terms)
         if external_ids is not None:
             body["external_ids"] = list(external_ids)
-        return self._call("DELETE", f"/v1/vocabularies/{parse.quote(name)}/phrases", json_body=body)
+        return self._call(WriteAnswer, "DELETE", f"/v1/vocabularies/{parse.quote(name)}/phrases", json_body=body)
 
-    def delete_vocabulary(self, name: str) -> dict[str, Any]:
-        return self._call("DELETE", f"/v1/vocabularies/{parse.quote(name)}")
+    def delete_vocabulary(self, name: str) -> WriteAnswer:
+        return self._call(WriteAnswer, "DELETE", f"/v1/vocabularies/{parse.quote(name)}")
 
     # -- transport ------------------------------------------------------------------------------
     def _call(
         self,
+        model: type[M],
         method: str,
         path: str,
         json_body: Any = None,
         files: list[tuple[str, tuple[str, bytes, str]]] | None = None,
         fields: list[tuple[str, str]] | None = None,
-    ) -> Any:
+        retry: bool = True,
+    ) -> M:
         headers = {"Accept": "application/json"}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
@@ -110,17 +142,50 @@ class Client:
         elif json_body is not None:
             data = json.dumps(json_body, ensure_ascii=False).encode("utf-8")
             headers["Content-Type"] = "application/json"
-        req = request.Request(self.url + path, data=data, headers=headers, method=method)
-        try:
-            with request.urlopen(req, timeout=self.timeout) as resp:
-                return json.loads(resp.read().decode("utf-8"))
-        except error.HTTPError as exc:
-            raw = exc.read()
+        attempts = 1 + (self.retries if retry else 0)
+        for attempt in range(attempts):
+            req = request.Request(self.url + path, data=data, headers=headers, method=method)
             try:
-                body = json.loads(raw.decode("utf-8"))
-                raise ApiError(body.get("status", exc.code), body.get("code", "error"), body.get("error", "")) from None
-            except (ValueError, AttributeError):
-                raise ApiError(exc.code, "http_error", raw[:200].decode("utf-8", "replace")) from None
+                with request.urlopen(req, timeout=self.timeout) as resp:
+                    raw = resp.read()
+                break
+            except error.HTTPError as exc:
+                if exc.code in RETRY_STATUSES and attempt + 1 < attempts:
+                    time.sleep(self._delay(attempt, exc.headers.get("Retry-After")))
+                    continue
+                raise _api_error(exc) from None
+            except TimeoutError:
+                raise ApiError(0, "timeout", f"{self.url} did not answer {method} {path} within {self.timeout:g} s") from None
+            except (error.URLError, ConnectionError) as exc:
+                if attempt + 1 < attempts:
+                    time.sleep(self._delay(attempt, None))
+                    continue
+                reason = getattr(exc, "reason", exc)
+                raise ApiError(0, "unreachable", f"cannot reach {self.url}: {reason}") from None
+        try:
+            return model.model_validate_json(raw)
+        except ValidationError as exc:
+            raise ApiError(0, "bad_answer", f"the server's answer to {method} {path} is not what the API says: {exc}") from None
+
+    def _delay(self, attempt: int, retry_after: str | None) -> float:
+        if retry_after:
+            try:
+                return min(MAX_RETRY_AFTER, max(0.0, float(retry_after)))
+            except ValueError:
+                try:
+                    return min(MAX_RETRY_AFTER, max(0.0, parsedate_to_datetime(retry_after).timestamp() - time.time()))
+                except (TypeError, ValueError):
+                    pass
+        return self.backoff * (2**attempt) * (0.5 + random.random() / 2)
+
+
+def _api_error(exc: error.HTTPError) -> ApiError:
+    raw = exc.read()
+    try:
+        body = json.loads(raw.decode("utf-8"))
+        return ApiError(body.get("status", exc.code), body.get("code", "error"), body.get("error", ""))
+    except (ValueError, AttributeError):
+        return ApiError(exc.code, "http_error", raw[:200].decode("utf-8", "replace"))
 
 
 def _fields(vocabularies: Iterable[str] | None, top_k: int | None) -> list[tuple[str, str]]:

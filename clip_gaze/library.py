@@ -11,13 +11,12 @@ from pathlib import Path
 from typing import Any, Sequence, Union
 
 from PIL import Image
+from pydantic import TypeAdapter, ValidationError
 
 from indexer.engine import Engine
 from indexer.models import parse_model
-from indexer.scoring import scores_from_cosines
+from indexer.schema import Phrase, invalid
 from indexer.settings import Settings
-from indexer.vocab import validate_phrase
-from service.images import decode_file, decode_image, to_rgb
 
 ImageLike = Union[Image.Image, str, Path, bytes]
 
@@ -33,19 +32,24 @@ def get_engine(model: str | None = None, home: str | Path | None = None, device:
     with _lock:
         engine = _engines.get(key)
         if engine is None:
-            engine = Engine(key[0], spec, device=key[2], threads=settings.threads)
+            engine = Engine.from_settings(settings, spec, device=key[2])
             _engines[key] = engine
         return engine
 
 
-def load_image(image: ImageLike, max_pixels: int | None = None) -> Image.Image:
-    """A PIL image, a path or encoded bytes → an RGB PIL image (limits applied to files and bytes)."""
-    limit = max_pixels or Settings.from_env().max_pixels
-    if isinstance(image, Image.Image):
-        return to_rgb(image)
-    if isinstance(image, (bytes, bytearray)):
-        return decode_image(bytes(image), limit).image
-    return decode_file(image, limit).image
+_PHRASE: TypeAdapter[str] = TypeAdapter(Phrase)
+
+
+def _clean(prompts: Sequence[str]) -> list[str]:
+    """0.3.0 took prompts as given; surrounding white space is dropped, anything else is checked."""
+    adapter = _PHRASE
+    out = []
+    for i, p in enumerate(prompts):
+        try:
+            out.append(adapter.validate_python(p.strip() if isinstance(p, str) else p))
+        except ValidationError as exc:
+            raise invalid(exc, (f"prompts[{i}]",)) from None
+    return out
 
 
 def probabilities(
@@ -63,15 +67,8 @@ def probabilities(
     prompts = list(prompts)
     if not prompts:
         return []
-    clean = [validate_phrase(p, f"prompts[{i}]") for i, p in enumerate(prompts)]
     engine = get_engine(model=model, device=None if device in (None, "cuda") else device)
-    emb = engine.embed_images([load_image(image)])[0]
-    matrix = engine.text_embeddings(clean, persist=True)
-    s = scores_from_cosines(matrix @ emb, engine.model.logit_scale)
-    probs = [0.0] * len(prompts)
-    for rank, i in enumerate(s.indices):
-        probs[int(i)] = float(s.probabilities[rank])
-    return list(zip(prompts, probs))
+    return list(zip(prompts, engine.probabilities(image, _clean(prompts))))
 
 
 def format_tuple(item: tuple[str, float]) -> str:

@@ -1,52 +1,62 @@
-"""The engine: one model, one store, in-memory indexes that follow the store's versions.
+"""The engine: the one object the CLI, the library and the service touch.
 
-The CLI, the Python library and every service worker each hold one Engine. The model loads
-lazily (or in `warm_up`); indexes load from their files and reload when a vocabulary's version
-changes, so a write made by any process is seen on the next request.
+It holds one model (loaded lazily, or in `warm_up`), one store, a decoder with the process's image
+limits, a phrase embedder and an index cache. It takes and returns the typed models of
+`indexer.schema`. A request goes one way down (decode → encode → score) and back; in a server the
+engine batches image encodings from concurrent requests itself (`batch_window_ms`).
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence, Union
 
 import numpy as np
 import numpy.typing as npt
 
 from . import build
-from .errors import Conflict, InvalidInput, NotFound, NotIndexed, ReadOnly
+from .batcher import ImageBatcher
+from .embedder import PhraseEmbedder, ProgressFactory
+from .errors import ClipGazeError, Conflict, NotFound, ReadOnly
+from .images import DecodedImage, Decoder, PixelBudget
+from .index_cache import IndexCache
 from .kernels import cosines
-from .models import LoadedModel, ModelSpec, load_model, parse_model
-from .scoring import Scores, scores_from_cosines
-from .store import Store, VocabularyRow, WriteResult
-from .vocab import (
-    PhraseSpec,
-    apply_templates,
-    catalog,
-    parse_phrase_items,
-    validate_description,
-    validate_name,
-    validate_phrase,
-    validate_templates,
+from .models import LoadedModel, ModelSpec, list_presets, load_model, parse_model, preset_info
+from .schema import (
+    DEFAULT_TOP_K,
+    AddPhrases,
+    Analysis,
+    BatchAnswer,
+    BatchFailure,
+    BatchItem,
+    Batching,
+    CreateVocabulary,
+    IndexReport,
+    Match,
+    ModelInfo,
+    ModelsAnswer,
+    PageQuery,
+    PhraseItem,
+    PhraseRow,
+    RemovePhrases,
+    Vocabulary,
+    VocabularyPage,
+    VocabularyResult,
+    WriteAnswer,
+    compare_phrases,
+    parse_name,
 )
+from .scoring import Scores, scores_from_cosines
+from .settings import Settings
+from .store import Store, VocabularyRow, WriteResult
+from .vocab import PhraseSpec, apply_templates, catalog
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
 
-MAX_TOP_K = 1000
-MAX_PHRASES_PER_WRITE = 50_000
-MAX_COMPARE_PHRASES = 5_000
-
-
-@dataclass(frozen=True)
-class LoadedIndex:
-    vocab: VocabularyRow
-    ids: npt.NDArray[np.int64]
-    matrix: npt.NDArray[np.floating]
+ImageSource = Union[DecodedImage, "Image.Image", bytes, str, Path]
 
 
 class Engine:
@@ -57,26 +67,38 @@ class Engine:
         *,
         device: str = "auto",
         threads: int = 0,
-        loader: Callable[..., LoadedModel] = load_model,
+        loader: Any = load_model,
         compact: bool = False,
         auto_embed_limit: int | None = None,
-        progress: build.ProgressFactory | None = None,
+        progress: ProgressFactory | None = None,
+        max_pixels: int = 60_000_000,
+        max_request_pixels: int = 1_000_000_000,
+        decode_concurrency: int = 2,
+        batch_window_ms: float | None = None,
     ):
         self.store = Store(home)
         self.spec = model if isinstance(model, ModelSpec) else parse_model(model)
         self.model_key = self.spec.key()
-        self.compact = compact
-        self.auto_embed_limit = auto_embed_limit
-        self.progress = progress
-        self._device = device
-        self._threads = threads
-        self._loader = loader
+        self._device, self._threads, self._loader = device, threads, loader
         self._model: LoadedModel | None = None
         self._model_lock = threading.Lock()
-        self._index_lock = threading.Lock()
-        self._indexes: dict[str, LoadedIndex] = {}
-        self._text_cache: OrderedDict[str, npt.NDArray[np.float32]] = OrderedDict()
-        self._text_cache_lock = threading.Lock()
+        self._batch_window_ms = batch_window_ms
+        self._batcher: ImageBatcher | None = None
+        self._builtins_synced = False
+        self._decoder_args = (max_pixels, max_request_pixels, decode_concurrency)
+        self._decoder: Decoder | None = None
+        self.embedder = PhraseEmbedder(self.store, self.model_key, lambda: self.model, progress, auto_embed_limit, self.spec.name)
+        self.indexes = IndexCache(self.store, self.model_key, self.embedder.embed_vocabularies, compact)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, model: str | ModelSpec | None = None, **kw: Any) -> "Engine":
+        """An engine with the limits and options of `settings` (keyword arguments override)."""
+        options: dict[str, Any] = dict(
+            device=settings.device, threads=settings.threads, compact=settings.compact_indexes,
+            max_pixels=settings.max_pixels, max_request_pixels=settings.max_request_pixels,
+            decode_concurrency=settings.max_decodes,
+        )
+        return cls(settings.home, model or settings.model, **{**options, **kw})
 
     # -- model ----------------------------------------------------------------------------------
     @property
@@ -91,22 +113,61 @@ class Engine:
     def model_loaded(self) -> bool:
         return self._model is not None
 
-    @property
-    def indexes_loaded(self) -> list[str]:
-        """Names of the vocabularies whose index is in memory."""
-        return list(self._indexes)
+    def model_info(self) -> ModelInfo:
+        """The model as clients see it (a checkpoint by file name and fingerprint, never its path)."""
+        return self.spec.info(self._model.logit_scale if self._model is not None else None)
 
-    def model_json(self) -> dict[str, Any]:
-        return self.model.describe()
+    def models(self) -> ModelsAnswer:
+        return ModelsAnswer(model=self.model_info(), models=[preset_info(p) for p in list_presets()])
+
+    @property
+    def batching(self) -> Batching:
+        b = self._batcher
+        return Batching(batches=b.batches if b else 0, images=b.items if b else 0)
+
+    # -- images ---------------------------------------------------------------------------------
+    @property
+    def decoder(self) -> Decoder:
+        """Decoding for this model's input size (read from its config: no weights are loaded)."""
+        if self._decoder is None:
+            self._decoder = Decoder(*self._decoder_args, target=self.spec.image_size())
+        return self._decoder
+
+    def read(self, source: ImageSource, name: str | None = None, budget: PixelBudget | None = None) -> DecodedImage:
+        """A picture from bytes, a file, a PIL image or an already decoded one, within the limits."""
+        from PIL import Image
+
+        if isinstance(source, DecodedImage):
+            return source
+        if isinstance(source, Image.Image):
+            return self.decoder.from_pil(source)
+        if isinstance(source, (bytes, bytearray)):
+            return self.decoder.decode(bytes(source), name or "image", budget)
+        return self.decoder.decode_file(source, budget)
+
+    def embed_images(self, images: Sequence[DecodedImage]) -> npt.NDArray[np.float32]:
+        """Preprocess in the calling thread; encode together with concurrent requests when batching."""
+        model = self.model
+        if not images:
+            return np.empty((0, 0), dtype=np.float32)
+        import torch
+
+        tensors = torch.stack([model.image_tensor(d.image) for d in images])
+        if self._batch_window_ms is None:
+            return model.encode_image_tensors(tensors)
+        if self._batcher is None:
+            with self._model_lock:
+                if self._batcher is None:
+                    self._batcher = ImageBatcher(model.encode_image_tensors, window_ms=self._batch_window_ms)
+        return self._batcher.submit(tensors)
 
     # -- vocabularies ---------------------------------------------------------------------------
     def default_vocabularies(self) -> list[str]:
         return list(catalog().default)
 
     def resolve(self, names: Iterable[str] | None) -> list[str]:
-        """Vocabulary names (default set if none), known built-ins brought into the store."""
-        wanted = [n.strip() for n in (names or []) if n and n.strip()] or self.default_vocabularies()
-        wanted = list(dict.fromkeys(wanted))
+        """Vocabulary names (the default set if none), known built-ins brought into the store."""
+        wanted = list(dict.fromkeys(n for n in (names or []) if n)) or self.default_vocabularies()
         known = self.store.versions()
         builtin = catalog().vocabularies
         missing_builtins = [n for n in wanted if n not in known and n in builtin]
@@ -122,62 +183,41 @@ class Engine:
             )
         return wanted
 
-    def index_vocabularies(self, names: Sequence[str] | None = None, force: bool = False) -> build.IndexReport:
+    def _vocabulary(self, row: VocabularyRow) -> Vocabulary:
+        return Vocabulary(
+            name=row.name, size=row.size, builtin=row.builtin, templates=list(row.templates),
+            description=row.description, version=row.version, source=row.source, licence=row.licence,
+            default=row.name in catalog().default,
+        )
+
+    def vocabularies(self) -> list[Vocabulary]:
+        """Every vocabulary, built-in ones (brought into the store once per engine) and custom ones."""
+        if not self._builtins_synced:
+            build.sync_builtins(self.store, list(catalog().vocabularies))
+            self._builtins_synced = True
+        return [self._vocabulary(r) for r in self.store.list_vocabularies()]
+
+    def vocabulary(self, name: str) -> Vocabulary:
+        self.resolve([name])
+        return self._vocabulary(self.store.get_vocabulary(name))
+
+    def vocabulary_page(self, name: str, page: PageQuery = PageQuery()) -> VocabularyPage:
+        vocabulary = self.vocabulary(name)
+        rows, next_offset = self.store.phrases_page(name, page.offset, page.limit)
+        return VocabularyPage(vocabulary=vocabulary, phrases=[PhraseRow(**r) for r in rows], next_offset=next_offset)
+
+    def needs_indexing(self, names: Sequence[str] | None = None) -> int:
+        """How many phrases of these vocabularies (default set) have no embedding for this model."""
+        return len(self.store.missing_phrases(self.model_key, self.resolve(names)))
+
+    def index(self, names: Sequence[str] | None = None, force: bool = False) -> IndexReport:
+        """`clip-gaze index`: built-ins synced, missing phrases embedded, index files written."""
         names = self.resolve(names)
-        return build.index(self.store, self.model, names, progress=self.progress, force=force)
-
-    def loaded_index(self, name: str, versions: dict[str, tuple[int, int]] | None = None) -> LoadedIndex:
-        """The in-memory index of a vocabulary at its current version: from memory, its file, or rebuilt."""
-        versions = versions if versions is not None else self.store.versions()
-        current = versions.get(name)
-        cached = self._indexes.get(name)
-        if cached is not None and current == (cached.vocab.id, cached.vocab.version):
-            return cached
-        with self._index_lock:
-            cached = self._indexes.get(name)
-            if cached is not None and current == (cached.vocab.id, cached.vocab.version):
-                return cached
-            vocab = self.store.get_vocabulary(name)
-            data = self.store.read_index(self.store.index_path(self.model_key, vocab), expected=vocab.size)
-            if data is None:
-                data = self._rebuild(vocab)
-            ids, mat = data
-            matrix = mat.astype(np.float16) if self.compact else mat
-            loaded = LoadedIndex(vocab, ids, matrix)
-            self._indexes[name] = loaded
-            for gone in set(self._indexes) - set(versions):
-                del self._indexes[gone]
-            return loaded
-
-    def _embed_unindexed(self, names: Sequence[str], versions: dict[str, tuple[int, int]]) -> None:
-        """Before scoring: embed, in one pass, what vocabularies without a current index still lack."""
-        stale = [
-            n for n in names
-            if (c := self._indexes.get(n)) is None or versions.get(n) != (c.vocab.id, c.vocab.version)
-        ]
-        todo = [n for n in stale if not self.store.index_path(self.model_key, (n, *versions[n])).is_file()]
-        if todo:
-            self._embed_missing(todo)
-
-    def _embed_missing(self, names: Sequence[str]) -> None:
-        """Embed these vocabularies' missing phrases, unless there are more than this engine may embed."""
-        missing = len(self.store.missing_phrases(self.model_key, names))
-        if not missing:
-            return
-        if self.auto_embed_limit is not None and missing > self.auto_embed_limit:
-            raise NotIndexed(
-                f"{', '.join(names)} not indexed for model {self.spec.name} ({missing} phrases to embed); "
-                f"run `clip-gaze index --vocab {','.join(names)} --model {self.spec.name}`"
-            )
-        build.embed_missing(self.store, self.model, names, self.progress, model_key=self.model_key)
-
-    def _rebuild(self, vocab: VocabularyRow) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
-        ids, mat, missing = self.store.vectors(self.model_key, vocab.id)
-        if missing:
-            self._embed_missing([vocab.name])
-            ids, mat, missing = self.store.vectors(self.model_key, vocab.id)
-        self.store.write_index(self.model_key, vocab, ids, mat)
-        return ids, mat
+        report = IndexReport(model=self.spec.name, vocabularies=list(names))
+        report.synced = build.sync_builtins(self.store, names)
+        report.embedded = self.embedder.embed_vocabularies(names, check_limit=False)
+        report.indexes_written = build.write_indexes(self.store, self.model_key, names, force=force)
+        return report
 
     def warm_up(self, names: Sequence[str] | None = None) -> None:
         """Load the model and the indexes of `names` (default: every vocabulary with an index file)."""
@@ -186,24 +226,67 @@ class Engine:
         if names is None:
             names = [n for n, v in versions.items() if self.store.index_path(self.model_key, (n, *v)).is_file()]
         for name in names:
-            self.loaded_index(name, versions)
+            self.indexes.get(name, versions)
 
-    # -- scoring --------------------------------------------------------------------------------
-    def embed_images(self, images: Sequence["Image.Image"]) -> npt.NDArray[np.float32]:
-        return self.model.encode_images(images)
+    # -- analysis -------------------------------------------------------------------------------
+    def analyze(self, image: ImageSource, vocabularies: Sequence[str] | None = None, top_k: int = DEFAULT_TOP_K) -> Analysis:
+        return self.analyze_many([image], vocabularies, top_k)[0]
 
-    def score(
-        self, embeddings: npt.NDArray[np.float32], names: Sequence[str], top_k: int = 10
-    ) -> list[dict[str, Any]]:
-        """For each image embedding, {vocabulary: {softmax_over, matches}}; one product per vocabulary."""
-        top_k = check_top_k(top_k)
+    def analyze_many(
+        self, images: Sequence[ImageSource], vocabularies: Sequence[str] | None = None, top_k: int = DEFAULT_TOP_K
+    ) -> list[Analysis]:
+        """One image embedding per picture, reused across every vocabulary asked for."""
+        names = self.resolve(vocabularies)
+        budget = self.decoder.budget()
+        decoded = [self.read(im, budget=budget) for im in images]
+        results, timing = self._score_images(decoded, names, top_k)
+        model = self.model_info()
+        return [_analysis(model, d, r, {"decode": d.decode_ms, **timing}) for d, r in zip(decoded, results)]
+
+    def analyze_batch(
+        self, uploads: Sequence[tuple[str, bytes]], vocabularies: Sequence[str] | None = None, top_k: int = DEFAULT_TOP_K
+    ) -> BatchAnswer:
+        """Several uploaded pictures, decoded one at a time; a bad picture gets its own error entry."""
+        t_start = time.perf_counter()
+        names = self.resolve(vocabularies)
+        budget = self.decoder.budget()
+        items: list[BatchItem | BatchFailure] = []
+        good: list[tuple[int, str, DecodedImage]] = []
+        for i, (name, data) in enumerate(uploads):
+            try:
+                good.append((i, name, self.read(data, name, budget)))
+            except ClipGazeError as exc:
+                items.append(BatchFailure(index=i, name=name, status=exc.status, code=exc.code, error=exc.message))
+        if good:
+            results, _ = self._score_images([d for _, _, d in good], names, top_k)
+            for (i, name, decoded), res in zip(good, results):
+                items.append(BatchItem(index=i, name=name, image=decoded.info(), results=res))
+        items.sort(key=lambda it: it.index)
+        return BatchAnswer(
+            model=self.model_info(), count=len(items), failed=sum(1 for it in items if not it.ok), results=items,
+            timing_ms=round((time.perf_counter() - t_start) * 1000, 2),
+        )
+
+    def _score_images(
+        self, decoded: Sequence[DecodedImage], names: Sequence[str], top_k: int
+    ) -> tuple[list[dict[str, VocabularyResult]], dict[str, float]]:
+        t0 = time.perf_counter()
+        embeddings = self.embed_images(decoded)
+        t1 = time.perf_counter()
+        results = self.score(embeddings, names, top_k)
+        t2 = time.perf_counter()
+        n = max(1, len(decoded))
+        return results, {"embed_image": (t1 - t0) * 1000 / n, "score": (t2 - t1) * 1000 / n}
+
+    def score(self, embeddings: npt.NDArray[np.float32], names: Sequence[str], top_k: int) -> list[dict[str, VocabularyResult]]:
+        """For each image embedding, {vocabulary: result}; one matrix product per vocabulary."""
         embeddings = np.atleast_2d(embeddings)
         versions = self.store.versions()
-        out: list[dict[str, Any]] = [{} for _ in range(len(embeddings))]
-        self._embed_unindexed(names, versions)
+        out: list[dict[str, VocabularyResult]] = [{} for _ in range(len(embeddings))]
+        self.indexes.prepare(names, versions)
         scale = self.model.logit_scale
         for name in names:
-            idx = self.loaded_index(name, versions)
+            idx = self.indexes.get(name, versions)
             cos_all = cosines(idx.matrix, embeddings)
             per_image = [scores_from_cosines(cos_all[:, j], scale, top_k) for j in range(len(embeddings))]
             rows = self.store.phrase_rows(np.unique(np.concatenate([idx.ids[s.indices] for s in per_image])))
@@ -211,192 +294,105 @@ class Engine:
                 out[j][name] = _vocab_result(s, [rows[int(i)] for i in idx.ids[s.indices]])
         return out
 
-    def analyze(
-        self, image: "Image.Image", names: Iterable[str] | None = None, top_k: int = 10
-    ) -> dict[str, Any]:
-        return self.analyze_many([image], names, top_k)[0]
-
-    def analyze_many(
-        self, images: Sequence["Image.Image"], names: Iterable[str] | None = None, top_k: int = 10,
-        embed: Callable[[Sequence["Image.Image"]], npt.NDArray[np.float32]] | None = None,
-    ) -> list[dict[str, Any]]:
-        """One image embedding per image, reused across every requested vocabulary."""
-        resolved = self.resolve(names)
-        check_top_k(top_k)
-        t0 = time.perf_counter()
-        embeddings = (embed or self.embed_images)(images)
+    def compare(self, image: ImageSource, phrases: Sequence[str], persist: bool = False) -> Analysis:
+        """Softmax over exactly these phrases (validated: 1 to the limit, no duplicates)."""
+        phrases = compare_phrases(list(phrases))
+        decoded = self.read(image)
         t1 = time.perf_counter()
-        results = self.score(embeddings, resolved, top_k)
+        emb = self.embed_images([decoded])[0]
         t2 = time.perf_counter()
-        model = self.model_json()
-        return [
-            {
-                "model": model,
-                "results": r,
-                "timing_breakdown_ms": {"embed_image": round((t1 - t0) * 1000 / max(1, len(images)), 2),
-                                        "score": round((t2 - t1) * 1000 / max(1, len(images)), 2)},
-            }
-            for r in results
-        ]
-
-    def text_embeddings(self, phrases: Sequence[str], persist: bool) -> npt.NDArray[np.float32]:
-        """Embeddings of ad-hoc phrases: from the store, then a small in-memory cache, then the model.
-
-        With `persist` the new ones are stored (the library's repeated calls reuse them); without,
-        nothing is written (the API's /v1/compare).
-        """
-        found = self.store.cached_embeddings(self.model_key, phrases)
-        with self._text_cache_lock:
-            for p in phrases:
-                if p not in found and p in self._text_cache:
-                    found[p] = self._text_cache[p]
-        todo = [p for p in dict.fromkeys(phrases) if p not in found]
-        if todo:
-            vectors = self.model.encode_texts(todo)
-            if persist:
-                self.store.put_embeddings(self.model_key, todo, vectors)
-            with self._text_cache_lock:
-                for p, v in zip(todo, vectors):
-                    found[p] = v
-                    self._text_cache[p] = v
-                    self._text_cache.move_to_end(p)
-                while len(self._text_cache) > 20_000:
-                    self._text_cache.popitem(last=False)
-        return np.stack([found[p] for p in phrases]) if phrases else np.empty((0, 0), dtype=np.float32)
-
-    def compare(
-        self, image: "Image.Image", phrases: Sequence[str], persist: bool = False,
-        embed: Callable[[Sequence["Image.Image"]], npt.NDArray[np.float32]] | None = None,
-    ) -> dict[str, Any]:
-        """Softmax over exactly these phrases (in any order; duplicates refused)."""
-        phrases = check_compare_phrases(phrases)
-        t0 = time.perf_counter()
-        emb = (embed or self.embed_images)([image])[0]
-        t1 = time.perf_counter()
-        matrix = self.text_embeddings(phrases, persist=persist)
-        s = scores_from_cosines(matrix @ emb, self.model.logit_scale)
-        t2 = time.perf_counter()
+        s = scores_from_cosines(self.embedder.lookup(phrases, persist=persist) @ emb, self.model.logit_scale)
+        t3 = time.perf_counter()
         rows = [{"term": phrases[i], "phrase": phrases[i], "external_id": None, "metadata": None} for i in s.indices]
-        return {
-            "model": self.model_json(),
-            "results": {"compare": _vocab_result(s, rows)},
-            "timing_breakdown_ms": {"embed_image": round((t1 - t0) * 1000, 2), "score": round((t2 - t1) * 1000, 2)},
-        }
+        timing = {"decode": decoded.decode_ms, "embed_image": (t2 - t1) * 1000, "score": (t3 - t2) * 1000}
+        return _analysis(self.model_info(), decoded, {"compare": _vocab_result(s, rows)}, timing)
+
+    def probabilities(self, image: ImageSource, phrases: Sequence[str]) -> list[float]:
+        """Each phrase's relative likelihood among `phrases` (duplicates allowed), in the order given;
+        phrase embeddings are stored so a repeated call encodes only the image."""
+        if not phrases:
+            return []
+        emb = self.embed_images([self.read(image)])[0]
+        s = scores_from_cosines(self.embedder.lookup(phrases, persist=True) @ emb, self.model.logit_scale)
+        probs = [0.0] * len(phrases)
+        for rank, i in enumerate(s.indices):
+            probs[int(i)] = float(s.probabilities[rank])
+        return probs
 
     # -- writes ---------------------------------------------------------------------------------
-    def create_vocabulary(
-        self, name: str, phrases: object = None, templates: object = None, description: object = None
-    ) -> WriteResult:
-        name = validate_name(name)
+    def create_vocabulary(self, request: CreateVocabulary) -> WriteAnswer:
+        name = request.name
         if name in catalog().vocabularies:
             raise Conflict(f"{name!r} is the name of a built-in vocabulary; choose another", code="vocabulary_exists")
-        tpl = validate_templates(templates)
-        desc = validate_description(description)
-        items = parse_phrase_items(phrases, MAX_PHRASES_PER_WRITE) if phrases not in (None, []) else []
-        specs = apply_templates(items, tpl)
+        templates = request.template_list()
+        specs = apply_templates(_phrase_specs(request.phrases), templates)
         if self.store.find_vocabulary(name) is not None:  # fail before embedding; the write checks again
             raise Conflict(f"a vocabulary named {name!r} already exists", code="vocabulary_exists")
-        vectors = self._embed_new(specs)  # before the write: a model failure stores nothing
-        result = self.store.create_vocabulary(name, tpl, desc, specs, self.model_key, vectors)
-        self._refresh_index(name)
-        return result
+        vectors = self.embedder.lookup([s.phrase for s in specs])  # before the write: a model failure stores nothing
+        result = self.store.create_vocabulary(name, templates, request.description or "", specs, self.model_key, vectors)
+        self.indexes.refresh(name)
+        return self._write_answer(result)
 
-    def add_phrases(self, name: str, phrases: object) -> WriteResult:
-        self.resolve([validate_name(name)])
-        vocab = self.store.get_vocabulary(name)
-        items = parse_phrase_items(phrases, MAX_PHRASES_PER_WRITE)
-        specs = apply_templates(items, vocab.templates)
-        if vocab.builtin:  # say so before spending time on embeddings
-            raise ReadOnly(f"{name!r} is a built-in vocabulary and cannot be changed; create your own with `vocab create`")
-        vectors = self._embed_new(specs)
+    def add_phrases(self, name: str, request: AddPhrases) -> WriteAnswer:
+        vocab = self._writable(name)
+        specs = apply_templates(_phrase_specs(request.phrases), vocab.templates)
+        vectors = self.embedder.lookup([s.phrase for s in specs])
         result = self.store.add_phrases(name, specs, self.model_key, vectors)
         if result.added:
-            self._refresh_index(name)
-        return result
+            self.indexes.refresh(name)
+        return self._write_answer(result)
 
-    def remove_phrases(self, name: str, terms: object = None, external_ids: object = None) -> WriteResult:
-        terms_l = _string_list(terms, "terms")
-        ids_l = _string_list(external_ids, "external_ids")
-        if not terms_l and not ids_l:
-            raise InvalidInput("give 'terms' or 'external_ids' to remove", code="invalid_input")
-        self.resolve([validate_name(name)])
-        result = self.store.remove_phrases(name, terms_l, ids_l)
+    def remove_phrases(self, name: str, request: RemovePhrases) -> WriteAnswer:
+        self._writable(name)
+        result = self.store.remove_phrases(name, request.terms or [], [str(e) for e in request.external_ids or []])
         if result.removed:
-            self._refresh_index(name)
-        return result
+            self.indexes.refresh(name)
+        return self._write_answer(result)
 
-    def delete_vocabulary(self, name: str) -> WriteResult:
-        self.resolve([validate_name(name)])
+    def delete_vocabulary(self, name: str) -> WriteAnswer:
+        before = self._vocabulary(self._writable(name))
         result = self.store.delete_vocabulary(name)
-        self._indexes.pop(name, None)
-        return result
+        self.indexes.drop(name)
+        return WriteAnswer(vocabulary=before, removed=result.removed, version=result.version, deleted=name)
 
-    def _embed_new(self, specs: Sequence[PhraseSpec]) -> npt.NDArray[np.float32]:
-        """Embeddings for every phrase (stored ones reused, new ones encoded), in order."""
-        if not specs:
-            return np.empty((0, 0), dtype=np.float32)
-        phrases = [s.phrase for s in specs]
-        found = self.store.cached_embeddings(self.model_key, phrases)
-        todo = [p for p in dict.fromkeys(phrases) if p not in found]
-        if todo:
-            found.update(zip(todo, self.model.encode_texts(todo, progress=None)))
-        return np.stack([found[p] for p in phrases])
+    def _writable(self, name: str) -> VocabularyRow:
+        """A custom vocabulary to change; says so before any embedding if it is built-in or unknown."""
+        parse_name(name)
+        self.resolve([name])
+        row = self.store.get_vocabulary(name)
+        if row.builtin:
+            raise ReadOnly(f"{name!r} is a built-in vocabulary and cannot be changed; create your own with `vocab create`")
+        return row
 
-    def _refresh_index(self, name: str) -> None:
-        """Write the new version's index file now, so other workers load it instead of rebuilding."""
-        vocab = self.store.get_vocabulary(name)
-        ids, mat, missing = self.store.vectors(self.model_key, vocab.id)
-        if not missing:
-            self.store.write_index(self.model_key, vocab, ids, mat)
+    def _write_answer(self, result: WriteResult) -> WriteAnswer:
+        vocabulary = self._vocabulary(self.store.get_vocabulary(result.vocabulary))
+        return WriteAnswer(vocabulary=vocabulary, added=result.added, removed=result.removed,
+                           unchanged=result.unchanged, version=result.version)
 
 
-def rest_answer(result: dict[str, Any], image: dict[str, Any], decode_ms: float = 0.0, **extra: Any) -> dict[str, Any]:
-    """The REST answer shape (GUIDE §4) for one analysed image; `extra` keys go after `ok`."""
-    breakdown = {"decode": round(decode_ms, 2), **result["timing_breakdown_ms"]}
-    return {"ok": True, **extra, "model": result["model"], "image": image, "results": result["results"],
-            "timing_ms": round(sum(breakdown.values()), 2), "timing_breakdown_ms": breakdown}
+def _phrase_specs(entries: Sequence[str | PhraseItem]) -> list[PhraseSpec]:
+    return [
+        PhraseSpec(term=e, phrase="") if isinstance(e, str)
+        else PhraseSpec(term=e.term, phrase="", external_id=e.external_id, metadata=e.metadata)
+        for e in entries
+    ]
 
 
-def check_top_k(top_k: object) -> int:
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
-        raise InvalidInput(f"top_k must be a whole number from 1 to {MAX_TOP_K}, not {top_k!r}", code="invalid_top_k")
-    return top_k
+def _analysis(model: ModelInfo, decoded: DecodedImage, results: dict[str, VocabularyResult], timing: dict[str, float]) -> Analysis:
+    breakdown = {k: round(v, 2) for k, v in timing.items()}
+    return Analysis(model=model, image=decoded.info(), results=results,
+                    timing_ms=round(sum(breakdown.values()), 2), timing_breakdown_ms=breakdown)
 
 
-def check_compare_phrases(phrases: object) -> list[str]:
-    if not isinstance(phrases, (list, tuple)) or not phrases:
-        raise InvalidInput("give at least one phrase to compare", code="invalid_phrase")
-    if len(phrases) > MAX_COMPARE_PHRASES:
-        raise InvalidInput(f"{len(phrases)} phrases; compare takes at most {MAX_COMPARE_PHRASES}", code="too_many")
-    clean = [validate_phrase(p, f"phrases[{i}]") for i, p in enumerate(phrases)]
-    if len(set(clean)) != len(clean):
-        seen: set[str] = set()
-        twice = next(p for p in clean if p in seen or seen.add(p))  # type: ignore[func-returns-value]
-        raise InvalidInput(f"phrase given twice: {twice!r}", code="invalid_phrase")
-    return clean
-
-
-def _string_list(value: object, what: str) -> list[str]:
-    if value is None:
-        return []
-    if not isinstance(value, list) or not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in value):
-        raise InvalidInput(f"'{what}' must be a list of strings", code="invalid_input")
-    return [str(v) for v in value]
-
-
-def _vocab_result(s: Scores, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "softmax_over": s.softmax_over,
-        "matches": [
-            {
-                "phrase": row["phrase"],
-                "term": row["term"],
-                "probability": float(s.probabilities[k]),
-                "cosine": float(s.cosines[k]),
-                "logit": float(s.logits[k]),
-                "external_id": row["external_id"],
-                "metadata": row["metadata"],
-            }
+def _vocab_result(s: Scores, rows: Sequence[dict[str, Any]]) -> VocabularyResult:
+    return VocabularyResult(
+        softmax_over=s.softmax_over,
+        matches=[
+            Match(phrase=row["phrase"], term=row["term"], probability=float(s.probabilities[k]), cosine=float(s.cosines[k]),
+                  logit=float(s.logits[k]), external_id=row["external_id"], metadata=row["metadata"])
             for k, row in enumerate(rows)
         ],
-    }
+    )
+
+
+__all__ = ["Engine", "ImageSource"]

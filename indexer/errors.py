@@ -12,6 +12,7 @@ class ClipGazeError(Exception):
 
     status: int = 400
     code: str = "bad_request"
+    retry_after: int | None = None  # seconds, sent as Retry-After with the error
 
     def __init__(self, message: str, *, code: str | None = None, status: int | None = None):
         super().__init__(message)
@@ -59,3 +60,11 @@ class NotIndexed(ClipGazeError):
 class ModelUnavailable(ClipGazeError):
     status = 503
     code = "model_unavailable"
+
+
+class Busy(ClipGazeError):
+    """Too much work queued: try again shortly (the API sends Retry-After)."""
+
+    status = 503
+    code = "busy"
+    retry_after = 2

@@ -8,11 +8,13 @@ torch and open_clip load only when a model does.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
@@ -20,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .errors import InvalidInput, ModelUnavailable
+from .schema import ModelInfo
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -62,6 +65,17 @@ def list_presets() -> list[Preset]:
     return list(PRESETS.values())
 
 
+def preset_info(preset: Preset, paths: bool = False) -> ModelInfo:
+    """A preset as an answer. Clients of the API see file names, never server paths; the CLI
+    (`models --json`, on the user's own machine) shows the paths."""
+    show = (lambda p: p) if paths else (lambda p: Path(p).name)
+    return ModelInfo(
+        preset=preset.name, arch=preset.arch, description=preset.description,
+        pretrained=show(preset.pretrained) if preset.config else preset.pretrained,
+        config=show(preset.config) if preset.config else None,
+    )
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """What to load. `pretrained` is an open_clip tag or a checkpoint file path."""
@@ -86,11 +100,20 @@ class ModelSpec:
             return f"{self.arch}:file-{file_fingerprint(Path(self.pretrained))}"
         return f"{self.arch}:{self.pretrained}"
 
-    def describe(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"preset": self.preset, "arch": self.arch, "pretrained": self.pretrained}
-        if self.config:
-            out["config"] = self.config
-        return out
+    def info(self, logit_scale: float | None = None) -> ModelInfo:
+        """What clients are told: a checkpoint's file name and fingerprint, never its path."""
+        return ModelInfo(
+            preset=self.preset,
+            arch=self.arch,
+            pretrained=Path(self.pretrained).name if self.is_file else self.pretrained,
+            fingerprint=file_fingerprint(Path(self.pretrained)) if self.is_file else None,
+            config=Path(self.config).name if self.config else None,
+            logit_scale=logit_scale,
+        )
+
+    def image_size(self) -> int:
+        """The model's input size, from its config: no weights are loaded."""
+        return _config_image_size(self.arch, self.config)
 
 
 def _looks_like_path(value: str) -> bool:
@@ -163,8 +186,6 @@ class LoadedModel:
         self.tokenizer = tokenizer
         self.device = device
         self.logit_scale = float(model.logit_scale.exp().item())
-        bias = getattr(model, "logit_bias", None)
-        self.logit_bias = None if bias is None else float(bias.item())
         self.image_size = _image_size(model)
         with torch.inference_mode():
             probe = self.encode_texts(["a"], batch_size=1)
@@ -173,13 +194,8 @@ class LoadedModel:
 
     # -- images ---------------------------------------------------------------------------------
     def image_tensor(self, image: "Image.Image") -> "torch.Tensor":
-        """The model's own preprocessing, after cheaply reducing a very large picture.
-
-        Resizing is bicubic down to the model's input size; a picture more than twice that size
-        is first reduced by an integer box filter to at least twice the size (measured in bench/:
-        cosine ≥ 0.999 with the full-resolution path).
-        """
-        image = reduce_for(image, self.image_size)
+        """The model's own preprocessing (decoding has already box-reduced a large picture to at
+        least twice the input size: measured in bench/, cosine ≥ 0.999 with the full-resolution path)."""
         return self.preprocess(image)
 
     def encode_image_tensors(self, batch: "torch.Tensor") -> npt.NDArray[np.float32]:
@@ -242,16 +258,18 @@ class LoadedModel:
         assert out is not None
         return out
 
-    def describe(self) -> dict[str, Any]:
-        return {**self.spec.describe(), "logit_scale": self.logit_scale}
 
 
-def reduce_for(image: "Image.Image", target: int) -> "Image.Image":
-    """Box-reduce by an integer factor so the shorter side stays at least 2 × target."""
-    factor = min(image.size) // (2 * target)
-    if factor >= 2:
-        return image.reduce(factor)
-    return image
+@lru_cache(maxsize=16)
+def _config_image_size(arch: str, config: str | None) -> int:
+    if config:
+        cfg = json.loads(Path(config).read_text(encoding="utf-8"))
+    else:
+        import open_clip
+
+        cfg = open_clip.get_model_config(arch) or {}
+    size = cfg.get("vision_cfg", {}).get("image_size", 224)
+    return int(size[0] if isinstance(size, (tuple, list)) else size)
 
 
 def _image_size(model: Any) -> int:

@@ -35,22 +35,6 @@ def normalise(x: FloatArray) -> npt.NDArray[np.float32]:
     return (x / norm).astype(np.float32, copy=False)
 
 
-def softmax_top_k(
-    matrix: FloatArray, query: FloatArray, logit_scale: float, top_k: int | None = None
-) -> Scores:
-    """Softmax over all rows of `matrix` for one `query`; returns the best `top_k` (all if None).
-
-    `matrix` may be float16 (compact storage); the arithmetic is done in float32, the
-    normalising sum in float64.
-    """
-    q = np.asarray(query, dtype=np.float32).reshape(-1)
-    if matrix.dtype == np.float32:
-        cos = matrix @ q
-    else:
-        cos = (matrix @ q.astype(matrix.dtype)).astype(np.float32)
-    return scores_from_cosines(cos, logit_scale, top_k)
-
-
 def scores_from_cosines(cos: FloatArray, logit_scale: float, top_k: int | None = None) -> Scores:
     """Softmax of `logit_scale * cos` over every entry; the best `top_k` (all if None)."""
     cos = np.asarray(cos, dtype=np.float32).reshape(-1)
@@ -72,17 +56,3 @@ def scores_from_cosines(cos: FloatArray, logit_scale: float, top_k: int | None =
         logits=top_logits,
         softmax_over=n,
     )
-
-
-def softmax_top_k_batch(
-    matrix: FloatArray, queries: FloatArray, logit_scale: float, top_k: int | None = None
-) -> list[Scores]:
-    """`softmax_top_k` for several queries; one matrix product for all of them."""
-    queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
-    if matrix.shape[0] == 0 or queries.shape[0] <= 1:
-        return [softmax_top_k(matrix, q, logit_scale, top_k) for q in queries]
-    cos_all = (matrix @ queries.T.astype(matrix.dtype)).astype(np.float32)  # (n, b)
-    out = []
-    for j in range(queries.shape[0]):
-        out.append(scores_from_cosines(cos_all[:, j], logit_scale, top_k))
-    return out

@@ -6,7 +6,7 @@ Every setting comes from an environment variable; `Settings.from_env()` reads th
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -31,6 +31,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CLIP_GAZE_THREADS", lambda: "0", "Torch intra-op threads; 0 leaves torch's default (one per core)."),
     Setting("CLIP_GAZE_MAX_UPLOAD_MB", lambda: "32", "Largest request body the API accepts, in MB (413 beyond)."),
     Setting("CLIP_GAZE_MAX_PIXELS", lambda: "60000000", "Largest image, in pixels, that is decoded (decompression-bomb guard)."),
+    Setting("CLIP_GAZE_MAX_REQUEST_PIXELS", lambda: "1000000000", "Largest number of pixels decoded for one request, all its images together (413 beyond)."),
+    Setting("CLIP_GAZE_MAX_DECODES", lambda: "2", "Images a process decodes at once; others wait (bounds the memory of large uploads)."),
     Setting("CLIP_GAZE_BATCH_WINDOW_MS", lambda: "2", "How long the service waits to gather images from concurrent requests into one forward pass."),
     Setting("CLIP_GAZE_COMPACT_INDEXES", lambda: "0", "1: hold index vectors in memory as float16 (half the memory; probabilities change by less than 1e-3)."),
 )
@@ -46,7 +48,8 @@ class Settings:
     max_pixels: int
     batch_window_ms: float
     compact_indexes: bool = False
-    raw: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+    max_request_pixels: int = 1_000_000_000
+    max_decodes: int = 2
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> "Settings":
@@ -62,7 +65,8 @@ class Settings:
             max_pixels=_int(raw, "CLIP_GAZE_MAX_PIXELS"),
             batch_window_ms=_float(raw, "CLIP_GAZE_BATCH_WINDOW_MS"),
             compact_indexes=_bool(raw, "CLIP_GAZE_COMPACT_INDEXES"),
-            raw=raw,
+            max_request_pixels=_int(raw, "CLIP_GAZE_MAX_REQUEST_PIXELS"),
+            max_decodes=max(1, _int(raw, "CLIP_GAZE_MAX_DECODES")),
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

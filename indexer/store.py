@@ -95,18 +95,6 @@ class VocabularyRow:
     version: int
     size: int
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "size": self.size,
-            "builtin": self.builtin,
-            "templates": list(self.templates),
-            "description": self.description,
-            "version": self.version,
-            "source": self.source,
-            "licence": self.licence,
-        }
-
 
 @dataclass(frozen=True)
 class WriteResult:
@@ -115,10 +103,6 @@ class WriteResult:
     removed: int = 0
     unchanged: int = 0
     version: int = 0
-
-    def to_json(self) -> dict[str, Any]:
-        return {"vocabulary": self.vocabulary, "added": self.added, "removed": self.removed,
-                "unchanged": self.unchanged, "version": self.version}
 
 
 def _now() -> str:

@@ -1,4 +1,6 @@
-"""Vocabularies: the built-in catalog, templates, and validation of names and phrases.
+"""Vocabularies: the built-in catalog, list files, templates and custom vocabulary files.
+
+Validation of what users send lives in `schema`.
 
 Pure Python: imports nothing heavy (no torch, no Flask).
 """
@@ -14,14 +16,6 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from .errors import InvalidInput, NotFound
-
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-MAX_PHRASE_CHARS = 300
-MAX_EXTERNAL_ID_CHARS = 200
-MAX_METADATA_BYTES = 4096
-MAX_DESCRIPTION_CHARS = 1000
-MAX_TEMPLATES = 8
-
 
 def lists_dir() -> Path:
     """Where the built-in lists live: an installed wheel carries them inside the package."""
@@ -120,103 +114,6 @@ def apply_templates(
             if phrase not in seen:
                 seen.add(phrase)
                 out.append(PhraseSpec(item.term, phrase, item.external_id, item.metadata))
-    return out
-
-
-def validate_name(name: object) -> str:
-    if not isinstance(name, str) or not NAME_RE.match(name):
-        raise InvalidInput(
-            f"invalid vocabulary name {name!r}: use 1 to 64 lowercase letters, digits, '-' or '_', "
-            "starting with a letter or digit",
-            code="invalid_name",
-        )
-    return name
-
-
-def validate_template(template: object) -> str:
-    if not isinstance(template, str) or template.count("{}") != 1:
-        raise InvalidInput(
-            f"invalid template {template!r}: it must contain '{{}}' exactly once, e.g. 'by {{}}'",
-            code="invalid_template",
-        )
-    if len(template) > MAX_PHRASE_CHARS // 2:
-        raise InvalidInput(f"template is longer than {MAX_PHRASE_CHARS // 2} characters", code="invalid_template")
-    return template
-
-
-def validate_templates(templates: object) -> tuple[str, ...]:
-    if templates is None:
-        return ("{}",)
-    if isinstance(templates, str):
-        templates = [templates]
-    if not isinstance(templates, (list, tuple)) or not templates or len(templates) > MAX_TEMPLATES:
-        raise InvalidInput(f"templates must be a list of 1 to {MAX_TEMPLATES} strings", code="invalid_template")
-    return tuple(validate_template(t) for t in templates)
-
-
-def validate_phrase(text: object, what: str = "phrase") -> str:
-    if not isinstance(text, str):
-        raise InvalidInput(f"{what} must be a string, not {type(text).__name__}", code="invalid_phrase")
-    text = text.strip()
-    if not text:
-        raise InvalidInput(f"empty {what}", code="invalid_phrase")
-    if len(text) > MAX_PHRASE_CHARS:
-        raise InvalidInput(
-            f"{what} is {len(text)} characters long; the limit is {MAX_PHRASE_CHARS}: {text[:40]!r}…",
-            code="invalid_phrase",
-        )
-    if any(ord(ch) < 32 for ch in text):
-        raise InvalidInput(f"{what} contains a control character: {text[:40]!r}", code="invalid_phrase")
-    return text
-
-
-def validate_description(text: object) -> str:
-    if text is None:
-        return ""
-    if not isinstance(text, str) or len(text) > MAX_DESCRIPTION_CHARS:
-        raise InvalidInput(f"description must be a string of at most {MAX_DESCRIPTION_CHARS} characters")
-    return text
-
-
-def parse_phrase_items(items: object, max_items: int) -> list[PhraseSpec]:
-    """Validate the `phrases` of an API body or CLI file: `term` or `{term, external_id?, metadata?}`.
-
-    Returns bare-term specs (templates not yet applied). Raises InvalidInput naming the bad item.
-    """
-    if not isinstance(items, list):
-        raise InvalidInput("'phrases' must be a list of terms or {term, external_id, metadata} objects")
-    if not items:
-        raise InvalidInput("'phrases' is empty", code="invalid_phrase")
-    if len(items) > max_items:
-        raise InvalidInput(f"{len(items)} phrases in one request; send at most {max_items} at a time", code="too_many")
-    out: list[PhraseSpec] = []
-    for i, item in enumerate(items):
-        if isinstance(item, str):
-            out.append(PhraseSpec(term=validate_phrase(item, f"phrases[{i}]"), phrase=""))
-            continue
-        if not isinstance(item, dict):
-            raise InvalidInput(f"phrases[{i}] must be a string or an object with 'term'", code="invalid_phrase")
-        unknown = set(item) - {"term", "external_id", "metadata"}
-        if unknown:
-            raise InvalidInput(f"phrases[{i}] has unknown field(s): {', '.join(sorted(unknown))}", code="invalid_phrase")
-        term = validate_phrase(item.get("term"), f"phrases[{i}].term")
-        ext = item.get("external_id")
-        if ext is not None:
-            if isinstance(ext, int) and not isinstance(ext, bool):
-                ext = str(ext)
-            if not isinstance(ext, str) or not ext.strip() or len(ext) > MAX_EXTERNAL_ID_CHARS:
-                raise InvalidInput(
-                    f"phrases[{i}].external_id must be a non-empty string of at most {MAX_EXTERNAL_ID_CHARS} characters",
-                    code="invalid_phrase",
-                )
-            ext = ext.strip()
-        meta = item.get("metadata")
-        if meta is not None:
-            if not isinstance(meta, dict):
-                raise InvalidInput(f"phrases[{i}].metadata must be a JSON object", code="invalid_phrase")
-            if len(json.dumps(meta, ensure_ascii=False)) > MAX_METADATA_BYTES:
-                raise InvalidInput(f"phrases[{i}].metadata is larger than {MAX_METADATA_BYTES} bytes", code="invalid_phrase")
-        out.append(PhraseSpec(term=term, phrase="", external_id=ext, metadata=meta))
     return out
 
 

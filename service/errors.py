@@ -2,7 +2,8 @@
 
     {"ok": false, "status": <int>, "code": "<machine_code>", "error": "<readable message>"}
 
-No stack trace ever reaches a client; unexpected errors are logged and answered with a 500.
+(`indexer.schema.ErrorBody`). No stack trace ever reaches a client; unexpected errors are logged and
+answered with a 500. An error that says when to try again (503 busy) carries Retry-After.
 """
 
 from __future__ import annotations
@@ -14,27 +15,23 @@ from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
 from indexer.errors import ClipGazeError
+from indexer.schema import ErrorBody
 
 log = logging.getLogger("clip_gaze.service")
-
-
-def error_body(status: int, code: str, message: str) -> dict[str, object]:
-    return {"ok": False, "status": status, "code": code, "error": message}
-
-
-def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
-    resp = jsonify(error_body(status, code, message))
-    resp.status_code = status
-    for k, v in (headers or {}).items():
-        resp.headers[k] = v
-    return resp
-
 
 _HTTP_MESSAGES = {
     404: "no such endpoint; see GET /openapi.json",
     405: "method not allowed for this endpoint",
     413: "request body too large",
 }
+
+
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
+    resp = jsonify(ErrorBody(status=status, code=code, error=message).json_dict())
+    resp.status_code = status
+    for k, v in (headers or {}).items():
+        resp.headers[k] = v
+    return resp
 
 
 def _snake(name: str) -> str:
@@ -44,7 +41,8 @@ def _snake(name: str) -> str:
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ClipGazeError)
     def _domain(exc: ClipGazeError) -> Response:
-        return error_response(exc.status, exc.code, exc.message)
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+        return error_response(exc.status, exc.code, exc.message, headers)
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Response:
@@ -55,8 +53,9 @@ def register_error_handlers(app: Flask) -> None:
             if limit:
                 message = f"request body too large: the limit is {limit / (1024 * 1024):.0f} MB (CLIP_GAZE_MAX_UPLOAD_MB)"
         headers = {}
-        if status == 405 and getattr(exc, "valid_methods", None):
-            headers["Allow"] = ", ".join(exc.valid_methods or [])
+        allowed = getattr(exc, "valid_methods", None)
+        if status == 405 and allowed:
+            headers["Allow"] = ", ".join(allowed)
         return error_response(status, _snake(exc.name), message, headers)
 
     @app.errorhandler(Exception)

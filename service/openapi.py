@@ -1,230 +1,163 @@
-"""The OpenAPI 3.1 document served at /openapi.json (checked by openapi-spec-validator in tests)."""
+"""The OpenAPI 3.1 document served at /openapi.json, generated from the models of `indexer.schema`.
+
+Each operation is one row of `OPERATIONS`; its request and answer schemas, and so every limit, come
+from the models, so the document cannot drift from what the views accept and answer.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
+from indexer import __version__
+from indexer.schema import (
+    NAME_PATTERN,
+    AddPhrases,
+    Analysis,
+    AnalyzeForm,
+    AnalyzeJson,
+    BatchAnswer,
+    BatchForm,
+    BatchJson,
+    CompareForm,
+    CompareJson,
+    CreateVocabulary,
+    ErrorBody,
+    Health,
+    ModelsAnswer,
+    PageQuery,
+    RemovePhrases,
+    VocabularyList,
+    VocabularyPage,
+    WriteAnswer,
+)
+
+ERRORS = {
+    400: "Bad input (the message says which field and why)",
+    401: "Missing or wrong bearer token",
+    403: "Read-only vocabulary, or writes disabled on this server",
+    404: "Unknown vocabulary",
+    409: "Exists already, or not indexed for this model",
+    413: "Body, image or the request's pictures together too large",
+    503: "Model unavailable, or the server is busy (see Retry-After)",
+}
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    path: str
+    summary: str
+    answer: type[BaseModel] | None
+    status: int = 200
+    json: type[BaseModel] | None = None
+    multipart: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    errors: tuple[int, ...] = ()
+    auth: bool = False
+    tags: tuple[str, ...] = field(default_factory=tuple)
+
+
+_ANALYSIS_ERRORS = (400, 404, 409, 413, 503)
+OPERATIONS = (
+    Operation("get", "/v1/health", "Health: ready once the model and indexes are loaded", Health),
+    Operation("get", "/v1/models", "The model this server uses, and the presets", ModelsAnswer),
+    Operation("get", "/openapi.json", "This document", None),
+    Operation("get", "/v1/vocabularies", "Every vocabulary, built-in and custom", VocabularyList),
+    Operation("get", "/v1/vocabularies/{name}", "A vocabulary and a page of its phrases", VocabularyPage,
+              query=PageQuery, errors=(400, 404)),
+    Operation("post", "/v1/vocabularies", "Create a custom vocabulary", WriteAnswer, 201, json=CreateVocabulary,
+              errors=(400, 401, 403, 409, 413), auth=True),
+    Operation("post", "/v1/vocabularies/{name}/phrases", "Add phrases (idempotent)", WriteAnswer, json=AddPhrases,
+              errors=(400, 401, 403, 404, 413), auth=True),
+    Operation("delete", "/v1/vocabularies/{name}/phrases", "Remove phrases by term or external id", WriteAnswer,
+              json=RemovePhrases, errors=(400, 401, 403, 404), auth=True),
+    Operation("delete", "/v1/vocabularies/{name}", "Delete a custom vocabulary", WriteAnswer,
+              errors=(400, 401, 403, 404), auth=True),
+    Operation("post", "/v1/analyze", "Relative likelihoods of each vocabulary's phrases for one image", Analysis,
+              json=AnalyzeJson, multipart=AnalyzeForm, errors=_ANALYSIS_ERRORS),
+    Operation("post", "/v1/analyze/batch", "Several images; each picture that fails gets its own error entry",
+              BatchAnswer, json=BatchJson, multipart=BatchForm, errors=_ANALYSIS_ERRORS),
+    Operation("post", "/v1/compare", "Softmax over exactly the phrases given; nothing is stored", Analysis,
+              json=CompareJson, multipart=CompareForm, errors=_ANALYSIS_ERRORS),
+)
+
+_REF = "#/components/schemas/{model}"
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": _REF.format(model=model.__name__)}
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-_ERROR_RESPONSES = {400: "Bad input", 401: "Missing or wrong bearer token", 403: "Read-only vocabulary or writes disabled",
-                    404: "Not found", 409: "Conflict (exists already, or not indexed for this model)",
-                    413: "Body or image too large", 503: "Model unavailable or server busy"}
+def _operation(op: Operation) -> dict[str, Any]:
+    out: dict[str, Any] = {"summary": op.summary, "operationId": f"{op.method}_{op.path.strip('/').replace('/', '_').replace('.', '_')}"}
+    params: list[dict[str, Any]] = []
+    if "{name}" in op.path:
+        params.append({"name": "name", "in": "path", "required": True,
+                       "schema": {"type": "string", "pattern": NAME_PATTERN}, "description": "Vocabulary name"})
+    if op.query is not None:
+        schema = op.query.model_json_schema()
+        for key, prop in schema["properties"].items():
+            params.append({"name": key, "in": "query", "required": False, "schema": prop})
+    if params:
+        out["parameters"] = params
+    content: dict[str, Any] = {}
+    if op.multipart is not None:
+        content["multipart/form-data"] = {"schema": _ref(op.multipart)}
+    if op.json is not None:
+        content["application/json"] = {"schema": _ref(op.json)}
+    if content:
+        out["requestBody"] = {"required": True, "content": content}
+    ok_schema = _ref(op.answer) if op.answer is not None else {"type": "object"}
+    responses: dict[str, Any] = {str(op.status): _json(ok_schema, "Success")}
+    for status in (*op.errors, 500):
+        responses[str(status)] = _json(_ref(ErrorBody), ERRORS.get(status, "Unexpected error (the server log has the details)"))
+    responses["default"] = _json(_ref(ErrorBody), "Any other error, in the same shape")
+    out["responses"] = responses
+    if op.auth:
+        out["security"] = [{"bearer": []}]
+    return out
 
 
-def _errors(*statuses: int) -> dict[str, Any]:
-    return {str(s): {"$ref": f"#/components/responses/E{s}"} for s in statuses}
-
-
-_NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,63}$"}}
-_BEARER = [{"bearer": []}]
-
-_ANALYZE_FORM = {
-    "type": "object",
-    "required": ["image"],
-    "properties": {
-        "image": {"type": "string", "format": "binary", "description": "JPEG, PNG, WebP, GIF (first frame), TIFF or BMP"},
-        "vocabularies": {"type": "string", "description": "Comma-separated names; the default set if absent", "example": "movements,surfaces"},
-        "top_k": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 10},
-    },
-}
-_ANALYZE_JSON = {
-    "type": "object",
-    "required": ["image_base64"],
-    "properties": {
-        "image_base64": {"type": "string", "description": "The encoded image file, base64 (a data: URL is accepted)"},
-        "vocabularies": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
-        "top_k": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 10},
-    },
-}
+def _drop_null_defaults(node: Any) -> Any:
+    """Optional fields that must not be sent as null have a None default in Python: not in the schema."""
+    if isinstance(node, dict):
+        return {k: _drop_null_defaults(v) for k, v in node.items() if not (k == "default" and v is None)}
+    if isinstance(node, list):
+        return [_drop_null_defaults(v) for v in node]
+    return node
 
 
 @lru_cache(maxsize=1)
 def openapi_document() -> dict[str, Any]:
-    from clip_gaze import __version__
-
-    schemas: dict[str, Any] = {
-        "Error": {
-            "type": "object",
-            "required": ["ok", "status", "code", "error"],
-            "properties": {"ok": {"const": False}, "status": {"type": "integer"}, "code": {"type": "string"}, "error": {"type": "string"}},
-        },
-        "Model": {
-            "type": "object",
-            "properties": {"preset": {"type": ["string", "null"]}, "arch": {"type": "string"}, "pretrained": {"type": "string"},
-                           "config": {"type": "string"}, "logit_scale": {"type": "number"}},
-        },
-        "Match": {
-            "type": "object",
-            "required": ["phrase", "term", "probability", "cosine", "logit"],
-            "properties": {
-                "phrase": {"type": "string", "description": "The text given to CLIP"},
-                "term": {"type": "string", "description": "The vocabulary's term the phrase was made from"},
-                "probability": {"type": "number", "description": "Relative likelihood within the vocabulary (softmax over softmax_over phrases)"},
-                "cosine": {"type": "number"},
-                "logit": {"type": "number", "description": "logit_scale × cosine"},
-                "external_id": {"type": ["string", "null"]},
-                "metadata": {"type": ["object", "null"]},
-            },
-        },
-        "VocabularyResult": {
-            "type": "object",
-            "properties": {"softmax_over": {"type": "integer", "description": "How many phrases the softmax ran over"},
-                           "matches": {"type": "array", "items": _ref("Match")}},
-        },
-        "Image": {
-            "type": "object",
-            "properties": {"sha256": {"type": "string"}, "width": {"type": "integer"}, "height": {"type": "integer"}, "format": {"type": "string"}},
-        },
-        "Analysis": {
-            "type": "object",
-            "required": ["ok", "model", "image", "results", "timing_ms"],
-            "properties": {
-                "ok": {"const": True},
-                "model": _ref("Model"),
-                "image": _ref("Image"),
-                "results": {"type": "object", "additionalProperties": _ref("VocabularyResult")},
-                "timing_ms": {"type": "number"},
-                "timing_breakdown_ms": {"type": "object", "additionalProperties": {"type": "number"}},
-            },
-        },
-        "Vocabulary": {
-            "type": "object",
-            "properties": {
-                "name": {"type": "string"}, "size": {"type": "integer"}, "builtin": {"type": "boolean"},
-                "templates": {"type": "array", "items": {"type": "string"}}, "description": {"type": "string"},
-                "version": {"type": "integer"}, "source": {"type": ["string", "null"]}, "licence": {"type": ["string", "null"]},
-                "default": {"type": "boolean"},
-            },
-        },
-        "PhraseItem": {
-            "oneOf": [
-                {"type": "string", "maxLength": 300},
-                {"type": "object", "required": ["term"], "additionalProperties": False,
-                 "properties": {"term": {"type": "string", "maxLength": 300}, "external_id": {"type": "string", "maxLength": 200},
-                                "metadata": {"type": "object"}}},
-            ]
-        },
-        "Phrase": {
-            "type": "object",
-            "properties": {"id": {"type": "integer"}, "term": {"type": "string"}, "phrase": {"type": "string"},
-                           "external_id": {"type": ["string", "null"]}, "metadata": {"type": ["object", "null"]}},
-        },
-        "WriteResult": {
-            "type": "object",
-            "properties": {"ok": {"const": True}, "vocabulary": {"oneOf": [{"type": "string"}, _ref("Vocabulary")]},
-                           "added": {"type": "integer"}, "removed": {"type": "integer"},
-                           "unchanged": {"type": "integer"}, "version": {"type": "integer"}},
-        },
-    }
-    responses = {f"E{s}": _json(_ref("Error"), d) for s, d in _ERROR_RESPONSES.items()}
-    image_body = {"required": True, "content": {"multipart/form-data": {"schema": _ANALYZE_FORM}, "application/json": {"schema": _ANALYZE_JSON}}}
-    paths: dict[str, Any] = {
-        "/v1/health": {"get": {"summary": "Liveness and readiness (never touches the model)", "operationId": "health",
-                               "responses": {"200": _json({"type": "object", "properties": {
-                                   "ok": {"const": True}, "status": {"enum": ["loading", "ready", "error"]},
-                                   "model_loaded": {"type": "boolean"}, "model": {"type": "string"},
-                                   "error": {"type": ["string", "null"]},
-                                   "batching": {"type": "object", "description": "This worker's forward passes and the images they held",
-                                                "properties": {"batches": {"type": "integer"}, "images": {"type": "integer"}}}}}, "Health")}}},
-        "/v1/models": {"get": {"summary": "The model in use and the presets", "operationId": "models",
-                               "responses": {"200": _json({"type": "object", "properties": {
-                                   "ok": {"const": True}, "model": _ref("Model"),
-                                   "models": {"type": "array", "items": _ref("Model")}}}, "Models")}}},
-        "/openapi.json": {"get": {"summary": "This document", "operationId": "openapi",
-                                  "responses": {"200": _json({"type": "object"}, "OpenAPI document")}}},
-        "/v1/vocabularies": {
-            "get": {"summary": "List vocabularies", "operationId": "listVocabularies",
-                    "responses": {"200": _json({"type": "object", "properties": {"ok": {"const": True},
-                                  "vocabularies": {"type": "array", "items": _ref("Vocabulary")}}}, "Vocabularies")}},
-            "post": {"summary": "Create a custom vocabulary (embeds its phrases)", "operationId": "createVocabulary",
-                     "security": _BEARER,
-                     "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                         "type": "object", "required": ["name"],
-                         "properties": {"name": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,63}$"},
-                                        "description": {"type": "string"},
-                                        "template": {"type": "string", "description": "e.g. 'by {}'; default '{}'"},
-                                        "templates": {"type": "array", "items": {"type": "string"}},
-                                        "phrases": {"type": "array", "items": _ref("PhraseItem"), "maxItems": 50000}}}}}},
-                     "responses": {"201": _json(_ref("WriteResult"), "Created"), **_errors(400, 401, 403, 409, 413)}},
-        },
-        "/v1/vocabularies/{name}": {
-            "parameters": [_NAME],
-            "get": {"summary": "A vocabulary and a page of its phrases", "operationId": "showVocabulary",
-                    "parameters": [{"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
-                                   {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}],
-                    "responses": {"200": _json({"type": "object", "properties": {
-                        "ok": {"const": True}, "vocabulary": _ref("Vocabulary"),
-                        "phrases": {"type": "array", "items": _ref("Phrase")},
-                        "next_offset": {"type": ["integer", "null"]}}}, "Vocabulary"), **_errors(400, 404)}},
-            "delete": {"summary": "Delete a custom vocabulary", "operationId": "deleteVocabulary", "security": _BEARER,
-                       "responses": {"200": _json(_ref("WriteResult"), "Deleted"), **_errors(401, 403, 404)}},
-        },
-        "/v1/vocabularies/{name}/phrases": {
-            "parameters": [_NAME],
-            "post": {"summary": "Add phrases (idempotent: existing phrases are left alone)", "operationId": "addPhrases",
-                     "security": _BEARER,
-                     "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                         "type": "object", "required": ["phrases"],
-                         "properties": {"phrases": {"type": "array", "items": _ref("PhraseItem"), "maxItems": 50000}}}}}},
-                     "responses": {"200": _json(_ref("WriteResult"), "Added"), **_errors(400, 401, 403, 404, 413)}},
-            "delete": {"summary": "Remove phrases by term or external id", "operationId": "removePhrases", "security": _BEARER,
-                       "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                           "type": "object",
-                           "properties": {"terms": {"type": "array", "items": {"type": "string"}},
-                                          "external_ids": {"type": "array", "items": {"type": "string"}}}}}}},
-                       "responses": {"200": _json(_ref("WriteResult"), "Removed"), **_errors(400, 401, 403, 404)}},
-        },
-        "/v1/analyze": {"post": {
-            "summary": "Relative likelihoods of each vocabulary's phrases for one image", "operationId": "analyze",
-            "requestBody": image_body,
-            "responses": {"200": _json(_ref("Analysis"), "Analysis"), **_errors(400, 404, 409, 413, 503)}}},
-        "/v1/analyze/batch": {"post": {
-            "summary": "Several images (repeat the multipart field 'image', or JSON images_base64); results in order",
-            "operationId": "analyzeBatch",
-            "requestBody": {"required": True, "content": {
-                "multipart/form-data": {"schema": {**_ANALYZE_FORM, "properties": {
-                    **_ANALYZE_FORM["properties"], "image": {"type": "array", "items": {"type": "string", "format": "binary"}}}}},
-                "application/json": {"schema": {"type": "object", "properties": {
-                    "images_base64": {"type": "array", "items": {"type": "string"}, "maxItems": 64},
-                    "vocabularies": _ANALYZE_JSON["properties"]["vocabularies"], "top_k": {"type": "integer"}}}}}},
-            "responses": {"200": _json({"type": "object", "properties": {
-                "ok": {"const": True}, "model": _ref("Model"), "count": {"type": "integer"}, "failed": {"type": "integer"},
-                "results": {"type": "array", "items": {"type": "object", "properties": {
-                    "ok": {"type": "boolean"}, "index": {"type": "integer"}, "image": _ref("Image"),
-                    "results": {"type": "object", "additionalProperties": _ref("VocabularyResult")},
-                    "status": {"type": "integer"}, "code": {"type": "string"}, "error": {"type": "string"}}}},
-                "timing_ms": {"type": "number"}}}, "Batch analysis"), **_errors(400, 404, 409, 413, 503)}}},
-        "/v1/compare": {"post": {
-            "summary": "Softmax over exactly the phrases given (nothing is stored)", "operationId": "compare",
-            "requestBody": {"required": True, "content": {
-                "multipart/form-data": {"schema": {"type": "object", "required": ["image", "phrases"], "properties": {
-                    "image": {"type": "string", "format": "binary"},
-                    "phrases": {"type": "string", "description": "A JSON list, one phrase a line, or repeat the field"}}}},
-                "application/json": {"schema": {"type": "object", "required": ["image_base64", "phrases"], "properties": {
-                    "image_base64": {"type": "string"}, "phrases": {"type": "array", "items": {"type": "string"}, "maxItems": 5000}}}}}},
-            "responses": {"200": _json(_ref("Analysis"), "Comparison (results under 'compare')"), **_errors(400, 413, 503)}}},
-    }
+    models = {m for op in OPERATIONS for m in (op.answer, op.json, op.multipart) if m is not None} | {ErrorBody}
+    _, defs = models_json_schema([(m, "validation") for m in sorted(models, key=lambda m: m.__name__)], ref_template=_REF)
+    defs = _drop_null_defaults(defs)
+    paths: dict[str, Any] = {}
+    for op in OPERATIONS:
+        paths.setdefault(op.path, {})[op.method] = _operation(op)
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "clip-gaze",
             "version": __version__,
-            "description": "See images the way CLIP sees them. Every probability is a relative likelihood: a softmax over "
-                           "the whole vocabulary (softmax_over phrases) of logit_scale × cosine(image, phrase). It is not "
-                           "a measure of accuracy, and it changes when the vocabulary changes.",
+            "description": (
+                "See images the way CLIP sees them. Every probability is a relative likelihood within one "
+                "vocabulary: the softmax, over all of its phrases (softmax_over), of logit_scale × cosine. It says "
+                "which phrase CLIP prefers among those offered, not how accurate a phrase is."
+            ),
         },
         "paths": paths,
         "components": {
-            "schemas": schemas,
-            "responses": responses,
+            "schemas": defs.get("$defs", {}),
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "A token from CLIP_GAZE_API_TOKENS"}},
         },
     }

@@ -51,6 +51,9 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
         pass  # not glibc
 
 
+ACCESS_LOG_FORMAT = '%(h)s %(t)s "%(r)s" %(s)s %(b)s %(M)sms "%(a)s"'
+
+
 def _post_worker_init(worker: Any) -> None:
     worker.wsgi.extensions["clip_gaze"].start_warm_up()
 
@@ -66,8 +69,14 @@ def gunicorn_options(host: str, port: int, workers: int, threads: int) -> dict[s
         "graceful_timeout": 30,
         "post_worker_init": _post_worker_init,
         "accesslog": "-",
+        # gunicorn's default format logs %(u)s, the Basic-auth user name: `curl -u TOKEN:` would put a
+        # token in the log. No credentials are ever logged.
+        "access_log_format": ACCESS_LOG_FORMAT,
         "errorlog": "-",
         "loglevel": "info",
+        # No control socket: one shared path (~/.gunicorn/gunicorn.ctl) would be taken over by every
+        # other server started by the same user, and clip-gaze does not use gunicornc.
+        "control_socket_disable": True,
     }
 
 

@@ -22,6 +22,20 @@ os.environ.update(HF_HOME=str(HF_HOME), HF_HUB_CACHE=str(HF_HOME / "hub"), HF_HU
 
 from indexer.engine import Engine  # noqa: E402
 from indexer.models import LoadedModel, load_model, parse_model  # noqa: E402
+from indexer.schema import AddPhrases, CreateVocabulary, RemovePhrases, WriteAnswer, parse  # noqa: E402
+
+
+def create(engine: Engine, name: str, phrases: Any = (), **fields: Any) -> WriteAnswer:
+    """engine.create_vocabulary through the request model, as the API and the CLI build it."""
+    return engine.create_vocabulary(parse(CreateVocabulary, {"name": name, "phrases": list(phrases), **fields}))
+
+
+def add(engine: Engine, name: str, phrases: Any) -> WriteAnswer:
+    return engine.add_phrases(name, parse(AddPhrases, {"phrases": list(phrases)}))
+
+
+def remove(engine: Engine, name: str, **fields: Any) -> WriteAnswer:
+    return engine.remove_phrases(name, parse(RemovePhrases, fields))
 
 
 @pytest.fixture(autouse=True)

@@ -11,18 +11,27 @@ from werkzeug.serving import make_server
 
 from clip_gaze import ApiError, Client
 from conftest import draw_shape, encode
+from indexer.engine import Engine
 from indexer.settings import Settings
 from service import create_app
+from service.state import AUTO_EMBED_LIMIT
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture
-def app(engine, clean_environ, monkeypatch):
+def engine(clean_environ, toy_loader, monkeypatch):
+    """The engine as the service makes it (its limits from the settings, batching concurrent images,
+    never embedding a whole list), with the session's toy model."""
     monkeypatch.setenv("CLIP_GAZE_API_TOKENS", f"other,{TOKEN}")
     monkeypatch.setenv("CLIP_GAZE_MAX_UPLOAD_MB", "1")
     monkeypatch.setenv("CLIP_GAZE_MAX_PIXELS", "4000000")
+    return Engine.from_settings(Settings.from_env(), loader=toy_loader, batch_window_ms=2, auto_embed_limit=AUTO_EMBED_LIMIT)
+
+
+@pytest.fixture
+def app(engine):
     app = create_app(Settings.from_env(), engine=engine)
     app.config["TESTING"] = True
     return app
@@ -57,14 +66,14 @@ def test_health_answers_without_loading_the_model(app):
 def test_health_is_ready_only_once_warm_up_has_loaded_every_index(app, engine):
     client = app.test_client()
     st = app.extensions["clip_gaze"]
-    engine.index_vocabularies(["qualities"])
+    engine.index(["qualities"])
     st.warming = True  # as a gunicorn worker does after it boots
     _ = engine.model  # the model alone is not enough
     assert client.get("/v1/health").get_json()["status"] == "loading"
     st.warm_up()
     body = client.get("/v1/health").get_json()
     assert body["status"] == "ready" and body["model_loaded"] is True
-    assert "qualities" in engine.indexes_loaded
+    assert "qualities" in engine.indexes.loaded
 
 
 def test_analyze_multipart_returns_the_documented_shape(client, red_circle_png):
@@ -100,8 +109,7 @@ def test_batch_embeds_each_image_once_and_keeps_order(client, app):
     assert [r["ok"] for r in body["results"]] == [True, False, True, True]
     assert body["results"][1]["code"] == "unsupported_image" and body["results"][1]["index"] == 1
     assert all(set(r["results"]) == {"qualities", "sites"} for r in body["results"] if r["ok"])
-    batcher = app.extensions["clip_gaze"]._batcher
-    assert batcher.items == 3  # three pictures, one embedding each, reused for both vocabularies
+    assert app.extensions["clip_gaze"].engine.batching.images == 3  # three pictures, one embedding each, for both vocabularies
 
 
 def test_compare_scores_exactly_the_phrases_and_stores_nothing(client, engine):
@@ -200,8 +208,8 @@ def test_every_error_is_the_json_error_body(client, red_circle_png, app):
 
 
 def test_an_unexpected_failure_is_a_500_without_a_stack_trace(app, client, red_circle_png, monkeypatch):
-    state = app.extensions["clip_gaze"]
-    monkeypatch.setattr(state, "embed_images", lambda images: (_ for _ in ()).throw(RuntimeError("secret internals")))
+    engine = app.extensions["clip_gaze"].engine
+    monkeypatch.setattr(engine, "embed_images", lambda images: (_ for _ in ()).throw(RuntimeError("secret internals")))
     body = is_error(client.post("/v1/analyze", data=upload(red_circle_png)), 500, "internal_error")
     assert "secret" not in body["error"] and "Traceback" not in body["error"]
 

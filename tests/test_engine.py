@@ -1,12 +1,15 @@
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
-from conftest import draw_shape
+from conftest import add, create, draw_shape, remove
 from indexer.engine import Engine
 from indexer.errors import Conflict, InvalidInput, NotFound, NotIndexed, ReadOnly
+from indexer.schema import AnalyzeJson, parse_json
 from indexer.vocab import catalog
 
 
@@ -37,27 +40,27 @@ def test_analysis_equals_open_clip_direct_computation_within_1e_5(engine: Engine
 
 
 def test_the_toy_model_reads_its_own_world(engine: Engine):
-    engine.create_vocabulary("shapes", [f"a {c} {s}" for c in ("red", "blue", "green") for s in ("circle", "square", "triangle")])
+    create(engine, "shapes", [f"a {c} {s}" for c in ("red", "blue", "green") for s in ("circle", "square", "triangle")])
     top = engine.analyze(draw_shape("red", "circle"), ["shapes"], top_k=1)["results"]["shapes"]["matches"][0]
     assert top["phrase"] == "a red circle" and top["probability"] > 0.5
 
 
 def test_second_index_run_embeds_nothing_and_writes_nothing(engine: Engine):
-    first = engine.index_vocabularies(["movements", "qualities"])
+    first = engine.index(["movements", "qualities"])
     assert first.embedded == 193 + 7 and sorted(first.indexes_written) == ["movements", "qualities"]
-    second = engine.index_vocabularies(["movements", "qualities"])
+    second = engine.index(["movements", "qualities"])
     assert second.embedded == 0 and second.indexes_written == []
 
 
 def test_phrases_shared_between_vocabularies_are_embedded_once(engine: Engine):
-    engine.index_vocabularies(["ci-movements"])
+    engine.index(["ci-movements"])
     before = engine.store.stats()["embeddings"]
-    engine.create_vocabulary("mine", ["impressionism", "something new"])
+    create(engine, "mine", ["impressionism", "something new"])
     assert engine.store.stats()["embeddings"] == before + 1
 
 
 def test_a_corrupt_or_missing_index_file_is_rebuilt_silently(engine: Engine):
-    engine.index_vocabularies(["surfaces"])
+    engine.index(["surfaces"])
     vocab = engine.store.get_vocabulary("surfaces")
     path = engine.store.index_path(engine.model_key, vocab)
     expected = engine.analyze(draw_shape(), ["surfaces"])["results"]
@@ -75,56 +78,56 @@ def test_the_service_refuses_to_embed_a_whole_list_on_request(engine: Engine):
 
 
 def test_custom_vocabulary_writes_are_idempotent_and_versioned(engine: Engine):
-    created = engine.create_vocabulary("saints", [{"term": "saint jerome", "external_id": "ICON-1", "metadata": {"century": 4}}],
-                                       templates=["{}", "depicting {}"])
+    created = create(engine, "saints", [{"term": "saint jerome", "external_id": "ICON-1", "metadata": {"century": 4}}],
+                     templates=["{}", "depicting {}"])
     assert created.added == 2
-    again = engine.add_phrases("saints", ["saint jerome"])
+    again = add(engine, "saints", ["saint jerome"])
     assert (again.added, again.unchanged, again.version) == (0, 2, created.version)
-    more = engine.add_phrases("saints", [{"term": "saint agnes", "external_id": "ICON-2"}])
+    more = add(engine, "saints", [{"term": "saint agnes", "external_id": "ICON-2"}])
     assert more.added == 2 and more.version == created.version + 1
     match = engine.analyze(draw_shape(), ["saints"], top_k=4)["results"]["saints"]
     assert match["softmax_over"] == 4
     jerome = [m for m in match["matches"] if m["term"] == "saint jerome"]
     assert {m["external_id"] for m in jerome} == {"ICON-1"} and jerome[0]["metadata"] == {"century": 4}
-    assert engine.remove_phrases("saints", external_ids=["ICON-2"]).removed == 2
-    assert engine.remove_phrases("saints", terms=["saint jerome"]).removed == 2
+    assert remove(engine, "saints", external_ids=["ICON-2"]).removed == 2
+    assert remove(engine, "saints", terms=["saint jerome"]).removed == 2
     assert engine.analyze(draw_shape(), ["saints"])["results"]["saints"]["softmax_over"] == 0
 
 
 def test_another_engine_sees_a_write_on_its_next_call(engine: Engine):
-    engine.create_vocabulary("mine", ["a red circle"])
+    create(engine, "mine", ["a red circle"])
     other = Engine(engine.store.home, "toy", loader=engine._loader)
     assert other.analyze(draw_shape(), ["mine"])["results"]["mine"]["softmax_over"] == 1
-    engine.add_phrases("mine", ["a blue square"])
+    add(engine, "mine", ["a blue square"])
     assert other.analyze(draw_shape(), ["mine"])["results"]["mine"]["softmax_over"] == 2
 
 
 def test_builtin_vocabularies_are_read_only(engine: Engine):
     engine.resolve(["movements"])
     with pytest.raises(ReadOnly):
-        engine.add_phrases("movements", ["x"])
+        add(engine, "movements", ["x"])
     with pytest.raises(ReadOnly):
         engine.delete_vocabulary("movements")
     with pytest.raises(Conflict):
-        engine.create_vocabulary("movements", ["x"])
+        create(engine, "movements", ["x"])
 
 
 def test_bad_writes_store_nothing(engine: Engine):
     with pytest.raises(InvalidInput):
-        engine.create_vocabulary("mine", ["fine", ""])
+        create(engine, "mine", ["fine", ""])
     assert engine.store.find_vocabulary("mine") is None
-    engine.create_vocabulary("mine", ["fine"])
+    create(engine, "mine", ["fine"])
     with pytest.raises(Conflict):
-        engine.create_vocabulary("mine", ["other"])
+        create(engine, "mine", ["other"])
     with pytest.raises(InvalidInput):
-        engine.add_phrases("mine", ["ok", "x" * 400])
+        add(engine, "mine", ["ok", "x" * 400])
     assert engine.store.get_vocabulary("mine").size == 1
     with pytest.raises(NotFound):
-        engine.add_phrases("nope", ["x"])
+        add(engine, "nope", ["x"])
 
 
 def test_a_model_failure_during_a_write_stores_nothing(engine: Engine, monkeypatch):
-    engine.create_vocabulary("mine", ["fine"])
+    create(engine, "mine", ["fine"])
     version = engine.store.get_vocabulary("mine").version
 
     def broken(*a, **k):
@@ -132,7 +135,7 @@ def test_a_model_failure_during_a_write_stores_nothing(engine: Engine, monkeypat
 
     monkeypatch.setattr(engine.model, "encode_texts", broken)
     with pytest.raises(RuntimeError):
-        engine.add_phrases("mine", ["new one"])
+        add(engine, "mine", ["new one"])
     row = engine.store.get_vocabulary("mine")
     assert (row.size, row.version) == (1, version)
 
@@ -142,10 +145,12 @@ def test_unknown_vocabularies_are_named(engine: Engine):
         engine.analyze(draw_shape(), ["movements", "nope", "nada"])
 
 
-def test_top_k_is_checked(engine: Engine):
-    for bad in (0, -1, 1001, "3", True):
-        with pytest.raises(InvalidInput):
-            engine.analyze(draw_shape(), ["qualities"], top_k=bad)
+def test_top_k_is_checked_once_at_the_boundary():
+    for bad in (0, -1, 1001, "3", True, None):
+        with pytest.raises(InvalidInput) as exc:
+            parse_json(AnalyzeJson, json.dumps({"image_base64": "aGk=", "top_k": bad}))
+        assert exc.value.code == "invalid_top_k"
+    assert parse_json(AnalyzeJson, '{"image_base64": "aGk="}').top_k == 10
 
 
 def test_compare_is_a_softmax_over_exactly_the_phrases(engine: Engine, toy):

@@ -8,9 +8,13 @@ from PIL import Image
 
 from conftest import draw_shape, encode
 from indexer.errors import ImageTooLarge, InvalidImage
-from service.images import decode_image
+from indexer.images import Decoder
 
 LIMIT = 10_000_000
+
+
+def decode_image(data: bytes, max_pixels: int = LIMIT, target: int | None = None, name: str = "image"):
+    return Decoder(max_pixels, 10**12, target=target).decode(data, name)
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP"])
@@ -83,6 +87,6 @@ def test_unsupported_formats_are_named():
 
 def test_jpeg_draft_decodes_big_photos_smaller_but_reports_true_size():
     big = encode(Image.new("RGB", (2000, 1600), "orange"), "JPEG")
-    decoded = decode_image(big, LIMIT, draft=448)
+    decoded = decode_image(big, LIMIT, target=224)
     assert (decoded.width, decoded.height) == (2000, 1600)
     assert min(decoded.image.size) >= 448 and decoded.image.size[0] < 2000

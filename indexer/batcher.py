@@ -12,19 +12,15 @@ import queue
 import threading
 import time
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Callable
 
 import numpy as np
 import numpy.typing as npt
 
-from indexer.errors import ClipGazeError
+from .errors import Busy
 
 EncodeFn = Callable[[Any], npt.NDArray[np.float32]]  # stacked tensor (b, 3, h, w) → (b, d)
-
-
-class Busy(ClipGazeError):
-    status = 503
-    code = "busy"
 
 
 class ImageBatcher:
@@ -48,7 +44,10 @@ class ImageBatcher:
             except queue.Full:
                 raise Busy("the server is busy; try again shortly") from None
             futures.append(fut)
-        return np.stack([f.result(timeout=timeout * 5) for f in futures])
+        try:
+            return np.stack([f.result(timeout=timeout * 5) for f in futures])
+        except FutureTimeout:
+            raise Busy("the server is busy; the picture was not encoded in time: try again shortly") from None
 
     def _run(self) -> None:
         import torch

@@ -1,0 +1,636 @@
+"""The boundary: every request and answer of clip-gaze as one typed model (pydantic v2).
+
+The engine takes and returns these; the REST views serialise them, the CLI prints them, `Client`
+parses them, and the OpenAPI document is generated from them. Every limit is defined here once,
+enforced by validation here once, and stated in the JSON Schema the models give.
+
+Text that reaches CLIP or is shown back to people (phrases, terms, templates, external ids,
+descriptions) is refused, not silently changed, when it holds control characters, bidirectional
+overrides or invisible zero-width characters (so a phrase always displays as what it is), or white
+space at either end.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, TypeVar, Union
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+    WithJsonSchema,
+    model_serializer,
+    model_validator,
+)
+from pydantic.json_schema import SkipJsonSchema
+from pydantic_core import PydanticCustomError, core_schema
+
+from .errors import InvalidInput
+
+# -- limits: defined once ---------------------------------------------------------------------------
+MAX_TOP_K = 1000
+DEFAULT_TOP_K = 10
+MAX_PHRASES_PER_WRITE = 50_000
+MAX_COMPARE_PHRASES = 5_000
+MAX_BATCH_IMAGES = 64
+MAX_PAGE_SIZE = 1000
+DEFAULT_PAGE_SIZE = 100
+MAX_OFFSET = 10**9
+MAX_NAME_CHARS = 64
+MAX_PHRASE_CHARS = 300
+MAX_TEMPLATE_CHARS = 150
+MAX_TEMPLATES = 8
+MAX_EXTERNAL_ID_CHARS = 200
+MAX_METADATA_BYTES = 4096
+MAX_DESCRIPTION_CHARS = 1000
+
+NAME_PATTERN = rf"^[a-z0-9][a-z0-9_-]{{0,{MAX_NAME_CHARS - 1}}}$"
+_NAME = NAME_PATTERN[1:-1]
+VOCABULARIES_PATTERN = rf"^ *({_NAME}( *, *{_NAME})*)? *$"
+
+# Characters refused in text: C0/C1 controls and DEL, bidirectional marks, embeddings, overrides and
+# isolates, and zero-width or invisible format characters. Written as \\uXXXX so that Python's re,
+# ECMA-262 (JSON Schema) and Rust's regex read the classes alike.
+_FORBIDDEN = (
+    r"\u0000-\u001f\u007f-\u009f\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff"
+)
+_SPACE = r" \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+TEXT_PATTERN = rf"^[^{_FORBIDDEN}{_SPACE}](?:[^{_FORBIDDEN}]*[^{_FORBIDDEN}{_SPACE}])?$"
+_TEXT_RE = re.compile(TEXT_PATTERN)
+_FORBIDDEN_RE = re.compile(rf"[{_FORBIDDEN}]")
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+
+
+def check_text(value: str, what: str, max_chars: int) -> str:
+    """The one text rule (see the module's docstring); raises PydanticCustomError('invalid_text')."""
+    if _SURROGATE_RE.search(value):
+        raise PydanticCustomError("invalid_text", f"{what} is not valid Unicode (it holds a lone surrogate)")
+    if not value.strip():
+        raise PydanticCustomError("invalid_text", f"empty {what}")
+    if len(value) > max_chars:
+        raise PydanticCustomError("invalid_text", f"{what} is {len(value)} characters long; the limit is {max_chars}")
+    bad = _FORBIDDEN_RE.search(value)
+    if bad:
+        raise PydanticCustomError(
+            "invalid_text",
+            f"{what} holds U+{ord(bad.group()):04X}, a control, bidirectional or invisible character, at position "
+            f"{bad.start()}; such characters are refused so that text always displays as what it is",
+        )
+    if not _TEXT_RE.match(value):
+        raise PydanticCustomError("invalid_text", f"{what} has white space at its start or end")
+    return value
+
+
+@dataclass(frozen=True)
+class TextRule:
+    """Annotates a `str` with the text rule, its length limit, the error code it raises and its schema."""
+
+    what: str
+    max_chars: int
+    code: str
+    description: str
+    allow_empty: bool = False
+
+    def _check(self, value: str) -> str:
+        if self.allow_empty and value == "":
+            return value
+        try:
+            return check_text(value, self.what, self.max_chars)
+        except PydanticCustomError as exc:
+            raise PydanticCustomError(self.code, exc.message_template) from None
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(self._check, handler(source))
+
+    def __get_pydantic_json_schema__(self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler) -> dict[str, Any]:
+        if self.allow_empty:
+            return {"type": "string", "maxLength": self.max_chars, "pattern": f"^$|{TEXT_PATTERN}", "description": self.description}
+        return {"type": "string", "minLength": 1, "maxLength": self.max_chars, "pattern": TEXT_PATTERN,
+                "description": self.description}
+
+
+def _check_name(value: str) -> str:
+    if not re.match(NAME_PATTERN, value):
+        raise PydanticCustomError(
+            "invalid_name",
+            f"invalid vocabulary name {value[:80]!r}: use 1 to {MAX_NAME_CHARS} lowercase letters, digits, '-' or '_', "
+            "starting with a letter or digit",
+        )
+    return value
+
+
+def _check_template(value: str) -> str:
+    if value.count("{}") != 1:
+        raise PydanticCustomError(
+            "invalid_template", f"invalid template {value[:80]!r}: it must contain '{{}}' exactly once, e.g. 'by {{}}'"
+        )
+    return value
+
+
+Name = Annotated[
+    str,
+    AfterValidator(_check_name),
+    WithJsonSchema({"type": "string", "pattern": NAME_PATTERN, "description": "lowercase letters, digits, '-' and '_'"}),
+]
+Phrase = Annotated[str, TextRule("phrase", MAX_PHRASE_CHARS, "invalid_phrase", "Text given to CLIP")]
+Term = Annotated[str, TextRule("term", MAX_PHRASE_CHARS, "invalid_phrase", "A vocabulary term (a template turns it into phrases)")]
+Template = Annotated[
+    str,
+    TextRule("template", MAX_TEMPLATE_CHARS, "invalid_template", "Holds '{}' exactly once, where the term goes"),
+    AfterValidator(_check_template),
+]
+Description = Annotated[str, TextRule("description", MAX_DESCRIPTION_CHARS, "invalid_input", "What the list is", allow_empty=True)]
+
+
+def _int_as_text(value: Any) -> Any:
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+ExternalId = Annotated[
+    str,
+    BeforeValidator(_int_as_text),
+    TextRule("external_id", MAX_EXTERNAL_ID_CHARS, "invalid_phrase", "An id from your catalogue"),
+    WithJsonSchema({"oneOf": [{"type": "string", "minLength": 1, "maxLength": MAX_EXTERNAL_ID_CHARS, "pattern": TEXT_PATTERN},
+                              {"type": "integer"}],
+                    "description": "An id from your catalogue (a number is kept as its text)"}),
+]
+TopK = Annotated[int, Field(ge=1, le=MAX_TOP_K, description="How many matches to return per vocabulary")]
+
+
+def _check_metadata(value: dict[str, Any]) -> dict[str, Any]:
+    size = len(json.dumps(value, ensure_ascii=False).encode("utf-8"))
+    if size > MAX_METADATA_BYTES:
+        raise PydanticCustomError("invalid_phrase", f"metadata is {size} bytes as JSON; the limit is {MAX_METADATA_BYTES}")
+    return value
+
+
+Metadata = Annotated[
+    dict[str, Any],
+    AfterValidator(_check_metadata),
+    Field(description=f"Any JSON object of at most {MAX_METADATA_BYTES} bytes; returned with every match"),
+]
+
+
+def _b64(value: Any) -> bytes:
+    if not isinstance(value, str):
+        raise PydanticCustomError("invalid_base64", "must be a base64 string")
+    if value.startswith("data:") and "," in value:
+        value = value.split(",", 1)[1]
+    try:
+        data = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise PydanticCustomError("invalid_base64", "not valid base64") from None
+    if not data:
+        raise PydanticCustomError("invalid_base64", "empty image")
+    return data
+
+
+Base64Image = Annotated[
+    bytes,
+    BeforeValidator(_b64),
+    WithJsonSchema({"type": "string", "minLength": 1, "contentEncoding": "base64",
+                    "description": "An image file (JPEG, PNG, WebP, GIF, TIFF or BMP), base64-encoded; a data: URL is accepted"}),
+]
+UploadedImage = Annotated[bytes, Field(description="JPEG, PNG, WebP, GIF (first frame), TIFF or BMP")]
+
+
+# -- base classes ---------------------------------------------------------------------------------
+class Request(BaseModel):
+    """A request: unknown fields are refused, so a typo never passes silently."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Answer(BaseModel):
+    """An answer. Fields may be added over time: clients ignore what they do not know. Reading it
+    like the dict it was (`answer["results"]`) still works."""
+
+    model_config = ConfigDict(extra="allow")
+
+    def __getitem__(self, key: str) -> Any:
+        try:
+            return getattr(self, key)
+        except AttributeError:
+            raise KeyError(key) from None
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and (key in type(self).model_fields or key in (self.model_extra or {}))
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return getattr(self, key, default)
+
+    def json_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def _no_null(value: Any) -> Any:
+    if value is None:
+        raise PydanticCustomError("null_field", "must not be null: leave the field out instead")
+    return value
+
+
+NotNull = BeforeValidator(_no_null)
+
+
+# -- vocabularies -----------------------------------------------------------------------------------
+class PhraseItem(Request):
+    term: Term
+    external_id: ExternalId | None = None
+    metadata: Metadata | None = None
+
+
+PhraseEntry = Annotated[
+    Union[Annotated[Term, Tag("text")], Annotated[PhraseItem, Tag("object")]],
+    Discriminator(lambda v: "text" if isinstance(v, str) else "object"),
+]
+_UNION_TAGS = {"text", "object"}
+
+
+class CreateVocabulary(Request):
+    """POST /v1/vocabularies. Give `template` or `templates`, not both; none means '{}'."""
+
+    name: Name
+    description: Annotated[Description | SkipJsonSchema[None], NotNull] = None
+    template: Annotated[Template | SkipJsonSchema[None], NotNull] = None
+    templates: Annotated[
+        Union[Template, Annotated[list[Template], Field(min_length=1, max_length=MAX_TEMPLATES)]] | SkipJsonSchema[None],
+        NotNull,
+    ] = None
+    phrases: Annotated[list[PhraseEntry], NotNull, Field(max_length=MAX_PHRASES_PER_WRITE)] = []
+
+    @model_validator(mode="after")
+    def _one_template_field(self) -> "CreateVocabulary":
+        if self.template is not None and self.templates is not None:
+            raise PydanticCustomError("invalid_template", "give 'template' or 'templates', not both")
+        return self
+
+    def template_list(self) -> tuple[str, ...]:
+        if self.templates is not None:
+            return (self.templates,) if isinstance(self.templates, str) else tuple(self.templates)
+        return (self.template or "{}",)
+
+
+class AddPhrases(Request):
+    phrases: Annotated[list[PhraseEntry], Field(min_length=1, max_length=MAX_PHRASES_PER_WRITE)]
+
+
+class RemovePhrases(Request):
+    """DELETE /v1/vocabularies/<name>/phrases: by term (every phrase made from it) or external id."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"anyOf": [{"required": ["terms"], "properties": {"terms": {"minItems": 1}}},
+                                     {"required": ["external_ids"], "properties": {"external_ids": {"minItems": 1}}}]}
+    )
+    terms: Annotated[list[Term] | SkipJsonSchema[None], NotNull, Field(max_length=MAX_PHRASES_PER_WRITE)] = None
+    external_ids: Annotated[list[ExternalId] | SkipJsonSchema[None], NotNull, Field(max_length=MAX_PHRASES_PER_WRITE)] = None
+
+    @model_validator(mode="after")
+    def _something(self) -> "RemovePhrases":
+        if not self.terms and not self.external_ids:
+            raise PydanticCustomError("invalid_input", "give 'terms' or 'external_ids' to remove")
+        return self
+
+
+class PageQuery(Request):
+    offset: Annotated[int, Field(ge=0, le=MAX_OFFSET)] = 0
+    limit: Annotated[int, Field(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE
+
+
+class Vocabulary(Answer):
+    name: str
+    size: int = Field(description="How many phrases it holds")
+    builtin: bool
+    templates: list[str]
+    description: str
+    version: int = Field(description="Bumped by every write that changes it")
+    source: str | None = None
+    licence: str | None = None
+    default: bool = Field(False, description="In the default set, used when no vocabulary is named")
+
+
+class VocabularyList(Answer):
+    ok: Literal[True] = True
+    vocabularies: list[Vocabulary]
+
+
+class PhraseRow(Answer):
+    id: int
+    term: str
+    phrase: str
+    external_id: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class VocabularyPage(Answer):
+    ok: Literal[True] = True
+    vocabulary: Vocabulary
+    phrases: list[PhraseRow]
+    next_offset: int | None = Field(description="Pass as offset for the next page; null on the last page")
+
+
+class WriteAnswer(Answer):
+    ok: Literal[True] = True
+    vocabulary: Vocabulary = Field(description="The vocabulary after the write (as it was, for a delete)")
+    added: int = 0
+    removed: int = 0
+    unchanged: int = Field(0, description="Phrases sent that were there already (adding is idempotent)")
+    version: int
+    deleted: str | None = Field(None, description="The name, when the vocabulary was deleted")
+
+
+# -- models -----------------------------------------------------------------------------------------
+class ModelInfo(Answer):
+    preset: str | None = Field(description="The preset name, or null for an ARCH:PRETRAINED model")
+    arch: str
+    pretrained: str = Field(description="An open_clip tag, or a checkpoint's file name (never its path)")
+    fingerprint: str | None = Field(None, description="For a checkpoint file: a hash that identifies its weights")
+    config: str | None = Field(None, description="For models the project defines: its open_clip config")
+    description: str | None = None
+    logit_scale: float | None = Field(None, description="exp of the model's learned logit scale; known once loaded")
+
+    @model_serializer(mode="wrap")
+    def _skip_unset_optionals(self, handler: Any) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        return {k: v for k, v in data.items() if v is not None or k == "preset"}
+
+
+class ModelsAnswer(Answer):
+    ok: Literal[True] = True
+    model: ModelInfo = Field(description="The model this server uses")
+    models: list[ModelInfo] = Field(description="The presets")
+
+
+# -- analysis ---------------------------------------------------------------------------------------
+class Match(Answer):
+    phrase: str = Field(description="The text given to CLIP")
+    term: str = Field(description="The vocabulary's term the phrase was made from")
+    probability: float = Field(description="Relative likelihood within the vocabulary: softmax over softmax_over phrases")
+    cosine: float
+    logit: float = Field(description="logit_scale × cosine")
+    external_id: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class VocabularyResult(Answer):
+    softmax_over: int = Field(description="How many phrases the softmax ran over")
+    matches: list[Match]
+
+
+class ImageInfo(Answer):
+    sha256: str
+    width: int = Field(description="Of the picture as shown (orientation applied)")
+    height: int
+    format: str | None = None
+
+
+class Analysis(Answer):
+    ok: Literal[True] = True
+    file: str | None = Field(None, description="The file analysed (CLI only)")
+    model: ModelInfo
+    image: ImageInfo
+    results: dict[str, VocabularyResult] = Field(description="One entry per vocabulary asked for ('compare' for /v1/compare)")
+    timing_ms: float
+    timing_breakdown_ms: dict[str, float]
+
+    @model_serializer(mode="wrap")
+    def _skip_file(self, handler: Any) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if data.get("file") is None:
+            data.pop("file", None)
+        return data
+
+
+class BatchItem(Answer):
+    ok: Literal[True] = True
+    index: int
+    name: str
+    image: ImageInfo
+    results: dict[str, VocabularyResult]
+
+
+class BatchFailure(Answer):
+    ok: Literal[False] = False
+    index: int
+    name: str
+    status: int
+    code: str
+    error: str
+
+
+class BatchAnswer(Answer):
+    ok: Literal[True] = True
+    model: ModelInfo
+    count: int
+    failed: int
+    results: list[Annotated[Union[BatchItem, BatchFailure], Field(discriminator="ok")]]
+    timing_ms: float
+
+
+Vocabularies = Annotated[
+    Union[Annotated[str, Field(pattern=VOCABULARIES_PATTERN)], Annotated[list[Name], Field(max_length=256)]] | SkipJsonSchema[None],
+    NotNull,
+    Field(description="Comma-separated names or a list; the default set if absent or empty"),
+]
+FormVocabularies = Annotated[str, Field(pattern=VOCABULARIES_PATTERN, description="Comma-separated names; the default set if absent")]
+
+
+class AnalyzeJson(Request):
+    """POST /v1/analyze with a JSON body."""
+
+    image_base64: Base64Image
+    vocabularies: Vocabularies = None
+    top_k: TopK = DEFAULT_TOP_K
+
+
+class AnalyzeForm(Request):
+    """POST /v1/analyze as multipart/form-data."""
+
+    image: UploadedImage
+    vocabularies: FormVocabularies = ""
+    top_k: TopK = DEFAULT_TOP_K
+
+
+class BatchJson(Request):
+    images_base64: Annotated[list[Base64Image], Field(min_length=1, max_length=MAX_BATCH_IMAGES)]
+    vocabularies: Vocabularies = None
+    top_k: TopK = DEFAULT_TOP_K
+
+
+class BatchForm(Request):
+    image: Annotated[list[UploadedImage], Field(min_length=1, max_length=MAX_BATCH_IMAGES)]
+    vocabularies: FormVocabularies = ""
+    top_k: TopK = DEFAULT_TOP_K
+
+
+def _unique(phrases: list[str]) -> list[str]:
+    seen: set[str] = set()
+    for p in phrases:
+        if p in seen:
+            raise PydanticCustomError("invalid_phrase", f"phrase given twice: {p!r}")
+        seen.add(p)
+    return phrases
+
+
+ComparePhrases = Annotated[
+    list[Phrase],
+    Field(min_length=1, max_length=MAX_COMPARE_PHRASES, json_schema_extra={"uniqueItems": True}),
+    AfterValidator(_unique),
+]
+
+
+class CompareJson(Request):
+    image_base64: Base64Image
+    phrases: ComparePhrases
+
+
+class CompareForm(Request):
+    image: UploadedImage
+    phrases: Annotated[str, Field(min_length=1, description="A JSON list of phrases, or one phrase a line")]
+
+
+# -- health, index, errors -------------------------------------------------------------------------
+class Batching(Answer):
+    batches: int
+    images: int
+
+
+class Health(Answer):
+    ok: Literal[True] = True
+    status: Literal["loading", "ready", "error"]
+    model_loaded: bool
+    model: str
+    error: str | None = None
+    batching: Batching
+
+
+class IndexReport(Answer):
+    model: str
+    vocabularies: list[str] = []
+    synced: list[str] = []
+    embedded: int = 0
+    indexes_written: list[str] = []
+
+
+class ErrorBody(Answer):
+    """Every error the API gives, whatever the status."""
+
+    model_config = ConfigDict(extra="forbid")
+    ok: Literal[False] = False
+    status: int
+    code: str = Field(description="A machine-readable code, e.g. unknown_vocabulary")
+    error: str = Field(description="A readable message")
+
+
+# -- validation with clip-gaze's errors --------------------------------------------------------------
+M = TypeVar("M", bound=BaseModel)
+_TYPE_CODES = {"name": "invalid_name", "top_k": "invalid_top_k", "image_base64": "invalid_base64", "images_base64": "invalid_base64"}
+_OWN_CODES = {"invalid_name", "invalid_phrase", "invalid_template", "invalid_base64", "invalid_input", "null_field"}
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if part in _UNION_TAGS or (isinstance(part, str) and part.startswith(("function-", "str", "int", "list["))):
+            continue
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def invalid(exc: ValidationError, prefix: tuple[str, ...] = ()) -> InvalidInput:
+    """The first problem of a ValidationError as clip-gaze's InvalidInput (code, readable line)."""
+    err = exc.errors(include_url=False)[0]
+    kind, loc = err["type"], (*prefix, *err["loc"])
+    where = _where(loc)
+    if kind == "json_invalid":
+        msg = err["msg"]
+        if "escape" in msg or "surrogate" in msg:
+            msg = "the body holds an escape that is not valid Unicode (a lone surrogate such as \\ud800)"
+        elif "recursion" in msg:
+            msg = "the body is nested too deeply"
+        return InvalidInput(f"the body is not valid JSON: {msg}", code="invalid_json")
+    if kind == "model_type" and not loc:
+        return InvalidInput("the JSON body must be an object", code="invalid_json")
+    if kind in _OWN_CODES:
+        code = "invalid_input" if kind == "null_field" else kind
+    elif kind == "too_long" and isinstance(err.get("input"), (list, tuple)):
+        code = "too_many"
+    elif kind == "extra_forbidden":
+        return InvalidInput(f"unknown field: {where}", code="invalid_input")
+    elif kind == "missing" and loc and loc[-1] in ("image", "image_base64", "images_base64"):
+        return InvalidInput(
+            "no image: send a multipart field 'image' (curl -F image=@picture.jpg) or JSON {\"image_base64\": …}",
+            code="missing_image",
+        )
+    elif kind in ("missing", "too_short") and loc and loc[0] in ("phrases", "terms"):
+        code = "invalid_phrase"
+    else:
+        code = _TYPE_CODES.get(str(loc[0]) if loc else "", "invalid_input")
+    message = err["msg"] if kind in _OWN_CODES else err["msg"][:1].lower() + err["msg"][1:]
+    return InvalidInput(f"{where}: {message}" if where else message, code=code)
+
+
+def parse(model: type[M], data: Any) -> M:
+    """Validate Python data (a form, query arguments, CLI input) as `model`, lax about text numbers."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise invalid(exc) from None
+
+
+def parse_json(model: type[M], raw: bytes | str) -> M:
+    """Validate a JSON body as `model`, strictly: types as the schema says, no coercion."""
+    try:
+        return model.model_validate_json(raw or b"null", strict=True)
+    except ValidationError as exc:
+        raise invalid(exc) from None
+
+
+_PHRASE_LIST: TypeAdapter[list[str]] = TypeAdapter(ComparePhrases)
+
+
+def compare_phrases(phrases: Any) -> list[str]:
+    """Validate phrases for a comparison (1 to MAX_COMPARE_PHRASES, no duplicates)."""
+    try:
+        return _PHRASE_LIST.validate_python(phrases)
+    except ValidationError as exc:
+        raise invalid(exc, ("phrases",)) from None
+
+
+def compare_phrases_json(raw: str) -> list[str]:
+    try:
+        return _PHRASE_LIST.validate_json(raw, strict=True)
+    except ValidationError as exc:
+        raise invalid(exc, ("phrases",)) from None
+
+
+_NAME_ADAPTER: TypeAdapter[str] = TypeAdapter(Name)
+
+
+def parse_name(name: object) -> str:
+    """A vocabulary name from a URL or the command line, checked like any other."""
+    try:
+        return _NAME_ADAPTER.validate_python(name)
+    except ValidationError as exc:
+        raise invalid(exc, ("name",)) from None
+
+
+def split_vocabularies(value: str | list[str] | None) -> list[str] | None:
+    """'a, b' or ['a', 'b'] → ['a', 'b']; None or nothing → None (the default set)."""
+    if value is None:
+        return None
+    names = [v.strip() for v in value.split(",")] if isinstance(value, str) else list(value)
+    return [n for n in names if n] or None
+

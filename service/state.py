@@ -1,0 +1,82 @@
+"""What one worker process holds, and how a request reaches it (as flaskr's `db.py` does for its
+connection): the blueprints import `state()` from here, the factory only registers it."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Literal
+
+from flask import Flask, current_app
+
+from indexer.engine import Engine
+from indexer.schema import Batching, Health
+from indexer.settings import Settings
+
+log = logging.getLogger("clip_gaze.service")
+
+# Requests never embed a whole built-in list: that is `clip-gaze index`'s job.
+AUTO_EMBED_LIMIT = 5000
+
+
+class ServiceState:
+    """Settings and the engine (made lazily, with the service's batching and limits) of one worker."""
+
+    def __init__(self, settings: Settings, engine: Engine | None = None):
+        self.settings = settings
+        self._engine = engine
+        self._lock = threading.Lock()
+        self.warm_error: str | None = None
+        self.warming = False  # a warm-up was started (gunicorn workers): ready means it finished
+        self.ready = False
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            with self._lock:
+                if self._engine is None:
+                    self._engine = Engine.from_settings(
+                        self.settings, auto_embed_limit=AUTO_EMBED_LIMIT, batch_window_ms=self.settings.batch_window_ms
+                    )
+        return self._engine
+
+    def warm_up(self) -> None:
+        try:
+            self.engine.vocabularies()  # brings every built-in list into the store
+            self.engine.warm_up()
+            self.ready = True
+            log.info("clip-gaze worker ready: model %s, %d indexes", self.engine.spec.name, len(self.engine.indexes.loaded))
+        except Exception as exc:  # reported by /v1/health; requests still try (and fail clearly)
+            self.warm_error = str(getattr(exc, "message", exc))
+            log.exception("warm-up failed")
+
+    def start_warm_up(self) -> threading.Thread:
+        self.warming = True
+        t = threading.Thread(target=self.warm_up, name="clip-gaze-warm-up", daemon=True)
+        t.start()
+        return t
+
+    def health(self) -> Health:
+        """'ready' once warm-up has loaded the model and every index (or, with no warm-up, once the
+        model is loaded); 'error' if warm-up failed; else 'loading'. Never loads anything."""
+        engine = self._engine
+        loaded = engine is not None and engine.model_loaded
+        status: Literal["loading", "ready", "error"]
+        if self.warm_error:
+            status = "error"
+        elif self.ready or (loaded and not self.warming):
+            status = "ready"
+        else:
+            status = "loading"
+        return Health(
+            status=status, model_loaded=loaded, model=self.settings.model, error=self.warm_error,
+            batching=engine.batching if engine is not None else Batching(batches=0, images=0),
+        )
+
+
+def init_app(app: Flask, settings: Settings, engine: Engine | None = None) -> None:
+    app.extensions["clip_gaze"] = ServiceState(settings, engine)
+
+
+def state() -> ServiceState:
+    return current_app.extensions["clip_gaze"]  # type: ignore[no-any-return]
