@@ -150,11 +150,19 @@ def test_docker_compose_commands_run_as_written(tmp_path: Path):
     """No Docker engine here: run the compose services' own commands directly, with their environment."""
     import yaml
 
-    compose = yaml.safe_load((Path(__file__).parents[1] / "docker-compose.yml").read_text())
-    indexer, api = compose["services"]["indexer"], compose["services"]["api"]
+    root = Path(__file__).parents[1]
+    compose = yaml.safe_load((root / "docker-compose.yml").read_text())
+    indexer, api, nginx = (compose["services"][name] for name in ("indexer", "api", "nginx"))
     assert indexer["volumes"] == api["volumes"] and {v.split(":")[1] for v in api["volumes"]} == {"/data", "/models"}
     assert "CLIP_GAZE_API_TOKENS" in api["environment"]
     assert api["depends_on"]["indexer"]["condition"] == "service_completed_successfully"
+    # nginx in front (tests/test_nginx.py runs its configuration): only nginx publishes a port.
+    assert "ports" not in api and api["expose"] == ["8000"] and nginx["ports"] == ["${CLIP_GAZE_PORT:-8000}:8080"]
+    assert "api" in nginx["depends_on"]
+    assert nginx["environment"]["CLIP_GAZE_UPSTREAM"] == f"api:{api['command'][api['command'].index('--port') + 1]}"
+    template, target, mode = nginx["volumes"][0].split(":")
+    assert (root / template).is_file() and "listen 8080;" in (root / template).read_text()
+    assert target.startswith("/etc/nginx/templates/") and target.endswith(".conf.template") and mode == "ro"
 
     home = tmp_path / "data"
     env = {**os.environ, "CLIP_GAZE_HOME": str(home), "CLIP_GAZE_MODEL": "toy"}
@@ -164,7 +172,7 @@ def test_docker_compose_commands_run_as_written(tmp_path: Path):
 
     port = free_port()
     argv = [a.replace("${CLIP_GAZE_WORKERS:-2}", "2") for a in api["command"]]
-    argv[argv.index("--port") + 1] = str(port)  # the container's 8000, published elsewhere here
+    argv[argv.index("--port") + 1] = str(port)  # the container's 8000 (nginx's upstream), a free port here
     refused = subprocess.run(command(argv), env={**env, "CLIP_GAZE_API_TOKENS": ""}, capture_output=True, text=True, timeout=60)
     assert refused.returncode == 1 and "refusing to listen on 0.0.0.0" in refused.stderr
     srv = Server(home, port, argv, env={"CLIP_GAZE_API_TOKENS": TOKEN}).start()
