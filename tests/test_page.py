@@ -164,7 +164,8 @@ def test_keyboard_and_narrow_screen(page, url):
 
 
 def _choose(page, path: Path) -> None:
-    """Choose a picture and wait until the reading it starts has finished."""
+    """Choose a picture (once the vocabularies have loaded) and wait until the reading it starts has finished."""
+    sync_api.expect(page.locator("#vocab-list input").first).to_be_visible()
     page.set_input_files("#file", str(path))
     sync_api.expect(page.locator("#results")).to_have_attribute("aria-busy", "false")
     sync_api.expect(page.locator("#busy")).to_be_hidden()

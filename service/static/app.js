@@ -45,6 +45,7 @@ async function loadModel() {
     const [health, models] = await Promise.all([api("GET", "/v1/health"), api("GET", "/v1/models")]);
     const m = models.model;
     $("model-name").textContent = m.preset ? `${m.preset} (${m.arch})` : `${m.arch}:${m.pretrained}`;
+    $("model-caveat").hidden = m.preset !== "toy";  // the toy model's opinions about art mean nothing: say so
     $("model-status").textContent = health.status === "ready" ? "" : `(${health.status})`;
   } catch (e) {
     $("model-name").textContent = "unavailable";
