@@ -135,7 +135,7 @@ def test_upload_charts_compare_custom_vocabulary_and_errors(page, url, tmp_path:
     broken.write_bytes(b"this is not really a PNG")
     page.get_by_label("Vocabularies", exact=True).check()
     page.set_input_files("#file", str(broken))
-    sync_api.expect(page.locator("#run-error")).to_contain_text("is not an image")
+    sync_api.expect(page.locator("#reading-error")).to_contain_text("is not an image")  # in the results, in place of the charts
     page.screenshot(path=str(ARTIFACTS / "4-error.png"), full_page=True)
 
     # delete, with the confirmation accepted
