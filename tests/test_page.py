@@ -200,6 +200,13 @@ def test_toy_model_carries_a_plain_caveat_other_models_do_not(page, url, tmp_pat
 
 IN_VIEW = """sel => { const r = document.querySelector(sel).getBoundingClientRect();
                        return r.top >= 0 && r.bottom <= window.innerHeight; }"""
+# Resolves once the page has stopped scrolling (the same scroll position for five animation frames).
+SCROLL_SETTLED = """() => new Promise(resolve => {
+  let last = -1, still = 0;
+  const tick = () => { if (scrollY === last) { if (++still >= 5) return resolve(scrollY); } else { still = 0; last = scrollY; }
+                       requestAnimationFrame(tick); };
+  tick();
+})"""
 
 
 def test_narrow_screen_brings_the_results_into_view(page, url, tmp_path: Path):
@@ -212,6 +219,8 @@ def test_narrow_screen_brings_the_results_into_view(page, url, tmp_path: Path):
     sync_api.expect(page.locator(".chart").first).to_be_visible()
     # the first chart's heading and first bar end up on screen (smooth scrolling may take a moment)
     page.wait_for_function(f"() => ({IN_VIEW})('.chart h3') && ({IN_VIEW})('.chart .bar')", timeout=5_000)
+    page.evaluate(SCROLL_SETTLED)
+    assert page.evaluate(f"({IN_VIEW})('.chart h3') && ({IN_VIEW})('.chart .bar')")
     page.screenshot(path=str(ARTIFACTS / "7-narrow-results-in-view.png"))  # what the person sees, not the full page
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
 

@@ -154,6 +154,7 @@ async function run() {
     const data = await api("POST", path, { form });
     state.last = data; state.lastKind = mode();
     renderCharts(data);
+    bringResultsIntoView();
     loadModel();
   } catch (e) {
     if (pictureRefused(e)) resetPicture();
@@ -179,6 +180,17 @@ function showError(message) {
     hint.textContent = "Choose another picture to try again.";
     $("charts").append(hint);
   }
+  bringResultsIntoView();
+}
+
+// On a narrow screen the results sit below the whole picture panel, out of sight: scroll them up
+// when a reading ends (at once for those who ask for reduced motion).
+const NARROW = window.matchMedia("(max-width: 760px)");  // as in style.css
+const REDUCED_MOTION = window.matchMedia("(prefers-reduced-motion: reduce)");
+
+function bringResultsIntoView() {
+  if (!NARROW.matches) return;
+  $("results").scrollIntoView({ behavior: REDUCED_MOTION.matches ? "auto" : "smooth", block: "start" });
 }
 
 function busy(on) {
