@@ -223,9 +223,13 @@ function renderCharts(data) {
       const detail = `cosine ${m.cosine.toFixed(4)}, logit ${m.logit.toFixed(2)}` + (m.external_id ? `, id ${m.external_id}` : "");
       li.setAttribute("aria-label", `${m.phrase}: ${pct(m.probability)}; ${detail}`);
       li.title = detail;
+      // The phrase and its share on one line, the bar on its own track below: nothing covers a thin bar.
+      const track = document.createElement("span");
+      track.className = "track";
       const fill = document.createElement("span");
       fill.className = "fill";
-      fill.style.width = `${Math.max(0.5, 100 * m.probability)}%`;
+      fill.style.width = `${100 * m.probability}%`;  // style.css keeps even the smallest a few pixels wide
+      track.append(fill);
       const text = document.createElement("span");
       text.className = "text";
       const phrase = document.createElement("span");
@@ -239,7 +243,7 @@ function renderCharts(data) {
       tip.className = "detail";
       tip.setAttribute("aria-hidden", "true");
       tip.textContent = detail;
-      li.append(fill, text, tip);
+      li.append(text, track, tip);
       list.append(li);
     }
     section.append(h, rel, list);
