@@ -135,7 +135,7 @@ def test_upload_charts_compare_custom_vocabulary_and_errors(page, url, tmp_path:
     broken.write_bytes(b"this is not really a PNG")
     page.get_by_label("Vocabularies", exact=True).check()
     page.set_input_files("#file", str(broken))
-    sync_api.expect(page.locator("#run-error")).to_contain_text("is not an image")
+    sync_api.expect(page.locator("#reading-error")).to_contain_text("is not an image")  # in the results, in place of the charts
     page.screenshot(path=str(ARTIFACTS / "4-error.png"), full_page=True)
 
     # delete, with the confirmation accepted
@@ -161,3 +161,152 @@ def test_keyboard_and_narrow_screen(page, url):
     for control in ("#file", "#top-k", "#phrases", "#token", "#new-name", "#new-terms", "#new-file"):
         assert page.locator(control).evaluate("el => el.labels.length > 0 || !!el.getAttribute('aria-label')"), control
     page.screenshot(path=str(ARTIFACTS / "5-narrow.png"), full_page=True)
+
+
+def _choose(page, path: Path) -> None:
+    """Choose a picture (once the vocabularies have loaded) and wait until the reading it starts has finished."""
+    sync_api.expect(page.locator("#vocab-list input").first).to_be_visible()
+    page.set_input_files("#file", str(path))
+    sync_api.expect(page.locator("#results")).to_have_attribute("aria-busy", "false")
+    sync_api.expect(page.locator("#busy")).to_be_hidden()
+
+
+def test_toy_model_carries_a_plain_caveat_other_models_do_not(page, url, tmp_path: Path):
+    picture = tmp_path / "red-circle.png"
+    draw_shape("red", "circle", size=256).save(picture)
+    page.goto(url)
+    sync_api.expect(page.locator("#model-name")).to_contain_text("toy")
+    caveat = page.locator("#model-caveat")
+    sync_api.expect(caveat).to_be_visible()  # on the page itself, not in a tooltip
+    for words in ("test instrument", "not an art model", "circle, square, triangle or star", "light or dark background",
+                  "mean nothing", "vit-b-32"):
+        sync_api.expect(caveat).to_contain_text(words)
+    _choose(page, picture)
+    sync_api.expect(page.locator(".chart").first).to_be_visible()
+    # near the results: inside the results section, above the first chart
+    assert page.locator("#results #model-caveat").count() == 1
+    assert caveat.bounding_box()["y"] < page.locator(".chart").first.bounding_box()["y"]
+    page.screenshot(path=str(ARTIFACTS / "6-toy-caveat.png"))
+
+    # any other model: no caveat
+    other = {"ok": True, "model": {"preset": "vit-b-32", "arch": "ViT-B-32", "pretrained": "openai", "logit_scale": 100.0},
+             "models": []}
+    page.route("**/v1/models", lambda route: route.fulfill(json=other))
+    page.reload()
+    sync_api.expect(page.locator("#model-name")).to_have_text("vit-b-32 (ViT-B-32)")
+    sync_api.expect(page.locator("#model-caveat")).to_be_hidden()
+    page.screenshot(path=str(ARTIFACTS / "6-other-model-no-caveat.png"))
+
+
+IN_VIEW = """sel => { const r = document.querySelector(sel).getBoundingClientRect();
+                       return r.top >= 0 && r.bottom <= window.innerHeight; }"""
+# Resolves once the page has stopped scrolling (the same scroll position for five animation frames).
+SCROLL_SETTLED = """() => new Promise(resolve => {
+  let last = -1, still = 0;
+  const tick = () => { if (scrollY === last) { if (++still >= 5) return resolve(scrollY); } else { still = 0; last = scrollY; }
+                       requestAnimationFrame(tick); };
+  tick();
+})"""
+
+
+def test_narrow_screen_brings_the_results_into_view(page, url, tmp_path: Path):
+    picture = tmp_path / "red-circle.png"
+    draw_shape("red", "circle", size=256).save(picture)
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(url)
+    sync_api.expect(page.locator("#vocab-list input").first).to_be_visible()  # the page has settled
+    page.set_input_files("#file", str(picture))
+    sync_api.expect(page.locator(".chart").first).to_be_visible()
+    # the first chart's heading and first bar end up on screen (smooth scrolling may take a moment)
+    page.wait_for_function(f"() => ({IN_VIEW})('.chart h3') && ({IN_VIEW})('.chart .bar')", timeout=5_000)
+    page.evaluate(SCROLL_SETTLED)
+    assert page.evaluate(f"({IN_VIEW})('.chart h3') && ({IN_VIEW})('.chart .bar')")
+    page.screenshot(path=str(ARTIFACTS / "7-narrow-results-in-view.png"))  # what the person sees, not the full page
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+
+    # with reduced motion the jump is immediate: in view as soon as the reading is over
+    page.emulate_media(reduced_motion="reduce")
+    page.evaluate("window.scrollTo(0, 0)")
+    page.click("#run")
+    sync_api.expect(page.locator("#results")).to_have_attribute("aria-busy", "false")
+    assert page.evaluate(f"({IN_VIEW})('.chart .bar')")
+
+
+def test_failed_reading_shows_in_the_results_and_resets_the_picture(page, url, tmp_path: Path):
+    good = tmp_path / "red-circle.png"
+    draw_shape("red", "circle", size=256).save(good)
+    page.goto(url)
+    help_text = page.locator("#drop-help").inner_text()
+    _choose(page, good)
+    sync_api.expect(page.locator(".chart").first).to_be_visible()
+
+    bad = tmp_path / "picture.png"  # a PNG by its name and MIME type, not by its content
+    bad.write_bytes(b"this is not really a PNG")
+    _choose(page, bad)
+    alert = page.locator("#results").get_by_role("alert")
+    sync_api.expect(alert).to_contain_text("picture.png is not an image")
+    sync_api.expect(alert).to_be_in_viewport()
+    sync_api.expect(page.locator(".chart")).to_have_count(0)  # the earlier picture's charts are gone
+    sync_api.expect(page.locator("#results")).not_to_contain_text("Choose a picture to begin")
+    sync_api.expect(page.locator("#export-json")).to_be_disabled()
+    sync_api.expect(page.locator("#export-csv")).to_be_disabled()
+    sync_api.expect(page.locator("#preview")).to_be_hidden()  # no broken image
+    sync_api.expect(page.locator("#drop-help")).to_have_text(help_text)
+    sync_api.expect(page.locator("#run")).to_be_disabled()
+    assert page.locator("#picture-panel").get_by_role("alert").count() == 0  # not at the bottom of the left column
+    page.screenshot(path=str(ARTIFACTS / "8-failed-reading.png"), full_page=True)
+
+    # a good picture again: charts back, the error gone
+    _choose(page, good)
+    sync_api.expect(page.locator(".chart").first).to_be_visible()
+    sync_api.expect(alert).to_have_text("")
+    sync_api.expect(page.locator("#preview")).to_be_visible()
+
+
+SMALL_BARS = {
+    "ok": True,
+    "model": {"preset": "toy", "arch": "clip-gaze-toy", "pretrained": "packaged", "logit_scale": 21.3},
+    "image": {"sha256": "0" * 64, "width": 256, "height": 256, "format": "PNG"},
+    "results": {"movements": {"softmax_over": 193, "matches": [
+        {"phrase": f"phrase {i} movement", "term": f"phrase {i}", "probability": p, "cosine": 0.3 - i / 100,
+         "logit": 6.0 - i / 10, "external_id": None, "metadata": {}}
+        for i, p in enumerate([0.62, 0.21, 0.08, 0.03, 0.01])]}},
+    "timing_ms": 1.0,
+}
+
+# How much of a bar's fill a person sees: its box, and whether its left edge, middle and right edge are
+# the fill itself (not covered by the phrase, the percentage or anything else).
+VISIBLE_FILL = """bar => {
+  const fill = bar.querySelector('.fill');
+  const r = fill.getBoundingClientRect();
+  const y = r.top + r.height / 2;
+  const xs = [r.left + 0.5, r.left + r.width / 2, r.right - 0.5];
+  const style = getComputedStyle(fill);
+  const labels = [...bar.querySelectorAll('.phrase, .pct')].map(e => e.getBoundingClientRect());
+  const overlaps = labels.some(l => l.left < r.right && r.left < l.right && l.top < r.bottom && r.top < l.bottom);
+  return { width: r.width, height: r.height, uncovered: xs.every(x => document.elementFromPoint(x, y) === fill),
+           overlaps, opacity: Number(style.opacity), colour: style.backgroundColor };
+}"""
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+def test_small_bars_stay_visible(page, url, tmp_path: Path, width: int):
+    picture = tmp_path / "red-circle.png"
+    draw_shape("red", "circle", size=256).save(picture)
+    page.route("**/v1/analyze", lambda route: route.fulfill(json=SMALL_BARS))  # probabilities of 62, 21, 8, 3 and 1 %
+    page.set_viewport_size({"width": width, "height": 844})
+    page.goto(url)
+    sync_api.expect(page.locator("#vocab-list input").first).to_be_visible()
+    _choose(page, picture)
+    bars = page.locator(".chart .bar")
+    sync_api.expect(bars).to_have_count(5)
+    widths = []
+    for i, p in enumerate([0.62, 0.21, 0.08, 0.03, 0.01]):
+        bars.nth(i).scroll_into_view_if_needed()
+        seen = bars.nth(i).evaluate(VISIBLE_FILL)
+        widths.append(seen["width"])
+        assert seen["width"] >= 4 and seen["height"] >= 4, (p, seen)
+        assert seen["uncovered"] and not seen["overlaps"], (p, seen)
+        assert seen["opacity"] >= 0.8 and seen["colour"] not in ("rgba(0, 0, 0, 0)", "transparent"), (p, seen)
+    assert widths == sorted(widths, reverse=True) and widths[0] > 10 * widths[-1] / 2  # still proportional
+    page.locator(".chart").first.screenshot(path=str(ARTIFACTS / f"9-small-bars-{width}.png"))

@@ -4,6 +4,7 @@
 const $ = (id) => document.getElementById(id);
 const state = { file: null, last: null, lastKind: null, vocabularies: [] };
 const TOKEN_KEY = "clip-gaze-token";
+const DROP_HELP = $("drop-help").textContent;  // the script is deferred: the page is already parsed
 
 // -- API ------------------------------------------------------------------------------------------
 async function api(method, path, { json, form, auth } = {}) {
@@ -25,7 +26,10 @@ async function api(method, path, { json, form, auth } = {}) {
   let data;
   try { data = await resp.json(); } catch (e) { data = null; }
   if (!resp.ok || !data || data.ok === false) {
-    throw new Error(plainError(resp.status, data));
+    const err = new Error(plainError(resp.status, data));
+    err.status = resp.status;
+    err.code = data && data.code;
+    throw err;
   }
   return data;
 }
@@ -45,10 +49,11 @@ async function loadModel() {
     const [health, models] = await Promise.all([api("GET", "/v1/health"), api("GET", "/v1/models")]);
     const m = models.model;
     $("model-name").textContent = m.preset ? `${m.preset} (${m.arch})` : `${m.arch}:${m.pretrained}`;
+    $("model-caveat").hidden = m.preset !== "toy";  // the toy model's opinions about art mean nothing: say so
     $("model-status").textContent = health.status === "ready" ? "" : `(${health.status})`;
   } catch (e) {
     $("model-name").textContent = "unavailable";
-    $("run-error").textContent = e.message;
+    $("model-status").textContent = e.message;
   }
 }
 
@@ -78,16 +83,33 @@ async function loadVocabularies() {
 // -- picking a picture ----------------------------------------------------------------------------
 function setFile(file) {
   if (!file) return;
-  if (!file.type.startsWith("image/")) { $("run-error").textContent = `${file.name || "That"} is not a picture.`; return; }
+  if (!file.type.startsWith("image/")) {
+    resetPicture();
+    showError(`${file.name || "That"} is not a picture.`);
+    return;
+  }
   state.file = file;
   const img = $("preview");
+  if (img.src) URL.revokeObjectURL(img.src);
   img.src = URL.createObjectURL(file);
   img.alt = `The picture to read: ${file.name || "pasted image"}`;
   img.hidden = false;
   $("drop-help").textContent = `${file.name || "Pasted picture"}: drop, paste or press Enter to change it.`;
   $("run").disabled = false;
-  $("run-error").textContent = "";
   run();
+}
+
+// Back to "no picture chosen": no preview, the drop zone's own help text, nothing to read.
+function resetPicture() {
+  state.file = null;
+  const img = $("preview");
+  if (img.src) URL.revokeObjectURL(img.src);
+  img.removeAttribute("src");
+  img.alt = "";
+  img.hidden = true;
+  $("drop-help").textContent = DROP_HELP;
+  $("file").value = "";
+  $("run").disabled = true;
 }
 
 function wirePicking() {
@@ -98,6 +120,9 @@ function wirePicking() {
   drop.addEventListener("dragleave", () => drop.classList.remove("over"));
   drop.addEventListener("drop", (e) => { e.preventDefault(); drop.classList.remove("over"); setFile(e.dataTransfer.files[0]); });
   $("file").addEventListener("change", (e) => setFile(e.target.files[0]));
+  // A picture the browser cannot show (a TIFF, or not a picture at all): no broken-image icon. The server
+  // may still read it; if it refuses it, run() resets the picture.
+  $("preview").addEventListener("error", () => { $("preview").hidden = true; });
   document.addEventListener("paste", (e) => {
     const item = [...(e.clipboardData ? e.clipboardData.items : [])].find((i) => i.type.startsWith("image/"));
     if (item) setFile(item.getAsFile());
@@ -108,33 +133,64 @@ function wirePicking() {
 function mode() { return document.querySelector("input[name=mode]:checked").value; }
 
 async function run() {
-  if (!state.file) { $("run-error").textContent = "Choose a picture first."; return; }
+  if (!state.file) { showError("Choose a picture first."); return; }
   const form = new FormData();
   form.append("image", state.file, state.file.name || "pasted.png");
   let path = "/v1/analyze";
   if (mode() === "compare") {
     const phrases = $("phrases").value.split("\n").map((s) => s.trim()).filter(Boolean);
-    if (phrases.length < 2) { $("run-error").textContent = "Type at least two phrases, one per line."; return; }
+    if (phrases.length < 2) { showError("Type at least two phrases, one per line."); return; }
     form.append("phrases", JSON.stringify(phrases));
     path = "/v1/compare";
   } else {
     const names = [...document.querySelectorAll("#vocab-list input:checked")].map((i) => i.value);
-    if (!names.length) { $("run-error").textContent = "Choose at least one vocabulary."; return; }
+    if (!names.length) { showError("Choose at least one vocabulary."); return; }
     form.append("vocabularies", names.join(","));
     form.append("top_k", $("top-k").value || "5");
   }
+  $("reading-error").textContent = "";
   busy(true);
   try {
     const data = await api("POST", path, { form });
     state.last = data; state.lastKind = mode();
     renderCharts(data);
-    $("run-error").textContent = "";
+    bringResultsIntoView();
     loadModel();
   } catch (e) {
-    $("run-error").textContent = e.message;
+    if (pictureRefused(e)) resetPicture();
+    showError(e.message);
   } finally {
     busy(false);
   }
+}
+
+// The server refused the picture itself (not an image, damaged, too large), not the question.
+const pictureRefused = (e) => e.status === 413 || /image/.test(e.code || "");
+
+// A reading that did not happen: the error takes the charts' place, and no earlier result stays on
+// screen looking current.
+function showError(message) {
+  state.last = null;
+  $("export-json").disabled = $("export-csv").disabled = true;
+  $("reading-error").textContent = message;
+  $("charts").replaceChildren();
+  if (!state.file) {
+    const hint = document.createElement("p");
+    hint.className = "hint";
+    hint.textContent = "Choose another picture to try again.";
+    $("charts").append(hint);
+  }
+  bringResultsIntoView();
+}
+
+// On a narrow screen the results sit below the whole picture panel, out of sight: scroll them up
+// when a reading ends (at once for those who ask for reduced motion).
+const NARROW = window.matchMedia("(max-width: 760px)");  // as in style.css
+const REDUCED_MOTION = window.matchMedia("(prefers-reduced-motion: reduce)");
+
+function bringResultsIntoView() {
+  if (!NARROW.matches) return;
+  $("results").scrollIntoView({ behavior: REDUCED_MOTION.matches ? "auto" : "smooth", block: "start" });
 }
 
 function busy(on) {
@@ -167,9 +223,13 @@ function renderCharts(data) {
       const detail = `cosine ${m.cosine.toFixed(4)}, logit ${m.logit.toFixed(2)}` + (m.external_id ? `, id ${m.external_id}` : "");
       li.setAttribute("aria-label", `${m.phrase}: ${pct(m.probability)}; ${detail}`);
       li.title = detail;
+      // The phrase and its share on one line, the bar on its own track below: nothing covers a thin bar.
+      const track = document.createElement("span");
+      track.className = "track";
       const fill = document.createElement("span");
       fill.className = "fill";
-      fill.style.width = `${Math.max(0.5, 100 * m.probability)}%`;
+      fill.style.width = `${100 * m.probability}%`;  // style.css keeps even the smallest a few pixels wide
+      track.append(fill);
       const text = document.createElement("span");
       text.className = "text";
       const phrase = document.createElement("span");
@@ -183,7 +243,7 @@ function renderCharts(data) {
       tip.className = "detail";
       tip.setAttribute("aria-hidden", "true");
       tip.textContent = detail;
-      li.append(fill, text, tip);
+      li.append(text, track, tip);
       list.append(li);
     }
     section.append(h, rel, list);
