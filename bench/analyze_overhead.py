@@ -24,7 +24,7 @@ from common import header, median, model_name, photograph
 from indexer.engine import Engine  # noqa: E402
 from indexer.settings import Settings  # noqa: E402
 from service import create_app  # noqa: E402
-from service.images import decode_image  # noqa: E402
+from indexer.images import Decoder  # noqa: E402
 
 VOCABS = ["artists-prevalence", "movements", "surfaces"]
 
@@ -37,8 +37,8 @@ def main() -> None:
 
     home = tempfile.mkdtemp(prefix="clip-gaze-bench-")
     settings = Settings.from_env({}, home=home, model=model_name())
-    engine = Engine(home, settings.model)
-    engine.index_vocabularies(VOCABS)
+    engine = Engine.from_settings(settings, batch_window_ms=settings.batch_window_ms)
+    engine.index(VOCABS)
     client = create_app(settings, engine=engine).test_client()
     jpeg = photograph()
     model = engine.model
@@ -83,13 +83,14 @@ def main() -> None:
 
     # Where the rest goes, and what the decoding shortcut costs in accuracy.
     limit = settings.max_pixels
+    full_res, reducing = Decoder(limit, 10**10), Decoder(limit, 10**10, target=model.image_size)
     stages = {
-        "decode, full resolution": lambda: decode_image(jpeg, limit),
-        "decode, JPEG draft (≥ 448 px)": lambda: decode_image(jpeg, limit, draft=2 * model.image_size),
+        "decode, full resolution": lambda: full_res.decode(jpeg),
+        "decode, JPEG draft + box reduce (≥ 448 px)": lambda: reducing.decode(jpeg),
         "preprocess from full resolution": lambda: model.preprocess(full),
     }
-    drafted = decode_image(jpeg, limit, draft=2 * model.image_size).image
-    stages["preprocess after draft + box reduce"] = lambda: model.image_tensor(drafted)
+    drafted = reducing.decode(jpeg).image
+    stages["preprocess after draft + box reduce"] = lambda: model.image_tensor(drafted)  # noqa: B023
     for name, fn in stages.items():
         times = []
         for _ in range(9):

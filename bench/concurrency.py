@@ -4,7 +4,7 @@ request.
 
     python bench/concurrency.py [--requests 24]
 
-Images from concurrent requests share one forward pass (service/batcher.py). Threads: torch runs
+Images from concurrent requests share one forward pass (indexer/batcher.py). Threads: torch runs
 its intra-op pool on every core (CLIP_GAZE_THREADS=0 → cores ÷ workers) and only the batcher thread
 calls the model, so request threads never oversubscribe the cores; numpy's BLAS does the scoring;
 FAISS (OpenMP) only reads and writes index files, never on the request path.
@@ -104,7 +104,7 @@ def main() -> None:
     # encoder that does nothing, so the model's own time and the machine's noise stay out of it.
     import torch
 
-    from service.batcher import ImageBatcher
+    from indexer.batcher import ImageBatcher
 
     tensor = torch.zeros(1, 3, 224, 224)
     for window in (0.0, 2.0, 5.0):

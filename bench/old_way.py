@@ -39,12 +39,12 @@ def main() -> None:
     if not (home / "clip-gaze.db").is_file():
         home = tempfile.mkdtemp(prefix="clip-gaze-bench-")
     engine = Engine(home, model_name())
-    engine.index_vocabularies(["artists-prevalence", "artists"])
+    engine.index(["artists-prevalence", "artists"])
     model = engine.model
     image = Image.open(io.BytesIO(photograph())).convert("RGB")
     targets = {"artists-prevalence": 60, "artists": 300}
     for name, target in targets.items():
-        phrases = [p["phrase"] for p in engine.store.phrases_page(name, 0, 10_000)[0]]
+        phrases = [p["phrase"] for p in engine.store.phrases_page(name, 0, 10_000)[0]]  # every phrase, in order
         tokens = model.tokenize(phrases)
         engine.analyze(image, [name], top_k=5)  # warm: the index is in memory
         runs = 3 if len(phrases) < 2000 else 1

@@ -220,8 +220,8 @@ def serve(host: str, port: int, workers: int, threads: int, model: str | None, n
             click.echo("indexing the default vocabularies before starting…", err=True)
             # In a child process, so the server does not keep the indexing's memory.
             done = subprocess.run([sys.executable, "-m", "clip_gaze", "index", "--model", s.model])
-            if done.returncode != 0:
-                raise click.ClickException("indexing the default vocabularies failed (see above); the server did not start")
+            if done.returncode != 0:  # the child has said why, in one line
+                raise SystemExit(done.returncode)
     run(host=host, port=port, workers=workers, threads=threads, settings=s)
 
 

@@ -150,10 +150,12 @@ class Client:
                     raw = resp.read()
                 break
             except error.HTTPError as exc:
+                with exc:  # the error answer holds the connection until closed
+                    failure = _api_error(exc)
                 if exc.code in RETRY_STATUSES and attempt + 1 < attempts:
                     time.sleep(self._delay(attempt, exc.headers.get("Retry-After")))
                     continue
-                raise _api_error(exc) from None
+                raise failure from None
             except TimeoutError:
                 raise ApiError(0, "timeout", f"{self.url} did not answer {method} {path} within {self.timeout:g} s") from None
             except (error.URLError, ConnectionError) as exc:

@@ -12,6 +12,8 @@ import json
 import logging
 import os
 import re
+import socket
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -146,6 +148,14 @@ def parse_model(name: str | None) -> ModelSpec:
         "such as ViT-B-32:laion2b_s34b_b79k, or ARCH:/path/to/checkpoint",
         code="unknown_model",
     )
+
+
+def public_model_name(name: str) -> str:
+    """A model name as clients may see it: `ARCH:/a/path/file.bin` becomes `ARCH:file.bin`."""
+    arch, sep, pretrained = name.partition(":")
+    if sep and _looks_like_path(pretrained.strip()):
+        return f"{arch}:{Path(pretrained.strip()).name}"
+    return name
 
 
 def file_fingerprint(path: Path, chunk: int = 4 << 20) -> str:
@@ -331,12 +341,50 @@ def hf_cache_dir() -> str:
     return str(constants.HF_HUB_CACHE)
 
 
+HUB_PROBE_TIMEOUT = 2.5  # seconds to wait for the Hugging Face endpoint before deciding there is no network
+
+
+def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT) -> bool:
+    """Whether a TCP connection to the Hugging Face endpoint (HF_ENDPOINT) opens within `timeout`."""
+    from urllib.parse import urlsplit
+
+    url = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname or "huggingface.co", port), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+class _HubProbe:
+    """Probes the hub in the background while torch and open_clip import (about 4 s here)."""
+
+    def __init__(self) -> None:
+        self.reachable = True
+        self._thread = threading.Thread(target=self._run, name="clip-gaze-hub-probe", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        self.reachable = hub_reachable()
+
+    def offline(self) -> bool:
+        self._thread.join()
+        return not self.reachable
+
+
+def _offline_env() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def load_model(spec: ModelSpec, device: str = "auto", threads: int = 0) -> LoadedModel:
     """Build the model through open_clip: tags through the Hugging Face cache, files directly.
 
-    Missing weights with no network raise ModelUnavailable naming the cache and how to pass a
-    local file.
+    Without a network, weights are taken from the cache at once (huggingface_hub is switched to
+    offline mode for the process, instead of retrying for about a minute); missing weights raise
+    ModelUnavailable naming the cache and how to pass a local file.
     """
+    probe = _HubProbe() if not spec.is_file and not _offline_env() else None
     import open_clip
     import torch
 
@@ -361,6 +409,12 @@ def load_model(spec: ModelSpec, device: str = "auto", threads: int = 0) -> Loade
             )
         # The OpenAI weights were trained with QuickGELU; open_clip only warns if it is missing.
         kwargs["force_quick_gelu"] = bool(tag_cfg.get("quick_gelu", False))
+    offline = _offline_env()
+    if probe is not None and probe.offline():
+        from huggingface_hub import constants
+
+        constants.HF_HUB_OFFLINE = True  # no network: use the cache, don't retry for a minute
+        offline = True
     try:
         with _quiet_root_logger():  # open_clip logs its failures on the root logger; we raise one clear error
             model, _, preprocess = open_clip.create_model_and_transforms(
@@ -370,9 +424,10 @@ def load_model(spec: ModelSpec, device: str = "auto", threads: int = 0) -> Loade
         if spec.is_file or "download" not in str(exc).lower():
             raise ModelUnavailable(f"could not load {spec.name}: {exc}") from exc
         hub = (open_clip.get_pretrained_cfg(spec.arch, spec.pretrained) or {}).get("hf_hub", "").rstrip("/")
+        why = "there is no network (or HF_HUB_OFFLINE is set)" if offline else "could not be downloaded"
         raise ModelUnavailable(
             f"weights for {spec.name} ({spec.arch}, {spec.pretrained}) are not in the Hugging Face cache "
-            f"({hf_cache_dir()}, repo {hub or '?'}) and could not be downloaded. Connect to the network once, "
+            f"({hf_cache_dir()}, repo {hub or '?'}) and {why}. Connect to the network once, "
             f"or download open_clip_pytorch_model.bin from that repo and pass the file: "
             f"CLIP_GAZE_MODEL={spec.arch}{'-quickgelu' if kwargs.get('force_quick_gelu') else ''}:/path/to/open_clip_pytorch_model.bin"
         ) from exc

@@ -62,10 +62,11 @@ _NAME = NAME_PATTERN[1:-1]
 VOCABULARIES_PATTERN = rf"^ *({_NAME}( *, *{_NAME})*)? *$"
 
 # Characters refused in text: C0/C1 controls and DEL, bidirectional marks, embeddings, overrides and
-# isolates, and zero-width or invisible format characters. Written as \\uXXXX so that Python's re,
+# isolates, zero-width or invisible format characters, and U+FFFD (what a decoder puts where bytes were
+# not valid UTF-8). Written as \\uXXXX so that Python's re,
 # ECMA-262 (JSON Schema) and Rust's regex read the classes alike.
 _FORBIDDEN = (
-    r"\u0000-\u001f\u007f-\u009f\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff"
+    r"\u0000-\u001f\u007f-\u009f\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff\ufffd"
 )
 _SPACE = r" \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 TEXT_PATTERN = rf"^[^{_FORBIDDEN}{_SPACE}](?:[^{_FORBIDDEN}]*[^{_FORBIDDEN}{_SPACE}])?$"
@@ -83,6 +84,11 @@ def check_text(value: str, what: str, max_chars: int) -> str:
     if len(value) > max_chars:
         raise PydanticCustomError("invalid_text", f"{what} is {len(value)} characters long; the limit is {max_chars}")
     bad = _FORBIDDEN_RE.search(value)
+    if bad and bad.group() == "\ufffd":
+        raise PydanticCustomError(
+            "invalid_text", f"{what} holds U+FFFD, the replacement character, at position {bad.start()}: it was not "
+            "valid UTF-8 on its way here",
+        )
     if bad:
         raise PydanticCustomError(
             "invalid_text",

@@ -10,6 +10,7 @@ from typing import Literal
 from flask import Flask, current_app
 
 from indexer.engine import Engine
+from indexer.models import public_model_name
 from indexer.schema import Batching, Health
 from indexer.settings import Settings
 
@@ -69,7 +70,7 @@ class ServiceState:
         else:
             status = "loading"
         return Health(
-            status=status, model_loaded=loaded, model=self.settings.model, error=self.warm_error,
+            status=status, model_loaded=loaded, model=public_model_name(self.settings.model), error=self.warm_error,
             batching=engine.batching if engine is not None else Batching(batches=0, images=0),
         )
 
