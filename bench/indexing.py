@@ -24,7 +24,8 @@ import torch
 
 from common import OUT, header, model_name
 
-from indexer.models import load_model, parse_model  # noqa: E402
+from indexer.models import load_model  # noqa: E402
+from indexer.specs import parse_model  # noqa: E402
 from indexer.vocab import catalog  # noqa: E402
 
 

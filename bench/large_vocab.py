@@ -43,7 +43,7 @@ def engine_ms() -> float | None:
     if not (home / "clip-gaze.db").is_file():
         return None
     from indexer.engine import Engine
-    from indexer.models import parse_model
+    from indexer.specs import parse_model
 
     engine = Engine(home, parse_model(model_name()))
     engine.indexes.get("ci-flavors", engine.store.versions())

@@ -14,7 +14,7 @@ import random
 import tempfile
 import time
 
-from common import header, model_name
+from common import header
 
 from clip_gaze import Client  # noqa: E402
 

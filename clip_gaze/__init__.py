@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from indexer import __version__  # noqa: E402  (one version for the package)
+from indexer import __version__ as __version__  # one version for the whole package
 
 _CONSTANTS = {
     "ARTISTS_BY_NAME": "artists",

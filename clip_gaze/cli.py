@@ -2,80 +2,20 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Sequence
 
 import click
 
 from indexer.errors import ClipGazeError
-from indexer.schema import MAX_PAGE_SIZE, MAX_TOP_K
-from indexer.settings import Settings, settings_help
+from indexer.schema import MAX_TOP_K
+from indexer.settings import settings_help
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-EXPLAIN = (
-    "Scores are relative likelihoods: the softmax, over every phrase of the list named, of the model's "
-    "logit_scale × cosine(image, phrase). They say which phrase CLIP prefers among those offered, not how "
-    "accurate a phrase is, and they change when the list changes."
-)
-
-
-def domain_errors(fn: F) -> F:
-    """Turn clip-gaze's errors (and bad settings) into one readable line and exit status 1."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except ClipGazeError as exc:
-            raise click.ClickException(exc.message) from None
-        except ValueError as exc:  # settings
-            raise click.ClickException(str(exc)) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def split_vocabs(values: Sequence[str]) -> list[str] | None:
-    names = [n.strip() for v in values for n in v.split(",") if n.strip()]
-    return names or None
-
-
-def _settings() -> Settings:
-    try:
-        return Settings.from_env()
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
-
-
-class _Bar:
-    """tqdm on stderr, as a context manager the engine's indexing accepts."""
-
-    def __init__(self, total: int, desc: str):
-        from tqdm import tqdm
-
-        self._bar = tqdm(total=total, desc=desc, unit=" phrases", file=sys.stderr, mininterval=0.5,
-                         dynamic_ncols=True, smoothing=0.05)
-
-    def __enter__(self) -> Any:
-        return self._bar
-
-    def __exit__(self, *exc: object) -> None:
-        self._bar.close()
-
-
-def make_engine(model: str | None, progress: bool = True) -> Any:
-    from indexer.engine import Engine
-
-    return Engine.from_settings(_settings(), model, progress=_Bar if progress else None)
-
-
-MODEL_OPTION = click.option("--model", "-m", help="Preset, ARCH:PRETRAINED or ARCH:/path/to/checkpoint (default: $CLIP_GAZE_MODEL or vit-b-32).")
-VOCAB_OPTION = click.option("--vocab", "-v", "vocab", multiple=True, help="Vocabulary names, comma-separated; may be repeated (default: the default set).")
+from .cli_common import MODEL_OPTION, VOCAB_OPTION, _settings, domain_errors, make_engine, split_vocabs
 
 
 @click.group(
@@ -88,7 +28,7 @@ def cli() -> None:
 
     \b
     Example (offline, with the project's tiny test model):
-        CLIP_GAZE_MODEL=toy clip-gaze analyze picture.png
+        CLIP_GAZE_MODEL=toy clip-gaze analyze examples/red-circle.png
     """
 
 
@@ -161,8 +101,8 @@ def format_table(answer: Any) -> str:
     img, model = answer.image, answer.model
     lines = [f"{answer.file or 'image'}  {img.width}×{img.height}  model {model.preset or model.arch}  "
              f"(logit scale {model.logit_scale:.1f})"]
-    for vocab, res in answer.results.items():
-        lines.append(f"  {vocab}: relative to {res.softmax_over:,} phrases")
+    for name, res in answer.results.items():
+        lines.append(f"  {name}: relative to {res.softmax_over:,} phrases")
         for m in res.matches:
             ext = f"  [{m.external_id}]" if m.external_id else ""
             share = f"{100 * m.probability:6.2f}%" if m.probability >= 5e-5 else " <0.01%"
@@ -235,7 +175,7 @@ def models(as_json: bool) -> None:
         clip-gaze models --json
         CLIP_GAZE_MODEL=ViT-B-16:laion2b_s34b_b88k clip-gaze analyze painting.jpg
     """
-    from indexer.models import list_presets, preset_info
+    from indexer.specs import list_presets, preset_info
 
     presets = list_presets()
     if as_json:
@@ -247,173 +187,9 @@ def models(as_json: bool) -> None:
         click.echo(f"{mark} {p.name:<9} {p.arch}:{Path(p.pretrained).name if p.config else p.pretrained}  {p.description}")
 
 
-# -- vocabularies -------------------------------------------------------------------------------
-@cli.group()
-def vocab() -> None:
-    """List, show, create and change vocabularies (lists of phrases).
+from .cli_vocab import vocab  # noqa: E402  (registered below)
 
-    \b
-    Example:
-        clip-gaze vocab create local-artists --file artists.csv --template "by {}"
-    """
-
-
-@vocab.command("list")
-@click.option("--json", "as_json", is_flag=True)
-@domain_errors
-def vocab_list(as_json: bool) -> None:
-    """List every vocabulary: built-in ones and your own.
-
-    \b
-    Example:
-        clip-gaze vocab list --json
-    """
-    rows = make_engine(None, progress=False).vocabularies()
-    if as_json:
-        click.echo(json.dumps([r.json_dict() for r in rows], ensure_ascii=False))
-        return
-    for r in rows:
-        kind = "built-in" if r.builtin else "custom"
-        star = "*" if r.default else " "
-        click.echo(f"{star} {r.name:<22} {r.size:>7,} phrases  {kind:<8} {' | '.join(r.templates):<24} {r.description}")
-    click.echo("(* = in the default set)")
-
-
-@vocab.command("show")
-@click.argument("name")
-@click.option("--offset", default=0, type=click.IntRange(0))
-@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, MAX_PAGE_SIZE))
-@click.option("--json", "as_json", is_flag=True)
-@domain_errors
-def vocab_show(name: str, offset: int, limit: int, as_json: bool) -> None:
-    """Show a vocabulary's details and phrases.
-
-    \b
-    Example:
-        clip-gaze vocab show movements --limit 10
-    """
-    from indexer.schema import PageQuery
-
-    page = make_engine(None, progress=False).vocabulary_page(name, PageQuery(offset=offset, limit=limit))
-    if as_json:
-        click.echo(page.model_dump_json())
-        return
-    row = page.vocabulary
-    click.echo(f"{row.name}: {row.size:,} phrases, templates {row.templates}, version {row.version}")
-    click.echo(f"  {row.description}")
-    if row.source:
-        click.echo(f"  source: {row.source}\n  licence: {row.licence}")
-    for p in page.phrases:
-        ext = f"  [{p.external_id}]" if p.external_id else ""
-        click.echo(f"  {p.phrase}{ext}")
-    if page.next_offset is not None:
-        click.echo(f"  … more with --offset {page.next_offset}")
-
-
-def _read_items(file: str | None, terms: Sequence[str]) -> list[Any]:
-    from indexer.vocab import file_format, parse_phrase_file
-
-    items: list[Any] = list(terms)
-    if file:
-        try:
-            text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise click.ClickException(f"no such file: {file}") from None
-        except UnicodeDecodeError:
-            raise click.ClickException(f"{file} is not UTF-8 text") from None
-        items.extend(parse_phrase_file(text, file_format(file)))
-    return items
-
-
-@vocab.command("create")
-@click.argument("name")
-@click.option("--file", "-f", "file", type=click.Path(dir_okay=False, allow_dash=True), help="One term a line (.txt), or term,external_id rows (.csv/.tsv); - for stdin.")
-@click.option("--template", "-t", "templates", multiple=True, help="Phrase template with {} for the term, e.g. 'by {}'; may be repeated.")
-@click.option("--description", "-d", default="", help="What the list is.")
-@click.argument("terms", nargs=-1)
-@MODEL_OPTION
-@domain_errors
-def vocab_create(name: str, file: str | None, templates: tuple[str, ...], description: str, terms: tuple[str, ...], model: str | None) -> None:
-    """Create vocabulary NAME from a file and/or TERMS, embedding its phrases.
-
-    \b
-    Examples:
-        clip-gaze vocab create local-artists --file artists.txt --template "by {}"
-        clip-gaze vocab create iconography --file terms.csv     # term,external_id rows
-        clip-gaze vocab create shapes "a red circle" "a blue square"
-    """
-    from indexer.schema import CreateVocabulary, parse
-
-    body: dict[str, Any] = {"name": name, "phrases": _read_items(file, terms)}
-    if templates:
-        body["templates"] = list(templates)
-    if description:
-        body["description"] = description
-    result = make_engine(model).create_vocabulary(parse(CreateVocabulary, body))
-    click.echo(f"created {name}: {result.added} phrases")
-
-
-@vocab.command("add")
-@click.argument("name")
-@click.argument("terms", nargs=-1)
-@click.option("--file", "-f", "file", type=click.Path(dir_okay=False, allow_dash=True), help="As for `vocab create`.")
-@MODEL_OPTION
-@domain_errors
-def vocab_add(name: str, terms: tuple[str, ...], file: str | None, model: str | None) -> None:
-    """Add TERMS (and/or a file's) to a custom vocabulary; existing phrases are left as they are.
-
-    \b
-    Example:
-        clip-gaze vocab add local-artists "jan smit" "anna de vries"
-    """
-    from indexer.schema import AddPhrases, parse
-
-    items = _read_items(file, terms)
-    if not items:
-        raise click.UsageError("give terms or --file")
-    result = make_engine(model).add_phrases(name, parse(AddPhrases, {"phrases": items}))
-    click.echo(f"{name}: {result.added} added, {result.unchanged} already there (version {result.version})")
-
-
-@vocab.command("remove")
-@click.argument("name")
-@click.argument("terms", nargs=-1)
-@click.option("--external-id", "-e", "external_ids", multiple=True, help="Remove by external id; may be repeated.")
-@domain_errors
-def vocab_remove(name: str, terms: tuple[str, ...], external_ids: tuple[str, ...]) -> None:
-    """Remove TERMS (every phrase made from them) or --external-id entries from a custom vocabulary.
-
-    \b
-    Example:
-        clip-gaze vocab remove local-artists "jan smit" --external-id ULAN-500012345
-    """
-    from indexer.schema import RemovePhrases, parse
-
-    body = {"terms": [t.strip() for t in terms] or None, "external_ids": [e.strip() for e in external_ids] or None}
-    request = parse(RemovePhrases, {k: v for k, v in body.items() if v})
-    result = make_engine(None, progress=False).remove_phrases(name, request)
-    click.echo(f"{name}: {result.removed} phrases removed (version {result.version})")
-
-
-@vocab.command("delete")
-@click.argument("name")
-@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-@domain_errors
-def vocab_delete(name: str, yes: bool) -> None:
-    """Delete a custom vocabulary and its phrases.
-
-    \b
-    Example:
-        clip-gaze vocab delete local-artists --yes
-    """
-    engine = make_engine(None, progress=False)
-    row = engine.vocabulary(name)
-    if not yes:
-        if not sys.stdin.isatty():
-            raise click.ClickException(f"deleting {name!r} ({row.size} phrases) needs --yes when not run interactively")
-        click.confirm(f"Delete {name!r} and its {row.size} phrases?", abort=True)
-    result = engine.delete_vocabulary(name)
-    click.echo(f"deleted {name} ({result.removed} phrases)")
+cli.add_command(vocab)
 
 
 def main(argv: Sequence[str] | None = None) -> Any:

@@ -14,7 +14,7 @@ from PIL import Image
 from pydantic import TypeAdapter, ValidationError
 
 from indexer.engine import Engine
-from indexer.models import parse_model
+from indexer.specs import parse_model
 from indexer.schema import Phrase, invalid
 from indexer.settings import Settings
 

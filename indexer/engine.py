@@ -22,8 +22,10 @@ from .embedder import PhraseEmbedder, ProgressFactory
 from .errors import ClipGazeError, Conflict, NotFound, ReadOnly
 from .images import DecodedImage, Decoder, PixelBudget
 from .index_cache import IndexCache
+from .index_files import IndexFiles
 from .kernels import cosines
-from .models import LoadedModel, ModelSpec, list_presets, load_model, parse_model, preset_info
+from .models import LoadedModel, load_model
+from .specs import ModelSpec, list_presets, parse_model, preset_info
 from .schema import (
     DEFAULT_TOP_K,
     AddPhrases,
@@ -88,7 +90,8 @@ class Engine:
         self._decoder_args = (max_pixels, max_request_pixels, decode_concurrency)
         self._decoder: Decoder | None = None
         self.embedder = PhraseEmbedder(self.store, self.model_key, lambda: self.model, progress, auto_embed_limit, self.spec.name)
-        self.indexes = IndexCache(self.store, self.model_key, self.embedder.embed_vocabularies, compact)
+        self.files = IndexFiles(self.store.home / "indexes")
+        self.indexes = IndexCache(self.store, self.files, self.model_key, self.embedder.embed_vocabularies, compact)
 
     @classmethod
     def from_settings(cls, settings: Settings, model: str | ModelSpec | None = None, **kw: Any) -> "Engine":
@@ -216,7 +219,7 @@ class Engine:
         report = IndexReport(model=self.spec.name, vocabularies=list(names))
         report.synced = build.sync_builtins(self.store, names)
         report.embedded = self.embedder.embed_vocabularies(names, check_limit=False)
-        report.indexes_written = build.write_indexes(self.store, self.model_key, names, force=force)
+        report.indexes_written = build.write_indexes(self.store, self.files, self.model_key, names, force=force)
         return report
 
     def warm_up(self, names: Sequence[str] | None = None) -> None:
@@ -224,7 +227,7 @@ class Engine:
         _ = self.model
         versions = self.store.versions()
         if names is None:
-            names = [n for n, v in versions.items() if self.store.index_path(self.model_key, (n, *v)).is_file()]
+            names = [n for n, v in versions.items() if self.files.path(self.model_key, (n, *v)).is_file()]
         for name in names:
             self.indexes.get(name, versions)
 
@@ -350,9 +353,11 @@ class Engine:
         return self._write_answer(result)
 
     def delete_vocabulary(self, name: str) -> WriteAnswer:
-        before = self._vocabulary(self._writable(name))
+        row = self._writable(name)
         result = self.store.delete_vocabulary(name)
+        self.files.drop(name, row.id)
         self.indexes.drop(name)
+        before = self._vocabulary(row)
         return WriteAnswer(vocabulary=before, removed=result.removed, version=result.version, deleted=name)
 
     def _writable(self, name: str) -> VocabularyRow:

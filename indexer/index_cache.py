@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 import numpy as np
 import numpy.typing as npt
 
+from .index_files import IndexFiles
 from .store import Store, VocabularyRow
 
 Versions = dict[str, tuple[int, int]]
@@ -28,8 +29,10 @@ class LoadedIndex:
 
 
 class IndexCache:
-    def __init__(self, store: Store, model_key: str, embed: Callable[[Sequence[str]], int], compact: bool = False):
+    def __init__(self, store: Store, files: IndexFiles, model_key: str, embed: Callable[[Sequence[str]], int],
+                 compact: bool = False):
         self.store = store
+        self.files = files
         self.model_key = model_key
         self.compact = compact
         self._embed = embed  # embeds what vocabularies lack, before an index is built
@@ -51,7 +54,7 @@ class IndexCache:
         index in memory nor an index file still lack."""
         todo = [
             n for n in names
-            if self._current(n, versions) is None and not self.store.index_path(self.model_key, (n, *versions[n])).is_file()
+            if self._current(n, versions) is None and not self.files.path(self.model_key, (n, *versions[n])).is_file()
         ]
         if todo:
             self._embed(todo)
@@ -66,7 +69,7 @@ class IndexCache:
             if found is not None:
                 return found
             vocab = self.store.get_vocabulary(name)
-            data = self.store.read_index(self.store.index_path(self.model_key, vocab), expected=vocab.size)
+            data = self.files.read(self.files.path(self.model_key, vocab), expected=vocab.size)
             if data is None:
                 data = self._rebuild(vocab)
             ids, mat = data
@@ -81,7 +84,7 @@ class IndexCache:
         if missing:
             self._embed([vocab.name])
             ids, mat, missing = self.store.vectors(self.model_key, vocab.id)
-        self.store.write_index(self.model_key, vocab, ids, mat)
+        self.files.write(self.model_key, vocab, ids, mat)
         return ids, mat
 
     def refresh(self, name: str) -> None:
@@ -89,7 +92,7 @@ class IndexCache:
         vocab = self.store.get_vocabulary(name)
         ids, mat, missing = self.store.vectors(self.model_key, vocab.id)
         if not missing:
-            self.store.write_index(self.model_key, vocab, ids, mat)
+            self.files.write(self.model_key, vocab, ids, mat)
 
     def drop(self, name: str) -> None:
         self._indexes.pop(name, None)

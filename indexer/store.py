@@ -1,22 +1,16 @@
-"""The store: SQLite (through sqlite-utils) as the source of truth, FAISS index files derived from it.
+"""The store: SQLite (through sqlite-utils), the source of truth.
 
 SQLite holds vocabularies, their phrases (term, phrase text, external id, metadata) and each
 phrase's embedding per model (float32 BLOB keyed by model and exact phrase text, so nothing is
 embedded twice). Every write is one `BEGIN IMMEDIATE` transaction that bumps the vocabulary's
-version. FAISS indexes (`IndexIDMap2` over `IndexFlatIP`, FAISS id == phrase row id), one per model
-and vocabulary, are caches: written atomically, named by vocabulary id and version, rebuilt from
-SQLite when stale, missing or corrupt.
+version. The FAISS index files derived from it live in `index_files`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
-import os
-import re
 import sqlite3
-import tempfile
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,8 +25,6 @@ from sqlite_utils import Migrations
 
 from .errors import Conflict, NotFound, ReadOnly
 from .vocab import BuiltinVocabulary, PhraseSpec
-
-log = logging.getLogger(__name__)
 
 migrations = Migrations("clip-gaze")
 
@@ -109,10 +101,6 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")
-
-
 class Store:
     """SQLite store plus FAISS index files under one data directory. Safe across threads and processes."""
 
@@ -120,7 +108,6 @@ class Store:
         self.home = Path(home)
         self.home.mkdir(parents=True, exist_ok=True)
         self.path = self.home / "clip-gaze.db"
-        self.index_root = self.home / "indexes"
         self._local = threading.local()
         if migrations.pending(self.db):
             with self._write() as db:  # under the write lock: concurrent workers apply them once
@@ -337,8 +324,6 @@ class Store:
             size = db.execute("SELECT count(*) FROM phrases WHERE vocabulary_id = ?", [vocab["id"]]).fetchone()[0]
             db.execute("DELETE FROM phrases WHERE vocabulary_id = ?", [vocab["id"]])
             db.execute("DELETE FROM vocabularies WHERE id = ?", [vocab["id"]])
-        for path in self.index_root.glob(f"*/{slug(name)}.{vocab['id']}.v*.faiss"):
-            path.unlink(missing_ok=True)
         return WriteResult(name, removed=size, version=vocab["version"])
 
     # -- embeddings -----------------------------------------------------------------------------
@@ -396,59 +381,6 @@ class Store:
             mat = np.empty((0, 0), dtype=np.float32)
         return ids, mat, len(rows) - len(present)
 
-    # -- FAISS index files ----------------------------------------------------------------------
-    def index_dir(self, model_key: str) -> Path:
-        return self.index_root / slug(model_key)
-
-    def index_path(self, model_key: str, vocab: VocabularyRow | tuple[str, int, int]) -> Path:
-        name, vid, version = (vocab.name, vocab.id, vocab.version) if isinstance(vocab, VocabularyRow) else vocab
-        return self.index_dir(model_key) / f"{slug(name)}.{vid}.v{version}.faiss"
-
-    def write_index(self, model_key: str, vocab: VocabularyRow, ids: npt.NDArray[np.int64], mat: npt.NDArray[np.float32]) -> Path:
-        """Write the FAISS index for (model, vocabulary @ version) atomically; drop older versions."""
-        import faiss
-
-        index = faiss.IndexIDMap2(faiss.IndexFlatIP(int(mat.shape[1])))
-        if len(ids):
-            index.add_with_ids(np.ascontiguousarray(mat, dtype=np.float32), np.ascontiguousarray(ids, dtype=np.int64))
-        path = self.index_path(model_key, vocab)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        try:
-            os.close(fd)
-            faiss.write_index(index, tmp)
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        _fsync_dir(path.parent)
-        for old in path.parent.glob(f"{slug(vocab.name)}.{vocab.id}.v*.faiss"):
-            if old != path:
-                old.unlink(missing_ok=True)
-        return path
-
-    @staticmethod
-    def read_index(path: Path, expected: int | None = None) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]] | None:
-        """(ids, vectors) from an index file, or None if it is missing, corrupt or the wrong size."""
-        import faiss
-
-        if not path.is_file():
-            return None
-        try:
-            index: Any = faiss.read_index(str(path))  # an IndexIDMap2; it owns the flat index below
-            flat: Any = faiss.downcast_index(index.index)
-            ids = faiss.vector_to_array(index.id_map).astype(np.int64)
-            mat = faiss.rev_swig_ptr(flat.get_xb(), index.ntotal * index.d).reshape(index.ntotal, index.d).copy()
-        except Exception as exc:  # faiss raises RuntimeError on a damaged file
-            log.warning("index %s is unreadable (%s); it will be rebuilt from the store", path, exc)
-            return None
-        if expected is not None and len(ids) != expected:
-            log.warning("index %s holds %d phrases, the store %d; it will be rebuilt", path, len(ids), expected)
-            return None
-        return ids, mat
-
     def stats(self) -> dict[str, Any]:
         return {
             "vocabularies": self.db.execute("SELECT count(*) FROM vocabularies").fetchone()[0],
@@ -465,16 +397,3 @@ def _phrase_json(r: Mapping[str, Any]) -> dict[str, Any]:
         "external_id": r["external_id"],
         "metadata": json.loads(r["metadata"]) if r["metadata"] else None,
     }
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

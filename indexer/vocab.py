@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from .errors import InvalidInput, NotFound
+
 
 def lists_dir() -> Path:
     """Where the built-in lists live: an installed wheel carries them inside the package."""

@@ -10,7 +10,7 @@ from typing import Literal
 from flask import Flask, current_app
 
 from indexer.engine import Engine
-from indexer.models import public_model_name
+from indexer.specs import public_model_name
 from indexer.schema import Batching, Health
 from indexer.settings import Settings
 

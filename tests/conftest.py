@@ -21,7 +21,8 @@ HF_HOME = Path(tempfile.mkdtemp(prefix="clip-gaze-tests-hf-"))
 os.environ.update(HF_HOME=str(HF_HOME), HF_HUB_CACHE=str(HF_HOME / "hub"), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
 
 from indexer.engine import Engine  # noqa: E402
-from indexer.models import LoadedModel, load_model, parse_model  # noqa: E402
+from indexer.models import LoadedModel, load_model  # noqa: E402
+from indexer.specs import parse_model  # noqa: E402
 from indexer.schema import AddPhrases, CreateVocabulary, RemovePhrases, WriteAnswer, parse  # noqa: E402
 
 

@@ -62,7 +62,7 @@ def test_phrases_shared_between_vocabularies_are_embedded_once(engine: Engine):
 def test_a_corrupt_or_missing_index_file_is_rebuilt_silently(engine: Engine):
     engine.index(["surfaces"])
     vocab = engine.store.get_vocabulary("surfaces")
-    path = engine.store.index_path(engine.model_key, vocab)
+    path = engine.files.path(engine.model_key, vocab)
     expected = engine.analyze(draw_shape(), ["surfaces"])["results"]
     for damage in (lambda: path.write_bytes(b"not a faiss index"), lambda: path.unlink()):
         damage()

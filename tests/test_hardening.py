@@ -8,7 +8,6 @@ import io
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -96,7 +95,7 @@ def test_large_pictures_are_reduced_in_strips_to_what_the_model_needs():
 @pytest.fixture
 def file_model_app(tmp_path: Path, toy_loader, monkeypatch):
     """A server whose model is a checkpoint file at a path clients must never see."""
-    from indexer.models import TOY_CHECKPOINT
+    from indexer.specs import TOY_CHECKPOINT
 
     secret_dir = tmp_path / "secret-server-path"
     secret_dir.mkdir()

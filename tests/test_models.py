@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from indexer.errors import InvalidInput, ModelUnavailable
-from indexer.models import PRESETS, TOY_CHECKPOINT, load_model, parse_model
+from indexer.models import load_model
+from indexer.specs import PRESETS, TOY_CHECKPOINT, parse_model
 from indexer.vocab import catalog
 
 

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import pytest
 
-from indexer.errors import InvalidInput
 from indexer.vocab import PhraseSpec, apply_templates, catalog, parse_phrase_file
 
 GUIDE_NAMES = [

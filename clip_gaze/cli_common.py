@@ -1,0 +1,66 @@
+"""What the `clip-gaze` commands share: one error line, settings, the engine, common options."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Any, Callable, Sequence, TypeVar
+
+import click
+
+from indexer.errors import ClipGazeError
+from indexer.settings import Settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+def domain_errors(fn: F) -> F:
+    """Turn clip-gaze's errors (and bad settings) into one readable line and exit status 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ClipGazeError as exc:
+            raise click.ClickException(exc.message) from None
+        except ValueError as exc:  # settings
+            raise click.ClickException(str(exc)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def split_vocabs(values: Sequence[str]) -> list[str] | None:
+    names = [n.strip() for v in values for n in v.split(",") if n.strip()]
+    return names or None
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+class _Bar:
+    """tqdm on stderr, as a context manager the engine's indexing accepts."""
+
+    def __init__(self, total: int, desc: str):
+        from tqdm import tqdm
+
+        self._bar = tqdm(total=total, desc=desc, unit=" phrases", file=sys.stderr, mininterval=0.5,
+                         dynamic_ncols=True, smoothing=0.05)
+
+    def __enter__(self) -> Any:
+        return self._bar
+
+    def __exit__(self, *exc: object) -> None:
+        self._bar.close()
+
+
+def make_engine(model: str | None, progress: bool = True) -> Any:
+    from indexer.engine import Engine
+
+    return Engine.from_settings(_settings(), model, progress=_Bar if progress else None)
+
+
+MODEL_OPTION = click.option("--model", "-m", help="Preset, ARCH:PRETRAINED or ARCH:/path/to/checkpoint (default: $CLIP_GAZE_MODEL or vit-b-32).")
+VOCAB_OPTION = click.option("--vocab", "-v", "vocab", multiple=True, help="Vocabulary names, comma-separated; may be repeated (default: the default set).")
