@@ -35,6 +35,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CLIP_GAZE_MAX_DECODES", lambda: "2", "Images a process decodes at once; others wait (bounds the memory of large uploads)."),
     Setting("CLIP_GAZE_BATCH_WINDOW_MS", lambda: "2", "How long the service waits to gather images from concurrent requests into one forward pass."),
     Setting("CLIP_GAZE_COMPACT_INDEXES", lambda: "0", "1: hold index vectors in memory as float16 (half the memory; probabilities change by less than 1e-3)."),
+    Setting("CLIP_GAZE_FETCH_ALLOW", lambda: "", "Comma-separated hosts (host or host:port) that URLs may be fetched from although they resolve to private, loopback or link-local addresses. Empty: only public addresses are fetched."),
 )
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class Settings:
     compact_indexes: bool = False
     max_request_pixels: int = 1_000_000_000
     max_decodes: int = 2
+    fetch_allow: tuple[str, ...] = ()  # hosts or host:port admitted past the fetch address guard
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> "Settings":
@@ -67,6 +69,7 @@ class Settings:
             compact_indexes=_bool(raw, "CLIP_GAZE_COMPACT_INDEXES"),
             max_request_pixels=_int(raw, "CLIP_GAZE_MAX_REQUEST_PIXELS"),
             max_decodes=max(1, _int(raw, "CLIP_GAZE_MAX_DECODES")),
+            fetch_allow=tuple(h.strip() for h in raw["CLIP_GAZE_FETCH_ALLOW"].split(",") if h.strip()),
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
