@@ -187,9 +187,11 @@ def models(as_json: bool) -> None:
         click.echo(f"{mark} {p.name:<9} {p.arch}:{Path(p.pretrained).name if p.config else p.pretrained}  {p.description}")
 
 
-from .cli_vocab import vocab  # noqa: E402  (registered below)
+from .cli_collection import collection  # noqa: E402  (registered below)
+from .cli_vocab import vocab  # noqa: E402
 
 cli.add_command(vocab)
+cli.add_command(collection)
 
 
 def main(argv: Sequence[str] | None = None) -> Any:

@@ -77,6 +77,8 @@ class Engine:
         max_request_pixels: int = 1_000_000_000,
         decode_concurrency: int = 2,
         batch_window_ms: float | None = None,
+        fetch_allow: Sequence[str] = (),
+        max_fetch_bytes: int = 32 * 1024 * 1024,
     ):
         self.store = Store(home)
         self.spec = model if isinstance(model, ModelSpec) else parse_model(model)
@@ -90,6 +92,8 @@ class Engine:
         self._decoder_args = (max_pixels, max_request_pixels, decode_concurrency)
         self._decoder: Decoder | None = None
         self.embedder = PhraseEmbedder(self.store, self.model_key, lambda: self.model, progress, auto_embed_limit, self.spec.name)
+        self._fetch = (tuple(fetch_allow), max_fetch_bytes)
+        self._collections: Any = None
         self.files = IndexFiles(self.store.home / "indexes")
         self.indexes = IndexCache(self.store, self.files, self.model_key, self.embedder.embed_vocabularies, compact)
 
@@ -99,7 +103,8 @@ class Engine:
         options: dict[str, Any] = dict(
             device=settings.device, threads=settings.threads, compact=settings.compact_indexes,
             max_pixels=settings.max_pixels, max_request_pixels=settings.max_request_pixels,
-            decode_concurrency=settings.max_decodes,
+            decode_concurrency=settings.max_decodes, fetch_allow=settings.fetch_allow,
+            max_fetch_bytes=settings.max_upload_bytes,
         )
         return cls(settings.home, model or settings.model, **{**options, **kw})
 
@@ -148,8 +153,42 @@ class Engine:
             return self.decoder.decode(bytes(source), name or "image", budget)
         return self.decoder.decode_file(source, budget)
 
+    @property
+    def collections(self) -> Any:
+        """Collections of pictures (`indexer.collections.Collections`), made on first use."""
+        if self._collections is None:
+            from .collections import Collections
+            from .fetch import FetchPolicy
+
+            allow, max_bytes = self._fetch
+            self._collections = Collections(self, FetchPolicy(allow=frozenset(allow), max_bytes=max_bytes))
+        return self._collections
+
+    def fetch_picture(self, url: str) -> DecodedImage:
+        """A picture from a URL: an image, or a IIIF Image API service (asked for the model's size)."""
+        from .sources import PictureRef
+
+        kind = "iiif" if url.rstrip("/").endswith("/info.json") else "url"
+        ref = PictureRef(url.rstrip("/").removesuffix("/info.json") if kind == "iiif" else url, kind)
+        return self.collections.read(ref)  # type: ignore[no-any-return]
+
     def embed_images(self, images: Sequence[DecodedImage]) -> npt.NDArray[np.float32]:
-        """Preprocess in the calling thread; encode together with concurrent requests when batching."""
+        """Each picture's embedding: stored ones by content hash (a picture is encoded once per model,
+        whatever brings it), the others encoded and stored."""
+        if not images:
+            return np.empty((0, 0), dtype=np.float32)
+        pictures = self.collections.images
+        known = pictures.cached(self.model_key, [d.sha256 for d in images])
+        new = {d.sha256: d for d in images if d.sha256 not in known}
+        if new:
+            found = dict(zip(new, self.encode_pictures(list(new.values()))))
+            pictures.put(self.model_key, found)
+            known.update(found)
+        return np.stack([known[d.sha256] for d in images])
+
+    def encode_pictures(self, images: Sequence[DecodedImage]) -> npt.NDArray[np.float32]:
+        """The model's embeddings of these pictures: preprocessed in the calling thread, encoded
+        together with concurrent requests' pictures when batching."""
         model = self.model
         if not images:
             return np.empty((0, 0), dtype=np.float32)

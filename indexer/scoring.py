@@ -56,3 +56,37 @@ def scores_from_cosines(cos: FloatArray, logit_scale: float, top_k: int | None =
         logits=top_logits,
         softmax_over=n,
     )
+
+
+@dataclass(frozen=True)
+class RowScores:
+    """The top-k of one softmax per row (one picture each): arrays of shape (rows, k), best first."""
+
+    indices: npt.NDArray[np.int64]
+    probabilities: npt.NDArray[np.float64]
+    cosines: npt.NDArray[np.float64]
+    logits: npt.NDArray[np.float64]
+    softmax_over: int
+
+
+def scores_from_cosine_rows(cos: FloatArray, logit_scale: float, top_k: int) -> RowScores:
+    """`scores_from_cosines` for many pictures at once: `cos` is (pictures, phrases)."""
+    cos = np.asarray(cos, dtype=np.float32)
+    b, n = cos.shape
+    k = max(0, min(int(top_k), n))
+    logits = cos * np.float32(logit_scale)
+    peak = logits.max(axis=1, keepdims=True) if n else np.zeros((b, 1), dtype=np.float32)
+    log_z = peak.astype(np.float64) + np.log(np.exp(logits - peak, dtype=np.float64).sum(axis=1, keepdims=True))
+    if 0 < k < n:
+        part = np.argpartition(logits, n - k, axis=1)[:, n - k :]
+        order = np.take_along_axis(part, np.argsort(-np.take_along_axis(logits, part, axis=1), axis=1, kind="stable"), axis=1)
+    else:
+        order = np.argsort(-logits, axis=1, kind="stable")[:, :k]
+    top_logits = np.take_along_axis(logits, order, axis=1).astype(np.float64)
+    return RowScores(
+        indices=order.astype(np.int64),
+        probabilities=np.exp(top_logits - log_z),
+        cosines=np.take_along_axis(cos, order, axis=1).astype(np.float64),
+        logits=top_logits,
+        softmax_over=n,
+    )

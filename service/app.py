@@ -24,8 +24,10 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     register_error_handlers(app)
 
     from .api import api
+    from .api_collections import collections_api
     from .page import page
 
     app.register_blueprint(api)
+    app.register_blueprint(collections_api)
     app.register_blueprint(page)
     return app

@@ -69,3 +69,19 @@ def test_batch_scoring_equals_one_by_one():
         single = softmax_top_k(matrix, q, 50.0, top_k=7)
         assert list(single.indices) == list(b.indices)
         np.testing.assert_allclose(single.probabilities, b.probabilities, rtol=1e-5)  # GEMM vs GEMV order
+
+
+def test_many_pictures_at_once_score_exactly_as_one_by_one():
+    from indexer.scoring import scores_from_cosine_rows
+
+    rng = np.random.default_rng(4)
+    matrix = normalise(rng.normal(size=(957, 32)))
+    pictures = normalise(rng.normal(size=(50, 32)))
+    cos = (pictures @ matrix.T).astype(np.float32)
+    rows = scores_from_cosine_rows(cos, 100.0, 7)
+    for j in range(len(pictures)):
+        one = scores_from_cosines(cos[j], 100.0, 7)
+        assert list(rows.indices[j]) == list(one.indices)
+        np.testing.assert_allclose(rows.probabilities[j], one.probabilities, rtol=1e-9)
+        np.testing.assert_allclose(rows.logits[j], one.logits, rtol=1e-12)
+    assert rows.softmax_over == 957 and rows.indices.shape == (50, 7)

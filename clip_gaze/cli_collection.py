@@ -1,0 +1,202 @@
+"""`clip-gaze collection …`: a collection of pictures embedded once, then scored and searched."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from indexer.schema import MAX_PAGE_SIZE, MAX_TOP_K
+
+from .cli_common import MODEL_OPTION, VOCAB_OPTION, domain_errors, make_engine, split_vocabs
+
+JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print one JSON object (fields as in the REST answer).")
+
+
+@click.group()
+def collection() -> None:
+    """A museum's pictures, by folder, CSV/JSON Lines, URL or IIIF: embedded once, scored and searched.
+
+    \b
+    Example:
+        clip-gaze collection create paintings
+        clip-gaze collection add paintings https://example.org/iiif/manifest.json ./scans/ objects.csv
+        clip-gaze collection analyze paintings --vocab movements --top-k 3 --out movements.parquet
+        clip-gaze collection search paintings "a crucifixion"
+    """
+
+
+def _echo(model: Any, as_json: bool, text: str) -> None:
+    click.echo(model.model_dump_json() if as_json else text)
+
+
+@collection.command("create")
+@click.argument("name")
+@click.option("--description", "-d", default="", help="What the collection is.")
+@JSON_OPTION
+@domain_errors
+def create(name: str, description: str, as_json: bool) -> None:
+    """Create an empty collection NAME.
+
+    \b
+    Example:
+        clip-gaze collection create paintings -d "Paintings, 1400-1900"
+    """
+    from indexer.schema import parse
+    from indexer.schema_collections import CreateCollection
+
+    body: dict[str, Any] = {"name": name}
+    if description:
+        body["description"] = description
+    info = make_engine(None, progress=False).collections.create(parse(CreateCollection, body))
+    _echo(info, as_json, f"created collection {info.name}")
+
+
+@collection.command("add")
+@click.argument("name")
+@click.argument("sources", nargs=-1, required=True)
+@MODEL_OPTION
+@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1, 256), help="Pictures encoded together.")
+@JSON_OPTION
+@domain_errors
+def add(name: str, sources: tuple[str, ...], model: str | None, batch_size: int, as_json: bool) -> None:
+    """Add the pictures of SOURCES to collection NAME, embedding each once per model.
+
+    A SOURCE is a folder (searched recursively), a CSV/TSV or JSON Lines file with an `image` column
+    (path or URL; optional `external_id`; other columns kept as metadata), a IIIF Presentation
+    manifest (v2 or v3; URL or .json file) or a IIIF Image API service URL. Pictures already stored
+    are skipped, so an interrupted run resumes; a picture that fails is recorded with its reason
+    (`collection show NAME --errors`) and never stops the run.
+
+    \b
+    Examples:
+        clip-gaze collection add paintings ./scans/ objects.csv
+        CLIP_GAZE_FETCH_ALLOW=iiif.intranet clip-gaze collection add paintings http://iiif.intranet/manifest.json
+    """
+    from indexer.schema import parse
+    from indexer.schema_collections import AddSources
+
+    request = parse(AddSources, {"sources": [s.strip() for s in sources]})
+    report = make_engine(model).collections.add(name, request, batch_size=batch_size)
+    text = (f"{name}: {report.added} pictures added, {report.skipped} already there, {report.failed} failed "
+            f"({report.encoded} encoded, {report.seconds:.1f} s)")
+    if report.failed:
+        text += f"; see `clip-gaze collection show {name} --errors`"
+    _echo(report, as_json, text)
+
+
+@collection.command("show")
+@click.argument("name", required=False)
+@click.option("--errors", is_flag=True, help="List the pictures that failed, with their reasons.")
+@click.option("--offset", default=0, type=click.IntRange(0))
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, MAX_PAGE_SIZE))
+@JSON_OPTION
+@domain_errors
+def show(name: str | None, errors: bool, offset: int, limit: int, as_json: bool) -> None:
+    """Show collection NAME and its pictures (or every collection, without NAME).
+
+    \b
+    Examples:
+        clip-gaze collection show
+        clip-gaze collection show paintings --errors
+    """
+    from indexer.schema_collections import CollectionList
+
+    collections = make_engine(None, progress=False).collections
+    if name is None:
+        found = CollectionList(collections=collections.all())
+        lines = [f"{c.name:<24} {c.size:>9,} pictures  {c.failed:>6,} failed  {c.description}" for c in found.collections]
+        _echo(found, as_json, "\n".join(lines) or "no collections yet: `clip-gaze collection create NAME`")
+        return
+    view = collections.view(name, errors=errors, offset=offset, limit=limit)
+    c = view.collection
+    lines = [f"{c.name}: {c.size:,} pictures, {c.failed:,} failed (version {c.version})", f"  {c.description}".rstrip()]
+    for p in view.pictures:
+        what = f"{p.error_code}: {p.error}" if errors else f"{p.width}×{p.height}  {p.sha256[:12] if p.sha256 else ''}"
+        lines.append(f"  {p.external_id or '-'}  {p.source}  {what}")
+    if view.next_offset is not None:
+        lines.append(f"  … more with --offset {view.next_offset}")
+    _echo(view, as_json, "\n".join(line for line in lines if line.strip()))
+
+
+@collection.command("analyze")
+@click.argument("name")
+@VOCAB_OPTION
+@click.option("--top-k", "-k", default=5, show_default=True, type=click.IntRange(1, MAX_TOP_K), help="Matches per picture and vocabulary.")
+@click.option("--out", "-o", "out", required=True, type=click.Path(dir_okay=False), help="A .parquet, .csv or .jsonl file.")
+@MODEL_OPTION
+@domain_errors
+def analyze(name: str, vocab: tuple[str, ...], top_k: int, out: str, model: str | None) -> None:
+    """Score every picture of NAME against vocabularies from the stored embeddings (nothing is encoded).
+
+    Writes one row per picture and match: external_id, source, sha256, vocabulary, softmax_over,
+    rank, phrase, term, probability, cosine, logit, phrase_external_id.
+
+    \b
+    Example:
+        clip-gaze collection analyze paintings --vocab movements,artists-prevalence -k 3 --out scores.parquet
+    """
+    import time
+
+    from indexer.schema_collections import AnalysisRow
+    from indexer.tables import check_output, write_blocks
+
+    check_output(out)
+    engine = make_engine(model)
+    t0 = time.perf_counter()
+    rows = write_blocks(engine.collections.analyze_blocks(name, split_vocabs(vocab), top_k), out, AnalysisRow)
+    click.echo(f"{out}: {rows:,} rows ({time.perf_counter() - t0:.1f} s)", err=not sys.stdout.isatty())
+
+
+@collection.command("search")
+@click.argument("name")
+@click.argument("query", required=False)
+@click.option("--image", "-i", "image", type=click.Path(dir_okay=False), help="Search with a picture instead of a phrase.")
+@click.option("--top-k", "-k", default=10, show_default=True, type=click.IntRange(1, MAX_TOP_K))
+@MODEL_OPTION
+@JSON_OPTION
+@domain_errors
+def search(name: str, query: str | None, image: str | None, top_k: int, model: str | None, as_json: bool) -> None:
+    """The pictures of NAME closest to a phrase QUERY, or to a picture (--image).
+
+    \b
+    Examples:
+        clip-gaze collection search paintings "a crucifixion" -k 5
+        clip-gaze collection search paintings --image detail.jpg
+    """
+    from indexer.schema import parse
+    from indexer.schema_collections import SearchQuery
+
+    if (query is None) == (image is None):
+        raise click.UsageError("give a phrase QUERY or --image PICTURE (one of them)")
+    engine = make_engine(model)
+    if query is not None:
+        q = parse(SearchQuery, {"q": query.strip(), "top_k": top_k})
+        answer = engine.collections.search(name, text=q.q, top_k=q.top_k)
+    else:
+        answer = engine.collections.search(name, image=image, top_k=top_k)
+    lines = [f"{name}: {answer.searched:,} pictures searched{'' if answer.exact else ' (approximate index)'}"]
+    lines += [f"  {h.rank:>3}. {h.cosine:.3f}  {h.external_id or '-'}  {h.source}" for h in answer.hits]
+    _echo(answer, as_json, "\n".join(lines))
+
+
+@collection.command("delete")
+@click.argument("name")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@domain_errors
+def delete(name: str, yes: bool) -> None:
+    """Delete collection NAME (the pictures' embeddings stay: another collection may share them).
+
+    \b
+    Example:
+        clip-gaze collection delete paintings --yes
+    """
+    collections = make_engine(None, progress=False).collections
+    info = collections.get(name)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise click.ClickException(f"deleting {name!r} ({info.size} pictures) needs --yes when not run interactively")
+        click.confirm(f"Delete collection {name!r} and its {info.size} pictures?", abort=True)
+    collections.delete(name)
+    click.echo(f"deleted collection {name}")

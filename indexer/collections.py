@@ -1,0 +1,253 @@
+"""Collections: a museum's pictures embedded once, then scored against any vocabulary and searched.
+
+The engine holds one `Collections`; it takes and returns the models of `schema_collections`.
+Scoring reads stored embeddings in chunks (nothing is encoded again; a vocabulary added next year
+re-scores the whole collection in seconds) and streams its rows, so memory stays bounded. Search
+runs through FAISS over the collection's embeddings: exact up to `EXACT_LIMIT` pictures, an
+approximate (IVF) index above, with the recall measured in bench/collection.py.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from .errors import InvalidInput, NotIndexed
+from .fetch import FetchPolicy
+from .image_store import CollectionRow, ImageStore, Picture
+from .images import DecodedImage
+from .ingest import IngestReport, ingest
+from .kernels import cosines
+from .schema_collections import (
+    AddReport,
+    AddSources,
+    AnalysisRow,
+    CollectionInfo,
+    CollectionView,
+    CreateCollection,
+    JobInfo,
+    PictureInfo,
+    SearchAnswer,
+    SearchHit,
+)
+from .scoring import scores_from_cosine_rows
+from .sources import PictureRef, expand, loader
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .embedder import ProgressFactory
+    from .engine import Engine, ImageSource
+
+EXACT_LIMIT = 200_000  # pictures searched exactly; an approximate index above
+CHUNK = 8192  # pictures scored at a time
+
+
+def picture_info(p: Picture) -> PictureInfo:
+    return PictureInfo(source=p.source, external_id=p.external_id, sha256=p.sha256, width=p.width, height=p.height,
+                       metadata=p.metadata, error_code=p.error_code, error=p.error)
+
+
+class Collections:
+    def __init__(self, engine: "Engine", fetch_policy: FetchPolicy):
+        self.engine = engine
+        self.images = ImageStore(engine.store)
+        self.policy = fetch_policy
+        self._search: dict[tuple[str, int], Any] = {}
+        self._lock = threading.Lock()
+
+    # -- managing ---------------------------------------------------------------------------------
+    @staticmethod
+    def _info(row: CollectionRow) -> CollectionInfo:
+        return CollectionInfo(name=row.name, description=row.description, size=row.size, failed=row.failed,
+                              version=row.version, created_at=row.created_at, updated_at=row.updated_at)
+
+    def create(self, request: CreateCollection) -> CollectionInfo:
+        return self._info(self.images.create(request.name, request.description))
+
+    def all(self) -> list[CollectionInfo]:
+        return [self._info(r) for r in self.images.all()]
+
+    def get(self, name: str) -> CollectionInfo:
+        return self._info(self.images.get(name))
+
+    def view(self, name: str, errors: bool = False, offset: int = 0, limit: int = 100) -> CollectionView:
+        row = self.images.get(name)
+        pictures = self.images.pictures(row.id, errors=errors, offset=offset, limit=limit + 1)
+        return CollectionView(collection=self._info(row), pictures=[picture_info(p) for p in pictures[:limit]],
+                              next_offset=offset + limit if len(pictures) > limit else None)
+
+    def delete(self, name: str) -> CollectionInfo:
+        return self._info(self.images.delete(name))
+
+    # -- adding -----------------------------------------------------------------------------------
+    def read(self, ref: PictureRef) -> DecodedImage:
+        """A picture's bytes (file, URL or IIIF at the model's size), decoded within the limits."""
+        load = loader(self.policy, self.engine.spec.image_size())
+        return self.engine.read(load(ref), name=ref.source)
+
+    def add(
+        self,
+        name: str,
+        request: AddSources,
+        progress: "ProgressFactory | None" = None,
+        on_batch: Callable[[IngestReport], None] | None = None,
+        batch_size: int = 16,
+    ) -> AddReport:
+        row = self.images.get(name)
+        t0 = time.perf_counter()
+        items = (item for source in request.sources for item in expand(source, self.policy))
+        report = ingest(items, images=self.images, collection_id=row.id, model_key=self.engine.model_key,
+                        read=self.read, embed=self.engine.encode_pictures, batch_size=batch_size,
+                        progress=progress, on_batch=on_batch)
+        return AddReport(collection=name, model=self.engine.spec.name, total=report.total, added=report.added,
+                         skipped=report.skipped, relabelled=report.relabelled, failed=report.failed, encoded=report.encoded,
+                         seconds=round(time.perf_counter() - t0, 3), errors=[picture_info(p) for p in report.errors])
+
+    def start_add(self, name: str, request: AddSources) -> JobInfo:
+        """`add` as a background job in this process; its state is in the store, so any worker answers for it."""
+        self.images.get(name)
+        job_id = self.images.create_job("add_sources", name)
+
+        def run() -> None:
+            self.images.update_job(job_id, state="running")
+            try:
+                report = self.add(name, request, on_batch=lambda r: self.images.update_job(
+                    job_id, total=r.total, done=r.added, failed=r.failed, skipped=r.skipped))
+                self.images.update_job(job_id, state="done", total=report.total, done=report.added,
+                                       failed=report.failed, skipped=report.skipped)
+            except Exception as exc:  # reported by the job, never lost
+                self.images.update_job(job_id, state="failed", error=str(getattr(exc, "message", exc)))
+
+        threading.Thread(target=run, name=f"clip-gaze-job-{job_id}", daemon=True).start()
+        return self.job(job_id)
+
+    def job(self, job_id: str) -> JobInfo:
+        return JobInfo(**self.images.job(job_id))
+
+    # -- scoring ----------------------------------------------------------------------------------
+    def _embedded(self, row: CollectionRow) -> None:
+        missing = self.images.count_unembedded(row.id, self.engine.model_key)
+        if missing:
+            raise NotIndexed(
+                f"{missing} pictures of {row.name!r} have no embedding for model {self.engine.spec.name}; "
+                f"add the collection's sources again with this model (`clip-gaze collection add {row.name} SOURCE --model …`)"
+            )
+
+    def analyze(self, name: str, vocabularies: Sequence[str] | None = None, top_k: int = 5) -> Iterator[AnalysisRow]:
+        """One row per picture and match (see `analyze_blocks`; refusals come before the first row)."""
+        return (AnalysisRow(**dict(zip(block, values)))
+                for block in self.analyze_blocks(name, vocabularies, top_k) for values in zip(*block.values()))
+
+    def analyze_blocks(self, name: str, vocabularies: Sequence[str] | None = None, top_k: int = 5) -> Iterator[dict[str, list[Any]]]:
+        """The rows of `analyze` as columns (AnalysisRow's fields), a block per chunk of pictures and
+        vocabulary, computed from the stored embeddings. Unknown names and missing embeddings are
+        refused here, before the first block."""
+        row = self.images.get(name)
+        self._embedded(row)
+        engine = self.engine
+        names = engine.resolve(vocabularies)
+        versions = engine.store.versions()
+        engine.indexes.prepare(names, versions)
+        indexes = {n: engine.indexes.get(n, versions) for n in names}
+        return self._blocks(row, indexes, engine.model.logit_scale, top_k)
+
+    def _blocks(self, row: CollectionRow, indexes: dict[str, Any], scale: float, top_k: int) -> Iterator[dict[str, list[Any]]]:
+        for chunk in self.images.vectors(row.id, self.engine.model_key, CHUNK):
+            for vocab, idx in indexes.items():
+                scores = scores_from_cosine_rows(cosines(idx.matrix, chunk.matrix).T, scale, top_k)
+                b, k = scores.indices.shape
+                phrase_ids = idx.ids[scores.indices].ravel()
+                rows = self.engine.store.phrase_rows(np.unique(phrase_ids))
+                phrases = [rows[int(i)] for i in phrase_ids]
+                each = lambda values: [v for v in values for _ in range(k)]  # noqa: E731
+                yield {
+                    "external_id": each(p.external_id for p in chunk.pictures),
+                    "source": each(p.source for p in chunk.pictures),
+                    "sha256": each(p.sha256 or "" for p in chunk.pictures),
+                    "vocabulary": [vocab] * (b * k),
+                    "softmax_over": [scores.softmax_over] * (b * k),
+                    "rank": list(range(1, k + 1)) * b,
+                    "phrase": [ph["phrase"] for ph in phrases],
+                    "term": [ph["term"] for ph in phrases],
+                    "probability": scores.probabilities.ravel().tolist(),
+                    "cosine": scores.cosines.ravel().tolist(),
+                    "logit": scores.logits.ravel().tolist(),
+                    "phrase_external_id": [ph["external_id"] for ph in phrases],
+                }
+
+    # -- search -----------------------------------------------------------------------------------
+    def search(self, name: str, text: str | None = None, image: "ImageSource | None" = None, top_k: int = 10) -> SearchAnswer:
+        """The collection's pictures closest to a phrase or a picture (cosine of their embeddings)."""
+        if (text is None) == (image is None):
+            raise InvalidInput("search with a phrase or a picture (one of them)", code="invalid_input")
+        row = self.images.get(name)
+        self._embedded(row)
+        if text is not None:
+            query, label = self.engine.embedder.lookup([text])[0], text
+        else:
+            decoded = self.engine.read(image)  # type: ignore[arg-type]
+            query, label = self.engine.encode_pictures([decoded])[0], decoded.sha256
+        index, pictures = self._search_index(row)
+        k = min(top_k, len(pictures))
+        hits: list[SearchHit] = []
+        if k:
+            sims, found = index.search(np.ascontiguousarray(query.reshape(1, -1), dtype=np.float32), k)
+            for rank, (sim, i) in enumerate(zip(sims[0], found[0]), 1):
+                if i < 0:
+                    continue
+                p = pictures[int(i)]
+                hits.append(SearchHit(rank=rank, cosine=float(sim), external_id=p.external_id, source=p.source,
+                                      sha256=p.sha256 or "", width=p.width, height=p.height, metadata=p.metadata))
+        return SearchAnswer(collection=name, model=self.engine.model_info(), query=label, searched=len(pictures),
+                            exact=len(pictures) <= EXACT_LIMIT, hits=hits)
+
+    def _search_index(self, row: CollectionRow) -> tuple[Any, list[Picture]]:
+        key = (row.name, row.version)
+        with self._lock:
+            cached = self._search.get(key)
+            if cached is None:
+                pictures: list[Picture] = []
+                blocks: list[npt.NDArray[np.float32]] = []
+                for chunk in self.images.vectors(row.id, self.engine.model_key, CHUNK):
+                    pictures.extend(chunk.pictures)
+                    blocks.append(chunk.matrix)
+                dim = blocks[0].shape[1] if blocks else 1
+                cached = (build_search_index(np.concatenate(blocks) if blocks else np.empty((0, dim), np.float32)), pictures)
+                self._search = {k: v for k, v in self._search.items() if k[0] != row.name}
+                self._search[key] = cached
+            return cached
+
+
+def build_search_index(matrix: npt.NDArray[np.float32], exact_limit: int = EXACT_LIMIT, target_recall: float = 0.97) -> Any:
+    """FAISS over L2-normalised rows, by inner product: exact (flat) up to `exact_limit` rows; above,
+    an inverted-file index (√n lists) whose number of probed lists is calibrated at build time:
+    doubled until the recall@10 of 64 of the collection's own vectors, against exact search, reaches
+    `target_recall` (how well an approximate index does depends on how clustered the pictures are)."""
+    import faiss
+
+    n, dim = matrix.shape
+    data = np.ascontiguousarray(matrix, dtype=np.float32)
+    if n <= exact_limit:
+        index = faiss.IndexFlatIP(dim)
+        index.add(data)
+        return index
+    rng = np.random.default_rng(0)
+    nlist = int(np.sqrt(n))
+    ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    ivf.train(data[rng.choice(n, size=min(n, 40 * nlist), replace=False)])
+    ivf.add(data)
+    sample = data[rng.choice(n, size=64, replace=False)]
+    exact = faiss.IndexFlatIP(dim)
+    exact.add(data)
+    _, truth = exact.search(sample, 11)  # each sample finds itself first: its 10 neighbours follow
+    del exact
+    ivf.nprobe = 8
+    while True:
+        _, found = ivf.search(sample, 11)
+        recall = float(np.mean([len(set(t[1:]) & set(f[1:])) / 10 for t, f in zip(truth, found)]))
+        if recall >= target_recall or ivf.nprobe >= nlist:
+            return ivf
+        ivf.nprobe = min(nlist, ivf.nprobe * 2)

@@ -1,0 +1,206 @@
+"""Collections: pictures by folder, table, URL or IIIF, embedded once per model, scored and searched."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import create, draw_shape
+from indexer.engine import Engine
+from indexer.schema import parse
+from indexer.schema_collections import AddSources, AnalysisRow, CreateCollection
+from test_e2e_serve import command
+
+SHAPES = [(c, s) for c in ("red", "blue", "green", "yellow") for s in ("circle", "square", "triangle")]
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    root = tmp_path / "scans"
+    (root / "room-2").mkdir(parents=True)
+    for i, (colour, shape) in enumerate(SHAPES):
+        where = root / "room-2" if i % 2 else root
+        draw_shape(colour, shape).save(where / f"{colour}-{shape}.png")
+    (root / "notes.txt").write_text("not a picture, not counted")
+    return root
+
+
+def add(engine: Engine, name: str, *sources: str):
+    return engine.collections.add(name, parse(AddSources, {"sources": list(sources)}))
+
+
+def new(engine: Engine, name: str = "museum"):
+    return engine.collections.create(parse(CreateCollection, {"name": name}))
+
+
+def test_a_folder_and_a_table_are_added_once_and_a_rerun_does_only_what_is_missing(engine: Engine, folder: Path, tmp_path: Path):
+    new(engine)
+    first = add(engine, "museum", str(folder))
+    assert (first.total, first.added, first.skipped, first.failed, first.encoded) == (12, 12, 0, 0, 12)
+    again = add(engine, "museum", str(folder))
+    assert (again.added, again.skipped, again.encoded) == (0, 12, 0)
+    table = tmp_path / "objects.csv"  # the catalogue names two of the same files: ids and metadata follow it
+    table.write_text("image,external_id,title\nscans/red-circle.png,OBJ-1,Red\nscans/room-2/blue-circle.png,OBJ-2,Blue\n")
+    third = add(engine, "museum", str(table))
+    assert (third.added, third.skipped, third.relabelled, third.encoded) == (0, 2, 2, 0)
+    copy = tmp_path / "copy" / "same-picture.png"
+    copy.parent.mkdir()
+    copy.write_bytes((folder / "red-circle.png").read_bytes())
+    fourth = add(engine, "museum", str(copy))
+    assert (fourth.added, fourth.encoded) == (1, 0)  # same content, new source: stored, not encoded again
+    view = engine.collections.view("museum", limit=100)
+    assert view.collection.size == 13 and view.collection.failed == 0
+    by_id = {p.external_id: p for p in view.pictures}
+    assert by_id["OBJ-1"].metadata == {"title": "Red"} and by_id["OBJ-1"].width == 128
+    assert by_id["same-picture.png"].sha256 == by_id["OBJ-1"].sha256 and "OBJ-2" in by_id
+
+
+def test_a_picture_is_encoded_once_per_model_whatever_brings_it(engine: Engine, folder: Path, toy, monkeypatch):
+    encoded = []
+    original = toy.encode_image_tensors
+    monkeypatch.setattr(toy, "encode_image_tensors", lambda t: encoded.append(len(t)) or original(t))
+    new(engine, "a"), new(engine, "b")
+    add(engine, "a", str(folder))
+    add(engine, "b", str(folder / "room-2"))
+    engine.analyze(folder / "red-circle.png", ["qualities"])
+    engine.compare(folder / "red-circle.png", ["a red circle", "a blue square"])
+    assert sum(encoded) == 12
+
+
+def test_failures_are_recorded_with_reasons_and_never_stop_a_run(engine: Engine, folder: Path, tmp_path: Path):
+    (tmp_path / "broken.png").write_bytes(b"not a png at all")
+    no_image = tmp_path / "no-image-column.csv"
+    no_image.write_text("file,external_id\na.png,1\n")
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(json.dumps({"image": "broken.png", "external_id": "B-1"}) + "\n"
+                    + json.dumps({"image": "missing.png", "external_id": "M-1"}) + "\n"
+                    + json.dumps({"image": str(folder / "red-circle.png"), "external_id": "R-1", "room": 3}) + "\n")
+    not_json = tmp_path / "manifest.json"
+    not_json.write_text("<html>not a manifest</html>")
+    new(engine)
+    report = add(engine, "museum", str(rows), str(no_image), str(tmp_path / "nowhere"), str(not_json))
+    assert report.added == 1 and report.failed == 5
+    errors = {p.source.split("/")[-1]: p for p in engine.collections.view("museum", errors=True).pictures}
+    assert errors["broken.png"].error_code == "unsupported_image" and errors["broken.png"].external_id == "B-1"
+    assert errors["missing.png"].error_code == "file_not_found"
+    assert errors["no-image-column.csv"].error_code == "invalid_source" and "no `image` column" in errors["no-image-column.csv"].error
+    assert errors["nowhere"].error_code == "source_not_found"
+    assert errors["manifest.json"].error_code == "invalid_manifest"
+    ok = engine.collections.view("museum").pictures
+    assert [(p.external_id, p.metadata) for p in ok] == [("R-1", {"room": 3})]
+    (tmp_path / "broken.png").write_bytes((folder / "blue-square.png").read_bytes())  # fixed at the source
+    assert add(engine, "museum", str(rows)).added == 1  # failures are retried; stored pictures are not
+
+
+def test_analyze_scores_stored_embeddings_like_analyzing_each_picture(engine: Engine, folder: Path, tmp_path: Path):
+    new(engine)
+    add(engine, "museum", str(folder))
+    create(engine, "shapes", [f"a {c} {s}" for c, s in SHAPES], templates=["{}"])
+    rows = list(engine.collections.analyze("museum", ["shapes", "qualities"], top_k=3))
+    assert len(rows) == 12 * 2 * 3
+    red = [r for r in rows if r.external_id == "red-circle.png" and r.vocabulary == "shapes"]
+    assert [r.rank for r in red] == [1, 2, 3] and red[0].phrase == "a red circle" and red[0].softmax_over == 12
+    direct = engine.analyze(folder / "red-circle.png", ["shapes"], top_k=3).results["shapes"].matches
+    for row, match in zip(red, direct):
+        assert row.phrase == match.phrase and abs(row.probability - match.probability) < 1e-6
+    from indexer.tables import write_blocks
+
+    for suffix in (".parquet", ".csv", ".jsonl"):
+        out = tmp_path / f"scores{suffix}"
+        assert write_blocks(engine.collections.analyze_blocks("museum", ["shapes"], top_k=2), out, AnalysisRow) == 24
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(tmp_path / "scores.parquet").to_pylist()
+    assert table[0]["rank"] == 1 and set(table[0]) == set(AnalysisRow.model_fields)
+    lines = (tmp_path / "scores.jsonl").read_text().splitlines()
+    assert len(lines) == 24 and json.loads(lines[0])["vocabulary"] == "shapes"
+    assert (tmp_path / "scores.csv").read_text().splitlines()[0].startswith("external_id,source,sha256,vocabulary")
+
+
+def test_search_by_phrase_and_by_picture(engine: Engine, folder: Path):
+    new(engine)
+    add(engine, "museum", str(folder))
+    by_text = engine.collections.search("museum", text="a green triangle", top_k=3)
+    assert by_text.exact and by_text.searched == 12 and by_text.hits[0].external_id == "green-triangle.png"
+    assert by_text.hits[0].cosine >= by_text.hits[1].cosine
+    by_image = engine.collections.search("museum", image=draw_shape("yellow", "square"), top_k=1)
+    assert by_image.hits[0].external_id.endswith("yellow-square.png")
+
+
+def test_the_approximate_index_keeps_recall_above_0_95():
+    from indexer.collections import build_search_index
+    from indexer.scoring import normalise
+
+    rng = np.random.default_rng(0)
+    centres = normalise(rng.normal(size=(256, 64)))
+    data = normalise(centres[rng.integers(0, 256, 20_000)] + 0.2 * rng.normal(size=(20_000, 64)))
+    queries = normalise(centres[rng.integers(0, 256, 100)] + 0.2 * rng.normal(size=(100, 64)))  # not in the data
+    exact = build_search_index(data)
+    approx = build_search_index(data, exact_limit=1000)
+    _, truth = exact.search(queries, 10)
+    _, found = approx.search(queries, 10)
+    recall = np.mean([len(set(t) & set(f)) / 10 for t, f in zip(truth, found)])
+    assert recall >= 0.95, recall
+
+
+def test_an_existing_store_upgrades_in_place(tmp_path: Path, toy_loader):
+    import sqlite_utils
+
+    from indexer.store import migrations
+
+    home = tmp_path / "old"
+    home.mkdir()
+    db = sqlite_utils.Database(home / "clip-gaze.db")
+    migrations.apply(db, stop_before="002_collections")  # a store made by clip-gaze 1.0
+    db.conn.close()
+    engine = Engine(home, "toy", loader=toy_loader)
+    create(engine, "mine", ["a red circle"])
+    new(engine)
+    tables = {r[0] for r in sqlite3.connect(home / "clip-gaze.db").execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"vocabularies", "phrases", "embeddings", "collections", "collection_images", "image_embeddings", "jobs"} <= tables
+
+
+@pytest.mark.e2e
+def test_sigkill_in_the_middle_of_an_add_loses_nothing_committed_and_a_rerun_finishes(tmp_path: Path):
+    root = tmp_path / "many"
+    root.mkdir()
+    for i in range(240):
+        colour, shape = SHAPES[i % len(SHAPES)]
+        draw_shape(colour, shape, size=96 + i).save(root / f"{i:03d}.png")
+    env = {**os.environ, "CLIP_GAZE_HOME": str(tmp_path / "home"), "CLIP_GAZE_MODEL": "toy"}
+    subprocess.run(command(["clip-gaze", "collection", "create", "many"]), env=env, check=True, capture_output=True)
+    proc = subprocess.Popen(command(["clip-gaze", "collection", "add", "many", str(root), "--batch-size", "4"]), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    db_path = tmp_path / "home" / "clip-gaze.db"
+
+    def stored() -> int:
+        con = sqlite3.connect(db_path, timeout=30)
+        try:
+            return con.execute("SELECT count(*) FROM collection_images WHERE sha256 IS NOT NULL").fetchone()[0]
+        finally:
+            con.close()
+
+    deadline = time.monotonic() + 120
+    while stored() < 8 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    before = stored()
+    assert 0 < before <= 240
+    con = sqlite3.connect(db_path)
+    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert before % 4 == 0 or before == 240  # whole batches only
+    con.close()
+    done = subprocess.run(command(["clip-gaze", "collection", "add", "many", str(root), "--json"]), env=env,
+                          capture_output=True, text=True, timeout=300)
+    report = json.loads(done.stdout)
+    assert done.returncode == 0 and report["skipped"] == before and report["added"] == 240 - before
+    assert stored() == 240

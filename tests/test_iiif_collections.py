@@ -1,0 +1,169 @@
+"""A museum's path end to end: a IIIF server on a loopback port (admitted by CLIP_GAZE_FETCH_ALLOW),
+a collection filled from its manifest through the REST API's background job, searched, analyzed."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import draw_shape, encode
+from indexer.engine import Engine
+from indexer.schema import parse
+from indexer.schema_collections import AddSources, CreateCollection
+from indexer.settings import Settings
+from service import create_app
+from service.state import AUTO_EMBED_LIMIT
+
+TOKEN = "museum-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+PICTURES = {"red": ("red", "circle"), "blue": ("blue", "square"), "green": ("green", "triangle")}
+
+
+class IIIF(http.server.BaseHTTPRequestHandler):
+    """Image API services for three pictures (two level 2 with 4000×3000 masters, one level 0 with
+    listed sizes), a v3 manifest of them plus a canvas without a picture, and a log of every request."""
+
+    requests: list[str] = []
+    port = 0
+
+    def do_GET(self) -> None:  # noqa: N802
+        type(self).requests.append(self.path)
+        base = f"http://127.0.0.1:{self.port}"
+        parts = self.path.strip("/").split("/")
+        if self.path == "/manifest.json":
+            return self._json(manifest(base))
+        if len(parts) == 3 and parts[0] == "iiif" and parts[2] == "info.json":
+            name = parts[1]
+            info: dict[str, Any] = {"@context": "http://iiif.io/api/image/3/context.json", "id": f"{base}/iiif/{name}",
+                                    "type": "ImageService3", "protocol": "http://iiif.io/api/image",
+                                    "width": 4000, "height": 3000, "profile": "level2"}
+            if name == "green":
+                info.update(profile="level0", sizes=[{"width": 200, "height": 150}, {"width": 1000, "height": 750}])
+            return self._json(info)
+        if len(parts) == 6 and parts[0] == "iiif" and parts[1] in PICTURES:
+            colour, shape = PICTURES[parts[1]]
+            return self._send(200, "image/jpeg", encode(draw_shape(colour, shape, size=160).convert("RGB"), "JPEG"))
+        self._send(404, "text/plain", b"not here")
+
+    def _json(self, doc: Any) -> None:
+        self._send(200, "application/json", json.dumps(doc).encode())
+
+    def _send(self, status: int, ctype: str, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def manifest(base: str) -> dict[str, Any]:
+    def canvas(name: str) -> dict[str, Any]:
+        return {
+            "id": f"{base}/canvas/{name}", "type": "Canvas", "label": {"en": [f"The {name} one"]}, "width": 4000, "height": 3000,
+            "items": [{"id": f"{base}/page/{name}", "type": "AnnotationPage", "items": [{
+                "id": f"{base}/anno/{name}", "type": "Annotation", "motivation": "painting", "target": f"{base}/canvas/{name}",
+                "body": {"id": f"{base}/iiif/{name}/full/max/0/default.jpg", "type": "Image", "format": "image/jpeg",
+                         "service": [{"id": f"{base}/iiif/{name}", "type": "ImageService3", "profile": "level2"}]},
+            }]}],
+        }
+
+    empty = {"id": f"{base}/canvas/empty", "type": "Canvas", "label": {"en": ["No picture"]}, "items": []}
+    return {"@context": "http://iiif.io/api/presentation/3/context.json", "id": f"{base}/manifest.json", "type": "Manifest",
+            "label": {"en": ["Three shapes"]}, "items": [canvas("red"), canvas("blue"), canvas("green"), empty]}
+
+
+@pytest.fixture
+def iiif():
+    IIIF.requests = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), IIIF)
+    IIIF.port = server.server_port
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def museum_engine(iiif, clean_environ, toy_loader, monkeypatch):
+    monkeypatch.setenv("CLIP_GAZE_FETCH_ALLOW", iiif.removeprefix("http://"))
+    monkeypatch.setenv("CLIP_GAZE_API_TOKENS", TOKEN)
+    return Engine.from_settings(Settings.from_env(), loader=toy_loader, batch_window_ms=2, auto_embed_limit=AUTO_EMBED_LIMIT)
+
+
+def test_a_iiif_manifest_is_fetched_at_the_models_size_never_the_master(museum_engine: Engine, iiif: str):
+    museum_engine.collections.create(parse(CreateCollection, {"name": "shapes"}))
+    report = museum_engine.collections.add("shapes", parse(AddSources, {"sources": [f"{iiif}/manifest.json"]}))
+    assert (report.added, report.failed) == (3, 1)  # the canvas without a picture is recorded
+    pictures = {p.external_id: p for p in museum_engine.collections.view("shapes").pictures}
+    assert set(pictures) == {f"{iiif}/canvas/{n}" for n in PICTURES}
+    assert pictures[f"{iiif}/canvas/red"].metadata["label"] == "The red one"
+    asked = [r for r in IIIF.requests if r.startswith("/iiif/") and not r.endswith("info.json")]
+    size = museum_engine.spec.image_size()
+    assert f"/iiif/red/full/,{size}/0/default.jpg" in asked  # landscape: the shorter side at the model's size
+    assert "/iiif/green/full/200,150/0/default.jpg" in asked  # level 0: the smallest listed size that is enough
+    assert not any("/max/" in r or "/full/full/" in r for r in asked), asked
+    hit = museum_engine.collections.search("shapes", text="a blue square", top_k=1).hits[0]
+    assert hit.external_id == f"{iiif}/canvas/blue"
+    errors = museum_engine.collections.view("shapes", errors=True).pictures
+    assert errors[0].error_code == "invalid_manifest"
+
+
+def test_a_redirect_to_a_loopback_port_not_allowed_is_recorded_not_followed(museum_engine: Engine, iiif: str, tmp_path: Path):
+    rows = tmp_path / "objects.jsonl"
+    other = f"http://127.0.0.1:{IIIF.port + 1 if IIIF.port < 65535 else 1}/secret.png"
+    rows.write_text(json.dumps({"image": other, "external_id": "X-1"}) + "\n" + json.dumps({"image": f"{iiif}/nothing.png"}) + "\n")
+    museum_engine.collections.create(parse(CreateCollection, {"name": "guarded"}))
+    report = museum_engine.collections.add("guarded", parse(AddSources, {"sources": [str(rows)]}))
+    assert report.failed == 2
+    codes = {p.external_id: p.error_code for p in museum_engine.collections.view("guarded", errors=True).pictures}
+    assert codes["X-1"] == "url_refused" and codes[None] == "fetch_failed"
+
+
+def test_the_rest_api_adds_in_a_background_job_then_searches_and_streams_an_analysis(museum_engine: Engine, iiif: str):
+    client = create_app(Settings.from_env(), engine=museum_engine).test_client()
+    assert client.post("/v1/collections", json={"name": "shapes"}).status_code == 401
+    created = client.post("/v1/collections", json={"name": "shapes", "description": "three"}, headers=AUTH)
+    assert created.status_code == 201 and created.get_json()["collection"]["size"] == 0
+    started = client.post("/v1/collections/shapes/sources", json={"sources": [f"{iiif}/manifest.json"]}, headers=AUTH)
+    assert started.status_code == 202, started.get_json()
+    job_id = started.get_json()["job"]["id"]
+    deadline = time.monotonic() + 60
+    while (job := client.get(f"/v1/jobs/{job_id}").get_json()["job"])["state"] in ("queued", "running"):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert job["state"] == "done" and (job["done"], job["failed"], job["total"]) == (3, 1, 4)
+    listed = client.get("/v1/collections").get_json()["collections"]
+    assert [(c["name"], c["size"], c["failed"]) for c in listed] == [("shapes", 3, 1)]
+    errors = client.get("/v1/collections/shapes?errors=true").get_json()
+    assert errors["pictures"][0]["error_code"] == "invalid_manifest"
+    found = client.get("/v1/collections/shapes/search?q=a+red+circle&top_k=2").get_json()
+    assert found["hits"][0]["external_id"] == f"{iiif}/canvas/red" and found["searched"] == 3
+    streamed = client.post("/v1/collections/shapes/analyze", json={"vocabularies": "qualities", "top_k": 2})
+    assert streamed.status_code == 200 and streamed.mimetype == "application/x-ndjson"
+    rows = [json.loads(line) for line in streamed.get_data(as_text=True).splitlines()]
+    assert len(rows) == 3 * 2 and rows[0]["vocabulary"] == "qualities" and rows[0]["softmax_over"] == 7
+    missing = client.post("/v1/collections/nope/analyze", json={})
+    assert missing.status_code == 404 and missing.get_json()["code"] == "unknown_collection"
+    gone = client.delete("/v1/collections/shapes", headers=AUTH)
+    assert gone.get_json()["deleted"] == "shapes" and client.get("/v1/collections/shapes").status_code == 404
+    assert client.get("/v1/jobs/nope").get_json()["code"] == "unknown_job"
+
+
+def test_analyze_takes_an_image_url_and_a_iiif_service(museum_engine: Engine, iiif: str):
+    direct = museum_engine.fetch_picture(f"{iiif}/iiif/blue/full/max/0/default.jpg")
+    service = museum_engine.fetch_picture(f"{iiif}/iiif/red/info.json")
+    assert direct.width == 160 and service.width == 160
+    top = museum_engine.compare(service, ["a red circle", "a blue square"]).results["compare"].matches[0]
+    assert top.phrase == "a red circle"
+    with pytest.raises(Exception) as exc:
+        museum_engine.fetch_picture("http://127.0.0.1:9/elsewhere.png")
+    assert getattr(exc.value, "code", "") == "url_refused"
