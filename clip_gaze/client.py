@@ -15,7 +15,7 @@ import time
 import uuid
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any, Iterable, Sequence, TypeVar, Union
+from typing import Any, Iterable, Iterator, Sequence, TypeVar, Union
 from urllib import error, parse, request
 
 from pydantic import BaseModel, ValidationError
@@ -29,6 +29,16 @@ from indexer.schema import (
     VocabularyList,
     VocabularyPage,
     WriteAnswer,
+)
+from indexer.schema_collections import (
+    AnalysisRow,
+    CollectionAnswer,
+    CollectionInfo,
+    CollectionList,
+    CollectionView,
+    JobAnswer,
+    JobInfo,
+    SearchAnswer,
 )
 
 ImageArg = Union[str, Path, bytes, Any]  # a path, encoded bytes, or a PIL image
@@ -94,6 +104,64 @@ class Client:
             fields=[("phrases", json.dumps(list(phrases), ensure_ascii=False))],
         )
 
+    # -- collections ----------------------------------------------------------------------------
+    def collections(self) -> list[CollectionInfo]:
+        return self._call(CollectionList, "GET", "/v1/collections").collections
+
+    def collection(self, name: str, errors: bool = False, offset: int = 0, limit: int = 100) -> CollectionView:
+        query = parse.urlencode({"errors": str(errors).lower(), "offset": offset, "limit": limit})
+        return self._call(CollectionView, "GET", f"/v1/collections/{parse.quote(name)}?{query}")
+
+    def create_collection(self, name: str, description: str | None = None) -> CollectionAnswer:
+        body = {"name": name, **({"description": description} if description is not None else {})}
+        return self._call(CollectionAnswer, "POST", "/v1/collections", json_body=body, retry=False)
+
+    def add_sources(self, name: str, sources: Sequence[str]) -> JobInfo:
+        """Starts a background job on the server; `wait(job.id)` follows it."""
+        path = f"/v1/collections/{parse.quote(name)}/sources"
+        return self._call(JobAnswer, "POST", path, json_body={"sources": list(sources)}, retry=False).job
+
+    def job(self, job_id: str) -> JobInfo:
+        return self._call(JobAnswer, "GET", f"/v1/jobs/{parse.quote(job_id)}").job
+
+    def wait(self, job_id: str, timeout: float | None = None, poll: float = 1.0) -> JobInfo:
+        """The job once it is done or failed (ApiError `timeout` after `timeout` seconds)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (job := self.job(job_id)).state in ("queued", "running"):
+            if deadline is not None and time.monotonic() > deadline:
+                raise ApiError(0, "timeout", f"job {job_id} still {job.state} after {timeout:g} s")
+            time.sleep(poll)
+        return job
+
+    def search(self, name: str, q: str, top_k: int = 10) -> SearchAnswer:
+        query = parse.urlencode({"q": q, "top_k": top_k})
+        return self._call(SearchAnswer, "GET", f"/v1/collections/{parse.quote(name)}/search?{query}")
+
+    def analyze_collection(
+        self, name: str, vocabularies: Iterable[str] | None = None, top_k: int | None = None
+    ) -> Iterator[AnalysisRow]:
+        """The rows of the server's streamed analysis, as they arrive."""
+        body: dict[str, Any] = {}
+        if vocabularies is not None:
+            body["vocabularies"] = vocabularies if isinstance(vocabularies, str) else list(vocabularies)
+        if top_k is not None:
+            body["top_k"] = top_k
+        req = self._request("POST", f"/v1/collections/{parse.quote(name)}/analyze", json.dumps(body).encode(), "application/json")
+        try:
+            resp = request.urlopen(req, timeout=self.timeout)
+        except error.HTTPError as exc:
+            with exc:
+                raise _api_error(exc) from None
+        except (error.URLError, ConnectionError) as exc:
+            raise ApiError(0, "unreachable", f"cannot reach {self.url}: {getattr(exc, 'reason', exc)}") from None
+        with resp:
+            for line in resp:
+                if line.strip():
+                    yield AnalysisRow.model_validate_json(line)
+
+    def delete_collection(self, name: str) -> CollectionAnswer:
+        return self._call(CollectionAnswer, "DELETE", f"/v1/collections/{parse.quote(name)}")
+
     # -- custom vocabularies (need a token) -----------------------------------------------------
     def create_vocabulary(
         self, name: str, phrases: Sequence[Any] = (), description: str | None = None, template: str | None = None
@@ -132,19 +200,15 @@ class Client:
         fields: list[tuple[str, str]] | None = None,
         retry: bool = True,
     ) -> M:
-        headers = {"Accept": "application/json"}
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
         data: bytes | None = None
+        ctype: str | None = None
         if files is not None:
             data, ctype = _multipart(fields or [], files)
-            headers["Content-Type"] = ctype
         elif json_body is not None:
-            data = json.dumps(json_body, ensure_ascii=False).encode("utf-8")
-            headers["Content-Type"] = "application/json"
+            data, ctype = json.dumps(json_body, ensure_ascii=False).encode("utf-8"), "application/json"
         attempts = 1 + (self.retries if retry else 0)
         for attempt in range(attempts):
-            req = request.Request(self.url + path, data=data, headers=headers, method=method)
+            req = self._request(method, path, data, ctype)
             try:
                 with request.urlopen(req, timeout=self.timeout) as resp:
                     raw = resp.read()
@@ -168,6 +232,14 @@ class Client:
             return model.model_validate_json(raw)
         except ValidationError as exc:
             raise ApiError(0, "bad_answer", f"the server's answer to {method} {path} is not what the API says: {exc}") from None
+
+    def _request(self, method: str, path: str, data: bytes | None, ctype: str | None) -> request.Request:
+        headers = {"Accept": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        if ctype:
+            headers["Content-Type"] = ctype
+        return request.Request(self.url + path, data=data, headers=headers, method=method)
 
     def _delay(self, attempt: int, retry_after: str | None) -> float:
         if retry_after:

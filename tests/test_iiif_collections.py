@@ -167,3 +167,29 @@ def test_analyze_takes_an_image_url_and_a_iiif_service(museum_engine: Engine, ii
     with pytest.raises(Exception) as exc:
         museum_engine.fetch_picture("http://127.0.0.1:9/elsewhere.png")
     assert getattr(exc.value, "code", "") == "url_refused"
+
+
+def test_the_python_client_drives_a_collection(museum_engine: Engine, iiif: str):
+    from werkzeug.serving import make_server
+
+    from clip_gaze import ApiError, Client
+
+    server = make_server("127.0.0.1", 0, create_app(Settings.from_env(), engine=museum_engine), threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        api = Client(f"http://127.0.0.1:{server.server_port}", token=TOKEN)
+        assert api.create_collection("shapes", "three").collection.name == "shapes"
+        job = api.wait(api.add_sources("shapes", [f"{iiif}/manifest.json"]).id, timeout=60, poll=0.1)
+        assert (job.state, job.done, job.failed) == ("done", 3, 1)
+        assert [c.size for c in api.collections()] == [3]
+        assert api.collection("shapes", errors=True).pictures[0].error_code == "invalid_manifest"
+        assert api.search("shapes", "a green triangle", top_k=1).hits[0].external_id == f"{iiif}/canvas/green"
+        rows = list(api.analyze_collection("shapes", ["qualities"], top_k=1))
+        assert len(rows) == 3 and rows[0].softmax_over == 7
+        with pytest.raises(ApiError) as exc:
+            list(api.analyze_collection("nope"))
+        assert exc.value.code == "unknown_collection"
+        assert api.delete_collection("shapes").deleted == "shapes"
+    finally:
+        server.shutdown()
+        server.server_close()
