@@ -280,3 +280,18 @@ def test_the_readme_quick_start_needs_no_file_it_does_not_ship():
     for name in __import__("re").findall(r"@([\w./-]+\.(?:png|jpe?g))", quick):
         assert (ROOT / name).is_file(), f"the quick start uploads {name}, which the repository does not have"
     assert "from PIL" not in quick
+
+
+def test_every_write_answers_the_vocabulary_as_an_object(file_model_app):
+    """Create gave an object, add/remove/delete a bare name: one shape now, the vocabulary after the write."""
+    app, _ = file_model_app
+    client, auth = app.test_client(), {"Authorization": f"Bearer {TOKEN}"}
+    answers = [
+        client.post("/v1/vocabularies", json={"name": "saints", "phrases": ["saint jerome"]}, headers=auth),
+        client.post("/v1/vocabularies/saints/phrases", json={"phrases": ["saint agnes"]}, headers=auth),
+        client.delete("/v1/vocabularies/saints/phrases", json={"terms": ["saint jerome"]}, headers=auth),
+        client.delete("/v1/vocabularies/saints", headers=auth),
+    ]
+    shapes = [(a.status_code, a.get_json()["vocabulary"]["name"], a.get_json()["vocabulary"]["size"]) for a in answers]
+    assert shapes == [(201, "saints", 1), (200, "saints", 2), (200, "saints", 1), (200, "saints", 1)]
+    assert answers[-1].get_json()["deleted"] == "saints" and answers[1].get_json()["version"] == 2
