@@ -9,7 +9,7 @@ import click
 
 from indexer.schema import MAX_PAGE_SIZE, MAX_TOP_K
 
-from .cli_common import MODEL_OPTION, VOCAB_OPTION, domain_errors, make_engine, split_vocabs
+from .cli_common import MODEL_OPTION, VOCAB_OPTION, confirm_delete, domain_errors, make_engine, split_vocabs
 
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print one JSON object (fields as in the REST answer).")
 
@@ -193,10 +193,6 @@ def delete(name: str, yes: bool) -> None:
         clip-gaze collection delete paintings --yes
     """
     collections = make_engine(None, progress=False).collections
-    info = collections.get(name)
-    if not yes:
-        if not sys.stdin.isatty():
-            raise click.ClickException(f"deleting {name!r} ({info.size} pictures) needs --yes when not run interactively")
-        click.confirm(f"Delete collection {name!r} and its {info.size} pictures?", abort=True)
+    confirm_delete("collection", name, f"{collections.get(name).size} pictures", yes)
     collections.delete(name)
     click.echo(f"deleted collection {name}")

@@ -64,3 +64,12 @@ def make_engine(model: str | None, progress: bool = True) -> Any:
 
 MODEL_OPTION = click.option("--model", "-m", help="Preset, ARCH:PRETRAINED or ARCH:/path/to/checkpoint (default: $CLIP_GAZE_MODEL or vit-b-32).")
 VOCAB_OPTION = click.option("--vocab", "-v", "vocab", multiple=True, help="Vocabulary names, comma-separated; may be repeated (default: the default set).")
+
+
+def confirm_delete(what: str, name: str, holding: str, yes: bool) -> None:
+    """Ask before deleting (`--yes` skips); without a terminal to ask on, refuse in one line."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise click.ClickException(f"deleting {what} {name!r} ({holding}) needs --yes when not run interactively")
+    click.confirm(f"Delete {what} {name!r} and its {holding}?", abort=True)

@@ -11,7 +11,7 @@ import click
 
 from indexer.schema import MAX_PAGE_SIZE
 
-from .cli_common import MODEL_OPTION, domain_errors, make_engine
+from .cli_common import MODEL_OPTION, confirm_delete, domain_errors, make_engine
 
 
 @click.group()
@@ -173,10 +173,6 @@ def vocab_delete(name: str, yes: bool) -> None:
         clip-gaze vocab delete local-artists --yes
     """
     engine = make_engine(None, progress=False)
-    row = engine.vocabulary(name)
-    if not yes:
-        if not sys.stdin.isatty():
-            raise click.ClickException(f"deleting {name!r} ({row.size} phrases) needs --yes when not run interactively")
-        click.confirm(f"Delete {name!r} and its {row.size} phrases?", abort=True)
+    confirm_delete("vocabulary", name, f"{engine.vocabulary(name).size} phrases", yes)
     result = engine.delete_vocabulary(name)
     click.echo(f"deleted {name} ({result.removed} phrases)")

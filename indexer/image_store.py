@@ -165,16 +165,7 @@ class ImageStore:
 
     # -- embeddings -------------------------------------------------------------------------------
     def cached(self, model_key: str, shas: Sequence[str]) -> dict[str, npt.NDArray[np.float32]]:
-        out: dict[str, npt.NDArray[np.float32]] = {}
-        unique = list(dict.fromkeys(shas))
-        for start in range(0, len(unique), 500):
-            chunk = unique[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            for sha, blob in self.db.execute(
-                f"SELECT sha256, vector FROM image_embeddings WHERE model = ? AND sha256 IN ({marks})", [model_key, *chunk]
-            ):
-                out[sha] = np.frombuffer(blob, dtype=np.float32)
-        return out
+        return self.store.stored_vectors("image_embeddings", "sha256", model_key, shas)
 
     def put(self, model_key: str, embeddings: dict[str, npt.NDArray[np.float32]]) -> None:
         with self.store._write() as db:

@@ -394,15 +394,19 @@ class Store:
         return [r[0] for r in rows]
 
     def cached_embeddings(self, model_key: str, phrases: Sequence[str]) -> dict[str, npt.NDArray[np.float32]]:
+        return self.stored_vectors("embeddings", "phrase", model_key, phrases)
+
+    def stored_vectors(self, table: str, key: str, model_key: str, keys: Sequence[str]) -> dict[str, npt.NDArray[np.float32]]:
+        """key → vector of the rows of an embeddings table (phrases or pictures) stored for the model."""
         out: dict[str, npt.NDArray[np.float32]] = {}
-        unique = list(dict.fromkeys(phrases))
+        unique = list(dict.fromkeys(keys))
         for start in range(0, len(unique), 500):
             chunk = unique[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            for phrase, blob in self.db.execute(
-                f"SELECT phrase, vector FROM embeddings WHERE model = ? AND phrase IN ({marks})", [model_key, *chunk]
+            for k, blob in self.db.execute(
+                f"SELECT {key}, vector FROM {table} WHERE model = ? AND {key} IN ({marks})", [model_key, *chunk]
             ):
-                out[phrase] = np.frombuffer(blob, dtype=np.float32)
+                out[k] = np.frombuffer(blob, dtype=np.float32)
         return out
 
     def put_embeddings(self, model_key: str, phrases: Sequence[str], vectors: npt.NDArray[np.float32]) -> None:

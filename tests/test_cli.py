@@ -150,3 +150,30 @@ def test_models_json_gives_preset_arch_pretrained_and_config():
 def test_serve_refuses_to_bind_beyond_loopback_without_a_token():
     result = CliRunner().invoke(cli, ["serve", "--host", "0.0.0.0", "--no-index"])
     assert result.exit_code == 1 and "refusing to listen on 0.0.0.0" in result.stderr
+
+
+def test_collection_commands_from_create_to_delete(run, tmp_path: Path):
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    for colour, shape in (("red", "circle"), ("blue", "square"), ("green", "triangle")):
+        draw_shape(colour, shape).save(folder / f"{colour}-{shape}.png")
+    (folder / "broken.png").write_text("not a picture")
+    assert run("collection", "create", "museum", "-d", "three shapes").exit_code == 0
+    added = run("collection", "add", "museum", str(folder), "--json")
+    report = json.loads(added.stdout)
+    assert (report["added"], report["failed"], report["errors"][0]["error_code"]) == (3, 1, "unsupported_image")
+    assert "3 pictures" in run("collection", "show").stdout
+    assert "unsupported_image" in run("collection", "show", "museum", "--errors").stdout
+    out = tmp_path / "scores.jsonl"
+    result = run("collection", "analyze", "museum", "--vocab", "qualities", "-k", "2", "--out", str(out))
+    assert result.exit_code == 0 and len(out.read_text().splitlines()) == 6
+    hits = json.loads(run("collection", "search", "museum", "a blue square", "-k", "1", "--json").stdout)["hits"]
+    assert hits[0]["external_id"] == "blue-square.png"
+    by_picture = run("collection", "search", "museum", "--image", str(folder / "green-triangle.png"), "-k", "1")
+    assert "green-triangle.png" in by_picture.stdout.splitlines()[1]
+    bad = run("collection", "analyze", "museum", "--out", str(tmp_path / "scores.xlsx"))
+    assert bad.exit_code == 1 and bad.stderr.strip().startswith("Error:") and ".parquet, .csv or .jsonl" in bad.stderr
+    assert run("collection", "delete", "museum").exit_code == 1  # not interactive: needs --yes
+    assert "deleted collection museum" in run("collection", "delete", "museum", "--yes").stdout
+    missing = run("collection", "show", "museum")
+    assert missing.exit_code == 1 and "no collection named 'museum'" in missing.stderr
