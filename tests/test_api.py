@@ -6,15 +6,22 @@ import threading
 from typing import Any
 
 import pytest
+from flask import jsonify
 from openapi_spec_validator import validate
 from werkzeug.serving import make_server
+from werkzeug.test import Client as WsgiClient
 
 from clip_gaze import ApiError, Client
-from conftest import draw_shape, encode
-from indexer.engine import Engine
+from conftest import (
+    SchemaCheckingMiddleware,
+    draw_shape,
+    encode,
+    operation_of,
+    schema_problems,
+    service_engine,
+)
 from indexer.settings import Settings
 from service import create_app
-from service.state import AUTO_EMBED_LIMIT
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -23,11 +30,8 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 @pytest.fixture
 def engine(clean_environ, toy_loader, monkeypatch):
     """The engine as the service makes it (its limits from the settings, batching concurrent images,
-    never embedding a whole list), with the session's toy model."""
-    monkeypatch.setenv("CLIP_GAZE_API_TOKENS", f"other,{TOKEN}")
-    monkeypatch.setenv("CLIP_GAZE_MAX_UPLOAD_MB", "1")
-    monkeypatch.setenv("CLIP_GAZE_MAX_PIXELS", "4000000")
-    return Engine.from_settings(Settings.from_env(), loader=toy_loader, batch_window_ms=2, auto_embed_limit=AUTO_EMBED_LIMIT)
+    never embedding a whole list), with the session's toy model: 1 MB bodies, 4 MP pictures."""
+    return service_engine(toy_loader, monkeypatch, TOKEN)
 
 
 @pytest.fixture
@@ -228,11 +232,15 @@ def test_openapi_document_is_valid_and_covers_every_endpoint(client, app):
 
 @pytest.fixture
 def live_url(app):
-    server = make_server("127.0.0.1", 0, app, threaded=True)
+    """The app on a loopback port; every JSON answer it sends is checked against the document (the
+    Client parses answers into models that allow extra fields, so this is the strict check)."""
+    checked = SchemaCheckingMiddleware(app)
+    server = make_server("127.0.0.1", 0, checked, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}"
     server.shutdown()
+    assert not checked.problems, "answers differ from /openapi.json:\n" + "\n".join(checked.problems[:10])
 
 
 def test_python_client_speaks_to_the_api(live_url, tmp_path):
@@ -256,3 +264,47 @@ def test_python_client_speaks_to_the_api(live_url, tmp_path):
     with pytest.raises(ApiError) as exc:
         Client(live_url).create_vocabulary("x", ["y"])
     assert exc.value.status == 401 and exc.value.code == "unauthorized"
+
+
+# -- every answer is checked against the document (conftest): the checker itself -----------------
+def test_the_test_client_refuses_an_answer_the_document_does_not_describe(client, monkeypatch):
+    import service.api
+
+    def tampered(change):
+        def answer(model, status=200):
+            data = model.json_dict()
+            change(data)
+            return jsonify(data), status
+        return answer
+
+    monkeypatch.setattr(service.api, "answer", tampered(lambda d: d["vocabularies"][0].update(size="many")))
+    with pytest.raises(AssertionError, match="vocabularies/0/size"):
+        client.get("/v1/vocabularies")
+    # Answers allow extra fields for clients; the tests do not: an undocumented field fails.
+    monkeypatch.setattr(service.api, "answer", tampered(lambda d: d["vocabularies"][0].update(colour="red")))
+    with pytest.raises(AssertionError, match="colour"):
+        client.get("/v1/vocabularies")
+    monkeypatch.setattr(service.api, "answer", tampered(lambda d: d.update(colour="red")))
+    with pytest.raises(AssertionError, match="colour"):
+        client.get("/v1/health")
+
+
+def test_the_live_server_check_records_what_the_document_does_not_describe(app, monkeypatch):
+    import service.api
+
+    def answer(model, status=200):
+        return jsonify({**model.json_dict(), "colour": "red"}), status
+
+    monkeypatch.setattr(service.api, "answer", answer)
+    checked = SchemaCheckingMiddleware(app)
+    WsgiClient(checked).get("/v1/health")
+    assert checked.problems and "colour" in checked.problems[0]
+
+
+def test_errors_of_undocumented_paths_and_methods_are_checked_as_the_error_body(app):
+    assert operation_of(app, "GET", "/v1/vocabularies/movements") == ("/v1/vocabularies/{name}", "get")
+    assert operation_of(app, "DELETE", "/v1/analyze") is None and operation_of(app, "GET", "/v1/nope") is None
+    assert schema_problems(app, "GET", "/v1/nope", 404, {"ok": False, "status": 404, "code": "not_found", "error": "x"}) == []
+    assert schema_problems(app, "GET", "/v1/nope", 404, {"ok": False, "status": 404, "code": "not_found"})
+    assert schema_problems(app, "GET", "/v1/nope", 200, {"ok": True})
+
