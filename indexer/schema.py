@@ -70,6 +70,15 @@ _FORBIDDEN = (
 )
 _SPACE = r" \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 TEXT_PATTERN = rf"^[^{_FORBIDDEN}{_SPACE}](?:[^{_FORBIDDEN}]*[^{_FORBIDDEN}{_SPACE}])?$"
+# A template: the text rule, and '{}' exactly once. One pattern, without lookarounds, so that a
+# generator need not filter one pattern's strings by another's: text with no '{}' in it is a run of
+# characters in which each '{' is followed by another '{', by a character other than '}', or by the
+# end. The template is such a run (A), '{}', and another (B); A starts and B ends as the text rule says.
+_N, _NB = rf"[^{{{_FORBIDDEN}]", rf"[^{{}}{_FORBIDDEN}]"  # any character but '{'; but '{' or '}'
+_EN, _ENB = rf"[^{{{_FORBIDDEN}{_SPACE}]", rf"[^{{}}{_FORBIDDEN}{_SPACE}]"  # the same, at either end
+_BEFORE = rf"(?:(?:{_EN}|\{{+{_NB})(?:{_N}|\{{+{_NB})*\{{*|\{{+)?"
+_AFTER = rf"(?:(?:{_N}|\{{+{_NB})*(?:{_EN}|\{{+{_ENB}|\{{+))?"
+TEMPLATE_PATTERN = rf"^{_BEFORE}\{{\}}{_AFTER}$"
 _TEXT_RE = re.compile(TEXT_PATTERN)
 _FORBIDDEN_RE = re.compile(rf"[{_FORBIDDEN}]")
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
@@ -95,7 +104,7 @@ def check_text(value: str, what: str, max_chars: int) -> str:
             f"{what} holds U+{ord(bad.group()):04X}, a control, bidirectional or invisible character, at position "
             f"{bad.start()}; such characters are refused so that text always displays as what it is",
         )
-    if not _TEXT_RE.match(value):
+    if not _TEXT_RE.fullmatch(value):
         raise PydanticCustomError("invalid_text", f"{what} has white space at its start or end")
     return value
 
@@ -109,6 +118,7 @@ class TextRule:
     code: str
     description: str
     allow_empty: bool = False
+    pattern: str = TEXT_PATTERN  # the rule as the schema states it (a template's also holds its own rule)
 
     def _check(self, value: str) -> str:
         if self.allow_empty and value == "":
@@ -123,13 +133,13 @@ class TextRule:
 
     def __get_pydantic_json_schema__(self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler) -> dict[str, Any]:
         if self.allow_empty:
-            return {"type": "string", "maxLength": self.max_chars, "pattern": f"^$|{TEXT_PATTERN}", "description": self.description}
-        return {"type": "string", "minLength": 1, "maxLength": self.max_chars, "pattern": TEXT_PATTERN,
+            return {"type": "string", "maxLength": self.max_chars, "pattern": f"^$|{self.pattern}", "description": self.description}
+        return {"type": "string", "minLength": 1, "maxLength": self.max_chars, "pattern": self.pattern,
                 "description": self.description}
 
 
 def _check_name(value: str) -> str:
-    if not re.match(NAME_PATTERN, value):
+    if not re.fullmatch(_NAME, value):  # not re.match(NAME_PATTERN): Python's $ also matches before a final newline
         raise PydanticCustomError(
             "invalid_name",
             f"invalid vocabulary name {value[:80]!r}: use 1 to {MAX_NAME_CHARS} lowercase letters, digits, '-' or '_', "
@@ -155,25 +165,37 @@ Phrase = Annotated[str, TextRule("phrase", MAX_PHRASE_CHARS, "invalid_phrase", "
 Term = Annotated[str, TextRule("term", MAX_PHRASE_CHARS, "invalid_phrase", "A vocabulary term (a template turns it into phrases)")]
 Template = Annotated[
     str,
-    TextRule("template", MAX_TEMPLATE_CHARS, "invalid_template", "Holds '{}' exactly once, where the term goes"),
+    TextRule("template", MAX_TEMPLATE_CHARS, "invalid_template", "Holds '{}' exactly once, where the term goes",
+             pattern=TEMPLATE_PATTERN),
     AfterValidator(_check_template),
 ]
 Description = Annotated[str, TextRule("description", MAX_DESCRIPTION_CHARS, "invalid_input", "What the list is", allow_empty=True)]
 
 
+def _integral(value: Any) -> Any:
+    """A JSON number with no fractional part (`3.0`, `1e2`) is an integer, as JSON Schema says."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 def _int_as_text(value: Any) -> Any:
+    value = _integral(value)
     return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
+
+# A number given as an external id is kept as its text, which is held to MAX_EXTERNAL_ID_CHARS.
+MAX_EXTERNAL_ID_INT = 10**MAX_EXTERNAL_ID_CHARS - 1
+MIN_EXTERNAL_ID_INT = -(10 ** (MAX_EXTERNAL_ID_CHARS - 1) - 1)
 
 ExternalId = Annotated[
     str,
     BeforeValidator(_int_as_text),
     TextRule("external_id", MAX_EXTERNAL_ID_CHARS, "invalid_phrase", "An id from your catalogue"),
     WithJsonSchema({"oneOf": [{"type": "string", "minLength": 1, "maxLength": MAX_EXTERNAL_ID_CHARS, "pattern": TEXT_PATTERN},
-                              {"type": "integer"}],
-                    "description": "An id from your catalogue (a number is kept as its text)"}),
+                              {"type": "integer", "minimum": MIN_EXTERNAL_ID_INT, "maximum": MAX_EXTERNAL_ID_INT}],
+                    "description": f"An id from your catalogue (a number is kept as its text, at most {MAX_EXTERNAL_ID_CHARS} "
+                                   "characters)"}),
 ]
-TopK = Annotated[int, Field(ge=1, le=MAX_TOP_K, description="How many matches to return per vocabulary")]
+TopK = Annotated[int, Field(ge=1, le=MAX_TOP_K, description="How many matches to return per vocabulary"), BeforeValidator(_integral)]
 
 
 def _check_metadata(value: dict[str, Any]) -> dict[str, Any]:
@@ -207,7 +229,7 @@ def _b64(value: Any) -> bytes:
 Base64Image = Annotated[
     bytes,
     BeforeValidator(_b64),
-    WithJsonSchema({"type": "string", "minLength": 1, "contentEncoding": "base64",
+    WithJsonSchema({"type": "string", "format": "image-base64", "minLength": 1, "contentEncoding": "base64",
                     "description": "An image file (JPEG, PNG, WebP, GIF, TIFF or BMP), base64-encoded; a data: URL is accepted"}),
 ]
 UploadedImage = Annotated[bytes, Field(description="JPEG, PNG, WebP, GIF (first frame), TIFF or BMP")]
@@ -268,6 +290,7 @@ _UNION_TAGS = {"text", "object"}
 class CreateVocabulary(Request):
     """POST /v1/vocabularies. Give `template` or `templates`, not both; none means '{}'."""
 
+    model_config = ConfigDict(json_schema_extra={"not": {"required": ["template", "templates"]}})
     name: Name
     description: Annotated[Description | SkipJsonSchema[None], NotNull] = None
     template: Annotated[Template | SkipJsonSchema[None], NotNull] = None
@@ -300,8 +323,10 @@ class RemovePhrases(Request):
         json_schema_extra={"anyOf": [{"required": ["terms"], "properties": {"terms": {"minItems": 1}}},
                                      {"required": ["external_ids"], "properties": {"external_ids": {"minItems": 1}}}]}
     )
-    terms: Annotated[list[Term] | SkipJsonSchema[None], NotNull, Field(max_length=MAX_PHRASES_PER_WRITE)] = None
-    external_ids: Annotated[list[ExternalId] | SkipJsonSchema[None], NotNull, Field(max_length=MAX_PHRASES_PER_WRITE)] = None
+    terms: Annotated[Annotated[list[Term], Field(max_length=MAX_PHRASES_PER_WRITE)] | SkipJsonSchema[None], NotNull] = None
+    external_ids: Annotated[
+        Annotated[list[ExternalId], Field(max_length=MAX_PHRASES_PER_WRITE)] | SkipJsonSchema[None], NotNull
+    ] = None
 
     @model_validator(mode="after")
     def _something(self) -> "RemovePhrases":
@@ -502,9 +527,21 @@ class CompareJson(Request):
     phrases: ComparePhrases
 
 
+# White space as Python's str.strip() and str.splitlines() see it: text made only of it holds no phrase.
+_BLANK = r"\t\n\u000b\u000c\r\u001c-\u001f \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+NOT_BLANK_PATTERN = rf"[^{_BLANK}]"
+_FORM_PHRASES = {"type": "string", "minLength": 1, "pattern": NOT_BLANK_PATTERN}  # the view refuses blank text
+
+
 class CompareForm(Request):
     image: UploadedImage
-    phrases: Annotated[str, Field(min_length=1, description="A JSON list of phrases, or one phrase a line")]
+    phrases: Annotated[str, Field(min_length=1), WithJsonSchema({
+        "anyOf": [_FORM_PHRASES, {"type": "array", "items": {"type": "string"}, "minItems": 2}],
+        "description": f"A JSON list of phrases, or one phrase a line (blank lines and white space around a phrase are "
+                       f"ignored); 1 to {MAX_COMPARE_PHRASES} phrases, none given twice, each following the text rule "
+                       f"of /v1/compare's JSON `phrases`. The field may be given several times: its values are read "
+                       f"as lines of one text",
+    })]
 
 
 # -- health, index, errors -------------------------------------------------------------------------

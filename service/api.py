@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 
 from flask import Blueprint, Response, jsonify, request
 from pydantic import BaseModel
+from werkzeug.datastructures import MultiDict
 
 from indexer.errors import InvalidInput
 from indexer.schema import (
@@ -48,14 +49,31 @@ def json_body(model: type[M]) -> M:
     return parse_json(model, request.get_data(cache=True))
 
 
+def sent(*fields: MultiDict[str, str]) -> dict[str, Any]:
+    """Form fields or query arguments as they were sent: a field given once is its text, a field
+    given several times the list of them, which a model refuses where it expects one value."""
+    values: dict[str, list[str]] = {}
+    for multi in fields:
+        for key, texts in multi.lists():
+            values.setdefault(key, []).extend(texts)
+    return {k: v[0] if len(v) == 1 else v for k, v in values.items()}
+
+
 def form(model: type[M], **files: Any) -> M:
     """A multipart (or url-encoded) request as `model`: its fields, the query string's, and files."""
-    fields: dict[str, Any] = {**request.args.to_dict(), **request.form.to_dict()}
-    return parse(model, {**fields, **{k: v for k, v in files.items() if v is not None}})
+    return parse(model, {**sent(request.args, request.form), **{k: v for k, v in files.items() if v is not None}})
 
 
 def uploads() -> list[tuple[str, bytes]]:
-    """(name, bytes) of each multipart `image` field."""
+    """(name, bytes) of each multipart `image` field. An `image` part must be a file part (with a
+    filename, as the document's encoding says): a part without one reaches the app as text, its
+    bytes already decoded, and is refused with a clear message rather than as a broken picture."""
+    if "image" in request.form:
+        raise InvalidInput(
+            "the 'image' field arrived as text, not as a file part (a multipart part needs a filename): send the "
+            "picture as a file (curl -F image=@picture.jpg)",
+            code="missing_image",
+        )
     return [(_safe_name(f.filename, i), f.read()) for i, f in enumerate(request.files.getlist("image"))]
 
 
@@ -94,7 +112,7 @@ def list_vocabularies() -> tuple[Response, int]:
 
 @api.get("/v1/vocabularies/<name>")
 def show_vocabulary(name: str) -> tuple[Response, int]:
-    page = parse(PageQuery, request.args.to_dict())
+    page = parse(PageQuery, sent(request.args))
     return answer(state().engine.vocabulary_page(name, page))
 
 

@@ -75,7 +75,7 @@ OPERATIONS = (
     Operation("post", "/v1/vocabularies/{name}/phrases", "Add phrases (idempotent)", WriteAnswer, json=AddPhrases,
               errors=(400, 401, 403, 404, 413), auth=True),
     Operation("delete", "/v1/vocabularies/{name}/phrases", "Remove phrases by term or external id", WriteAnswer,
-              json=RemovePhrases, errors=(400, 401, 403, 404), auth=True),
+              json=RemovePhrases, errors=(400, 401, 403, 404, 413), auth=True),
     Operation("delete", "/v1/vocabularies/{name}", "Delete a custom vocabulary", WriteAnswer,
               errors=(400, 401, 403, 404), auth=True),
     Operation("post", "/v1/analyze", "Relative likelihoods of each vocabulary's phrases for one image", Analysis,
@@ -87,6 +87,18 @@ OPERATIONS = (
 )
 
 _REF = "#/components/schemas/{model}"
+# Each multipart `image` part: a picture, sent as a file part (a part without a filename is text to the server).
+IMAGE_PART = {
+    "contentType": "image/*",
+    "headers": {
+        "Content-Disposition": {
+            "required": True,
+            "description": "A file part: it names a filename (any name; the picture's format is read from its bytes)",
+            "schema": {"type": "string", "pattern": "filename="},
+            "example": 'form-data; name="image"; filename="picture.jpg"',
+        }
+    },
+}
 
 
 def _ref(model: type[BaseModel]) -> dict[str, str]:
@@ -111,7 +123,7 @@ def _operation(op: Operation) -> dict[str, Any]:
         out["parameters"] = params
     content: dict[str, Any] = {}
     if op.multipart is not None:
-        content["multipart/form-data"] = {"schema": _ref(op.multipart)}
+        content["multipart/form-data"] = {"schema": _ref(op.multipart), "encoding": {"image": IMAGE_PART}}
     if op.json is not None:
         content["application/json"] = {"schema": _ref(op.json)}
     if content:

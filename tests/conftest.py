@@ -3,15 +3,25 @@ Hugging Face cache; the toy model (loaded once per session) stands in wherever a
 
 from __future__ import annotations
 
+import copy
 import io
+import json
 import os
+import re
 import sys
 import tempfile
+from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from jsonschema import Draft202012Validator
 from PIL import Image, ImageDraw
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+from werkzeug.exceptions import HTTPException
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -24,6 +34,7 @@ from indexer.engine import Engine  # noqa: E402
 from indexer.models import LoadedModel, load_model  # noqa: E402
 from indexer.specs import parse_model  # noqa: E402
 from indexer.schema import AddPhrases, CreateVocabulary, RemovePhrases, WriteAnswer, parse  # noqa: E402
+from service.openapi import openapi_document  # noqa: E402
 
 
 def create(engine: Engine, name: str, phrases: Any = (), **fields: Any) -> WriteAnswer:
@@ -67,6 +78,18 @@ def toy_loader(toy: LoadedModel) -> Callable[..., LoadedModel]:
     return loader
 
 
+def service_engine(toy_loader: Callable[..., LoadedModel], monkeypatch: pytest.MonkeyPatch, token: str) -> Engine:
+    """The engine as the service makes it (its limits from the settings, batching concurrent images,
+    never embedding a whole list), with the session's toy model and `token` allowed to write."""
+    from indexer.settings import Settings
+    from service.state import AUTO_EMBED_LIMIT
+
+    monkeypatch.setenv("CLIP_GAZE_API_TOKENS", f"other,{token}")
+    monkeypatch.setenv("CLIP_GAZE_MAX_UPLOAD_MB", "1")
+    monkeypatch.setenv("CLIP_GAZE_MAX_PIXELS", "4000000")
+    return Engine.from_settings(Settings.from_env(), loader=toy_loader, batch_window_ms=2, auto_embed_limit=AUTO_EMBED_LIMIT)
+
+
 @pytest.fixture
 def engine(clean_environ: Path, toy_loader: Callable[..., LoadedModel]) -> Engine:
     return Engine(clean_environ, "toy", loader=toy_loader)
@@ -101,3 +124,136 @@ def picture(tmp_path: Path) -> Path:
     p = tmp_path / "picture.png"
     draw_shape("blue", "square").save(p)
     return p
+
+
+# -- every JSON answer the tests receive is checked against the OpenAPI document -------------------
+_DOC_URI = "urn:clip-gaze:openapi.json"
+
+
+def strict_document(doc: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `doc` in which every object schema that lists `properties` allows no other field.
+    Answers allow extra fields for clients' forward compatibility; the server's own tests must not
+    send any field the document does not describe."""
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            out = {k: walk(v) for k, v in node.items()}
+            if out.get("type") == "object" and isinstance(out.get("properties"), dict):
+                out["additionalProperties"] = False
+            return out
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    return walk(copy.deepcopy(doc))
+
+
+@lru_cache(maxsize=2)
+def _registry(strict: bool) -> Registry:
+    doc = openapi_document()
+    resource = Resource(contents=strict_document(doc) if strict else doc, specification=DRAFT202012)
+    return Registry().with_resource(_DOC_URI, resource)
+
+
+def pointer(*parts: str) -> str:
+    """A JSON pointer into the document ('/paths/~1v1~1health/get')."""
+    return "".join("/" + p.replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+@lru_cache(maxsize=None)
+def document_validator(ref: str, strict: bool = True) -> Draft202012Validator:
+    """A Draft 2020-12 validator for the schema at JSON pointer `ref` of the OpenAPI document (its
+    `#/components/schemas/...` references resolved against it); `strict`: see strict_document."""
+    return Draft202012Validator({"$ref": f"{_DOC_URI}#{ref}"}, registry=_registry(strict),
+                                format_checker=Draft202012Validator.FORMAT_CHECKER)
+
+
+def operation_of(app: Flask, method: str, path: str) -> tuple[str, str] | None:
+    """(OpenAPI path template, method) of the operation that serves `method path` in `app`, or
+    None where no documented operation does (an unknown path, a method the path does not allow)."""
+    try:
+        rule, _ = app.url_map.bind("localhost").match(path, method=method, return_rule=True)
+    except HTTPException:
+        return None
+    template = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
+    ops = openapi_document()["paths"].get(template, {})
+    m = method.lower()
+    return (template, m) if m in ops else None
+
+
+def schema_problems(app: Flask, method: str, path: str, status: int, body: Any) -> list[str]:
+    """Why `body`, the JSON answer with `status` to `method path`, is not what the document says
+    (strictly: no undocumented field); [] when it is."""
+    doc = openapi_document()
+    found = operation_of(app, method, path)
+    if found is None:
+        # No documented operation: only the error shape is promised (404, 405…).
+        if status < 400:
+            return [f"{method} {path} answered {status} but no documented operation serves it"]
+        ref = pointer("components", "schemas", "ErrorBody")
+    else:
+        template, m = found
+        responses = doc["paths"][template][m]["responses"]
+        key = str(status)
+        if key not in responses:
+            # `default` is there for clients; the server's tests hold it to the statuses it lists.
+            return [f"{method} {path} → {status}: the document does not list this status for {m.upper()} {template}"]
+        if "application/json" not in responses[key].get("content", {}):
+            return [f"{method} {path}: status {status} is documented without a JSON body"]
+        ref = pointer("paths", template, m, "responses", key, "content", "application/json", "schema")
+    return [f"{method} {path} → {status}: {'/'.join(map(str, e.absolute_path)) or '(body)'}: {e.message}"
+            for e in document_validator(ref).iter_errors(body)]
+
+
+def assert_documented(app: Flask, method: str, path: str, status: int, body: Any) -> None:
+    problems = schema_problems(app, method, path, status, body)
+    assert not problems, "answer differs from /openapi.json:\n" + "\n".join(problems[:10])
+
+
+class SchemaCheckingClient(FlaskClient):
+    """Flask's test client, checking every JSON answer against the app's OpenAPI document."""
+
+    def open(self, *args: Any, **kwargs: Any) -> Any:
+        resp = super().open(*args, **kwargs)
+        if resp.is_json and resp.request.method != "HEAD":
+            body = json.loads(resp.get_data())
+            assert_documented(self.application, resp.request.method, resp.request.path, resp.status_code, body)
+        return resp
+
+
+@pytest.fixture(autouse=True)
+def _schema_checked_test_clients(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every app a test creates answers its test client through SchemaCheckingClient."""
+    monkeypatch.setattr(Flask, "test_client_class", SchemaCheckingClient)
+
+
+class SchemaCheckingMiddleware:
+    """WSGI middleware for apps served on a live port: records every JSON answer that differs from
+    the document in `problems` (a server thread cannot fail the test itself; the fixture does)."""
+
+    def __init__(self, app: Flask):
+        self.app = app
+        self.problems: list[str] = []
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        captured: dict[str, Any] = {}
+
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            captured.update(status=int(status.split()[0]), headers=headers)
+            return start_response(status, headers, exc_info)
+
+        answer = self.app(environ, start)
+        try:
+            chunks = list(answer)
+        finally:
+            getattr(answer, "close", lambda: None)()
+        ctype = next((v for k, v in captured.get("headers", []) if k.lower() == "content-type"), "")
+        if ctype.startswith("application/json") and environ["REQUEST_METHOD"] != "HEAD":
+            try:
+                body = json.loads(b"".join(chunks))
+            except ValueError as exc:
+                self.problems.append(f"{environ['PATH_INFO']}: not JSON: {exc}")
+            else:
+                self.problems += schema_problems(self.app, environ["REQUEST_METHOD"], environ["PATH_INFO"],
+                                                 captured["status"], body)
+        return chunks

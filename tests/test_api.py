@@ -6,15 +6,25 @@ import threading
 from typing import Any
 
 import pytest
+from flask import jsonify
 from openapi_spec_validator import validate
 from werkzeug.serving import make_server
+from werkzeug.test import Client as WsgiClient
 
 from clip_gaze import ApiError, Client
-from conftest import draw_shape, encode
-from indexer.engine import Engine
+from conftest import (
+    SchemaCheckingMiddleware,
+    document_validator,
+    draw_shape,
+    encode,
+    operation_of,
+    pointer,
+    schema_problems,
+    service_engine,
+)
 from indexer.settings import Settings
 from service import create_app
-from service.state import AUTO_EMBED_LIMIT
+from service.openapi import openapi_document
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -23,11 +33,8 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 @pytest.fixture
 def engine(clean_environ, toy_loader, monkeypatch):
     """The engine as the service makes it (its limits from the settings, batching concurrent images,
-    never embedding a whole list), with the session's toy model."""
-    monkeypatch.setenv("CLIP_GAZE_API_TOKENS", f"other,{TOKEN}")
-    monkeypatch.setenv("CLIP_GAZE_MAX_UPLOAD_MB", "1")
-    monkeypatch.setenv("CLIP_GAZE_MAX_PIXELS", "4000000")
-    return Engine.from_settings(Settings.from_env(), loader=toy_loader, batch_window_ms=2, auto_embed_limit=AUTO_EMBED_LIMIT)
+    never embedding a whole list), with the session's toy model: 1 MB bodies, 4 MP pictures."""
+    return service_engine(toy_loader, monkeypatch, TOKEN)
 
 
 @pytest.fixture
@@ -228,11 +235,15 @@ def test_openapi_document_is_valid_and_covers_every_endpoint(client, app):
 
 @pytest.fixture
 def live_url(app):
-    server = make_server("127.0.0.1", 0, app, threaded=True)
+    """The app on a loopback port; every JSON answer it sends is checked against the document (the
+    Client parses answers into models that allow extra fields, so this is the strict check)."""
+    checked = SchemaCheckingMiddleware(app)
+    server = make_server("127.0.0.1", 0, checked, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}"
     server.shutdown()
+    assert not checked.problems, "answers differ from /openapi.json:\n" + "\n".join(checked.problems[:10])
 
 
 def test_python_client_speaks_to_the_api(live_url, tmp_path):
@@ -256,3 +267,166 @@ def test_python_client_speaks_to_the_api(live_url, tmp_path):
     with pytest.raises(ApiError) as exc:
         Client(live_url).create_vocabulary("x", ["y"])
     assert exc.value.status == 401 and exc.value.code == "unauthorized"
+
+
+# -- every answer is checked against the document (conftest): the checker itself -----------------
+def test_the_test_client_refuses_an_answer_the_document_does_not_describe(client, monkeypatch):
+    import service.api
+
+    def tampered(change):
+        def answer(model, status=200):
+            data = model.json_dict()
+            change(data)
+            return jsonify(data), status
+        return answer
+
+    monkeypatch.setattr(service.api, "answer", tampered(lambda d: d["vocabularies"][0].update(size="many")))
+    with pytest.raises(AssertionError, match="vocabularies/0/size"):
+        client.get("/v1/vocabularies")
+    # Answers allow extra fields for clients; the tests do not: an undocumented field fails.
+    monkeypatch.setattr(service.api, "answer", tampered(lambda d: d["vocabularies"][0].update(colour="red")))
+    with pytest.raises(AssertionError, match="colour"):
+        client.get("/v1/vocabularies")
+    monkeypatch.setattr(service.api, "answer", tampered(lambda d: d.update(colour="red")))
+    with pytest.raises(AssertionError, match="colour"):
+        client.get("/v1/health")
+
+
+def test_the_live_server_check_records_what_the_document_does_not_describe(app, monkeypatch):
+    import service.api
+
+    def answer(model, status=200):
+        return jsonify({**model.json_dict(), "colour": "red"}), status
+
+    monkeypatch.setattr(service.api, "answer", answer)
+    checked = SchemaCheckingMiddleware(app)
+    WsgiClient(checked).get("/v1/health")
+    assert checked.problems and "colour" in checked.problems[0]
+
+
+def test_errors_of_undocumented_paths_and_methods_are_checked_as_the_error_body(app):
+    assert operation_of(app, "GET", "/v1/vocabularies/movements") == ("/v1/vocabularies/{name}", "get")
+    assert operation_of(app, "DELETE", "/v1/analyze") is None and operation_of(app, "GET", "/v1/nope") is None
+    assert schema_problems(app, "GET", "/v1/nope", 404, {"ok": False, "status": 404, "code": "not_found", "error": "x"}) == []
+    assert schema_problems(app, "GET", "/v1/nope", 404, {"ok": False, "status": 404, "code": "not_found"})
+    assert schema_problems(app, "GET", "/v1/nope", 200, {"ok": True})
+
+
+# -- the schema is the truth: what the fuzzer (tests/test_fuzz.py) and its review found, each fixed --
+def allowed(model: str, body: Any) -> bool:
+    """Whether the document allows `body` as the request model `model`."""
+    return document_validator(pointer("components", "schemas", model), strict=False).is_valid(body)
+
+
+@pytest.mark.parametrize("template, ok", [("by {}", True), ("{}", True), ("{{}}", True), ("0", False),
+                                          ("{} and {}", False), ("{ }", False), ("}{", False)])
+def test_the_document_states_the_template_rule(client, engine, template, ok):
+    body = {"name": "tpl", "template": template, "phrases": ["x"]}
+    assert allowed("CreateVocabulary", body) is ok
+    resp = client.post("/v1/vocabularies", json=body, headers=AUTH)
+    assert resp.status_code == (201 if ok else 400), resp.get_json()
+    assert allowed("CreateVocabulary", {"name": "tpl", "templates": [template]}) is ok
+
+
+def test_template_and_templates_together_are_refused_and_the_document_says_so(client):
+    body = {"name": "both", "template": "a {}", "templates": ["b {}"]}
+    assert not allowed("CreateVocabulary", body)
+    is_error(client.post("/v1/vocabularies", json=body, headers=AUTH), 400, "invalid_template")
+    assert allowed("CreateVocabulary", {"name": "one", "templates": ["b {}"]})
+
+
+def test_a_json_number_without_a_fraction_is_an_integer(client, red_circle_png):
+    """JSON Schema's integer is any number with no fractional part: 3.0 and 3e0 are integers."""
+    b64 = base64.b64encode(red_circle_png).decode()
+    raw = '{"image_base64": "%s", "vocabularies": "qualities", "top_k": 3.0}' % b64
+    body = client.post("/v1/analyze", data=raw, content_type="application/json").get_json()
+    assert len(body["results"]["qualities"]["matches"]) == 3
+    is_error(client.post("/v1/analyze", data=raw.replace("3.0", "2.5"), content_type="application/json"), 400, "invalid_top_k")
+    assert not allowed("AnalyzeJson", {"image_base64": b64, "top_k": 2.5})
+    raw = '{"name": "num", "phrases": [{"term": "a red circle", "external_id": 7.0}]}'
+    assert client.post("/v1/vocabularies", data=raw, content_type="application/json", headers=AUTH).status_code == 201
+    assert client.get("/v1/vocabularies/num").get_json()["phrases"][0]["external_id"] == "7"
+
+
+def test_the_document_bounds_a_numeric_external_id_by_its_text(client):
+    """A number given as an external id is kept as its text, which holds at most 200 characters."""
+    for n, ok in ((10**200 - 1, True), (10**200, False), (-(10**199 - 1), True), (-(10**199), False)):
+        body = {"name": "ids", "phrases": [{"term": "x", "external_id": n}]}
+        assert allowed("CreateVocabulary", body) is ok
+        resp = client.post("/v1/vocabularies", json=body, headers=AUTH)
+        assert resp.status_code == (201 if ok else 400), resp.get_json()
+        if ok:
+            client.delete("/v1/vocabularies/ids", headers=AUTH)
+
+
+def test_the_document_states_list_limits_as_list_limits():
+    """pydantic wrote a list's max_length on `terms | None` as maxLength (a string keyword, so no
+    limit at all), and a Field after a validator as `ge`/`le` (no keyword at all)."""
+    doc = openapi_document()
+    terms = doc["components"]["schemas"]["RemovePhrases"]["properties"]["terms"]
+    assert terms["type"] == "array" and terms["maxItems"] == 50_000 and "maxLength" not in terms
+    not_json_schema = {"ge", "le", "gt", "lt", "max_length", "min_length", "multiple_of"}
+
+    def walk(node: Any, where: str) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "array":
+                assert not {"maxLength", "minLength", "pattern"} & set(node), where
+            if node.get("type") in ("integer", "number", "string", "array", "object"):
+                assert not not_json_schema & set(node), where
+            for k, v in node.items():
+                walk(v, f"{where}/{k}")
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, f"{where}/{i}")
+
+    walk(doc, "")
+
+
+def test_an_image_part_without_a_filename_is_refused_clearly_and_the_document_says_why(client, red_circle_png):
+    """A multipart part without a filename reaches the app as text, its bytes decoded; the document
+    says an image part is a file part (encoding: contentType image/*, Content-Disposition with a filename)."""
+    body = (b'--x\r\nContent-Disposition: form-data; name="image"\r\nContent-Type: image/png\r\n\r\n'
+            + red_circle_png + b"\r\n--x--\r\n")
+    for path in ("/v1/analyze", "/v1/analyze/batch", "/v1/compare"):
+        err = is_error(client.post(path, data=body, content_type="multipart/form-data; boundary=x"), 400, "missing_image")
+        assert "filename" in err["error"]
+        part = openapi_document()["paths"][path]["post"]["requestBody"]["content"]["multipart/form-data"]["encoding"]["image"]
+        assert part["contentType"] == "image/*" and part["headers"]["Content-Disposition"]["required"] is True
+
+
+@pytest.mark.parametrize("phrases", ["   ", "\n\n", " \t\u00a0\u3000\r\n"])
+def test_blank_compare_phrases_are_refused_and_the_document_says_so(client, red_circle_png, phrases):
+    assert not allowed("CompareForm", {"image": "x", "phrases": phrases})
+    is_error(client.post("/v1/compare", data=upload(red_circle_png, phrases=phrases)), 400, "invalid_phrase")
+    assert allowed("CompareForm", {"image": "x", "phrases": " a red circle \n"})
+
+
+def test_a_name_with_a_final_newline_is_refused(client):
+    """Python's `$` also matches before a final newline: the name check matched 'abc\\n'."""
+    is_error(client.post("/v1/vocabularies", json={"name": "abc\n", "phrases": ["x"]}, headers=AUTH), 400, "invalid_name")
+    is_error(client.get("/v1/vocabularies/movements%0A"), 404, "unknown_vocabulary")
+    is_error(client.delete("/v1/vocabularies/movements%0A", headers=AUTH), 400, "invalid_name")
+
+
+def test_every_body_that_is_read_may_be_too_large_and_the_document_lists_413(client):
+    too_big = b"[" + b'"x",' * 600_000 + b'"x"]'  # > the 1 MB limit set above
+    for method, path in (("post", "/v1/vocabularies"), ("post", "/v1/vocabularies/mine/phrases"),
+                         ("delete", "/v1/vocabularies/mine/phrases")):
+        body = b'{"terms": ' + too_big + b"}"
+        resp = client.open(path, method=method.upper(), data=body, content_type="application/json", headers=AUTH)
+        is_error(resp, 413, "request_entity_too_large")  # the checking client also finds 413 listed for it
+        assert "413" in openapi_document()["paths"][path.replace("mine", "{name}")][method]["responses"]
+
+
+def test_a_single_valued_field_given_twice_is_refused_not_read_as_its_first_value(client, red_circle_png):
+    """The document gives top_k, vocabularies, offset and limit one value; the server read the first."""
+    data = {**upload(red_circle_png), "top_k": ["2", "3"]}
+    is_error(client.post("/v1/analyze", data=data), 400, "invalid_top_k")
+    data = {**upload(red_circle_png), "vocabularies": ["qualities", "sites"]}
+    is_error(client.post("/v1/analyze", data=data), 400, "invalid_input")
+    is_error(client.get("/v1/vocabularies/movements?limit=1&limit=2"), 400)
+    assert len(client.get("/v1/vocabularies/movements?limit=2").get_json()["phrases"]) == 2
+    # phrases may be repeated in a multipart compare: the document says so (an array of parts)
+    data = {**upload(red_circle_png), "phrases": ["a red circle", "a blue square"]}
+    assert client.post("/v1/compare", data=data).get_json()["results"]["compare"]["softmax_over"] == 2
+    assert allowed("CompareForm", {"image": "x", "phrases": ["a red circle", "a blue square"]})
