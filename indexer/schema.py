@@ -79,6 +79,7 @@ _EN, _ENB = rf"[^{{{_FORBIDDEN}{_SPACE}]", rf"[^{{}}{_FORBIDDEN}{_SPACE}]"  # th
 _BEFORE = rf"(?:(?:{_EN}|\{{+{_NB})(?:{_N}|\{{+{_NB})*\{{*|\{{+)?"
 _AFTER = rf"(?:(?:{_N}|\{{+{_NB})*(?:{_EN}|\{{+{_ENB}|\{{+))?"
 TEMPLATE_PATTERN = rf"^{_BEFORE}\{{\}}{_AFTER}$"
+URL_PATTERN = rf"^https?://[^{_FORBIDDEN}]*[^{_FORBIDDEN}{_SPACE}]$"  # the text rule, for an http(s) URL
 _TEXT_RE = re.compile(TEXT_PATTERN)
 _FORBIDDEN_RE = re.compile(rf"[{_FORBIDDEN}]")
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
+from pydantic_core import PydanticCustomError
 
 from .schema import (
     DEFAULT_PAGE_SIZE,
@@ -19,6 +20,7 @@ from .schema import (
     Request,
     TextRule,
     TopK,
+    URL_PATTERN,
     Vocabularies,
 )
 
@@ -39,6 +41,25 @@ class AddSources(Request):
     """POST /v1/collections/<name>/sources: a background job (202); GET /v1/jobs/<id> follows it."""
 
     sources: Annotated[list[Source], Field(min_length=1, max_length=MAX_SOURCES)]
+
+
+UrlSource = Annotated[str, TextRule("source", MAX_SOURCE_CHARS, "invalid_source",
+                                    "A IIIF manifest, a IIIF Image API service, or a CSV/JSON Lines file, by http(s) URL",
+                                    pattern=URL_PATTERN), AfterValidator(lambda v: _url(v, "source"))]
+
+
+def _url(value: str, what: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise PydanticCustomError("invalid_source", f"{what}: the API adds sources by http(s) URL (files and folders "
+                                                    "on this server are not offered to clients); add those with "
+                                                    "`clip-gaze collection add`")
+    return value
+
+
+class AddUrlSources(AddSources):
+    """POST /v1/collections/<name>/sources: sources by URL only."""
+
+    sources: Annotated[list[UrlSource], Field(min_length=1, max_length=MAX_SOURCES)]  # type: ignore[assignment]
 
 
 class AnalyzeCollection(Request):

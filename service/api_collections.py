@@ -7,9 +7,9 @@ from typing import Iterator
 
 from flask import Blueprint, Response, request, stream_with_context
 
-from indexer.schema import parse
+from indexer.schema import parse, split_vocabularies
 from indexer.schema_collections import (
-    AddSources,
+    AddUrlSources,
     AnalyzeCollection,
     CollectionAnswer,
     CollectionList,
@@ -18,8 +18,6 @@ from indexer.schema_collections import (
     PictureQuery,
     SearchQuery,
 )
-from indexer.schema import split_vocabularies
-
 from .api import answer, json_body
 from .auth import require_token
 from .state import state
@@ -55,7 +53,7 @@ def delete_collection(name: str) -> tuple[Response, int]:
 @require_token
 def add_sources(name: str) -> tuple[Response, int]:
     """A background job in this worker; GET /v1/jobs/<id> gives its progress from any worker."""
-    job = state().engine.collections.start_add(name, json_body(AddSources))
+    job = state().engine.collections.start_add(name, json_body(AddUrlSources))
     return answer(JobAnswer(job=job), 202)
 
 

@@ -14,6 +14,19 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from indexer import __version__
+from indexer.schema_collections import (
+    AddUrlSources,
+    AnalysisRow,
+    AnalyzeCollection,
+    CollectionAnswer,
+    CollectionList,
+    CollectionView,
+    CreateCollection,
+    JobAnswer,
+    PictureQuery,
+    SearchAnswer,
+    SearchQuery,
+)
 from indexer.schema import (
     NAME_PATTERN,
     AddPhrases,
@@ -40,7 +53,7 @@ ERRORS = {
     400: "Bad input (the message says which field and why)",
     401: "Missing or wrong bearer token",
     403: "Read-only vocabulary, or writes disabled on this server",
-    404: "Unknown vocabulary",
+    404: "Unknown vocabulary, collection or job",
     409: "Exists already, or not indexed for this model",
     413: "Body, image or the request's pictures together too large",
     503: "Model unavailable, or the server is busy (see Retry-After)",
@@ -60,6 +73,8 @@ class Operation:
     errors: tuple[int, ...] = ()
     auth: bool = False
     tags: tuple[str, ...] = field(default_factory=tuple)
+    body_optional: bool = False
+    lines: bool = False  # the answer is JSON Lines (application/x-ndjson), one `answer` per line
 
 
 _ANALYSIS_ERRORS = (400, 404, 409, 413, 503)
@@ -85,6 +100,24 @@ OPERATIONS = (
     Operation("post", "/v1/compare", "Softmax over exactly the phrases given; nothing is stored", Analysis,
               json=CompareJson, multipart=CompareForm, errors=_ANALYSIS_ERRORS),
 )
+
+_COLLECTIONS = (
+    Operation("get", "/v1/collections", "Every collection", CollectionList),
+    Operation("post", "/v1/collections", "Create a collection", CollectionAnswer, 201, json=CreateCollection,
+              errors=(400, 401, 403, 409, 413), auth=True),
+    Operation("get", "/v1/collections/{name}", "A collection and a page of its pictures (or of those that failed)",
+              CollectionView, query=PictureQuery, errors=(400, 404)),
+    Operation("delete", "/v1/collections/{name}", "Delete a collection (the pictures' embeddings stay)", CollectionAnswer,
+              errors=(400, 401, 403, 404), auth=True),
+    Operation("post", "/v1/collections/{name}/sources", "Add sources by URL: a background job (202)", JobAnswer, 202,
+              json=AddUrlSources, errors=(400, 401, 403, 404, 413), auth=True),
+    Operation("get", "/v1/jobs/{job_id}", "A job's progress, counts and errors", JobAnswer, errors=(404,)),
+    Operation("get", "/v1/collections/{name}/search", "The collection's pictures closest to a phrase", SearchAnswer,
+              query=SearchQuery, errors=(400, 404, 409)),
+    Operation("post", "/v1/collections/{name}/analyze", "Score every stored picture; rows streamed as JSON Lines",
+              AnalysisRow, json=AnalyzeCollection, errors=(400, 404, 409, 413), body_optional=True, lines=True),
+)
+ALL_OPERATIONS: tuple[Operation, ...] = (*OPERATIONS, *_COLLECTIONS)
 
 _REF = "#/components/schemas/{model}"
 # Each multipart `image` part: a picture, sent as a file part (a part without a filename is text to the server).
@@ -113,12 +146,16 @@ def _operation(op: Operation) -> dict[str, Any]:
     out: dict[str, Any] = {"summary": op.summary, "operationId": f"{op.method}_{op.path.strip('/').replace('/', '_').replace('.', '_')}"}
     params: list[dict[str, Any]] = []
     if "{name}" in op.path:
+        what = "Collection" if op.path.startswith("/v1/collections") else "Vocabulary"
         params.append({"name": "name", "in": "path", "required": True,
-                       "schema": {"type": "string", "pattern": NAME_PATTERN}, "description": "Vocabulary name"})
+                       "schema": {"type": "string", "pattern": NAME_PATTERN}, "description": f"{what} name"})
+    if "{job_id}" in op.path:
+        params.append({"name": "job_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1},
+                       "description": "As POST /v1/collections/{name}/sources answered it"})
     if op.query is not None:
         schema = op.query.model_json_schema()
         for key, prop in schema["properties"].items():
-            params.append({"name": key, "in": "query", "required": False, "schema": prop})
+            params.append({"name": key, "in": "query", "required": key in schema.get("required", []), "schema": prop})
     if params:
         out["parameters"] = params
     content: dict[str, Any] = {}
@@ -127,9 +164,12 @@ def _operation(op: Operation) -> dict[str, Any]:
     if op.json is not None:
         content["application/json"] = {"schema": _ref(op.json)}
     if content:
-        out["requestBody"] = {"required": True, "content": content}
+        out["requestBody"] = {"required": not op.body_optional, "content": content}
     ok_schema = _ref(op.answer) if op.answer is not None else {"type": "object"}
     responses: dict[str, Any] = {str(op.status): _json(ok_schema, "Success")}
+    if op.lines:
+        responses[str(op.status)] = {"description": "JSON Lines: one object a line, streamed",
+                                     "content": {"application/x-ndjson": {"schema": ok_schema}}}
     for status in (*op.errors, 500):
         responses[str(status)] = _json(_ref(ErrorBody), ERRORS.get(status, "Unexpected error (the server log has the details)"))
     responses["default"] = _json(_ref(ErrorBody), "Any other error, in the same shape")
@@ -150,11 +190,11 @@ def _drop_null_defaults(node: Any) -> Any:
 
 @lru_cache(maxsize=1)
 def openapi_document() -> dict[str, Any]:
-    models = {m for op in OPERATIONS for m in (op.answer, op.json, op.multipart) if m is not None} | {ErrorBody}
+    models = {m for op in ALL_OPERATIONS for m in (op.answer, op.json, op.multipart) if m is not None} | {ErrorBody}
     _, defs = models_json_schema([(m, "validation") for m in sorted(models, key=lambda m: m.__name__)], ref_template=_REF)
     defs = _drop_null_defaults(defs)
     paths: dict[str, Any] = {}
-    for op in OPERATIONS:
+    for op in ALL_OPERATIONS:
         paths.setdefault(op.path, {})[op.method] = _operation(op)
     return {
         "openapi": "3.1.0",

@@ -30,6 +30,39 @@ sys.path.insert(0, str(Path(__file__).parent))
 HF_HOME = Path(tempfile.mkdtemp(prefix="clip-gaze-tests-hf-"))
 os.environ.update(HF_HOME=str(HF_HOME), HF_HUB_CACHE=str(HF_HOME / "hub"), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
 
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The offline Hugging Face cache made above goes with the session."""
+    import shutil
+
+    shutil.rmtree(HF_HOME, ignore_errors=True)
+
+
+_LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"}
+_real_getaddrinfo = __import__("socket").getaddrinfo
+
+
+def _loopback_only_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+    """No test resolves a name that could leave this machine: loopback names and IP literals only."""
+    import ipaddress
+    import socket
+
+    name = host.decode() if isinstance(host, bytes) else host
+    numeric = name is not None and re.fullmatch(r"[0-9.]+|0x[0-9a-fx.]+", str(name).lower())  # glibc reads these itself
+    if name is not None and not numeric and str(name).lower().rstrip(".") not in _LOOPBACK_NAMES:
+        try:
+            ipaddress.ip_address(str(name).split("%", 1)[0])
+        except ValueError:
+            raise socket.gaierror(socket.EAI_NONAME, f"name resolution is blocked in tests: {name}") from None
+    return _real_getaddrinfo(host, *args, **kwargs)
+
+
+@pytest.fixture(autouse=True)
+def no_dns(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    monkeypatch.setattr(socket, "getaddrinfo", _loopback_only_getaddrinfo)
+
+
 from indexer.engine import Engine  # noqa: E402
 from indexer.models import LoadedModel, load_model  # noqa: E402
 from indexer.specs import parse_model  # noqa: E402

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 import threading
 from typing import Any
 
@@ -226,8 +227,8 @@ def test_openapi_document_is_valid_and_covers_every_endpoint(client, app):
     validate(doc)
     documented = {(path, method.upper()) for path, ops in doc["paths"].items() for method in ops if method != "parameters"}
     served = {
-        (rule.rule.replace("<name>", "{name}"), m)
-        for rule in app.url_map.iter_rules() if rule.endpoint.startswith("api.")
+        (re.sub(r"<(\w+)>", r"{\1}", rule.rule), m)
+        for rule in app.url_map.iter_rules() if not rule.endpoint.startswith(("page.", "static"))
         for m in rule.methods - {"HEAD", "OPTIONS"}
     }
     assert served == documented

@@ -42,13 +42,16 @@ from werkzeug.formparser import parse_form_data
 from werkzeug.test import EnvironBuilder
 
 from conftest import create, document_validator, draw_shape, encode, pointer, schema_problems, service_engine
+from indexer.image_store import Picture
+from indexer.schema import parse
+from indexer.schema_collections import CreateCollection
 from indexer.settings import Settings
 from service import create_app
 from service.openapi import openapi_document
 
 TOKEN = "fuzz-token"
 MAX_EXAMPLES = int(os.environ.get("CLIP_GAZE_FUZZ_EXAMPLES", "25"))
-KNOWN = "fuzzed"  # a custom vocabulary that always exists, so writes and reads also reach one that does
+KNOWN = "fuzzed"  # a custom vocabulary and a collection that always exist, so requests also reach ones that do
 MAX_CUSTOM = 20  # more custom vocabularies than this, and the fuzzer's are deleted: the store stays small
 
 # Real pictures wherever the document asks for one: JSON's base64 fields have the format
@@ -81,7 +84,8 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           positive_data_acceptance, negative_data_rejection]
 
 schema = schemathesis.openapi.from_dict(openapi_document(), config=CONFIG)
-ANSWERED: dict[str, set[int]] = defaultdict(set)  # operation → statuses of its positive requests
+ANSWERED: dict[str, set[int]] = defaultdict(set)
+JOBS: dict[str, str] = {}  # operation → statuses of its positive requests
 
 
 @pytest.fixture(scope="module")
@@ -170,6 +174,17 @@ def _keep_store_small(engine) -> None:
     if len(custom) > MAX_CUSTOM:
         for name in custom:
             engine.delete_vocabulary(name)
+    collections = engine.collections
+    if collections.images.find(KNOWN) is None:  # a collection that always exists, with a picture in it
+        collections.create(parse(CreateCollection, {"name": KNOWN}))
+        engine.embed_images([engine.read(PICTURES[0])])
+        pic = engine.read(PICTURES[0])
+        collections.images.record(collections.images.get(KNOWN).id, [Picture("fuzz:0", "F-0", None, pic.sha256, 64, 64)],
+                                  engine.model_key, {})
+    others = [c.name for c in collections.all() if c.name != KNOWN]
+    if len(others) > MAX_CUSTOM:
+        for name in others:
+            collections.delete(name)
 
 
 @schema.parametrize()
@@ -180,7 +195,10 @@ def test_the_api_does_what_its_schema_says(case, app, engine):
     meta = case.meta
     path = meta.components.get(ParameterLocation.PATH) if meta is not None else None
     if path is not None and path.mode.is_positive and zlib.crc32(repr(case.path_parameters).encode()) % 2:
-        case.path_parameters["name"] = KNOWN  # half the valid names: one that exists
+        if "job_id" in case.path_parameters:  # half the valid ids: a job that exists
+            case.path_parameters["job_id"] = JOBS.setdefault(KNOWN, engine.collections.images.create_job("add_sources", KNOWN))
+        else:
+            case.path_parameters["name"] = KNOWN  # half the valid names: one that exists
     excluded = []
     multipart = (case.media_type or "").startswith("multipart/") and case.method.upper() == case.operation.method.upper()
     if multipart and case.path == "/v1/compare":
