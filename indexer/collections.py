@@ -19,7 +19,7 @@ import numpy.typing as npt
 from .errors import InvalidInput, NotIndexed
 from .fetch import FetchPolicy
 from .image_store import CollectionRow, ImageStore, Picture
-from .images import DecodedImage
+from .images import DecodedImage, PixelBudget
 from .ingest import IngestReport, ingest
 from .kernels import cosines
 from .schema_collections import (
@@ -83,10 +83,10 @@ class Collections:
         return self._info(self.images.delete(name))
 
     # -- adding -----------------------------------------------------------------------------------
-    def read(self, ref: PictureRef) -> DecodedImage:
+    def read(self, ref: PictureRef, budget: PixelBudget | None = None) -> DecodedImage:
         """A picture's bytes (file, URL or IIIF at the model's size), decoded within the limits."""
         load = loader(self.policy, self.engine.spec.image_size())
-        return self.engine.read(load(ref), name=ref.source)
+        return self.engine.read(load(ref), name=ref.source, budget=budget)
 
     def add(
         self,

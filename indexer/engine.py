@@ -164,13 +164,13 @@ class Engine:
             self._collections = Collections(self, FetchPolicy(allow=frozenset(allow), max_bytes=max_bytes))
         return self._collections
 
-    def fetch_picture(self, url: str) -> DecodedImage:
+    def fetch_picture(self, url: str, budget: PixelBudget | None = None) -> DecodedImage:
         """A picture from a URL: an image, or a IIIF Image API service (asked for the model's size)."""
         from .sources import PictureRef
 
         kind = "iiif" if url.rstrip("/").endswith("/info.json") else "url"
         ref = PictureRef(url.rstrip("/").removesuffix("/info.json") if kind == "iiif" else url, kind)
-        return self.collections.read(ref)  # type: ignore[no-any-return]
+        return self.collections.read(ref, budget)  # type: ignore[no-any-return]
 
     def embed_images(self, images: Sequence[DecodedImage]) -> npt.NDArray[np.float32]:
         """Each picture's embedding: stored ones by content hash (a picture is encoded once per model,
@@ -286,9 +286,10 @@ class Engine:
         return [_analysis(model, d, r, {"decode": d.decode_ms, **timing}) for d, r in zip(decoded, results)]
 
     def analyze_batch(
-        self, uploads: Sequence[tuple[str, bytes]], vocabularies: Sequence[str] | None = None, top_k: int = DEFAULT_TOP_K
+        self, uploads: Sequence[tuple[str, bytes | str]], vocabularies: Sequence[str] | None = None, top_k: int = DEFAULT_TOP_K
     ) -> BatchAnswer:
-        """Several uploaded pictures, decoded one at a time; a bad picture gets its own error entry."""
+        """Several pictures (bytes, or a URL as text), decoded one at a time; a bad picture gets its own
+        error entry."""
         t_start = time.perf_counter()
         names = self.resolve(vocabularies)
         budget = self.decoder.budget()
@@ -296,7 +297,8 @@ class Engine:
         good: list[tuple[int, str, DecodedImage]] = []
         for i, (name, data) in enumerate(uploads):
             try:
-                good.append((i, name, self.read(data, name, budget)))
+                picture = self.fetch_picture(data, budget) if isinstance(data, str) else self.read(data, name, budget)
+                good.append((i, name, picture))
             except ClipGazeError as exc:
                 items.append(BatchFailure(index=i, name=name, status=exc.status, code=exc.code, error=exc.message))
         if good:

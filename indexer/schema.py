@@ -119,6 +119,7 @@ class TextRule:
     code: str
     description: str
     allow_empty: bool = False
+    format: str | None = None  # a JSON Schema format naming what the text is (e.g. image-url)
     pattern: str = TEXT_PATTERN  # the rule as the schema states it (a template's also holds its own rule)
 
     def _check(self, value: str) -> str:
@@ -135,8 +136,9 @@ class TextRule:
     def __get_pydantic_json_schema__(self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler) -> dict[str, Any]:
         if self.allow_empty:
             return {"type": "string", "maxLength": self.max_chars, "pattern": f"^$|{self.pattern}", "description": self.description}
-        return {"type": "string", "minLength": 1, "maxLength": self.max_chars, "pattern": self.pattern,
-                "description": self.description}
+        out = {"type": "string", "minLength": 1, "maxLength": self.max_chars, "pattern": self.pattern,
+               "description": self.description}
+        return {**out, "format": self.format} if self.format else out
 
 
 def _check_name(value: str) -> str:
@@ -233,6 +235,44 @@ Base64Image = Annotated[
     WithJsonSchema({"type": "string", "format": "image-base64", "minLength": 1, "contentEncoding": "base64",
                     "description": "An image file (JPEG, PNG, WebP, GIF, TIFF or BMP), base64-encoded; a data: URL is accepted"}),
 ]
+MAX_URL_CHARS = 2000
+
+
+def _http_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise PydanticCustomError("invalid_url", "image_url must be an http or https URL")
+    return value
+
+
+ImageUrl = Annotated[
+    str,
+    TextRule("image_url", MAX_URL_CHARS, "invalid_url", "A picture, or a IIIF Image API service (its URL or info.json), "
+             "by http(s) URL; fetched at the model's size, through the private-address guard", format="image-url",
+             pattern=URL_PATTERN),
+    AfterValidator(_http_url),
+]
+
+
+def _one_image(model: Any, fields: tuple[str, str]) -> Any:
+    given = [f for f in fields if getattr(model, f) not in (None, [])]
+    if not given:
+        raise PydanticCustomError(
+            "missing_image",
+            "no image: send a multipart field 'image' (curl -F image=@picture.jpg), JSON {\"image_base64\": …}, or image_url",
+        )
+    if len(given) > 1:
+        raise PydanticCustomError("invalid_input", f"give '{fields[0]}' or '{fields[1]}', not both")
+    return model
+
+
+T = TypeVar("T")
+Images = Annotated[list[T], Field(min_length=1, max_length=MAX_BATCH_IMAGES)]  # the pictures of one batch
+
+
+def _one_of(*fields: str) -> ConfigDict:
+    return ConfigDict(json_schema_extra={"oneOf": [{"required": [f]} for f in fields]})
+
+
 UploadedImage = Annotated[bytes, Field(description="JPEG, PNG, WebP, GIF (first frame), TIFF or BMP")]
 
 
@@ -480,31 +520,55 @@ FormVocabularies = Annotated[str, Field(pattern=VOCABULARIES_PATTERN, descriptio
 
 
 class AnalyzeJson(Request):
-    """POST /v1/analyze with a JSON body."""
+    """POST /v1/analyze with a JSON body: the picture as base64, or its URL."""
 
-    image_base64: Base64Image
+    model_config = _one_of("image_base64", "image_url")
+    image_base64: Annotated[Base64Image | SkipJsonSchema[None], NotNull] = None
+    image_url: Annotated[ImageUrl | SkipJsonSchema[None], NotNull] = None
     vocabularies: Vocabularies = None
     top_k: TopK = DEFAULT_TOP_K
+
+    @model_validator(mode="after")
+    def _image(self) -> "AnalyzeJson":
+        return _one_image(self, ("image_base64", "image_url"))  # type: ignore[no-any-return]
 
 
 class AnalyzeForm(Request):
-    """POST /v1/analyze as multipart/form-data."""
+    """POST /v1/analyze as multipart/form-data: the picture as a file, or its URL."""
 
-    image: UploadedImage
+    model_config = _one_of("image", "image_url")
+    image: UploadedImage | SkipJsonSchema[None] = None
+    image_url: ImageUrl | SkipJsonSchema[None] = None
     vocabularies: FormVocabularies = ""
     top_k: TopK = DEFAULT_TOP_K
+
+    @model_validator(mode="after")
+    def _image(self) -> "AnalyzeForm":
+        return _one_image(self, ("image", "image_url"))  # type: ignore[no-any-return]
 
 
 class BatchJson(Request):
-    images_base64: Annotated[list[Base64Image], Field(min_length=1, max_length=MAX_BATCH_IMAGES)]
+    model_config = _one_of("images_base64", "image_urls")
+    images_base64: Annotated[Images[Base64Image] | SkipJsonSchema[None], NotNull] = None
+    image_urls: Annotated[Images[ImageUrl] | SkipJsonSchema[None], NotNull] = None
     vocabularies: Vocabularies = None
     top_k: TopK = DEFAULT_TOP_K
 
+    @model_validator(mode="after")
+    def _image(self) -> "BatchJson":
+        return _one_image(self, ("images_base64", "image_urls"))  # type: ignore[no-any-return]
+
 
 class BatchForm(Request):
-    image: Annotated[list[UploadedImage], Field(min_length=1, max_length=MAX_BATCH_IMAGES)]
+    model_config = _one_of("image", "image_url")
+    image: Images[UploadedImage] | SkipJsonSchema[None] = None
+    image_url: Images[ImageUrl] | SkipJsonSchema[None] = None
     vocabularies: FormVocabularies = ""
     top_k: TopK = DEFAULT_TOP_K
+
+    @model_validator(mode="after")
+    def _image(self) -> "BatchForm":
+        return _one_image(self, ("image", "image_url"))  # type: ignore[no-any-return]
 
 
 def _unique(phrases: list[str]) -> list[str]:
@@ -524,8 +588,14 @@ ComparePhrases = Annotated[
 
 
 class CompareJson(Request):
-    image_base64: Base64Image
+    model_config = _one_of("image_base64", "image_url")
+    image_base64: Annotated[Base64Image | SkipJsonSchema[None], NotNull] = None
+    image_url: Annotated[ImageUrl | SkipJsonSchema[None], NotNull] = None
     phrases: ComparePhrases
+
+    @model_validator(mode="after")
+    def _image(self) -> "CompareJson":
+        return _one_image(self, ("image_base64", "image_url"))  # type: ignore[no-any-return]
 
 
 # White space as Python's str.strip() and str.splitlines() see it: text made only of it holds no phrase.
@@ -535,7 +605,9 @@ _FORM_PHRASES = {"type": "string", "minLength": 1, "pattern": NOT_BLANK_PATTERN}
 
 
 class CompareForm(Request):
-    image: UploadedImage
+    model_config = _one_of("image", "image_url")
+    image: UploadedImage | SkipJsonSchema[None] = None
+    image_url: ImageUrl | SkipJsonSchema[None] = None
     phrases: Annotated[str, Field(min_length=1), WithJsonSchema({
         "anyOf": [_FORM_PHRASES, {"type": "array", "items": {"type": "string"}, "minItems": 2}],
         "description": f"A JSON list of phrases, or one phrase a line (blank lines and white space around a phrase are "
@@ -543,6 +615,10 @@ class CompareForm(Request):
                        f"of /v1/compare's JSON `phrases`. The field may be given several times: its values are read "
                        f"as lines of one text",
     })]
+
+    @model_validator(mode="after")
+    def _image(self) -> "CompareForm":
+        return _one_image(self, ("image", "image_url"))  # type: ignore[no-any-return]
 
 
 # -- health, index, errors -------------------------------------------------------------------------
@@ -581,7 +657,8 @@ class ErrorBody(Answer):
 # -- validation with clip-gaze's errors --------------------------------------------------------------
 M = TypeVar("M", bound=BaseModel)
 _TYPE_CODES = {"name": "invalid_name", "top_k": "invalid_top_k", "image_base64": "invalid_base64", "images_base64": "invalid_base64"}
-_OWN_CODES = {"invalid_name", "invalid_phrase", "invalid_template", "invalid_base64", "invalid_input", "null_field"}
+_OWN_CODES = {"invalid_name", "invalid_phrase", "invalid_template", "invalid_base64", "invalid_input", "null_field",
+              "invalid_url", "missing_image"}
 
 
 def _where(loc: tuple[int | str, ...]) -> str:

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from werkzeug.datastructures import MultiDict
 
 from indexer.errors import InvalidInput
+from indexer.images import DecodedImage
 from indexer.schema import (
     AddPhrases,
     AnalyzeForm,
@@ -127,25 +128,33 @@ def analyze() -> tuple[Response, int]:
     else:
         name, upload = one_upload()
         params = form(AnalyzeForm, image=upload)
-    decoded = engine.read(_image(params), name)
-    return answer(engine.analyze(decoded, split_vocabularies(params.vocabularies), params.top_k))
+    return answer(engine.analyze(_picture(params, name), split_vocabularies(params.vocabularies), params.top_k))
 
 
-def _image(params: AnalyzeJson | AnalyzeForm | CompareJson | CompareForm) -> bytes:
-    """The image of a request: base64-decoded by its model, or the upload."""
-    return params.image_base64 if isinstance(params, (AnalyzeJson, CompareJson)) else params.image
+def _picture(params: AnalyzeJson | AnalyzeForm | CompareJson | CompareForm, name: str) -> DecodedImage:
+    """The request's picture: fetched from its URL, base64-decoded by its model, or the upload."""
+    engine = state().engine
+    if params.image_url is not None:
+        return engine.fetch_picture(params.image_url)
+    data = params.image_base64 if isinstance(params, (AnalyzeJson, CompareJson)) else params.image
+    assert data is not None  # the model requires one of the two
+    return engine.read(data, name)
 
 
 @api.post("/v1/analyze/batch")
 def analyze_batch() -> tuple[Response, int]:
     engine = state().engine
     params: BatchJson | BatchForm
+    items: list[tuple[str, bytes | str]]
     if request.is_json:
         params = json_body(BatchJson)
-        items = [(f"images_base64[{i}]", data) for i, data in enumerate(params.images_base64)]
+        items = [(f"images_base64[{i}]", data) for i, data in enumerate(params.images_base64 or [])]
+        items += [(url, url) for url in params.image_urls or []]
     else:
-        items = uploads()
-        params = form(BatchForm, image=[data for _, data in items] or None)
+        files = uploads()
+        urls = request.form.getlist("image_url")
+        params = form(BatchForm, image=[data for _, data in files] or None, image_url=urls or None)
+        items = [*files, *((url, url) for url in params.image_url or [])]
     return answer(engine.analyze_batch(items, split_vocabularies(params.vocabularies), params.top_k))
 
 
@@ -163,7 +172,7 @@ def compare() -> tuple[Response, int]:
         text = params.phrases.strip()
         lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
         phrases = compare_phrases_json(text) if text.startswith("[") else compare_phrases(lines)
-    return answer(engine.compare(engine.read(_image(params), name), phrases))
+    return answer(engine.compare(_picture(params, name), phrases))
 
 
 # -- custom vocabularies --------------------------------------------------------------------------

@@ -16,9 +16,11 @@ For a longer hunt: CLIP_GAZE_FUZZ_EXAMPLES=500 python -m pytest tests/test_fuzz.
 from __future__ import annotations
 
 import base64
+import http.server
 import io
 import json
 import os
+import threading
 import zlib
 from collections import defaultdict
 from typing import Any
@@ -62,6 +64,34 @@ _B64 = [base64.b64encode(p).decode() for p in PICTURES]
 schemathesis.openapi.format("image-base64", st.sampled_from([*_B64, "data:image/png;base64," + _B64[0]]))
 schemathesis.openapi.format("binary", st.sampled_from(PICTURES).map(Binary))
 
+
+class _Pictures(http.server.BaseHTTPRequestHandler):
+    """`image_url` fields (format `image-url`) name these: the pictures above, served on loopback."""
+
+    def do_GET(self) -> None:  # noqa: N802
+        data = PICTURES[int(self.path.strip("/").split(".")[0] or 0) % len(PICTURES)]
+        self.send_response(200)
+        self.send_header("Content-Type", "image/png" if data.startswith(b"\x89PNG") else "image/jpeg")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+PICTURE_SERVER = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Pictures)
+threading.Thread(target=PICTURE_SERVER.serve_forever, daemon=True).start()
+PICTURE_HOST = f"127.0.0.1:{PICTURE_SERVER.server_port}"
+schemathesis.openapi.format("image-url", st.sampled_from([f"http://{PICTURE_HOST}/{i}.png" for i in range(len(PICTURES))]))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def picture_server():
+    yield
+    PICTURE_SERVER.shutdown()
+    PICTURE_SERVER.server_close()
+
 CONFIG = schemathesis.Config.from_dict({
     "seed": int(os.environ.get("CLIP_GAZE_FUZZ_SEED", "1")),
     "generation": {"max-examples": MAX_EXAMPLES, "deterministic": True},
@@ -95,6 +125,7 @@ def service(toy, tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CLIP_GAZE_HOME", str(tmp_path_factory.mktemp("fuzz-home")))
         mp.setenv("CLIP_GAZE_MODEL", "toy")
+        mp.setenv("CLIP_GAZE_FETCH_ALLOW", PICTURE_HOST)
         for key in ("CLIP_GAZE_DEVICE", "CLIP_GAZE_THREADS", "CLIP_GAZE_LISTS"):
             mp.delenv(key, raising=False)
         engine = service_engine(lambda spec, **_: toy, mp, TOKEN)
@@ -210,6 +241,10 @@ def test_the_api_does_what_its_schema_says(case, app, engine):
     response = case.call(app=app)
     if multipart and meta is not None and meta.generation.mode.is_negative and sent_form_is_valid(case, response):
         excluded.append(negative_data_rejection)  # what arrived is valid: see sent_form_is_valid
+    if multipart and meta is not None and meta.generation.mode.is_positive and not sent_form_is_valid(case, response):
+        # schemathesis builds multipart bodies from `properties` alone: a body model's `oneOf` (an `image`
+        # file or an `image_url`, not both) is not honoured, so what it sent as valid may not be.
+        excluded.append(positive_data_acceptance)
     case.validate_response(response, checks=CHECKS, additional_checks=[strictly_documented(app)],
                            excluded_checks=excluded)
     if meta is not None and meta.generation.mode.is_positive:

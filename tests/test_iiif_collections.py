@@ -193,3 +193,22 @@ def test_the_python_client_drives_a_collection(museum_engine: Engine, iiif: str)
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_the_api_takes_image_url_on_analyze_compare_and_batch(museum_engine: Engine, iiif: str):
+    client = create_app(Settings.from_env(), engine=museum_engine).test_client()
+    red = f"{iiif}/iiif/red/info.json"  # a IIIF Image API service: asked for the model's size
+    blue = f"{iiif}/iiif/blue/full/max/0/default.jpg"  # a plain picture
+    one = client.post("/v1/analyze", json={"image_url": red, "vocabularies": "qualities", "top_k": 1}).get_json()
+    assert one["ok"] and one["image"]["width"] == 160
+    form = client.post("/v1/compare", data={"image_url": blue, "phrases": '["a red circle", "a blue square"]'}).get_json()
+    assert form["results"]["compare"]["matches"][0]["phrase"] == "a blue square"
+    batch = client.post("/v1/analyze/batch", json={"image_urls": [red, blue, "http://127.0.0.1:9/x.png"],
+                                                   "vocabularies": "qualities", "top_k": 1}).get_json()
+    assert [r["ok"] for r in batch["results"]] == [True, True, False] and batch["results"][2]["code"] == "url_refused"
+    both = client.post("/v1/analyze", json={"image_url": red, "image_base64": "aGk="})
+    assert both.status_code == 400 and "not both" in both.get_json()["error"]
+    neither = client.post("/v1/analyze", json={"top_k": 1})
+    assert neither.status_code == 400 and neither.get_json()["code"] == "missing_image"
+    not_http = client.post("/v1/analyze", json={"image_url": "file:///etc/passwd"})
+    assert not_http.status_code == 400 and not_http.get_json()["code"] == "invalid_url"
