@@ -7,7 +7,13 @@
 3. search over 1,000,000 synthetic embeddings (clustered, as real ones are): the approximate index's
    build time, latency and recall@10 against exact search.
 
-    python bench/collection.py [--pictures 500] [--stored 100000] [--search 1000000]
+4. with --ray (needs `pip install 'clip-gaze[ray]'`): `collection add` with the local engine against
+   `--engine ray` (a local Ray over every core) on the same pictures, each into a fresh store; Ray's
+   overhead per task and per actor call (the slope of no-op runs over few and many blocks, so the
+   start-up is apart); and the rate at which the driver merges shards into SQLite (embeddings/s).
+   `--ray-only` runs part 4 alone.
+
+    python bench/collection.py [--pictures 500] [--stored 100000] [--search 1000000] [--ray | --ray-only]
 """
 
 from __future__ import annotations
@@ -135,22 +141,131 @@ def search_million(count: int) -> None:
           f"search median {median(times):.2f} ms against exact {exact_ms:.1f} ms; recall@10 {recall:.3f}   (target ≥ 0.95)")
 
 
+def ray_part(folder: Path, count: int, work: Path) -> None:
+    import os
+
+    import ray
+    import torch
+
+    from indexer.ray_engine import plan, ray_add
+
+    cpus = os.cpu_count() or 1
+    request = parse(AddSources, {"sources": [str(folder)]})
+    ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    try:
+        print(f"   Ray {ray.__version__}, {cpus} CPUs; pool: {plan(ray.cluster_resources()).describe()}")
+        # the Ray actor runs torch on its 1 CPU: the local engine with 1 torch thread tells Ray's share from threading's
+        variants = {"local engine": 0, "local engine, 1 torch thread": 1, "Ray engine": -1}
+        timings: dict[str, list[float]] = {label: [] for label in variants}
+        for run in range(2):  # interleaved: this machine's speed drifts
+            for i, (label, threads) in enumerate(variants.items()):
+                torch.set_num_threads(threads if threads > 0 else cpus)  # process-wide: set it back each time
+                # a fresh store each time: everything is encoded
+                engine = Engine(work / f"home-{i}-{run}", model_name(), threads=max(threads, 0))
+                engine.collections.create(parse(CreateCollection, {"name": "bench"}))
+                time.sleep(0.5)
+                t0 = time.perf_counter()
+                if threads >= 0:
+                    report = engine.collections.add("bench", request, batch_size=16)
+                else:
+                    report = ray_add(engine, "bench", request, batch_size=16)
+                took = time.perf_counter() - t0
+                timings[label].append(took)
+                print(f"   {label:<29} {count / took:6.1f} pictures/s ({took:5.1f} s, model loading included; "
+                      f"{report.added} added, {report.encoded} encoded)")
+        best = {label: min(t) for label, t in timings.items()}
+        for label in list(variants)[1:]:
+            print(f"   {label} / local engine throughput: {best['local engine'] / best[label]:.2f}× (the faster run of each)")
+        ray_overheads()
+    finally:
+        ray.shutdown()
+    merge_rate(work, dim=512)
+
+
+def ray_overheads() -> None:
+    import ray
+
+    class Noop:
+        def __call__(self, batch: dict) -> dict:
+            return batch
+
+    def run(blocks: int, actor: bool) -> float:
+        ds = ray.data.range(blocks, override_num_blocks=blocks)
+        if actor:
+            ds = ds.map_batches(Noop, batch_size=None, compute=ray.data.ActorPoolStrategy(size=1), num_cpus=1)
+        else:
+            ds = ds.map_batches(lambda b: b, batch_size=None, num_cpus=0.5)
+        t0 = time.perf_counter()
+        ds.materialize()
+        return time.perf_counter() - t0
+
+    for actor, what in ((False, "task"), (True, "actor call")):
+        run(4, actor)  # warm up
+        few, many = run(10, actor), run(210, actor)
+        print(f"   Ray overhead per {what}: {(many - few) / 200 * 1000:5.1f} ms (no-op over 10 and 210 blocks: "
+              f"{few:.2f} s and {many:.2f} s; the difference is 200 {what}s)")
+
+
+def merge_rate(work: Path, dim: int, total: int = 20_000) -> None:
+    """The driver's merge: synthetic shards (rows as the encoding actors write them) into a fresh store."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from indexer.image_store import ImageStore
+    from indexer.ray_engine import MergeCounts, Merger, shard_schema
+    from indexer.store import Store
+
+    rng = np.random.default_rng(4)
+    for rows in (128, 1024):
+        folder = work / f"shards-{rows}"
+        folder.mkdir()
+        for start in range(0, total, rows):
+            n = min(rows, total - start)
+            vectors = normalise(rng.normal(size=(n, dim)))
+            table = pa.table({
+                "source": [f"/pictures/{rows}/{start + i:07d}.jpg" for i in range(n)],
+                "external_id": [f"OBJ-{start + i}" for i in range(n)],
+                "metadata": ['{"title": "A picture"}'] * n,
+                "sha256": [f"{rows:04d}{start + i:060d}" for i in range(n)],
+                "width": [1024] * n, "height": [768] * n, "error_code": [None] * n, "error": [None] * n,
+                "embedding": [v.astype("<f4").tobytes() for v in vectors], "encoded": [True] * n,
+            }, schema=shard_schema().with_metadata({"clip_gaze_model": "bench-model"}))
+            pq.write_table(table, folder / f"{start:08d}.parquet")
+        images = ImageStore(Store(work / f"merge-home-{rows}"))
+        collection = images.create("merged")
+        merger, counts = Merger(images, collection.id), MergeCounts()
+        t0 = time.perf_counter()
+        merger.merge_folder(folder, counts)
+        took = time.perf_counter() - t0
+        print(f"   merge into SQLite, shards of {rows:>4} rows: {counts.embeddings:,} embeddings ({dim} floats) in {took:.1f} s "
+              f"= {counts.embeddings / took:,.0f} embeddings/s ({counts.shards} transactions)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--pictures", type=int, default=500)
     ap.add_argument("--stored", type=int, default=100_000)
     ap.add_argument("--search", type=int, default=1_000_000)
+    ap.add_argument("--ray", action="store_true", help="also part 4: the local engine against the Ray engine")
+    ap.add_argument("--ray-only", action="store_true", help="part 4 alone")
     args = ap.parse_args()
     header("collections (ViT-B-32, random weights, CPU)")
     work = Path(tempfile.mkdtemp(prefix="clip-gaze-bench-collection-"))
-    engine = Engine(work / "home", model_name())
     pictures(work / "jpegs", args.pictures)
+    if args.ray_only:
+        print(f"4. adding {args.pictures} JPEGs (1024×768): local engine against Ray engine")
+        ray_part(work / "jpegs", args.pictures, work)
+        return
+    engine = Engine(work / "home", model_name())
     print(f"1. adding {args.pictures} JPEGs (1024×768)")
     add_vs_encoder(engine, work / "jpegs", args.pictures)
     print(f"2. analyzing {args.stored:,} stored embeddings")
     analyze_stored(engine, args.stored, work)
     print(f"3. searching {args.search:,} embeddings")
     search_million(args.search)
+    if args.ray:
+        print(f"4. adding {args.pictures} JPEGs (1024×768): local engine against Ray engine")
+        ray_part(work / "jpegs", args.pictures, work)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,24 @@ from indexer.schema import MAX_PAGE_SIZE, MAX_TOP_K
 from .cli_common import MODEL_OPTION, VOCAB_OPTION, confirm_delete, domain_errors, make_engine, split_vocabs
 
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print one JSON object (fields as in the REST answer).")
+ENGINE_OPTION = click.option(
+    "--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+    help="local: this process; ray: Ray Data tasks and actors, on this machine or a cluster (pip install 'clip-gaze[ray]').")
+RAY_ADDRESS_OPTION = click.option(
+    "--ray-address", metavar="HOST:PORT",
+    help="With --engine ray: the Ray cluster to join (default: $RAY_ADDRESS, else a Ray started on this machine).")
+
+
+def _ray_engine(engine: str, ray_address: str | None) -> Any:
+    """The Ray engine module when --engine ray (its one error line when Ray is not installed), else None."""
+    if engine != "ray":
+        if ray_address:
+            raise click.UsageError("--ray-address goes with --engine ray")
+        return None
+    from indexer import ray_engine
+
+    ray_engine.require_ray()
+    return ray_engine
 
 
 @click.group()
@@ -58,9 +76,12 @@ def create(name: str, description: str, as_json: bool) -> None:
 @click.argument("sources", nargs=-1, required=True)
 @MODEL_OPTION
 @click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1, 256), help="Pictures encoded together.")
+@ENGINE_OPTION
+@RAY_ADDRESS_OPTION
 @JSON_OPTION
 @domain_errors
-def add(name: str, sources: tuple[str, ...], model: str | None, batch_size: int, as_json: bool) -> None:
+def add(name: str, sources: tuple[str, ...], model: str | None, batch_size: int, engine: str, ray_address: str | None,
+        as_json: bool) -> None:
     """Add the pictures of SOURCES to collection NAME, embedding each once per model.
 
     A SOURCE is a folder (searched recursively), a CSV/TSV or JSON Lines file with an `image` column
@@ -69,16 +90,25 @@ def add(name: str, sources: tuple[str, ...], model: str | None, batch_size: int,
     are skipped, so an interrupted run resumes; a picture that fails is recorded with its reason
     (`collection show NAME --errors`) and never stops the run.
 
+    With --engine ray, reading and decoding run as Ray tasks and encoding in a pool of Ray actors
+    (a GPU each where the cluster has GPUs); their results are written as Parquet shards under
+    CLIP_GAZE_HOME/ray-shards/ and merged into the store by this process.
+
     \b
     Examples:
         clip-gaze collection add paintings ./scans/ objects.csv
         CLIP_GAZE_FETCH_ALLOW=iiif.intranet clip-gaze collection add paintings http://iiif.intranet/manifest.json
+        clip-gaze collection add paintings ./scans/ --engine ray --ray-address head-node:6379
     """
     from indexer.schema import parse
     from indexer.schema_collections import AddSources
 
+    on_ray = _ray_engine(engine, ray_address)
     request = parse(AddSources, {"sources": [s.strip() for s in sources]})
-    report = make_engine(model).collections.add(name, request, batch_size=batch_size)
+    if on_ray is not None:
+        report = on_ray.ray_add(make_engine(model), name, request, address=ray_address, batch_size=batch_size)
+    else:
+        report = make_engine(model).collections.add(name, request, batch_size=batch_size)
     text = (f"{name}: {report.added} pictures added, {report.skipped} already there, {report.failed} failed "
             f"({report.encoded} encoded, {report.seconds:.1f} s)")
     if report.failed:
@@ -126,26 +156,36 @@ def show(name: str | None, errors: bool, offset: int, limit: int, as_json: bool)
 @click.option("--top-k", "-k", default=5, show_default=True, type=click.IntRange(1, MAX_TOP_K), help="Matches per picture and vocabulary.")
 @click.option("--out", "-o", "out", required=True, type=click.Path(dir_okay=False), help="A .parquet, .csv or .jsonl file.")
 @MODEL_OPTION
+@ENGINE_OPTION
+@RAY_ADDRESS_OPTION
 @domain_errors
-def analyze(name: str, vocab: tuple[str, ...], top_k: int, out: str, model: str | None) -> None:
+def analyze(name: str, vocab: tuple[str, ...], top_k: int, out: str, model: str | None, engine: str,
+            ray_address: str | None) -> None:
     """Score every picture of NAME against vocabularies from the stored embeddings (nothing is encoded).
 
     Writes one row per picture and match: external_id, source, sha256, vocabulary, softmax_over,
     rank, phrase, term, probability, cosine, logit, phrase_external_id.
 
+    With --engine ray, chunks of pictures are scored in Ray tasks and this process writes the rows.
+
     \b
-    Example:
+    Examples:
         clip-gaze collection analyze paintings --vocab movements,artists-prevalence -k 3 --out scores.parquet
+        clip-gaze collection analyze paintings --vocab ci-flavors --out flavors.parquet --engine ray
     """
     import time
 
     from indexer.schema_collections import AnalysisRow
     from indexer.tables import check_output, write_blocks
 
+    on_ray = _ray_engine(engine, ray_address)
     check_output(out)
-    engine = make_engine(model)
+    clip = make_engine(model)
     t0 = time.perf_counter()
-    rows = write_blocks(engine.collections.analyze_blocks(name, split_vocabs(vocab), top_k), out, AnalysisRow)
+    if on_ray is not None:
+        rows = on_ray.ray_analyze(clip, name, split_vocabs(vocab), top_k, out, address=ray_address)
+    else:
+        rows = write_blocks(clip.collections.analyze_blocks(name, split_vocabs(vocab), top_k), out, AnalysisRow)
     click.echo(f"{out}: {rows:,} rows ({time.perf_counter() - t0:.1f} s)", err=not sys.stdout.isatty())
 
 
