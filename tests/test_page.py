@@ -23,12 +23,14 @@ if CHROMIUM is None:
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')")
 
 ARTIFACTS = Path(__file__).parents[1] / "test-artifacts"
+sync_api.expect.set_options(timeout=30_000)  # as the pages' default: a loaded 2-core machine is slow, not broken
 TOKEN = "page-token"
 
 
 @pytest.fixture
 def url(engine, monkeypatch):
     monkeypatch.setenv("CLIP_GAZE_API_TOKENS", TOKEN)
+    engine.vocabularies()  # as a served worker's warm-up does: the built-in lists are in the store before the page asks
     app = create_app(Settings.from_env(), engine=engine)
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
