@@ -26,6 +26,7 @@ import math
 import time
 import unicodedata
 from collections import Counter
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -464,8 +465,7 @@ def evaluate(
     shas: list[str] = []
     plain: list[Scored] = []
     corrected: list[Scored] = []
-    bar = progress(len(file.pictures), "reading pictures") if progress else None
-    with bar if bar is not None else _Null() as b:
+    with progress(len(file.pictures), "reading pictures") if progress else nullcontext(None) as b:
         for start in range(0, len(file.pictures), batch_size):
             batch = file.pictures[start : start + batch_size]
             decoded: list[DecodedImage] = []
@@ -549,6 +549,8 @@ class _Vocabulary:
         versions = engine.store.versions()
         engine.indexes.prepare([name], versions)
         idx = engine.indexes.get(name, versions)
+        if not len(idx.ids):
+            raise InvalidInput(f"the vocabulary {name!r} has no phrases", code="invalid_input")
         terms = Terms.of(_phrase_rows(engine, idx.ids))
         reference = relative.reference(engine, idx, relative_to, method) if relative_to else None
         missing: Counter[str] = Counter()
@@ -564,14 +566,6 @@ class _Vocabulary:
         classes = np.array(list(label_terms), dtype=np.int64)
         rated = np.array(list(rated_terms), dtype=np.int64)
         return cls(idx, terms, classes, rated, np.concatenate([classes, rated]).astype(np.int64), missing, reference)
-
-
-class _Null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def _phrase_rows(engine: "Engine", ids: npt.NDArray[np.int64]) -> list[dict[str, Any]]:
