@@ -35,7 +35,7 @@ def cli() -> None:
 @cli.command()
 @MODEL_OPTION
 @VOCAB_OPTION
-@click.option("--all", "all_", is_flag=True, help="Every built-in vocabulary (about 113,000 phrases).")
+@click.option("--all", "all_", is_flag=True, help="Every built-in vocabulary (about 120,000 phrases).")
 @click.option("--force", is_flag=True, help="Rewrite index files even when they are current.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
 @domain_errors
@@ -46,7 +46,7 @@ def index(model: str | None, vocab: tuple[str, ...], all_: bool, force: bool, as
     Examples:
         clip-gaze index                          # the default vocabularies
         clip-gaze index --vocab movements,surfaces --model sd15
-        clip-gaze index --all                    # all 16 built-in vocabularies
+        clip-gaze index --all                    # every built-in vocabulary
     """
     from indexer.vocab import catalog
 
@@ -188,10 +188,12 @@ def models(as_json: bool) -> None:
 
 
 from .cli_collection import collection  # noqa: E402  (registered below)
+from .cli_evaluate import evaluate  # noqa: E402
 from .cli_vocab import vocab  # noqa: E402
 
 cli.add_command(vocab)
 cli.add_command(collection)
+cli.add_command(evaluate)
 
 
 def main(argv: Sequence[str] | None = None) -> Any:

@@ -137,7 +137,7 @@ def test_compare_scores_exactly_the_phrases_and_stores_nothing(client, engine):
 def test_vocabularies_list_and_paged_show(client):
     body = client.get("/v1/vocabularies").get_json()
     names = {v["name"]: v for v in body["vocabularies"]}
-    assert len(names) == 16 and names["ci-artists"]["size"] == 10530 and names["ci-artists"]["builtin"] is True
+    assert len(names) == 22 and names["ci-artists"]["size"] == 10530 and names["ci-artists"]["builtin"] is True
     assert set(names["movements"]) >= {"name", "size", "builtin", "templates", "description", "version"}
     page = client.get("/v1/vocabularies/movements?offset=0&limit=5").get_json()
     assert len(page["phrases"]) == 5 and page["next_offset"] == 5 and page["vocabulary"]["size"] == 193

@@ -7,11 +7,12 @@ from indexer.vocab import PhraseSpec, apply_templates, catalog, parse_phrase_fil
 GUIDE_NAMES = [
     "artists", "artists-prevalence", "movements", "painting-materials", "sculpture-materials", "printing-techniques",
     "surfaces", "tools", "qualities", "sites", "ci-artists", "ci-flavors", "ci-mediums", "ci-movements", "ci-sites",
-    "ci-negative",
+    "ci-negative", "genres", "periods", "subjects", "scenes", "deformations", "origin",
 ]
+STUDY = ["genres", "periods", "subjects", "scenes", "deformations", "origin"]  # GUIDE §4, "coming next"
 
 
-def test_catalog_has_the_sixteen_builtin_vocabularies_with_attribution():
+def test_catalog_has_the_twenty_two_builtin_vocabularies_with_attribution():
     cat = catalog()
     assert list(cat.vocabularies) == GUIDE_NAMES
     for v in cat.vocabularies.values():
@@ -32,6 +33,12 @@ def test_catalog_has_the_sixteen_builtin_vocabularies_with_attribution():
         ("ci-artists", 2 * 5265, "inspired by Paul Cézanne"),
         ("ci-sites", 4 * 18, "trending on Artstation"),
         ("ci-flavors", 100954, "cézanne style"),
+        ("genres", 2 * 33, "still life genre"),
+        ("periods", 2 * 69, "painted in the mid-15th century"),
+        ("subjects", 2 * 235, "an artwork depicting the Annunciation"),
+        ("scenes", 2 * 65, "winter scene"),
+        ("deformations", 2 * 47, "an image with extra fingers"),
+        ("origin", 2 * 33, "this image is a photograph of a painting"),
     ],
 )
 def test_templates_turn_terms_into_the_phrases_the_source_tool_used(name, count, example):
@@ -64,3 +71,25 @@ def test_phrase_files_lines_keep_commas_csv_splits_ids():
     rows = parse_phrase_file("term,external_id\nsaint jerome,ICON-11\n\"a, b\",X2\nplain\n", "csv")
     assert rows == [{"term": "saint jerome", "external_id": "ICON-11"}, {"term": "a, b", "external_id": "X2"}, "plain"]
     assert parse_phrase_file("a\tA1\n", "tsv") == [{"term": "a", "external_id": "A1"}]
+
+
+def test_the_study_lists_are_the_projects_own_and_not_in_the_default_set():
+    cat = catalog()
+    assert not set(STUDY) & set(cat.default)  # adding them would change every default answer
+    for name in STUDY:
+        v = cat.get(name)
+        terms = v.terms()
+        assert len(terms) == len(set(terms)), name  # no duplicates
+        assert "MIT" in v.licence and len(v.templates) == 2
+        assert all(not t.startswith(("a ", "an ")) or name == "origin" for t in terms), name
+    assert {"portrait", "landscape", "still life", "history painting", "genre painting", "religious scene",
+            "mythological scene", "cityscape", "seascape", "interior", "nude", "animal painting", "flower painting",
+            "abstract"} <= set(cat.get("genres").terms())
+    periods = cat.get("periods").terms()
+    assert {"early 15th century", "mid-15th century", "late 15th century", "1850s", "2020s"} <= set(periods)
+    assert 180 <= len(cat.get("subjects").terms()) <= 260
+    assert {"interior", "exterior", "urban", "rural", "night"} <= set(cat.get("scenes").terms())
+    assert {"extra fingers", "distorted anatomy", "warped perspective", "garbled lettering", "duplicated features"} <= set(
+        cat.get("deformations").terms())
+    assert {"painted by hand", "a photograph of a painting", "a digital painting", "a 3D render", "AI-generated"} <= set(
+        cat.get("origin").terms())
