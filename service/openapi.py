@@ -35,6 +35,7 @@ from indexer.schema import (
     VocabularyPage,
     WriteAnswer,
 )
+from indexer.schema_explain import ExplainForm, ExplainJson, ExplainQuery, Explanation
 
 ERRORS = {
     400: "Bad input (the message says which field and why)",
@@ -84,6 +85,8 @@ OPERATIONS = (
               BatchAnswer, json=BatchJson, multipart=BatchForm, errors=_ANALYSIS_ERRORS),
     Operation("post", "/v1/compare", "Softmax over exactly the phrases given; nothing is stored", Analysis,
               json=CompareJson, multipart=CompareForm, errors=_ANALYSIS_ERRORS),
+    Operation("post", "/v1/explain", "An analysis with a map for every match (format=png: the overlay, image/png)",
+              Explanation, json=ExplainJson, multipart=ExplainForm, query=ExplainQuery, errors=_ANALYSIS_ERRORS),
 )
 
 _REF = "#/components/schemas/{model}"
