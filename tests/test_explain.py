@@ -431,3 +431,29 @@ def test_a_vocabulary_named_compare_cannot_sit_beside_ad_hoc_phrases(engine, cli
     assert resp.status_code == 400 and resp.get_json()["code"] == "invalid_input", resp.get_json()
     alone = client.post("/v1/explain", data={"image": (io.BytesIO(encode(draw_shape())), "x.png"), "vocabularies": "compare"})
     assert alone.status_code == 200 and list(alone.get_json()["results"]) == ["compare"]
+
+
+def test_hooks_record_only_their_own_threads_forward_pass(toy, text, world):
+    """The service encodes other requests' pictures on its batcher thread while a request explains
+    its own: the hooks must record only the explaining thread's pass."""
+    import threading
+
+    pictures = [p for p, _ in world[:4]]
+    expected = toy.encode_images(pictures[:1])[0]
+    others = torch.stack([toy.image_tensor(p) for p in pictures[1:]] * 8)
+    stop = threading.Event()
+
+    def busy() -> None:
+        while not stop.is_set():
+            toy.encode_image_tensors(others)
+
+    worker = threading.Thread(target=busy)
+    worker.start()
+    try:
+        decs = [decompose(toy, pictures[:1])[0] for _ in range(15)]
+    finally:
+        stop.set()
+        worker.join()
+    assert max(d.error for d in decs) < 1e-5
+    assert max(float(np.abs(d.embedding - expected).max()) for d in decs) < 1e-5
+    assert all(d.patches.shape == (64, text.shape[1]) for d in decs)
