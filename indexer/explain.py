@@ -96,6 +96,9 @@ class _Capture:
     ln_post_in: Any = None  # the class token's final residual stream
 
 
+MAX_ERROR = 1e-2  # the largest difference, in a normalised embedding, between its parts' sum and itself
+
+
 def default_layers(blocks: int) -> int:
     """Blocks whose attention is split by source patch: the last four (Gandelsman et al.: the direct
     effect on a ViT's image representation sits in its last few attention layers), or all of a tower
@@ -252,6 +255,11 @@ class Explainer:
         r = (((rest - rest.mean(dim=-1, keepdim=True)) * gamma / sigma) @ proj + beta @ proj) / norm
         e = out / norm
         error = (p.sum(dim=1) + r - e).abs().amax(dim=-1)
+        if float(error.max()) > MAX_ERROR:  # the tower did not compute what this decomposition assumes
+            raise NotExplainable(
+                f"this model's image tower cannot be explained: its parts do not add up to its embedding "
+                f"(off by {float(error.max()):.1e})"
+            )
         p_np, r_np, e_np = (t.cpu().numpy().astype(np.float32) for t in (p, r, e))
         err = error.cpu().numpy()
         return [

@@ -457,3 +457,11 @@ def test_hooks_record_only_their_own_threads_forward_pass(toy, text, world):
     assert max(d.error for d in decs) < 1e-5
     assert max(float(np.abs(d.embedding - expected).max()) for d in decs) < 1e-5
     assert all(d.patches.shape == (64, text.shape[1]) for d in decs)
+
+
+def test_parts_that_do_not_add_up_are_refused_not_shown(toy, monkeypatch):
+    explainer = Explainer(toy.model)
+    original = Explainer._attention_by_source
+    monkeypatch.setattr(explainer, "_attention_by_source", lambda i, a: tuple(3 * t for t in original(explainer, i, a)))
+    with pytest.raises(NotExplainable, match="do not add up"):
+        explainer.decompose(torch.stack([toy.image_tensor(draw_shape())]))
