@@ -32,7 +32,7 @@ _CONSTANTS = {
     "SITES": "sites",
 }
 
-__all__ = ["gaze", "probabilities", "Client", "ApiError", *[c for c in _CONSTANTS if c != "SCULTPURE_MATERIALS"]]
+__all__ = ["gaze", "probabilities", "explain", "Client", "ApiError", *[c for c in _CONSTANTS if c != "SCULTPURE_MATERIALS"]]
 
 
 def __getattr__(name: str) -> Any:
@@ -46,6 +46,11 @@ def __getattr__(name: str) -> Any:
         from . import library
 
         return getattr(library, name)
+    if name == "explain":  # the function, not its module (clip_gaze/explain.py; that module is callable too)
+        from .explain import explain
+
+        globals()["explain"] = explain
+        return explain
     if name in ("Client", "ApiError"):
         from . import client
 

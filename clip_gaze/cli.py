@@ -189,11 +189,13 @@ def models(as_json: bool) -> None:
 
 from .cli_collection import collection  # noqa: E402  (registered below)
 from .cli_evaluate import evaluate  # noqa: E402
+from .cli_explain import explain  # noqa: E402
 from .cli_vocab import vocab  # noqa: E402
 
 cli.add_command(vocab)
 cli.add_command(collection)
 cli.add_command(evaluate)
+cli.add_command(explain)
 
 
 def main(argv: Sequence[str] | None = None) -> Any:

@@ -175,13 +175,13 @@ Template = Annotated[
 Description = Annotated[str, TextRule("description", MAX_DESCRIPTION_CHARS, "invalid_input", "What the list is", allow_empty=True)]
 
 
-def _integral(value: Any) -> Any:
+def integral(value: Any) -> Any:
     """A JSON number with no fractional part (`3.0`, `1e2`) is an integer, as JSON Schema says."""
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def _int_as_text(value: Any) -> Any:
-    value = _integral(value)
+    value = integral(value)
     return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
@@ -198,7 +198,7 @@ ExternalId = Annotated[
                     "description": f"An id from your catalogue (a number is kept as its text, at most {MAX_EXTERNAL_ID_CHARS} "
                                    "characters)"}),
 ]
-TopK = Annotated[int, Field(ge=1, le=MAX_TOP_K, description="How many matches to return per vocabulary"), BeforeValidator(_integral)]
+TopK = Annotated[int, Field(ge=1, le=MAX_TOP_K, description="How many matches to return per vocabulary"), BeforeValidator(integral)]
 
 
 def _check_metadata(value: dict[str, Any]) -> dict[str, Any]:

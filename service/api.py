@@ -61,8 +61,9 @@ def sent(*fields: MultiDict[str, str]) -> dict[str, Any]:
 
 
 def form(model: type[M], **files: Any) -> M:
-    """A multipart (or url-encoded) request as `model`: its fields, the query string's, and files."""
-    return parse(model, {**sent(request.args, request.form), **{k: v for k, v in files.items() if v is not None}})
+    """A multipart (or url-encoded) request as `model`: its fields and files (query arguments are the
+    operation's own, documented apart)."""
+    return parse(model, {**sent(request.form), **{k: v for k, v in files.items() if v is not None}})
 
 
 def uploads() -> list[tuple[str, bytes]]:

@@ -48,6 +48,7 @@ from indexer.schema import (
     VocabularyPage,
     WriteAnswer,
 )
+from indexer.schema_explain import ExplainForm, ExplainJson, ExplainQuery, Explanation
 
 ERRORS = {
     400: "Bad input (the message says which field and why)",
@@ -75,6 +76,7 @@ class Operation:
     tags: tuple[str, ...] = field(default_factory=tuple)
     body_optional: bool = False
     lines: bool = False  # the answer is JSON Lines (application/x-ndjson), one `answer` per line
+    picture: bool = False  # may answer a PNG picture instead (e.g. ?format=png)
 
 
 _ANALYSIS_ERRORS = (400, 404, 409, 413, 503)
@@ -99,6 +101,9 @@ OPERATIONS = (
               BatchAnswer, json=BatchJson, multipart=BatchForm, errors=_ANALYSIS_ERRORS),
     Operation("post", "/v1/compare", "Softmax over exactly the phrases given; nothing is stored", Analysis,
               json=CompareJson, multipart=CompareForm, errors=_ANALYSIS_ERRORS),
+    Operation("post", "/v1/explain", "An analysis with a map for every match (format=png: the overlay, image/png)",
+              Explanation, json=ExplainJson, multipart=ExplainForm, query=ExplainQuery, errors=_ANALYSIS_ERRORS,
+              picture=True),
 )
 
 _COLLECTIONS = (
@@ -170,6 +175,8 @@ def _operation(op: Operation) -> dict[str, Any]:
     if op.lines:
         responses[str(op.status)] = {"description": "JSON Lines: one object a line, streamed",
                                      "content": {"application/x-ndjson": {"schema": ok_schema}}}
+    if op.picture:
+        responses[str(op.status)]["content"]["image/png"] = {"schema": {"type": "string", "format": "binary"}}
     for status in (*op.errors, 500):
         responses[str(status)] = _json(_ref(ErrorBody), ERRORS.get(status, "Unexpected error (the server log has the details)"))
     responses["default"] = _json(_ref(ErrorBody), "Any other error, in the same shape")

@@ -312,3 +312,78 @@ def test_small_bars_stay_visible(page, url, tmp_path: Path, width: int):
         assert seen["opacity"] >= 0.8 and seen["colour"] not in ("rgba(0, 0, 0, 0)", "transparent"), (p, seen)
     assert widths == sorted(widths, reverse=True) and widths[0] > 10 * widths[-1] / 2  # still proportional
     page.locator(".chart").first.screenshot(path=str(ARTIFACTS / f"9-small-bars-{width}.png"))
+
+
+def _two_shapes(path: Path) -> None:
+    """A wide picture (so the model's centre crop leaves a frame): a red circle and a blue square."""
+    from PIL import Image
+
+    picture = Image.new("RGB", (360, 240), "white")
+    picture.paste(draw_shape("red", "circle", 160), (50, 40))
+    picture.paste(draw_shape("blue", "square", 160), (170, 40))
+    picture.save(path)
+
+
+COLOURED = """() => { const c = document.querySelector('#map-canvas'); const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+  let red = 0, blue = 0; for (let i = 0; i < d.length; i += 4) { if (d[i] > d[i + 2] + 60) red++; if (d[i + 2] > d[i] + 60) blue++; }
+  return { red, blue, width: c.width, height: c.height }; }"""
+
+
+def test_selecting_a_bar_shows_its_map_and_a_contrast(page, url, tmp_path: Path):
+    picture = tmp_path / "two-shapes.png"
+    _two_shapes(picture)
+    page.goto(url)
+    sync_api.expect(page.locator("#model-name")).to_contain_text("toy")
+    sync_api.expect(page.locator("#vocab-list input").first).to_be_visible()  # the page has settled
+    page.get_by_label("My own phrases (compare)").check()
+    page.fill("#phrases", "a red circle\na blue square\na green star")
+    page.set_input_files("#file", str(picture))
+    sync_api.expect(page.locator("#results")).to_have_attribute("aria-busy", "false")
+    chart = page.locator(".chart", has=page.get_by_role("heading", name="Your phrases"))
+    sync_api.expect(chart.locator(".bar")).to_have_count(3)
+    sync_api.expect(page.locator("#map-panel")).to_be_hidden()
+
+    # the mouse: the first bar's map over the picture
+    first = chart.locator(".bar").first
+    first_phrase = first.locator(".phrase").inner_text()
+    first.click()
+    sync_api.expect(first).to_have_attribute("aria-current", "true")
+    panel = page.locator("#map-panel")
+    sync_api.expect(panel).to_be_visible()
+    sync_api.expect(page.locator("#map-caption")).to_contain_text("Raised most")
+    sync_api.expect(page.locator("#map-caption")).to_contain_text(first_phrase)
+    label = page.locator("#map-canvas").get_attribute("aria-label")
+    assert "8 by 8 cells" in label and first_phrase in label and "Red raises the share" in label
+    seen = page.evaluate(COLOURED)
+    assert seen["width"] == round(seen["height"] * 360 / 240) and seen["red"] + seen["blue"] > 100, seen  # the map is drawn
+    page.screenshot(path=str(ARTIFACTS / "10-map.png"), full_page=True)
+
+    # the keyboard: focus another bar and press Enter
+    second = chart.locator(".bar").nth(1)
+    second_phrase = second.locator(".phrase").inner_text()
+    second.focus()
+    page.keyboard.press("Enter")
+    sync_api.expect(page.locator("#map-caption")).to_contain_text(second_phrase)
+    sync_api.expect(second).to_have_attribute("aria-current", "true")
+    assert first.get_attribute("aria-current") is None
+
+    # "rather than": the selected phrase against one typed
+    page.keyboard.press("Space")  # Space selects too
+    page.fill("#versus", "a green circle")
+    page.get_by_role("button", name="Contrast").click()
+    sync_api.expect(page.locator("#map-title")).to_have_text(f"Why “{second_phrase}” rather than “a green circle”")
+    sync_api.expect(page.locator("#map-caption")).to_contain_text("logit difference")
+    page.screenshot(path=str(ARTIFACTS / "11-contrast.png"), full_page=True)
+
+    # a vocabulary's bar, on a narrow screen: no sideways scrolling
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.get_by_label("Vocabularies", exact=True).check()
+    page.click("#run")
+    sync_api.expect(page.locator("#results")).to_have_attribute("aria-busy", "false")
+    sync_api.expect(page.locator("#map-panel")).to_be_hidden()  # a new reading closes the old map
+    qualities = page.locator(".chart", has=page.get_by_role("heading", name="qualities"))
+    qualities.locator(".bar").first.click()
+    sync_api.expect(page.locator("#map-caption")).to_contain_text("(qualities)")
+    sync_api.expect(page.locator("#map-caption")).to_contain_text("Raised most")
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    page.locator("#map-panel").screenshot(path=str(ARTIFACTS / "12-map-narrow.png"))

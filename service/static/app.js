@@ -2,7 +2,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { file: null, last: null, lastKind: null, vocabularies: [] };
+const state = { file: null, last: null, lastKind: null, vocabularies: [], asked: null, explained: {}, selected: null };
 const TOKEN_KEY = "clip-gaze-token";
 const DROP_HELP = $("drop-help").textContent;  // the script is deferred: the page is already parsed
 
@@ -137,22 +137,26 @@ async function run() {
   const form = new FormData();
   form.append("image", state.file, state.file.name || "pasted.png");
   let path = "/v1/analyze";
+  let asked;
   if (mode() === "compare") {
     const phrases = $("phrases").value.split("\n").map((s) => s.trim()).filter(Boolean);
     if (phrases.length < 2) { showError("Type at least two phrases, one per line."); return; }
     form.append("phrases", JSON.stringify(phrases));
     path = "/v1/compare";
+    asked = { file: state.file, phrases };
   } else {
     const names = [...document.querySelectorAll("#vocab-list input:checked")].map((i) => i.value);
     if (!names.length) { showError("Choose at least one vocabulary."); return; }
     form.append("vocabularies", names.join(","));
     form.append("top_k", $("top-k").value || "5");
+    asked = { file: state.file, topK: $("top-k").value || "5" };
   }
+  closeMap();
   $("reading-error").textContent = "";
   busy(true);
   try {
     const data = await api("POST", path, { form });
-    state.last = data; state.lastKind = mode();
+    state.last = data; state.lastKind = mode(); state.asked = asked;
     renderCharts(data);
     bringResultsIntoView();
     loadModel();
@@ -171,6 +175,7 @@ const pictureRefused = (e) => e.status === 413 || /image/.test(e.code || "");
 // screen looking current.
 function showError(message) {
   state.last = null;
+  closeMap();
   $("export-json").disabled = $("export-csv").disabled = true;
   $("reading-error").textContent = message;
   $("charts").replaceChildren();
@@ -244,6 +249,12 @@ function renderCharts(data) {
       tip.setAttribute("aria-hidden", "true");
       tip.textContent = detail;
       li.append(text, track, tip);
+      li.setAttribute("aria-controls", "map-panel");
+      const rank = list.children.length;
+      li.addEventListener("click", () => selectBar(li, name, res, rank));
+      li.addEventListener("keydown", (e) => {
+        if (e.key === "Enter" || e.key === " ") { e.preventDefault(); selectBar(li, name, res, rank); }
+      });
       list.append(li);
     }
     section.append(h, rel, list);
@@ -251,6 +262,160 @@ function renderCharts(data) {
   });
   $("charts").replaceChildren(...charts);
   $("export-json").disabled = $("export-csv").disabled = false;
+}
+
+// -- maps: where in the picture a phrase draws its share from -------------------------------------
+const MAX_EXPLAIN = 50;  // the most matches /v1/explain maps per list
+
+function closeMap() {
+  state.explained = {};
+  state.selected = null;
+  $("map-panel").hidden = true;
+  $("map-status").textContent = "";
+}
+
+// One /v1/explain per list and reading (a promise, so a second click waits for the first answer).
+function explainList(name) {
+  if (!state.explained[name]) {
+    const form = new FormData();
+    const asked = state.asked;
+    form.append("image", asked.file, asked.file.name || "pasted.png");
+    if (name === "compare") {
+      form.append("phrases", JSON.stringify(asked.phrases));
+      form.append("top_k", String(Math.min(MAX_EXPLAIN, asked.phrases.length)));
+    } else {
+      form.append("vocabularies", name);
+      form.append("top_k", String(Math.min(MAX_EXPLAIN, Number(asked.topK))));
+    }
+    state.explained[name] = api("POST", "/v1/explain", { form });
+    state.explained[name].catch(() => { delete state.explained[name]; });
+  }
+  return state.explained[name];
+}
+
+async function selectBar(li, name, res, rank) {
+  for (const other of document.querySelectorAll(".bar[aria-current]")) other.removeAttribute("aria-current");
+  li.setAttribute("aria-current", "true");
+  const m = res.matches[rank];
+  state.selected = { name, phrase: m.phrase };
+  const panel = $("map-panel");
+  panel.hidden = false;
+  $("map-status").textContent = "";
+  $("map-title").textContent = `Where “${m.phrase}” draws from`;
+  $("map-caption").textContent = "Mapping…";
+  if (rank >= MAX_EXPLAIN) { $("map-status").textContent = `Maps are made for the first ${MAX_EXPLAIN} phrases of a list.`; return; }
+  try {
+    const answer = await explainList(name);
+    if (!state.selected || state.selected.phrase !== m.phrase || state.selected.name !== name) return;  // another bar since
+    const match = answer.results[name].matches.find((x) => x.phrase === m.phrase);
+    if (!match) throw new Error("This phrase has no map in the answer.");
+    const list = name === "compare" ? "your phrases" : name;
+    drawMap(answer, match.heatmap, match.peak,
+      `“${m.phrase}”: ${pct(match.probability)} of ${answer.results[name].softmax_over.toLocaleString()} phrases (${list})`,
+      match.probability > 0.99 ? " It holds nearly all of its list's share, so little in the picture moves that share and " +
+        "the map is faint (see its scale). To see why it wins, contrast it with another phrase below." : "");
+  } catch (e) {
+    $("map-caption").textContent = "";
+    $("map-status").textContent = e.message;
+  }
+  if (!REDUCED_MOTION.matches) panel.scrollIntoView({ behavior: "smooth", block: "nearest" });
+  else panel.scrollIntoView({ block: "nearest" });
+}
+
+async function contrast(e) {
+  e.preventDefault();
+  const versus = $("versus").value.trim();
+  if (!state.selected) return;
+  if (!versus) { $("map-status").textContent = "Type a phrase to contrast with."; return; }
+  const { phrase } = state.selected;
+  const form = new FormData();
+  form.append("image", state.asked.file, state.asked.file.name || "pasted.png");
+  form.append("phrases", JSON.stringify([phrase]));
+  form.append("versus", versus);
+  form.append("top_k", "1");
+  $("map-status").textContent = "";
+  $("map-caption").textContent = "Mapping…";
+  try {
+    const answer = await api("POST", "/v1/explain", { form });
+    const c = answer.contrast;
+    $("map-title").textContent = `Why “${c.phrase}” rather than “${c.versus}”`;
+    drawMap(answer, c.heatmap, c.peak,
+      `“${c.phrase}” rather than “${c.versus}”: logit difference ${c.logit_difference >= 0 ? "+" : ""}${c.logit_difference.toFixed(2)}`);
+  } catch (err) {
+    $("map-caption").textContent = "";
+    $("map-status").textContent = err.message;
+  }
+}
+
+// Where in the model's input a point lies, in words.
+function where(peak, box) {
+  const fx = (peak.x - box[0]) / (box[2] - box[0]);
+  const fy = (peak.y - box[1]) / (box[3] - box[1]);
+  const h = fx < 1 / 3 ? "left" : fx > 2 / 3 ? "right" : "centre";
+  const v = fy < 1 / 3 ? "top" : fy > 2 / 3 ? "bottom" : "middle";
+  if (h === "centre" && v === "middle") return "in the centre";
+  if (v === "middle") return `on the ${h}`;
+  if (h === "centre") return `at the ${v}`;
+  return `at the ${v} ${h}`;
+}
+
+const POSITIVE = [215, 40, 40];
+const NEGATIVE = [40, 100, 215];
+const short = (v) => String(Number(v.toPrecision(3)));
+
+function drawMap(answer, heat, peak, caption, note = "") {
+  const canvas = $("map-canvas");
+  const img = $("preview");
+  const W0 = answer.image.width, H0 = answer.image.height;
+  const room = Math.max(200, Math.min(480, $("map-panel").clientWidth - 26));
+  const s = Math.min(room / W0, 400 / H0);
+  const w = Math.max(1, Math.round(W0 * s)), h = Math.max(1, Math.round(H0 * s));
+  canvas.width = w; canvas.height = h;
+  const ctx = canvas.getContext("2d");
+  ctx.clearRect(0, 0, w, h);
+  if (!img.hidden && img.complete && img.naturalWidth) {  // the picture in light grey, so the map's colours read
+    ctx.filter = "grayscale(1)";
+    ctx.drawImage(img, 0, 0, w, h);
+    ctx.filter = "none";
+    ctx.fillStyle = "rgba(235, 235, 235, 0.45)";
+    ctx.fillRect(0, 0, w, h);
+  } else {
+    ctx.fillStyle = "#ddd";
+    ctx.fillRect(0, 0, w, h);
+  }
+  const [x0, y0, x1, y1] = answer.grid.box.map((v) => v * s);
+  ctx.fillStyle = "rgba(40, 40, 40, 0.55)";  // what the model's crop left out
+  ctx.fillRect(0, 0, w, Math.max(0, y0));
+  ctx.fillRect(0, Math.min(h, y1), w, h);
+  ctx.fillRect(0, y0, Math.max(0, x0), y1 - y0);
+  ctx.fillRect(Math.min(w, x1), y0, w, y1 - y0);
+  const rows = heat.length, cols = heat[0].length;
+  const vmax = Math.max(...heat.flat().map(Math.abs)) || 1;
+  const cells = document.createElement("canvas");
+  cells.width = cols; cells.height = rows;
+  const cctx = cells.getContext("2d");
+  const data = cctx.createImageData(cols, rows);
+  heat.forEach((row, r) => row.forEach((v, c) => {
+    const colour = v >= 0 ? POSITIVE : NEGATIVE;
+    const i = 4 * (r * cols + c);
+    data.data.set([...colour, Math.round(255 * 0.78 * Math.min(1, Math.abs(v) / vmax))], i);
+  }));
+  cctx.putImageData(data, 0, 0);
+  ctx.imageSmoothingEnabled = true;
+  ctx.imageSmoothingQuality = "high";
+  ctx.drawImage(cells, x0, y0, x1 - x0, y1 - y0);
+  const cx = peak.x * s, cy = peak.y * s;
+  const radius = Math.max(4, 0.5 * Math.min((x1 - x0) / cols, (y1 - y0) / rows));
+  for (const [colour, width] of [["#000", 4], ["#fff", 2]]) {
+    ctx.beginPath(); ctx.arc(cx, cy, radius, 0, 2 * Math.PI); ctx.strokeStyle = colour; ctx.lineWidth = width; ctx.stroke();
+  }
+  const place = where(peak, answer.grid.box);
+  const text = `${caption}. Raised most ${place} of what the model saw (the ringed cell, at ${Math.round(peak.x)}, ` +
+    `${Math.round(peak.y)} px).${note}`;
+  $("map-caption").textContent = text;
+  canvas.setAttribute("aria-label", `Map over the picture, ${rows} by ${cols} cells: ${text} Red raises the share, blue lowers it.`);
+  $("legend-low").textContent = `−${short(vmax)}`;
+  $("legend-high").textContent = `+${short(vmax)}`;
 }
 
 // -- export ---------------------------------------------------------------------------------------
@@ -379,6 +544,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("token").value = sessionStorage.getItem(TOKEN_KEY) || "";
   $("token").addEventListener("input", () => sessionStorage.setItem(TOKEN_KEY, $("token").value));
   $("create-form").addEventListener("submit", createVocabulary);
+  $("versus-form").addEventListener("submit", contrast);
   loadModel();
   loadVocabularies();
 });

@@ -1,0 +1,53 @@
+"""POST /v1/explain (README "Where and why: explanations"): a thin view. The request is parsed into
+`indexer.schema_explain`'s models, the work is `indexer.explain`'s, and the answer is the analysis of
+/v1/analyze with a map for every match (or, with format=png, the overlay picture).
+
+The blueprint is nested in the `api` blueprint (its endpoint is `api.explain.explain`), so the OpenAPI
+document's promise to describe every `api` endpoint covers it too.
+"""
+
+from __future__ import annotations
+
+import io
+
+from flask import Blueprint, Response, request
+
+from indexer.explain import explain_image
+from indexer.schema import compare_phrases, compare_phrases_json, parse, split_vocabularies
+from indexer.schema_explain import ExplainForm, ExplainJson, ExplainQuery
+
+from .api import answer, api, form, json_body, one_upload, sent
+from .state import state
+
+explain_api = Blueprint("explain", __name__)
+
+
+@explain_api.post("/v1/explain")
+def explain() -> Response | tuple[Response, int]:
+    engine = state().engine
+    params: ExplainJson | ExplainForm
+    fmt = parse(ExplainQuery, sent(request.args)).format
+    if request.is_json:
+        params = json_body(ExplainJson)
+        name, data, phrases = "image_base64", params.image_base64, params.phrases
+    else:
+        name, upload = one_upload()
+        values = request.form.getlist("phrases")
+        params = form(ExplainForm, image=upload, phrases=values[0] if len(values) == 1 else ("\n".join(values) or None))
+        data = params.image
+        phrases = None
+        if params.phrases is not None:
+            text = params.phrases.strip()
+            lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+            phrases = compare_phrases_json(text) if text.startswith("[") else compare_phrases(lines)
+    found = explain_image(engine, engine.read(data, name), split_vocabularies(params.vocabularies), phrases,
+                          params.top_k, params.versus)
+    if fmt == "png":
+        picture = found.overlay_contrast() if found.contrast is not None else found.overlay()
+        buf = io.BytesIO()
+        picture.save(buf, format="PNG")
+        return Response(buf.getvalue(), mimetype="image/png")
+    return answer(found.answer)
+
+
+api.register_blueprint(explain_api)  # once, at import: before `api` is first registered on an app
