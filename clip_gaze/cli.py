@@ -15,7 +15,7 @@ from indexer.errors import ClipGazeError
 from indexer.schema import MAX_TOP_K
 from indexer.settings import settings_help
 
-from .cli_common import MODEL_OPTION, VOCAB_OPTION, _settings, domain_errors, make_engine, split_vocabs
+from .cli_common import MODEL_OPTION, RELATIVE_OPTION, VOCAB_OPTION, _settings, domain_errors, make_engine, split_vocabs
 
 
 @click.group(
@@ -68,8 +68,10 @@ def index(model: str | None, vocab: tuple[str, ...], all_: bool, force: bool, as
 @click.option("--top-k", "-k", default=5, show_default=True, type=click.IntRange(1, MAX_TOP_K), help="Matches to show per vocabulary.")
 @MODEL_OPTION
 @click.option("--json", "as_json", is_flag=True, help="JSON Lines: one object per image, shaped like the REST answer.")
+@RELATIVE_OPTION
 @domain_errors
-def analyze(images: tuple[str, ...], vocab: tuple[str, ...], top_k: int, model: str | None, as_json: bool) -> None:
+def analyze(images: tuple[str, ...], vocab: tuple[str, ...], top_k: int, model: str | None, as_json: bool,
+            relative_to: str | None) -> None:
     """Score IMAGES against vocabularies: the most likely phrases of each list.
 
     \b
@@ -83,7 +85,7 @@ def analyze(images: tuple[str, ...], vocab: tuple[str, ...], top_k: int, model: 
     failed = 0
     for path in images:
         try:
-            answer = engine.analyze(engine.read(path), names, top_k).model_copy(update={"file": path})
+            answer = engine.analyze(engine.read(path), names, top_k, relative_to).model_copy(update={"file": path})
         except ClipGazeError as exc:
             if len(images) == 1:
                 raise

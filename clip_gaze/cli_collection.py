@@ -9,7 +9,7 @@ import click
 
 from indexer.schema import MAX_PAGE_SIZE, MAX_TOP_K
 
-from .cli_common import MODEL_OPTION, VOCAB_OPTION, confirm_delete, domain_errors, make_engine, split_vocabs
+from .cli_common import MODEL_OPTION, RELATIVE_OPTION, VOCAB_OPTION, confirm_delete, domain_errors, make_engine, split_vocabs
 
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print one JSON object (fields as in the REST answer).")
 ENGINE_OPTION = click.option(
@@ -158,9 +158,10 @@ def show(name: str | None, errors: bool, offset: int, limit: int, as_json: bool)
 @MODEL_OPTION
 @ENGINE_OPTION
 @RAY_ADDRESS_OPTION
+@RELATIVE_OPTION
 @domain_errors
 def analyze(name: str, vocab: tuple[str, ...], top_k: int, out: str, model: str | None, engine: str,
-            ray_address: str | None) -> None:
+            ray_address: str | None, relative_to: str | None) -> None:
     """Score every picture of NAME against vocabularies from the stored embeddings (nothing is encoded).
 
     Writes one row per picture and match: external_id, source, sha256, vocabulary, softmax_over,
@@ -179,13 +180,15 @@ def analyze(name: str, vocab: tuple[str, ...], top_k: int, out: str, model: str 
     from indexer.tables import check_output, write_blocks
 
     on_ray = _ray_engine(engine, ray_address)
+    if on_ray is not None and relative_to is not None:
+        raise click.UsageError("--relative-to is not available with --engine ray yet: use the local engine")
     check_output(out)
     clip = make_engine(model)
     t0 = time.perf_counter()
     if on_ray is not None:
         rows = on_ray.ray_analyze(clip, name, split_vocabs(vocab), top_k, out, address=ray_address)
     else:
-        rows = write_blocks(clip.collections.analyze_blocks(name, split_vocabs(vocab), top_k), out, AnalysisRow)
+        rows = write_blocks(clip.collections.analyze_blocks(name, split_vocabs(vocab), top_k, relative_to), out, AnalysisRow)
     click.echo(f"{out}: {rows:,} rows ({time.perf_counter() - t0:.1f} s)", err=not sys.stdout.isatty())
 
 

@@ -73,3 +73,8 @@ def confirm_delete(what: str, name: str, holding: str, yes: bool) -> None:
     if not sys.stdin.isatty():
         raise click.ClickException(f"deleting {what} {name!r} ({holding}) needs --yes when not run interactively")
     click.confirm(f"Delete {what} {name!r} and its {holding}?", abort=True)
+
+RELATIVE_OPTION = click.option(
+    "--relative-to", "relative_to", metavar="COLLECTION",
+    help="Set each phrase's score against how it scores across COLLECTION's pictures (hub phrases stop dominating).",
+)

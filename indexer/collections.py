@@ -136,12 +136,14 @@ class Collections:
                 f"add the collection's sources again with this model (`clip-gaze collection add {row.name} SOURCE --model …`)"
             )
 
-    def analyze(self, name: str, vocabularies: Sequence[str] | None = None, top_k: int = 5) -> Iterator[AnalysisRow]:
+    def analyze(self, name: str, vocabularies: Sequence[str] | None = None, top_k: int = 5,
+                relative_to: str | None = None) -> Iterator[AnalysisRow]:
         """One row per picture and match (see `analyze_blocks`; refusals come before the first row)."""
         return (AnalysisRow(**dict(zip(block, values)))
-                for block in self.analyze_blocks(name, vocabularies, top_k) for values in zip(*block.values()))
+                for block in self.analyze_blocks(name, vocabularies, top_k, relative_to) for values in zip(*block.values()))
 
-    def analyze_blocks(self, name: str, vocabularies: Sequence[str] | None = None, top_k: int = 5) -> Iterator[dict[str, list[Any]]]:
+    def analyze_blocks(self, name: str, vocabularies: Sequence[str] | None = None, top_k: int = 5,
+                       relative_to: str | None = None) -> Iterator[dict[str, list[Any]]]:
         """The rows of `analyze` as columns (AnalysisRow's fields), a block per chunk of pictures and
         vocabulary, computed from the stored embeddings. Unknown names and missing embeddings are
         refused here, before the first block."""
@@ -152,12 +154,24 @@ class Collections:
         versions = engine.store.versions()
         engine.indexes.prepare(names, versions)
         indexes = {n: engine.indexes.get(n, versions) for n in names}
-        return self._blocks(row, indexes, engine.model.logit_scale, top_k)
+        if relative_to is not None:
+            from . import relative
 
-    def _blocks(self, row: CollectionRow, indexes: dict[str, Any], scale: float, top_k: int) -> Iterator[dict[str, list[Any]]]:
+            for idx in indexes.values():
+                relative.reference(engine, idx, relative_to)  # refusals (and the statistics) before the first block
+        return self._blocks(row, indexes, engine.model.logit_scale, top_k, relative_to)
+
+    def _blocks(self, row: CollectionRow, indexes: dict[str, Any], scale: float, top_k: int,
+                relative_to: str | None = None) -> Iterator[dict[str, list[Any]]]:
+        from . import relative
+
         for chunk in self.images.vectors(row.id, self.engine.model_key, CHUNK):
             for vocab, idx in indexes.items():
-                scores = scores_from_cosine_rows(cosines(idx.matrix, chunk.matrix).T, scale, top_k)
+                cos_rows = cosines(idx.matrix, chunk.matrix).T
+                if relative_to is not None:
+                    scores, _ = relative.row_scores(self.engine, idx, cos_rows, relative_to, top_k)
+                else:
+                    scores = scores_from_cosine_rows(cos_rows, scale, top_k)
                 b, k = scores.indices.shape
                 phrase_ids = idx.ids[scores.indices].ravel()
                 rows = self.engine.store.phrase_rows(np.unique(phrase_ids))

@@ -271,27 +271,31 @@ class Engine:
             self.indexes.get(name, versions)
 
     # -- analysis -------------------------------------------------------------------------------
-    def analyze(self, image: ImageSource, vocabularies: Sequence[str] | None = None, top_k: int = DEFAULT_TOP_K) -> Analysis:
-        return self.analyze_many([image], vocabularies, top_k)[0]
+    def analyze(self, image: ImageSource, vocabularies: Sequence[str] | None = None, top_k: int = DEFAULT_TOP_K,
+                relative_to: str | None = None) -> Analysis:
+        return self.analyze_many([image], vocabularies, top_k, relative_to)[0]
 
     def analyze_many(
-        self, images: Sequence[ImageSource], vocabularies: Sequence[str] | None = None, top_k: int = DEFAULT_TOP_K
+        self, images: Sequence[ImageSource], vocabularies: Sequence[str] | None = None, top_k: int = DEFAULT_TOP_K,
+        relative_to: str | None = None,
     ) -> list[Analysis]:
-        """One image embedding per picture, reused across every vocabulary asked for."""
-        names = self.resolve(vocabularies)
+        """One image embedding per picture, reused across every vocabulary asked for. With
+        `relative_to`, each phrase is set against how it scores across that collection's pictures."""
+        names = self._names(vocabularies, relative_to)
         budget = self.decoder.budget()
         decoded = [self.read(im, budget=budget) for im in images]
-        results, timing = self._score_images(decoded, names, top_k)
+        results, timing = self._score_images(decoded, names, top_k, relative_to)
         model = self.model_info()
         return [_analysis(model, d, r, {"decode": d.decode_ms, **timing}) for d, r in zip(decoded, results)]
 
     def analyze_batch(
-        self, uploads: Sequence[tuple[str, bytes | str]], vocabularies: Sequence[str] | None = None, top_k: int = DEFAULT_TOP_K
+        self, uploads: Sequence[tuple[str, bytes | str]], vocabularies: Sequence[str] | None = None, top_k: int = DEFAULT_TOP_K,
+        relative_to: str | None = None,
     ) -> BatchAnswer:
         """Several pictures (bytes, or a URL as text), decoded one at a time; a bad picture gets its own
         error entry."""
         t_start = time.perf_counter()
-        names = self.resolve(vocabularies)
+        names = self._names(vocabularies, relative_to)
         budget = self.decoder.budget()
         items: list[BatchItem | BatchFailure] = []
         good: list[tuple[int, str, DecodedImage]] = []
@@ -302,7 +306,7 @@ class Engine:
             except ClipGazeError as exc:
                 items.append(BatchFailure(index=i, name=name, status=exc.status, code=exc.code, error=exc.message))
         if good:
-            results, _ = self._score_images([d for _, _, d in good], names, top_k)
+            results, _ = self._score_images([d for _, _, d in good], names, top_k, relative_to)
             for (i, name, decoded), res in zip(good, results):
                 items.append(BatchItem(index=i, name=name, image=decoded.info(), results=res))
         items.sort(key=lambda it: it.index)
@@ -311,19 +315,28 @@ class Engine:
             timing_ms=round((time.perf_counter() - t_start) * 1000, 2),
         )
 
+    def _names(self, vocabularies: Sequence[str] | None, relative_to: str | None) -> list[str]:
+        """The vocabularies asked for, and the reference collection checked, before any picture is read."""
+        names = self.resolve(vocabularies)
+        if relative_to is not None:
+            self.collections.images.get(relative_to)
+        return names
+
     def _score_images(
-        self, decoded: Sequence[DecodedImage], names: Sequence[str], top_k: int
+        self, decoded: Sequence[DecodedImage], names: Sequence[str], top_k: int, relative_to: str | None = None
     ) -> tuple[list[dict[str, VocabularyResult]], dict[str, float]]:
         t0 = time.perf_counter()
         embeddings = self.embed_images(decoded)
         t1 = time.perf_counter()
-        results = self.score(embeddings, names, top_k)
+        results = self.score(embeddings, names, top_k, relative_to)
         t2 = time.perf_counter()
         n = max(1, len(decoded))
         return results, {"embed_image": (t1 - t0) * 1000 / n, "score": (t2 - t1) * 1000 / n}
 
-    def score(self, embeddings: npt.NDArray[np.float32], names: Sequence[str], top_k: int) -> list[dict[str, VocabularyResult]]:
-        """For each image embedding, {vocabulary: result}; one matrix product per vocabulary."""
+    def score(self, embeddings: npt.NDArray[np.float32], names: Sequence[str], top_k: int,
+              relative_to: str | None = None) -> list[dict[str, VocabularyResult]]:
+        """For each image embedding, {vocabulary: result}; one matrix product per vocabulary. With
+        `relative_to`, logits and probabilities are corrected against that collection (`relative`)."""
         embeddings = np.atleast_2d(embeddings)
         versions = self.store.versions()
         out: list[dict[str, VocabularyResult]] = [{} for _ in range(len(embeddings))]
@@ -332,10 +345,17 @@ class Engine:
         for name in names:
             idx = self.indexes.get(name, versions)
             cos_all = cosines(idx.matrix, embeddings)
-            per_image = [scores_from_cosines(cos_all[:, j], scale, top_k) for j in range(len(embeddings))]
+            info = None
+            if relative_to is not None:
+                from . import relative
+
+                per_image, info = relative.scores(self, idx, cos_all, relative_to, top_k)
+            else:
+                per_image = [scores_from_cosines(cos_all[:, j], scale, top_k) for j in range(len(embeddings))]
             rows = self.store.phrase_rows(np.unique(np.concatenate([idx.ids[s.indices] for s in per_image])))
             for j, s in enumerate(per_image):
-                out[j][name] = _vocab_result(s, [rows[int(i)] for i in idx.ids[s.indices]])
+                result = _vocab_result(s, [rows[int(i)] for i in idx.ids[s.indices]])
+                out[j][name] = result.model_copy(update={"relative_to": info}) if info is not None else result
         return out
 
     def compare(self, image: ImageSource, phrases: Sequence[str], persist: bool = False) -> Analysis:

@@ -42,7 +42,7 @@ from .scoring import RowScores, Scores, scores_from_cosine_rows, scores_from_cos
 if TYPE_CHECKING:  # pragma: no cover
     from .engine import Engine
     from .index_cache import LoadedIndex
-    from .schema_evaluate import RelativeInfo
+    from .schema import RelativeInfo
 
 Method = Literal["zscore", "nnn"]
 METHODS: tuple[str, ...] = ("zscore", "nnn")
@@ -64,7 +64,7 @@ class Reference:
     parameters: dict[str, float]
 
     def info(self) -> "RelativeInfo":
-        from .schema_evaluate import RelativeInfo
+        from .schema import RelativeInfo
 
         return RelativeInfo(method=self.method, collection=self.collection, reference_pictures=self.pictures,
                             parameters=dict(self.parameters))

@@ -170,9 +170,29 @@ class Match(Answer):
     metadata: dict[str, Any] | None = None
 
 
+class RelativeInfo(Answer):
+    """Which correction set the scores against a reference collection, and over how many pictures."""
+
+    method: Literal["zscore", "nnn"] = Field(description="zscore: (logit - mean) / spread over the reference pictures, "
+                                             "back on the logit scale; nnn: logit - alpha × mean of the phrase's k "
+                                             "highest reference logits (Chowdhury et al., EMNLP 2024)")
+    collection: str = Field(description="The reference collection")
+    reference_pictures: int = Field(description="How many of its pictures the statistics were taken over")
+    parameters: dict[str, float] = Field(default_factory=dict)
+
+
 class VocabularyResult(Answer):
     softmax_over: int = Field(description="How many phrases the softmax ran over")
     matches: list[Match]
+    relative_to: RelativeInfo | None = Field(None, description="With relative_to: the correction against a reference "
+                                             "collection (logits and probabilities corrected, cosines raw)")
+
+    @model_serializer(mode="wrap")
+    def _skip_relative(self, handler: Any) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if data.get("relative_to") is None:
+            data.pop("relative_to", None)
+        return data
 
 
 class ImageInfo(Answer):
@@ -240,6 +260,9 @@ class AnalyzeJson(Request):
     image_base64: Annotated[Base64Image | SkipJsonSchema[None], NotNull] = None
     image_url: Annotated[ImageUrl | SkipJsonSchema[None], NotNull] = None
     vocabularies: Vocabularies = None
+    relative_to: Annotated[Name | SkipJsonSchema[None], NotNull, Field(
+        description="A collection: each phrase's score set against how it scores across that collection's pictures "
+                    "(hub phrases stop dominating)")] = None
     top_k: TopK = DEFAULT_TOP_K
 
     @model_validator(mode="after")
@@ -254,6 +277,9 @@ class AnalyzeForm(Request):
     image: UploadedImage | SkipJsonSchema[None] = None
     image_url: ImageUrl | SkipJsonSchema[None] = None
     vocabularies: FormVocabularies = ""
+    relative_to: Annotated[Name | SkipJsonSchema[None], NotNull, Field(
+        description="A collection: each phrase's score set against how it scores across that collection's pictures "
+                    "(hub phrases stop dominating)")] = None
     top_k: TopK = DEFAULT_TOP_K
 
     @model_validator(mode="after")
@@ -266,6 +292,9 @@ class BatchJson(Request):
     images_base64: Annotated[Images[Base64Image] | SkipJsonSchema[None], NotNull] = None
     image_urls: Annotated[Images[ImageUrl] | SkipJsonSchema[None], NotNull] = None
     vocabularies: Vocabularies = None
+    relative_to: Annotated[Name | SkipJsonSchema[None], NotNull, Field(
+        description="A collection: each phrase's score set against how it scores across that collection's pictures "
+                    "(hub phrases stop dominating)")] = None
     top_k: TopK = DEFAULT_TOP_K
 
     @model_validator(mode="after")
@@ -278,6 +307,9 @@ class BatchForm(Request):
     image: Images[UploadedImage] | SkipJsonSchema[None] = None
     image_url: Images[ImageUrl] | SkipJsonSchema[None] = None
     vocabularies: FormVocabularies = ""
+    relative_to: Annotated[Name | SkipJsonSchema[None], NotNull, Field(
+        description="A collection: each phrase's score set against how it scores across that collection's pictures "
+                    "(hub phrases stop dominating)")] = None
     top_k: TopK = DEFAULT_TOP_K
 
     @model_validator(mode="after")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field
+from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
 from .schema import (
@@ -16,6 +17,7 @@ from .schema import (
     Description,
     ModelInfo,
     Name,
+    NotNull,
     Phrase,
     Request,
     TextRule,
@@ -65,6 +67,8 @@ class AddUrlSources(AddSources):
 class AnalyzeCollection(Request):
     vocabularies: Vocabularies = None
     top_k: TopK = DEFAULT_TOP_K
+    relative_to: Annotated[Name | SkipJsonSchema[None], NotNull, Field(
+        description="A reference collection: each phrase's score set against how it scores across its pictures")] = None
 
 
 class SearchQuery(Request):

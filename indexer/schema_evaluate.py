@@ -7,22 +7,11 @@ from typing import Literal
 
 from pydantic import Field
 
-from .schema import Answer, ModelInfo, Vocabulary
+from .schema import Answer, ModelInfo, RelativeInfo, Vocabulary  # RelativeInfo: also an answer of analyze
 from .schema_collections import PictureInfo
 
 TERM_PROBABILITY = ("A term's probability is the sum of the probabilities of its phrases (one per template) in the "
                     "softmax over every phrase of the vocabulary.")
-
-
-class RelativeInfo(Answer):
-    """Which correction set the scores against a reference collection, and over how many pictures."""
-
-    method: Literal["zscore", "nnn"] = Field(description="zscore: (logit - mean) / spread over the reference pictures, "
-                                             "back on the logit scale; nnn: logit - alpha × mean of the phrase's k "
-                                             "highest reference logits (Chowdhury et al., EMNLP 2024)")
-    collection: str = Field(description="The reference collection")
-    reference_pictures: int = Field(description="How many of its pictures the statistics were taken over")
-    parameters: dict[str, float] = Field(default_factory=dict)
 
 
 class Interval(Answer):

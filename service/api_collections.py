@@ -72,7 +72,7 @@ def search_collection(name: str) -> tuple[Response, int]:
 def analyze_collection(name: str) -> Response:
     """JSON Lines, one row per picture and match, streamed as they are scored."""
     params = json_body(AnalyzeCollection) if request.get_data(cache=True) else AnalyzeCollection()
-    rows = state().engine.collections.analyze(name, split_vocabularies(params.vocabularies), params.top_k)
+    rows = state().engine.collections.analyze(name, split_vocabularies(params.vocabularies), params.top_k, params.relative_to)
 
     def lines() -> Iterator[str]:
         for row in rows:

@@ -204,3 +204,42 @@ def test_sigkill_in_the_middle_of_an_add_loses_nothing_committed_and_a_rerun_fin
     report = json.loads(done.stdout)
     assert done.returncode == 0 and report["skipped"] == before and report["added"] == 240 - before
     assert stored() == 240
+
+
+def test_relative_to_a_collection_on_analyze_collection_analyze_the_api_and_the_cli(engine: Engine, folder: Path, tmp_path: Path):
+    from click.testing import CliRunner
+
+    from indexer.errors import NotFound
+
+    new(engine, "reference")
+    add(engine, "reference", str(folder))
+    create(engine, "shapes", [f"a {c} {s}" for c, s in SHAPES], templates=["{}"])
+    plain = engine.analyze(folder / "red-circle.png", ["shapes"], top_k=3).results["shapes"]
+    fair = engine.analyze(folder / "red-circle.png", ["shapes"], top_k=3, relative_to="reference").results["shapes"]
+    assert plain.relative_to is None and "relative_to" not in plain.json_dict()
+    info = fair.relative_to
+    assert info is not None and (info.method, info.collection, info.reference_pictures) == ("zscore", "reference", 12)
+    assert fair.matches[0].phrase == "a red circle" and fair.matches[0].cosine == plain.matches[0].cosine
+    with pytest.raises(NotFound) as exc:
+        engine.analyze(folder / "red-circle.png", ["shapes"], relative_to="nope")
+    assert exc.value.code == "unknown_collection"
+    rows = list(engine.collections.analyze("reference", ["shapes"], top_k=1, relative_to="reference"))
+    assert len(rows) == 12 and all(r.phrase.endswith(r.external_id.split("/")[-1].removesuffix(".png").replace("-", " "))
+                                   for r in rows)
+    from service import create_app
+    from indexer.settings import Settings
+
+    client = create_app(Settings.from_env(), engine=engine).test_client()
+    resp = client.post("/v1/analyze", data={"image": ((folder / "red-circle.png").open("rb"), "r.png"),
+                                            "vocabularies": "shapes", "relative_to": "reference", "top_k": "1"})
+    body = resp.get_json()
+    assert resp.status_code == 200 and body["results"]["shapes"]["relative_to"]["reference_pictures"] == 12
+    import base64
+
+    picture = base64.b64encode((folder / "red-circle.png").read_bytes()).decode()
+    missing = client.post("/v1/analyze", json={"image_base64": picture, "relative_to": "nope"})
+    assert missing.status_code == 404 and missing.get_json()["code"] == "unknown_collection"
+    from clip_gaze.cli import cli
+
+    result = CliRunner().invoke(cli, ["analyze", str(folder / "red-circle.png"), "--vocab", "shapes", "--relative-to", "nope"])
+    assert result.exit_code == 1 and "no collection named 'nope'" in result.stderr
