@@ -19,41 +19,36 @@ import numpy.typing as npt
 from . import build
 from .batcher import ImageBatcher
 from .embedder import PhraseEmbedder, ProgressFactory
-from .errors import ClipGazeError, Conflict, NotFound, ReadOnly
+from .errors import ClipGazeError, NotFound
 from .images import DecodedImage, Decoder, PixelBudget
 from .index_cache import IndexCache
 from .index_files import IndexFiles
 from .kernels import cosines
 from .models import LoadedModel, load_model
-from .specs import ModelSpec, list_presets, parse_model, preset_info
 from .schema import (
     DEFAULT_TOP_K,
-    AddPhrases,
     Analysis,
     BatchAnswer,
     BatchFailure,
-    BatchItem,
     Batching,
-    CreateVocabulary,
+    BatchItem,
     IndexReport,
     Match,
     ModelInfo,
     ModelsAnswer,
     PageQuery,
-    PhraseItem,
     PhraseRow,
-    RemovePhrases,
     Vocabulary,
     VocabularyPage,
     VocabularyResult,
-    WriteAnswer,
     compare_phrases,
-    parse_name,
 )
 from .scoring import Scores, scores_from_cosines
 from .settings import Settings
-from .store import Store, VocabularyRow, WriteResult
-from .vocab import PhraseSpec, apply_templates, catalog
+from .specs import ModelSpec, list_presets, parse_model, preset_info
+from .store import Store, VocabularyRow
+from .vocab import catalog
+from .writes import VocabularyWrites
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
@@ -61,7 +56,7 @@ if TYPE_CHECKING:  # pragma: no cover
 ImageSource = Union[DecodedImage, "Image.Image", bytes, str, Path]
 
 
-class Engine:
+class Engine(VocabularyWrites):
     def __init__(
         self,
         home: Path | str,
@@ -382,66 +377,6 @@ class Engine:
         for rank, i in enumerate(s.indices):
             probs[int(i)] = float(s.probabilities[rank])
         return probs
-
-    # -- writes ---------------------------------------------------------------------------------
-    def create_vocabulary(self, request: CreateVocabulary) -> WriteAnswer:
-        name = request.name
-        if name in catalog().vocabularies:
-            raise Conflict(f"{name!r} is the name of a built-in vocabulary; choose another", code="vocabulary_exists")
-        templates = request.template_list()
-        specs = apply_templates(_phrase_specs(request.phrases), templates)
-        if self.store.find_vocabulary(name) is not None:  # fail before embedding; the write checks again
-            raise Conflict(f"a vocabulary named {name!r} already exists", code="vocabulary_exists")
-        vectors = self.embedder.lookup([s.phrase for s in specs])  # before the write: a model failure stores nothing
-        result = self.store.create_vocabulary(name, templates, request.description or "", specs, self.model_key, vectors)
-        self.indexes.refresh(name)
-        return self._write_answer(result)
-
-    def add_phrases(self, name: str, request: AddPhrases) -> WriteAnswer:
-        vocab = self._writable(name)
-        specs = apply_templates(_phrase_specs(request.phrases), vocab.templates)
-        vectors = self.embedder.lookup([s.phrase for s in specs])
-        result = self.store.add_phrases(name, specs, self.model_key, vectors)
-        if result.added:
-            self.indexes.refresh(name)
-        return self._write_answer(result)
-
-    def remove_phrases(self, name: str, request: RemovePhrases) -> WriteAnswer:
-        self._writable(name)
-        result = self.store.remove_phrases(name, request.terms or [], [str(e) for e in request.external_ids or []])
-        if result.removed:
-            self.indexes.refresh(name)
-        return self._write_answer(result)
-
-    def delete_vocabulary(self, name: str) -> WriteAnswer:
-        row = self._writable(name)
-        result = self.store.delete_vocabulary(name)
-        self.files.drop(name, row.id)
-        self.indexes.drop(name)
-        before = self._vocabulary(row)
-        return WriteAnswer(vocabulary=before, removed=result.removed, version=result.version, deleted=name)
-
-    def _writable(self, name: str) -> VocabularyRow:
-        """A custom vocabulary to change; says so before any embedding if it is built-in or unknown."""
-        parse_name(name)
-        self.resolve([name])
-        row = self.store.get_vocabulary(name)
-        if row.builtin:
-            raise ReadOnly(f"{name!r} is a built-in vocabulary and cannot be changed; create your own with `vocab create`")
-        return row
-
-    def _write_answer(self, result: WriteResult) -> WriteAnswer:
-        vocabulary = self._vocabulary(self.store.get_vocabulary(result.vocabulary))
-        return WriteAnswer(vocabulary=vocabulary, added=result.added, removed=result.removed,
-                           unchanged=result.unchanged, version=result.version)
-
-
-def _phrase_specs(entries: Sequence[str | PhraseItem]) -> list[PhraseSpec]:
-    return [
-        PhraseSpec(term=e, phrase="") if isinstance(e, str)
-        else PhraseSpec(term=e.term, phrase="", external_id=e.external_id, metadata=e.metadata)
-        for e in entries
-    ]
 
 
 def _analysis(model: ModelInfo, decoded: DecodedImage, results: dict[str, VocabularyResult], timing: dict[str, float]) -> Analysis:

@@ -154,7 +154,7 @@ def test_the_approximate_index_keeps_recall_above_0_95():
 def test_an_existing_store_upgrades_in_place(tmp_path: Path, toy_loader):
     import sqlite_utils
 
-    from indexer.store import migrations
+    from indexer.migrations import migrations
 
     home = tmp_path / "old"
     home.mkdir()

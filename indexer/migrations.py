@@ -1,0 +1,108 @@
+"""The store's schema as small numbered migrations (sqlite-utils `Migrations`): an existing store
+upgrades in place, each step once, in a transaction, under the store's write lock."""
+
+from __future__ import annotations
+
+import sqlite_utils
+from sqlite_utils import Migrations
+
+migrations = Migrations("clip-gaze")
+
+
+@migrations(name="001_initial")
+def _m001(db: sqlite_utils.Database) -> None:
+    _run_statements(
+        db,
+        """
+        CREATE TABLE vocabularies (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            name TEXT NOT NULL UNIQUE,
+            description TEXT NOT NULL DEFAULT '',
+            templates TEXT NOT NULL,
+            builtin INTEGER NOT NULL DEFAULT 0,
+            source TEXT,
+            licence TEXT,
+            content_hash TEXT,
+            version INTEGER NOT NULL DEFAULT 1,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE TABLE phrases (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            vocabulary_id INTEGER NOT NULL REFERENCES vocabularies(id) ON DELETE CASCADE,
+            term TEXT NOT NULL,
+            phrase TEXT NOT NULL,
+            external_id TEXT,
+            metadata TEXT,
+            UNIQUE (vocabulary_id, phrase)
+        );
+        CREATE INDEX phrases_by_term ON phrases (vocabulary_id, term);
+        CREATE INDEX phrases_by_external_id ON phrases (vocabulary_id, external_id);
+        CREATE TABLE embeddings (
+            model TEXT NOT NULL,
+            phrase TEXT NOT NULL,
+            vector BLOB NOT NULL,
+            PRIMARY KEY (model, phrase)
+        ) WITHOUT ROWID;
+        """,
+    )
+
+
+@migrations(name="002_collections")
+def _m002(db: sqlite_utils.Database) -> None:
+    """Collections of pictures, each picture's embedding per model keyed by its content, and jobs."""
+    _run_statements(
+        db,
+        """
+        CREATE TABLE collections (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            name TEXT NOT NULL UNIQUE,
+            description TEXT NOT NULL DEFAULT '',
+            version INTEGER NOT NULL DEFAULT 1,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE TABLE collection_images (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            collection_id INTEGER NOT NULL REFERENCES collections(id) ON DELETE CASCADE,
+            source TEXT NOT NULL,
+            external_id TEXT,
+            sha256 TEXT,
+            width INTEGER,
+            height INTEGER,
+            metadata TEXT,
+            error_code TEXT,
+            error TEXT,
+            added_at TEXT NOT NULL,
+            UNIQUE (collection_id, source)
+        );
+        CREATE INDEX collection_images_by_sha ON collection_images (collection_id, sha256);
+        CREATE INDEX collection_images_by_external_id ON collection_images (collection_id, external_id);
+        CREATE TABLE image_embeddings (
+            model TEXT NOT NULL,
+            sha256 TEXT NOT NULL,
+            vector BLOB NOT NULL,
+            PRIMARY KEY (model, sha256)
+        ) WITHOUT ROWID;
+        CREATE TABLE jobs (
+            id TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,
+            collection TEXT,
+            state TEXT NOT NULL,
+            total INTEGER,
+            done INTEGER NOT NULL DEFAULT 0,
+            failed INTEGER NOT NULL DEFAULT 0,
+            skipped INTEGER NOT NULL DEFAULT 0,
+            error TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        ) WITHOUT ROWID;
+        """,
+    )
+
+
+def _run_statements(db: sqlite_utils.Database, script: str) -> None:
+    """Statement by statement: executescript would COMMIT the migration's transaction."""
+    for statement in script.split(";"):
+        if statement.strip():
+            db.execute(statement)
