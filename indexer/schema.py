@@ -253,6 +253,11 @@ Vocabularies = Annotated[
 FormVocabularies = Annotated[str, Field(pattern=VOCABULARIES_PATTERN, description="Comma-separated names; the default set if absent")]
 
 
+RelativeTo = Annotated[Name | SkipJsonSchema[None], NotNull, Field(
+    description="A collection: each phrase's score set against how it scores across that collection's pictures "
+                "(hub phrases stop dominating)")]
+
+
 class AnalyzeJson(Request):
     """POST /v1/analyze with a JSON body: the picture as base64, or its URL."""
 
@@ -260,9 +265,7 @@ class AnalyzeJson(Request):
     image_base64: Annotated[Base64Image | SkipJsonSchema[None], NotNull] = None
     image_url: Annotated[ImageUrl | SkipJsonSchema[None], NotNull] = None
     vocabularies: Vocabularies = None
-    relative_to: Annotated[Name | SkipJsonSchema[None], NotNull, Field(
-        description="A collection: each phrase's score set against how it scores across that collection's pictures "
-                    "(hub phrases stop dominating)")] = None
+    relative_to: RelativeTo = None
     top_k: TopK = DEFAULT_TOP_K
 
     @model_validator(mode="after")
@@ -277,9 +280,7 @@ class AnalyzeForm(Request):
     image: UploadedImage | SkipJsonSchema[None] = None
     image_url: ImageUrl | SkipJsonSchema[None] = None
     vocabularies: FormVocabularies = ""
-    relative_to: Annotated[Name | SkipJsonSchema[None], NotNull, Field(
-        description="A collection: each phrase's score set against how it scores across that collection's pictures "
-                    "(hub phrases stop dominating)")] = None
+    relative_to: RelativeTo = None
     top_k: TopK = DEFAULT_TOP_K
 
     @model_validator(mode="after")
@@ -292,9 +293,7 @@ class BatchJson(Request):
     images_base64: Annotated[Images[Base64Image] | SkipJsonSchema[None], NotNull] = None
     image_urls: Annotated[Images[ImageUrl] | SkipJsonSchema[None], NotNull] = None
     vocabularies: Vocabularies = None
-    relative_to: Annotated[Name | SkipJsonSchema[None], NotNull, Field(
-        description="A collection: each phrase's score set against how it scores across that collection's pictures "
-                    "(hub phrases stop dominating)")] = None
+    relative_to: RelativeTo = None
     top_k: TopK = DEFAULT_TOP_K
 
     @model_validator(mode="after")
@@ -307,9 +306,7 @@ class BatchForm(Request):
     image: Images[UploadedImage] | SkipJsonSchema[None] = None
     image_url: Images[ImageUrl] | SkipJsonSchema[None] = None
     vocabularies: FormVocabularies = ""
-    relative_to: Annotated[Name | SkipJsonSchema[None], NotNull, Field(
-        description="A collection: each phrase's score set against how it scores across that collection's pictures "
-                    "(hub phrases stop dominating)")] = None
+    relative_to: RelativeTo = None
     top_k: TopK = DEFAULT_TOP_K
 
     @model_validator(mode="after")

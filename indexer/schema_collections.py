@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field
-from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
 from .schema import (
@@ -13,16 +12,16 @@ from .schema import (
     DEFAULT_TOP_K,
     MAX_OFFSET,
     MAX_PAGE_SIZE,
+    URL_PATTERN,
     Answer,
     Description,
     ModelInfo,
     Name,
-    NotNull,
     Phrase,
+    RelativeTo,
     Request,
     TextRule,
     TopK,
-    URL_PATTERN,
     Vocabularies,
 )
 
@@ -67,8 +66,7 @@ class AddUrlSources(AddSources):
 class AnalyzeCollection(Request):
     vocabularies: Vocabularies = None
     top_k: TopK = DEFAULT_TOP_K
-    relative_to: Annotated[Name | SkipJsonSchema[None], NotNull, Field(
-        description="A reference collection: each phrase's score set against how it scores across its pictures")] = None
+    relative_to: RelativeTo = None
 
 
 class SearchQuery(Request):
