@@ -150,6 +150,9 @@ def test_upload_charts_compare_custom_vocabulary_and_errors(page, url, tmp_path:
 
 def test_keyboard_and_narrow_screen(page, url):
     page.set_viewport_size({"width": 375, "height": 800})
+    # A listener turns Playwright's file-chooser interception on now: `expect_file_chooser` alone turns
+    # it on asynchronously, and an Enter pressed in between opens the headless native dialog instead.
+    page.on("filechooser", lambda chooser: None)
     page.goto(url)
     sync_api.expect(page.locator("#model-name")).to_contain_text("toy")
     sync_api.expect(page.locator("#vocab-list input").first).to_be_visible()  # the page has settled
