@@ -125,10 +125,7 @@ class ImageStore:
             return
         now = _now()
         with self.store._write() as db:
-            db.conn.executemany(
-                "INSERT OR IGNORE INTO image_embeddings (model, sha256, vector) VALUES (?, ?, ?)",
-                [(model_key, sha, np.ascontiguousarray(v, dtype=np.float32).tobytes()) for sha, v in embeddings.items()],
-            )
+            _insert_embeddings(db, model_key, embeddings)
             db.conn.executemany(
                 "INSERT INTO collection_images (collection_id, source, external_id, sha256, width, height, metadata, "
                 "error_code, error, added_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (collection_id, source) DO UPDATE SET "
@@ -169,10 +166,7 @@ class ImageStore:
 
     def put(self, model_key: str, embeddings: dict[str, npt.NDArray[np.float32]]) -> None:
         with self.store._write() as db:
-            db.conn.executemany(
-                "INSERT OR IGNORE INTO image_embeddings (model, sha256, vector) VALUES (?, ?, ?)",
-                [(model_key, sha, np.ascontiguousarray(v, dtype=np.float32).tobytes()) for sha, v in embeddings.items()],
-            )
+            _insert_embeddings(db, model_key, embeddings)
 
     def count_unembedded(self, collection_id: int, model_key: str) -> int:
         """Stored pictures of the collection that have no embedding for this model (added with another)."""
@@ -216,6 +210,14 @@ class ImageStore:
         if not rows:
             raise NotFound(f"no job {job_id!r}", code="unknown_job")
         return rows[0]
+
+
+def _insert_embeddings(db: Any, model_key: str, embeddings: dict[str, npt.NDArray[np.float32]]) -> None:
+    """Inside a write: pictures' embeddings by content hash (one already stored is kept)."""
+    db.conn.executemany(
+        "INSERT OR IGNORE INTO image_embeddings (model, sha256, vector) VALUES (?, ?, ?)",
+        [(model_key, sha, np.ascontiguousarray(v, dtype=np.float32).tobytes()) for sha, v in embeddings.items()],
+    )
 
 
 def _picture(r: Any) -> Picture:
