@@ -68,3 +68,10 @@ class Busy(ClipGazeError):
     status = 503
     code = "busy"
     retry_after = 2
+
+
+class NotExportable(ModelUnavailable):
+    """The model cannot be served on ONNX Runtime (its tokenizer, preprocessing or towers cannot be
+    reproduced or exported); with CLIP_GAZE_BACKEND=auto, torch serves it instead."""
+
+    code = "not_exportable"
