@@ -142,8 +142,9 @@ def compare(image: str, phrases: tuple[str, ...], model: str | None, as_json: bo
 def serve(host: str, port: int, workers: int, threads: int, model: str | None, no_index: bool) -> None:
     """Run the REST API (and the web page at /) under gunicorn.
 
-    Before listening, the default vocabularies are indexed if they are not yet, so no request
-    ever waits for indexing.
+    Before listening, the model is exported to ONNX if it is not yet (CLIP_GAZE_BACKEND auto or
+    onnx) and the default vocabularies are indexed if they are not yet, so no request ever waits
+    for either, and workers never import torch.
 
     \b
     Example:
@@ -157,6 +158,7 @@ def serve(host: str, port: int, workers: int, threads: int, model: str | None, n
         os.environ["CLIP_GAZE_MODEL"] = model
         s = _settings()
     check_bind(host, s)
+    s = _export_before_serving(s)
     if not no_index:
         if make_engine(s.model, progress=False).needs_indexing():
             click.echo("indexing the default vocabularies before starting…", err=True)
@@ -167,16 +169,41 @@ def serve(host: str, port: int, workers: int, threads: int, model: str | None, n
     run(host=host, port=port, workers=workers, threads=threads, settings=s)
 
 
-@cli.command()
+def _export_before_serving(s: Any) -> Any:
+    """Export the model in a child process (the server never holds torch), unless torch serves. With
+    CLIP_GAZE_BACKEND=auto, a model that cannot be exported is served by torch."""
+    import dataclasses
+
+    from indexer import backends
+    from indexer.specs import parse_model
+
+    spec = parse_model(s.model)
+    if backends.choose(s.backend, s.device) != "onnx" or backends.has_export(s.home, spec):
+        return s
+    click.echo(f"exporting {spec.name} to ONNX before starting (once)…", err=True)
+    done = subprocess.run([sys.executable, "-m", "clip_gaze", "models", "export", "--model", s.model])
+    if done.returncode == 0:
+        return s
+    if s.backend == "onnx":  # the child has said why, in one line
+        raise SystemExit(done.returncode)
+    click.echo(f"serving {spec.name} on torch", err=True)
+    return dataclasses.replace(s, backend="torch")
+
+
+@cli.group(invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True, help="JSON: each model's preset, arch, pretrained and config.")
-def models(as_json: bool) -> None:
+@click.pass_context
+def models(ctx: click.Context, as_json: bool) -> None:
     """List the model presets. Any open_clip ARCH:PRETRAINED or ARCH:/path/to/checkpoint works too.
 
     \b
     Example:
         clip-gaze models --json
         CLIP_GAZE_MODEL=ViT-B-16:laion2b_s34b_b88k clip-gaze analyze painting.jpg
+        clip-gaze models export --model toy
     """
+    if ctx.invoked_subcommand is not None:
+        return
     from indexer.specs import list_presets, preset_info
 
     presets = list_presets()
@@ -187,6 +214,34 @@ def models(as_json: bool) -> None:
     for p in presets:
         mark = "*" if p.name == current else " "
         click.echo(f"{mark} {p.name:<9} {p.arch}:{Path(p.pretrained).name if p.config else p.pretrained}  {p.description}")
+
+
+@models.command("export")
+@MODEL_OPTION
+@click.option("--force", is_flag=True, help="Export again even when an export exists.")
+@click.option("--json", "as_json", is_flag=True, help="Print the export's manifest as JSON.")
+@domain_errors
+def export_model(model: str | None, force: bool, as_json: bool) -> None:
+    """Export the model's image and text towers to ONNX, once, into CLIP_GAZE_HOME/onnx.
+
+    ONNX Runtime then serves the model (CLIP_GAZE_BACKEND=auto or onnx) without importing torch.
+    `index` and `serve` export what is missing themselves; exporting needs torch, nothing else does.
+
+    \b
+    Example:
+        clip-gaze models export --model vit-b-32
+    """
+    from indexer import backends
+    from indexer.specs import parse_model
+
+    settings = _settings()
+    spec = parse_model(model or settings.model)
+    manifest = backends.ensure_export(spec, settings.home, progress=lambda m: click.echo(m + "…", err=True), force=force)
+    if as_json:
+        click.echo(json.dumps(manifest.json_dict(), ensure_ascii=False, indent=2))
+        return
+    click.echo(f"{spec.name}: {backends.export_path(settings.home, spec)}")
+    click.echo(f"  {manifest.summary()}")
 
 
 from .cli_collection import collection  # noqa: E402  (registered below)

@@ -59,7 +59,8 @@ class _Bar:
 def make_engine(model: str | None, progress: bool = True) -> Any:
     from indexer.engine import Engine
 
-    return Engine.from_settings(_settings(), model, progress=_Bar if progress else None)
+    notice = (lambda message: click.echo(message + "…", err=True)) if progress else None
+    return Engine.from_settings(_settings(), model, progress=_Bar if progress else None, notice=notice)
 
 
 MODEL_OPTION = click.option("--model", "-m", help="Preset, ARCH:PRETRAINED or ARCH:/path/to/checkpoint (default: $CLIP_GAZE_MODEL or vit-b-32).")

@@ -1,7 +1,7 @@
 """Micro-batching: images from concurrent requests share one forward pass.
 
-Request threads preprocess their own pictures (in parallel) and submit tensors; one batching
-thread waits at most `window_ms` after the first tensor for others, runs one forward pass over
+Request threads preprocess their own pictures (in parallel) and submit arrays; one batching
+thread waits at most `window_ms` after the first picture for others, runs one forward pass over
 all of them (at most `max_batch`) and hands each request its row. The queue is bounded: when it
 is full a request waits, then is answered 503 rather than piling up without end.
 """
@@ -20,7 +20,7 @@ import numpy.typing as npt
 
 from .errors import Busy
 
-EncodeFn = Callable[[Any], npt.NDArray[np.float32]]  # stacked tensor (b, 3, h, w) → (b, d)
+EncodeFn = Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]]  # stacked pictures (b, 3, h, w) → (b, d)
 
 
 class ImageBatcher:
@@ -34,10 +34,10 @@ class ImageBatcher:
         self.batches = 0
         self.items = 0
 
-    def submit(self, tensors: Any, timeout: float = 60.0) -> npt.NDArray[np.float32]:
+    def submit(self, arrays: npt.NDArray[np.float32], timeout: float = 60.0) -> npt.NDArray[np.float32]:
         """Embed a stack of preprocessed images (b, 3, h, w); blocks until done."""
         futures = []
-        for t in tensors:
+        for t in arrays:
             fut: Future[npt.NDArray[np.float32]] = Future()
             try:
                 self._queue.put((t, fut), timeout=timeout)
@@ -50,8 +50,6 @@ class ImageBatcher:
             raise Busy("the server is busy; the picture was not encoded in time: try again shortly") from None
 
     def _run(self) -> None:
-        import torch
-
         while True:
             first = self._queue.get()
             batch = [first]
@@ -63,7 +61,7 @@ class ImageBatcher:
                 except queue.Empty:
                     break
             try:
-                out = self._encode(torch.stack([t for t, _ in batch]))
+                out = self._encode(np.stack([t for t, _ in batch]))
             except BaseException as exc:  # hand the failure to every waiting request
                 for _, fut in batch:
                     fut.set_exception(exc)

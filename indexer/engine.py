@@ -8,15 +8,16 @@ engine batches image encodings from concurrent requests itself (`batch_window_ms
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, Union
 
 import numpy as np
 import numpy.typing as npt
 
-from . import build
+from . import backends, build
 from .batcher import ImageBatcher
 from .embedder import PhraseEmbedder, ProgressFactory
 from .errors import ClipGazeError, NotFound
@@ -28,6 +29,7 @@ from .models import LoadedModel, load_model
 from .schema import (
     DEFAULT_TOP_K,
     Analysis,
+    Backends,
     BatchAnswer,
     BatchFailure,
     Batching,
@@ -64,10 +66,12 @@ class Engine(VocabularyWrites):
         *,
         device: str = "auto",
         threads: int = 0,
-        loader: Any = load_model,
+        backend: str = "auto",
+        loader: Any = None,
         compact: bool = False,
         auto_embed_limit: int | None = None,
         progress: ProgressFactory | None = None,
+        notice: Callable[[str], None] | None = None,
         max_pixels: int = 60_000_000,
         max_request_pixels: int = 1_000_000_000,
         decode_concurrency: int = 2,
@@ -78,8 +82,10 @@ class Engine(VocabularyWrites):
         self.store = Store(home)
         self.spec = model if isinstance(model, ModelSpec) else parse_model(model)
         self.model_key = self.spec.key()
-        self._device, self._threads, self._loader = device, threads, loader
-        self._model: LoadedModel | None = None
+        self._device, self._threads = device, threads
+        self._loader = loader or functools.partial(backends.load, home=self.store.home, backend=backend, progress=notice)
+        self._model: Any = None  # a LoadedModel (torch) or an OnnxModel: the members the engine uses are the same
+        self._torch: LoadedModel | None = None
         self._model_lock = threading.Lock()
         self._batch_window_ms = batch_window_ms
         self._batcher: ImageBatcher | None = None
@@ -96,7 +102,7 @@ class Engine(VocabularyWrites):
     def from_settings(cls, settings: Settings, model: str | ModelSpec | None = None, **kw: Any) -> "Engine":
         """An engine with the limits and options of `settings` (keyword arguments override)."""
         options: dict[str, Any] = dict(
-            device=settings.device, threads=settings.threads, compact=settings.compact_indexes,
+            device=settings.device, threads=settings.threads, backend=settings.backend, compact=settings.compact_indexes,
             max_pixels=settings.max_pixels, max_request_pixels=settings.max_request_pixels,
             decode_concurrency=settings.max_decodes, fetch_allow=settings.fetch_allow,
             max_fetch_bytes=settings.max_upload_bytes,
@@ -105,7 +111,9 @@ class Engine(VocabularyWrites):
 
     # -- model ----------------------------------------------------------------------------------
     @property
-    def model(self) -> LoadedModel:
+    def model(self) -> Any:
+        """The model that encodes pictures and phrases (`LoadedModel` on torch, `OnnxModel` on ONNX
+        Runtime; loaded on first use)."""
         if self._model is None:
             with self._model_lock:
                 if self._model is None:
@@ -113,8 +121,29 @@ class Engine(VocabularyWrites):
         return self._model
 
     @property
+    def torch_model(self) -> LoadedModel:
+        """open_clip's own model, for what needs torch (explanations): the serving model when torch
+        serves, else loaded beside it on first use."""
+        if isinstance(self.model, LoadedModel):
+            return self.model
+        if self._torch is None:
+            with self._model_lock:
+                if self._torch is None:
+                    self._torch = load_model(self.spec, device=self._device, threads=self._threads)
+        return self._torch
+
+    @property
     def model_loaded(self) -> bool:
         return self._model is not None
+
+    def backends(self) -> Backends | None:
+        """What runs what, once the model is loaded (None before)."""
+        if self._model is None:
+            return None
+        serving = backends.describe(self._model)
+        explaining = serving if isinstance(self._model, LoadedModel) else (
+            backends.describe(self._torch) if self._torch is not None else "torch (loaded on first use)")
+        return Backends(images=serving, texts=serving, explanations=explaining)
 
     def model_info(self) -> ModelInfo:
         """The model as clients see it (a checkpoint by file name and fingerprint, never its path)."""
@@ -187,16 +216,14 @@ class Engine(VocabularyWrites):
         model = self.model
         if not images:
             return np.empty((0, 0), dtype=np.float32)
-        import torch
-
-        tensors = torch.stack([model.image_tensor(d.image) for d in images])
+        arrays = np.stack([model.image_array(d.image) for d in images])
         if self._batch_window_ms is None:
-            return model.encode_image_tensors(tensors)
+            return model.encode_image_arrays(arrays)
         if self._batcher is None:
             with self._model_lock:
                 if self._batcher is None:
-                    self._batcher = ImageBatcher(model.encode_image_tensors, window_ms=self._batch_window_ms)
-        return self._batcher.submit(tensors)
+                    self._batcher = ImageBatcher(model.encode_image_arrays, window_ms=self._batch_window_ms)
+        return self._batcher.submit(arrays)
 
     # -- vocabularies ---------------------------------------------------------------------------
     def default_vocabularies(self) -> list[str]:

@@ -413,7 +413,7 @@ def explain_image(
     names = engine.resolve(vocabularies) if (vocabularies or phrases is None) else []
     if phrases is not None and ADHOC in names:
         raise InvalidInput(f"a vocabulary named {ADHOC!r} cannot be explained beside ad-hoc phrases (their results key)")
-    model = engine.model
+    model = engine.torch_model  # the decomposition needs open_clip's own tower, whatever serves analyses
     explainer = explainer_for(model)  # refuses other towers before any work
 
     t1 = time.perf_counter()

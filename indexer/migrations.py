@@ -3,8 +3,7 @@ upgrades in place, each step once, in a transaction, under the store's write loc
 
 from __future__ import annotations
 
-import sqlite_utils
-from sqlite_utils import Migrations
+from .sqlite import Migrations, sqlite_utils
 
 migrations = Migrations("clip-gaze")
 

@@ -37,7 +37,14 @@ ProgressFn = Callable[[int], None]
 
 
 class LoadedModel:
-    """An open_clip model with its preprocessing and tokenizer, and batched, exact encoders."""
+    """An open_clip model with its preprocessing and tokenizer, and batched, exact encoders.
+
+    The engine uses the same few members on ONNX Runtime's `indexer.onnx_model.OnnxModel`:
+    `image_array`, `encode_image_arrays`, `encode_images`, `encode_texts`, `logit_scale`, `dim`,
+    `image_size`, `backend`, `providers`.
+    """
+
+    backend = "torch"
 
     def __init__(self, spec: ModelSpec, model: Any, preprocess: Any, tokenizer: Any, device: str):
         import torch
@@ -53,12 +60,23 @@ class LoadedModel:
             probe = self.encode_texts(["a"], batch_size=1)
         self.dim = int(probe.shape[1])
         self.trims_context = _supports_trimming(model)
+        self.providers = [str(device)]
 
     # -- images ---------------------------------------------------------------------------------
     def image_tensor(self, image: "Image.Image") -> "torch.Tensor":
         """The model's own preprocessing (decoding has already box-reduced a large picture to at
         least twice the input size: measured in bench/, cosine ≥ 0.999 with the full-resolution path)."""
         return self.preprocess(image)
+
+    def image_array(self, image: "Image.Image") -> npt.NDArray[np.float32]:
+        """The preprocessed picture as a (3, size, size) float32 array."""
+        return self.image_tensor(image).numpy()  # type: ignore[no-any-return]
+
+    def encode_image_arrays(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Normalised embeddings of preprocessed pictures (n, 3, size, size)."""
+        import torch
+
+        return self.encode_image_tensors(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)))
 
     def encode_image_tensors(self, batch: "torch.Tensor") -> npt.NDArray[np.float32]:
         import torch

@@ -370,6 +370,14 @@ class Batching(Answer):
     images: int
 
 
+class Backends(Answer):
+    """What runs the model, e.g. `onnx (CPUExecutionProvider)` or `torch (cpu)`."""
+
+    images: str = Field(description="What encodes pictures")
+    texts: str = Field(description="What encodes phrases")
+    explanations: str = Field(description="What decomposes pictures for /v1/explain (torch: loaded on first use when ONNX Runtime serves)")
+
+
 class Health(Answer):
     ok: Literal[True] = True
     status: Literal["loading", "ready", "error"]
@@ -377,6 +385,7 @@ class Health(Answer):
     model: str
     error: str | None = None
     batching: Batching
+    backends: Backends | None = Field(None, description="What runs the model; null until it is loaded")
 
 
 class IndexReport(Answer):

@@ -27,8 +27,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CLIP_GAZE_HOME", _default_home, "Data directory: the SQLite store and the FAISS indexes."),
     Setting("CLIP_GAZE_MODEL", lambda: "vit-b-32", "Model: a preset (see `clip-gaze models`), ARCH:PRETRAINED or ARCH:/path/to/checkpoint."),
     Setting("CLIP_GAZE_API_TOKENS", lambda: "", "Comma-separated bearer tokens that may write through the API. Empty: writes are refused and the server binds to loopback only."),
-    Setting("CLIP_GAZE_DEVICE", lambda: "auto", "Torch device: auto (CUDA when present), cpu or cuda."),
-    Setting("CLIP_GAZE_THREADS", lambda: "0", "Torch intra-op threads; 0 leaves torch's default (one per core)."),
+    Setting("CLIP_GAZE_BACKEND", lambda: "auto", "What runs the model: onnx (ONNX Runtime over an export in CLIP_GAZE_HOME, made once from the open_clip model), torch (open_clip itself), or auto (onnx where the model can be exported, else torch)."),
+    Setting("CLIP_GAZE_DEVICE", lambda: "auto", "Device: auto (a GPU when present: ONNX Runtime's CUDA provider with onnxruntime-gpu, else torch's CUDA), cpu or cuda."),
+    Setting("CLIP_GAZE_THREADS", lambda: "0", "Intra-op threads of the model (ONNX Runtime or torch); 0: one per core (shared out among `serve`'s workers)."),
     Setting("CLIP_GAZE_MAX_UPLOAD_MB", lambda: "32", "Largest request body the API accepts, in MB (413 beyond)."),
     Setting("CLIP_GAZE_MAX_PIXELS", lambda: "60000000", "Largest image, in pixels, that is decoded (decompression-bomb guard)."),
     Setting("CLIP_GAZE_MAX_REQUEST_PIXELS", lambda: "1000000000", "Largest number of pixels decoded for one request, all its images together (413 beyond)."),
@@ -52,6 +53,7 @@ class Settings:
     max_request_pixels: int = 1_000_000_000
     max_decodes: int = 2
     fetch_allow: tuple[str, ...] = ()  # hosts or host:port admitted past the fetch address guard
+    backend: str = "auto"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> "Settings":
@@ -70,6 +72,7 @@ class Settings:
             max_request_pixels=_int(raw, "CLIP_GAZE_MAX_REQUEST_PIXELS"),
             max_decodes=max(1, _int(raw, "CLIP_GAZE_MAX_DECODES")),
             fetch_allow=tuple(h.strip() for h in raw["CLIP_GAZE_FETCH_ALLOW"].split(",") if h.strip()),
+            backend=_choice(raw, "CLIP_GAZE_BACKEND", ("auto", "onnx", "torch")),
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
@@ -87,6 +90,13 @@ def _float(raw: Mapping[str, str], key: str) -> float:
         return float(raw[key])
     except ValueError:
         raise ValueError(f"{key} must be a number, not {raw[key]!r}") from None
+
+
+def _choice(raw: Mapping[str, str], key: str, choices: tuple[str, ...]) -> str:
+    value = raw[key].strip().lower()
+    if value not in choices:
+        raise ValueError(f"{key} must be one of {', '.join(choices)}, not {raw[key]!r}")
+    return value
 
 
 def _bool(raw: Mapping[str, str], key: str) -> bool:

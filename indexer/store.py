@@ -20,7 +20,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
-import sqlite_utils
+from .sqlite import sqlite_utils
 
 from .errors import Conflict, NotFound, ReadOnly
 from .migrations import migrations  # noqa: E402  (the numbered schema steps)

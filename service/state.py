@@ -72,6 +72,7 @@ class ServiceState:
         return Health(
             status=status, model_loaded=loaded, model=public_model_name(self.settings.model), error=self.warm_error,
             batching=engine.batching if engine is not None else Batching(batches=0, images=0),
+            backends=engine.backends() if engine is not None else None,
         )
 
 

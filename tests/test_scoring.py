@@ -94,3 +94,28 @@ def test_many_pictures_at_once_score_exactly_as_one_by_one(with_torch, monkeypat
         np.testing.assert_allclose(rows.probabilities[j], one.probabilities, rtol=1e-6)  # float32 exp, float64 sum
         np.testing.assert_allclose(rows.logits[j], one.logits, rtol=1e-12)
     assert rows.softmax_over == 957 and rows.indices.shape == (50, 7)
+
+
+def test_float16_cosines_without_torch_match_the_torch_kernel(monkeypatch: pytest.MonkeyPatch):
+    """Where ONNX Runtime serves, torch is never imported: compact indexes then go through float32 BLAS
+    over converted blocks (several blocks here), and agree with torch's half kernel and with float32."""
+    import sys
+
+    import torch  # noqa: F401  (loaded, so the first call takes torch's kernel)
+
+    from indexer import kernels
+
+    rng = np.random.default_rng(3)
+    matrix = rng.standard_normal((2500, 32)).astype(np.float32)
+    matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+    queries = matrix[[5, 7, 2400]] + 0.1
+    half = matrix.astype(np.float16)
+    with_torch = kernels.cosines(half, queries)
+    monkeypatch.setattr(kernels, "BLOCK", 1000)
+    monkeypatch.delitem(sys.modules, "torch")
+    without = kernels.cosines(half, queries)
+    exact = matrix @ queries.T
+    assert without.shape == with_torch.shape == (2500, 3)
+    assert np.abs(without - exact).max() < 5e-3
+    assert np.abs(without - with_torch).max() < 5e-3
+    assert np.allclose(without[1000:2000], half[1000:2000].astype(np.float32) @ queries.T.astype(np.float32), atol=1e-6)
