@@ -50,10 +50,15 @@ def export_path(home: Path | str, spec: ModelSpec) -> Path:
     return export_dir(Path(home), spec.key())
 
 
-def has_export(home: Path | str, spec: ModelSpec) -> bool:
+def exported(directory: Path) -> bool:
+    """A complete export is in `directory`."""
     from .export import read_manifest
 
-    return read_manifest(export_path(home, spec)) is not None
+    return read_manifest(directory) is not None
+
+
+def has_export(home: Path | str, spec: ModelSpec) -> bool:
+    return exported(export_path(home, spec))
 
 
 def ensure_export(spec: ModelSpec, home: Path | str, progress: Progress | None = None, loaded: Any = None,

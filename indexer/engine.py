@@ -82,7 +82,7 @@ class Engine(VocabularyWrites):
         self.store = Store(home)
         self.spec = model if isinstance(model, ModelSpec) else parse_model(model)
         self.model_key = self.spec.key()
-        self._device, self._threads = device, threads
+        self._device, self._threads, self.backend = device, threads, backend
         self._loader = loader or functools.partial(backends.load, home=self.store.home, backend=backend, progress=notice)
         self._model: Any = None  # a LoadedModel (torch) or an OnnxModel: the members the engine uses are the same
         self._torch: LoadedModel | None = None

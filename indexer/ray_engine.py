@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from . import errors
+from . import backends, errors
 from .errors import ClipGazeError, Conflict
 from .image_store import ImageStore, Picture
 from .sources import PictureRef, SourceFailure, expand
@@ -164,7 +164,9 @@ class WorkerSettings:
     decode_concurrency: int = 2
     fetch_allow: tuple[str, ...] = ()
     max_fetch_bytes: int = 32 * 1024 * 1024
-    loader: Callable[..., Any] | None = None  # how actors load the model (default: indexer.models.load_model)
+    loader: Callable[..., Any] | None = None  # how actors load the model (default: the driver's backend)
+    backend: str = "auto"
+    export: str | None = None  # the driver's ONNX export directory: actors on its machine load it from there
 
 
 def worker_settings(engine: "Engine", threads: int | None = None, loader: Callable[..., Any] | None = None) -> WorkerSettings:
@@ -177,6 +179,7 @@ def worker_settings(engine: "Engine", threads: int | None = None, loader: Callab
         model=engine.spec, target=engine.spec.image_size(), device=getattr(engine, "_device", "auto"), threads=threads,
         max_pixels=decoder.max_pixels, max_request_pixels=decoder.max_request_pixels,
         fetch_allow=tuple(sorted(policy.allow)), max_fetch_bytes=policy.max_bytes, loader=loader,
+        backend=engine.backend, export=str(backends.export_path(engine.store.home, engine.spec)),
     )
 
 
@@ -279,9 +282,19 @@ class Encoder:
     def __init__(self, settings: WorkerSettings):
         from .engine import Engine
 
-        options: dict[str, Any] = {"device": settings.device, "threads": settings.threads}
+        options: dict[str, Any] = {"device": settings.device, "threads": settings.threads, "backend": settings.backend}
         if settings.loader is not None:
             options["loader"] = settings.loader
+        elif settings.export and backends.choose(settings.backend, settings.device) == "onnx" and backends.exported(
+                Path(settings.export)):
+            export = Path(settings.export)  # the driver's export, on this machine: not made again per actor
+
+            def load_export(spec: Any, device: str = "auto", threads: int = 0) -> Any:
+                from .onnx_model import OnnxModel
+
+                return OnnxModel.load(export, spec, device=device, threads=threads)
+
+            options["loader"] = load_export
         self.engine = Engine(_scratch_home(), settings.model, **options)
         _ = self.engine.model
 
