@@ -184,3 +184,42 @@ def test_docker_compose_commands_run_as_written(tmp_path: Path):
         assert exc.value.status == 401
     finally:
         srv.stop()
+
+
+def _maps(pid: int) -> str:
+    return Path(f"/proc/{pid}/maps").read_text()
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()]
+
+
+def test_a_worker_serving_on_onnx_runtime_never_loads_torch(tmp_path: Path):
+    """The default backend: the master and a worker that has analyzed, compared, created a vocabulary
+    and added phrases hold no torch library in memory (read from /proc, so the real worker is checked);
+    health says ONNX Runtime encodes pictures and phrases, and that torch would explain."""
+    port = free_port()
+    srv = Server(tmp_path / "home", port, ["clip-gaze", "serve", "--port", str(port), "--workers", "1", "--threads", "2"])
+    srv.start()
+    try:
+        c = Client(srv.url, token=TOKEN, timeout=60)
+        png = encode(draw_shape("red", "circle"))
+        assert c.analyze(png, ["movements"], top_k=3)["results"]["movements"]["softmax_over"] > 0
+        shares = c.compare(png, ["a red circle", "a blue square"])["results"]["compare"]["matches"]
+        assert shares[0]["phrase"] == "a red circle"
+        c.create_vocabulary("mine", phrases=["a red circle"])
+        assert c.add_phrases("mine", ["a green star", "a purple square"])["vocabulary"]["size"] == 3
+        assert c.analyze(png, ["mine"])["results"]["mine"]["matches"][0]["phrase"] == "a red circle"
+        health = c.health()
+        assert health["backends"]["images"].startswith("onnx (CPUExecutionProvider")
+        assert health["backends"]["texts"].startswith("onnx")
+        assert health["backends"]["explanations"].startswith("torch")
+        assert srv.proc is not None
+        workers = _children(srv.proc.pid)
+        assert len(workers) == 1
+        for pid in (srv.proc.pid, *workers):
+            maps = _maps(pid)
+            assert "onnxruntime" in maps or pid == srv.proc.pid
+            assert "libtorch" not in maps and "/torch/" not in maps, f"process {pid} loaded torch"
+    finally:
+        srv.stop()
