@@ -29,16 +29,21 @@ if TYPE_CHECKING:  # pragma: no cover
 ProgressFn = Callable[[int], None]
 
 # Session settings that depend on how many processes share the cores (one or two gunicorn workers
-# on this 2-core machine); to be measured with both before they change.
+# on a 2-core machine); to be measured with both before they change. Figures: bench/onnx_backend.py,
+# ViT-B-32, one process, 2 cores.
 # - Both towers are a chain of operators with little to run side by side; a second inter-op pool
 #   would only add threads that compete with the intra-op ones (immich uses 1 on CPU too).
 INTER_OP_THREADS = 1
-# - ONNX Runtime's CPU arena keeps the largest buffers it has handed out (a 256-phrase batch at
-#   77 tokens) for the life of the session; without it, each run takes and gives back its buffers
-#   through malloc. Measured on ViT-B-32 (bench/onnx_backend.py): see bench/README.md.
+# - ONNX Runtime's CPU arena keeps the largest buffers it has handed out for the life of the
+#   session: after one text batch of 256 phrases at 77 tokens (a peak of about +1.3 GB either way)
+#   the process stayed at 2,304 MiB with the arena and went back to 867 MiB without it. The arena
+#   made text about 7% faster (2,000 short phrases: 3.1 against 3.4 s; images: equal), and shrinking
+#   it after each run (run option memory.enable_memory_arena_shrinkage) lost that gain.
 CPU_MEM_ARENA = False
-# - Intra-op threads spin for a while after each parallel section waiting for the next one: it
-#   saves wake-ups inside one run, but a spinning thread takes a core away from another worker.
+# - Intra-op threads spin for a while after each parallel section waiting for the next one. Alone,
+#   spinning gained little (encode_image batch 1: 33 against 35 ms; batch 8: equal); in a run where
+#   other work competed for the cores, it doubled the time (130 against 62 ms): a spinning thread
+#   takes a core away from whatever else runs, such as another worker.
 INTRA_OP_SPINNING = False
 
 
