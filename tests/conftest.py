@@ -290,3 +290,14 @@ class SchemaCheckingMiddleware:
                 self.problems += schema_problems(self.app, environ["REQUEST_METHOD"], environ["PATH_INFO"],
                                                  captured["status"], body)
         return chunks
+
+
+@pytest.fixture(scope="session")
+def toy_onnx_dir(toy: LoadedModel, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The toy model exported to ONNX (indexer.export) once per session, in its own home; tests
+    that write into the export must copy it first."""
+    from indexer.export import export_dir, export_model
+
+    directory = export_dir(tmp_path_factory.mktemp("onnx-home"), toy.spec.key())
+    export_model(toy, directory)
+    return directory
