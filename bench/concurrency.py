@@ -102,11 +102,9 @@ def main() -> None:
 
     # What batching costs a lone request: the batcher alone (thread hand-off and window), with an
     # encoder that does nothing, so the model's own time and the machine's noise stay out of it.
-    import torch
-
     from indexer.batcher import ImageBatcher
 
-    tensor = torch.zeros(1, 3, 224, 224)
+    tensor = np.zeros((1, 3, 224, 224), dtype=np.float32)
     for window in (0.0, 2.0, 5.0):
         batcher = ImageBatcher(lambda batch: np.zeros((len(batch), 512), dtype=np.float32), window_ms=window)
         times = []

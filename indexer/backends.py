@@ -76,7 +76,8 @@ def ensure_export(spec: ModelSpec, home: Path | str, progress: Progress | None =
 
         if progress is not None:
             progress(f"exporting {spec.name} to ONNX, once, into {directory.parent}")
-        manifest = export_model(loaded if loaded is not None else load_model(spec, device="cpu"), directory)
+        manifest = export_model(loaded if loaded is not None else load_model(spec, device="cpu"), directory,
+                                force=force)
     return manifest
 
 

@@ -110,6 +110,17 @@ class Manifest(_Record):
     created: str  # UTC, ISO 8601
     export_seconds: float
 
+    def json_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def summary(self) -> str:
+        """One line: what was exported, and how close ONNX Runtime is to torch."""
+        size = sum(self.sizes.values()) / 1e6
+        p = self.parity
+        return (f"{self.arch}, opset {self.opset}, {size:.1f} MB, exported in {self.export_seconds:.1f} s on "
+                f"{self.created[:10]}; largest difference from open_clip: image embedding {p.image_embedding:.1e}, "
+                f"text embedding {p.text_embedding:.1e}, probability {p.probability:.1e}")
+
 
 def read_manifest(directory: Path) -> Manifest | None:
     """The manifest of a complete export in `directory`, or None when there is none: missing,
@@ -188,9 +199,11 @@ def _fsync(path: Path) -> None:
 
 
 # -- exporting -------------------------------------------------------------------------------------
-def export_model(loaded: "LoadedModel", directory: Path, progress: ExportProgress | None = None) -> Manifest:
+def export_model(loaded: "LoadedModel", directory: Path, progress: ExportProgress | None = None,
+                 force: bool = False) -> Manifest:
     """Export `loaded` into `directory` (see the module's docstring) and return its manifest; if
-    another process exported it meanwhile, return that export's manifest.
+    another process exported it meanwhile, return that export's manifest (with `force`, export again
+    and replace it).
 
     Raises NotExportable for a model that ONNX Runtime cannot serve exactly (a tokenizer or a
     preprocessing that cannot be reproduced without torch, a tower that fails to export, embeddings
@@ -202,7 +215,7 @@ def export_model(loaded: "LoadedModel", directory: Path, progress: ExportProgres
     with _export_lock(directory):
         _remove_leftovers(directory)
         existing = read_manifest(directory)
-        if existing is not None and existing.model_key == key:
+        if existing is not None and existing.model_key == key and not force:
             say(f"{loaded.spec.name}: already exported to {directory}")
             return existing
         tmp_prefix, old_prefix = _temp_prefixes(directory)

@@ -84,10 +84,15 @@ def remove(engine: Engine, name: str, **fields: Any) -> WriteAnswer:
 
 
 @pytest.fixture(autouse=True)
-def clean_environ(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for key in ("CLIP_GAZE_API_TOKENS", "CLIP_GAZE_DEVICE", "CLIP_GAZE_THREADS", "CLIP_GAZE_LISTS"):
+def clean_environ(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, toy_onnx_dir: Path) -> Path:
+    """A fresh data directory per test, holding (as a link) the toy model's ONNX export, made once per
+    session: engines made without a loader serve on ONNX Runtime, as by default, without exporting."""
+    for key in ("CLIP_GAZE_API_TOKENS", "CLIP_GAZE_DEVICE", "CLIP_GAZE_THREADS", "CLIP_GAZE_LISTS", "CLIP_GAZE_BACKEND"):
         monkeypatch.delenv(key, raising=False)
     home = tmp_path / "home"
+    linked = home / toy_onnx_dir.relative_to(toy_onnx_dir.parent.parent)
+    linked.parent.mkdir(parents=True)
+    linked.symlink_to(toy_onnx_dir, target_is_directory=True)
     monkeypatch.setenv("CLIP_GAZE_HOME", str(home))
     monkeypatch.setenv("CLIP_GAZE_MODEL", "toy")
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
