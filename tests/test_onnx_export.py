@@ -130,6 +130,10 @@ def test_manifest_describes_the_export(toy: LoadedModel, toy_onnx_dir: Path, onn
     assert json.loads((toy_onnx_dir / "manifest.json").read_text())["model_key"] == toy.spec.key()
     assert (onnx_toy.backend, onnx_toy.providers, onnx_toy.trims_context) == ("onnx", ["CPUExecutionProvider"], True)
     assert (onnx_toy.image_size, onnx_toy.dim, onnx_toy.spec) == (toy.image_size, toy.dim, toy.spec)
+    pixels, tokens = onnx_toy.image_session.get_inputs()[0], onnx_toy.text_session.get_inputs()[0]
+    assert (pixels.name, pixels.type, pixels.shape[1:]) == ("pixels", "tensor(float)", [3, 64, 64])
+    assert (tokens.name, tokens.type) == ("tokens", "tensor(int64)")
+    assert all(isinstance(d, str) for d in [pixels.shape[0], *tokens.shape])  # dynamic batch and length
 
 
 def test_export_dir_is_safe_and_distinct_per_key(tmp_path: Path, toy: LoadedModel):
@@ -233,6 +237,18 @@ def test_two_processes_exporting_at_once_make_one_export(tmp_path: Path, toy: Lo
     assert manifest is not None and {r["created"] for r in results} == {manifest.created}
     assert leftovers(directory) == []
     assert OnnxModel.load(directory, toy.spec).encode_texts(["a red circle"]).shape == (1, toy.dim)
+
+
+def test_a_text_tower_that_does_not_trim_is_exported_at_full_context(tmp_path: Path, toy: LoadedModel):
+    fixed = copy.copy(toy)
+    fixed.trims_context = False  # as for towers without a causal mask or not pooled at the end token
+    manifest = export_model(fixed, export_dir(tmp_path, toy.spec.key()))
+    assert manifest.text.trims is False and manifest.text.context_length == 77
+    model = OnnxModel.load(export_dir(tmp_path, toy.spec.key()), toy.spec)
+    batch, length = model.text_session.get_inputs()[0].shape
+    assert model.trims_context is False and isinstance(batch, str) and length == 77
+    phrases = PHRASES + [" ".join(["a"] * 90)]
+    assert np.abs(model.encode_texts(phrases, batch_size=7) - toy.encode_texts(phrases)).max() <= 1e-5
 
 
 # -- what cannot be exported ----------------------------------------------------------------------
