@@ -74,10 +74,10 @@ def ensure_export(spec: ModelSpec, home: Path | str, progress: Progress | None =
             raise NotExportable("onnxruntime is not installed (pip install onnxruntime)")
         from .models import load_model
 
+        model = loaded if loaded is not None else load_model(spec, device="cpu")  # a model that cannot load says so first
         if progress is not None:
             progress(f"exporting {spec.name} to ONNX, once, into {directory.parent}")
-        manifest = export_model(loaded if loaded is not None else load_model(spec, device="cpu"), directory,
-                                force=force)
+        manifest = export_model(model, directory, force=force)
     return manifest
 
 

@@ -347,17 +347,20 @@ NOT_BLANK_PATTERN = rf"[^{_BLANK}]"
 _FORM_PHRASES = {"type": "string", "minLength": 1, "pattern": NOT_BLANK_PATTERN}  # the view refuses blank text
 
 
+FormPhrases = Annotated[str, Field(min_length=1), WithJsonSchema({
+    "anyOf": [_FORM_PHRASES, {"type": "array", "items": {"type": "string"}, "minItems": 2}],
+    "description": f"A JSON list of phrases, or one phrase a line (blank lines and white space around a phrase are "
+                   f"ignored); 1 to {MAX_COMPARE_PHRASES} phrases, none given twice, each following the text rule "
+                   f"of /v1/compare's JSON `phrases`. The field may be given several times: its values are read "
+                   f"as lines of one text",
+})]
+
+
 class CompareForm(Request):
     model_config = _one_of("image", "image_url")
     image: UploadedImage | SkipJsonSchema[None] = None
     image_url: ImageUrl | SkipJsonSchema[None] = None
-    phrases: Annotated[str, Field(min_length=1), WithJsonSchema({
-        "anyOf": [_FORM_PHRASES, {"type": "array", "items": {"type": "string"}, "minItems": 2}],
-        "description": f"A JSON list of phrases, or one phrase a line (blank lines and white space around a phrase are "
-                       f"ignored); 1 to {MAX_COMPARE_PHRASES} phrases, none given twice, each following the text rule "
-                       f"of /v1/compare's JSON `phrases`. The field may be given several times: its values are read "
-                       f"as lines of one text",
-    })]
+    phrases: FormPhrases
 
     @model_validator(mode="after")
     def _image(self) -> "CompareForm":

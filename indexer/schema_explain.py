@@ -13,6 +13,7 @@ from pydantic import BeforeValidator, Field, model_serializer
 from pydantic.json_schema import SkipJsonSchema
 
 from .schema import (
+    FormPhrases,
     Analysis,
     Answer,
     Base64Image,
@@ -67,8 +68,7 @@ class ExplainForm(Request):
 
     image: UploadedImage
     vocabularies: FormVocabularies = ""
-    phrases: Annotated[str | SkipJsonSchema[None], NotNull,
-                       Field(min_length=1, description="Ad-hoc phrases: a JSON list, or one phrase a line")] = None
+    phrases: Annotated[FormPhrases | SkipJsonSchema[None], NotNull] = None
     versus: Versus = None
     top_k: ExplainTopK = DEFAULT_EXPLAIN_TOP_K
 

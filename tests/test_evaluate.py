@@ -56,9 +56,9 @@ class Counting:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._toy, name)
 
-    def encode_image_tensors(self, batch: Any) -> np.ndarray:
+    def encode_image_arrays(self, batch: Any) -> np.ndarray:
         self.encoded += len(batch)
-        out = self._toy.encode_image_tensors(batch)
+        out = self._toy.encode_image_arrays(batch)
         return out if self._gap is None else normalise(out + self._gap)
 
 
