@@ -159,10 +159,24 @@ def file_fingerprint(path: Path, chunk: int = 4 << 20) -> str:
     return h.hexdigest()[:16]
 
 
+def _open_clip_config_file(arch: str) -> Path | None:
+    """open_clip's own config file of `arch`, found without importing open_clip (which imports torch:
+    ONNX Runtime serves without it)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("open_clip")
+    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
+        path = Path(folder) / "model_configs" / f"{arch}.json"
+        if path.is_file():
+            return path
+    return None
+
+
 @lru_cache(maxsize=16)
 def _config_image_size(arch: str, config: str | None) -> int:
-    if config:
-        cfg = json.loads(Path(config).read_text(encoding="utf-8"))
+    shipped = _open_clip_config_file(arch)
+    if config or shipped is not None:
+        cfg = json.loads(Path(config or shipped).read_text(encoding="utf-8"))  # type: ignore[arg-type]
     else:
         import open_clip
 

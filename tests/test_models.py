@@ -83,3 +83,16 @@ def test_embeddings_come_back_in_input_order_whatever_the_batching(toy):
     many = toy.encode_texts(phrases, batch_size=256)
     assert np.abs(one - many).max() < 1e-5
     assert np.abs(toy.encode_texts(["a red circle"])[0] - many[2]).max() < 1e-5
+
+
+def test_input_sizes_come_from_open_clip_configs_without_importing_torch():
+    """ONNX Runtime serves without torch: the decoder's target size of any open_clip architecture is
+    read from open_clip's config files, not by importing open_clip."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from indexer.specs import parse_model; "
+            "print([parse_model(m).image_size() for m in ('vit-b-32', 'ViT-L-14-336:openai', 'toy')], "
+            "'torch' in sys.modules, 'open_clip' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[224, 336, 64] False False"
