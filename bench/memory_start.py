@@ -1,5 +1,6 @@
 """Memory and start: `clip-gaze serve` (1 worker) with ViT-B-32 and every built-in vocabulary indexed:
-time until ready, resident memory, float32 against compact float16 indexes.
+time until ready, resident memory, float32 against compact float16 indexes, ONNX Runtime against torch
+(CLIP_GAZE_BACKEND); the export is made first if missing, and is present for every start measured.
 
     python bench/indexing.py --all      # once: indexes all 16 vocabularies into bench/out/home-all
     python bench/memory_start.py
@@ -36,10 +37,10 @@ def children(pid: int) -> list[int]:
     return out
 
 
-def serve(home: Path, compact: bool, image: bytes) -> tuple[float, float, float, dict]:
+def serve(home: Path, compact: bool, image: bytes, backend: str = "auto") -> tuple[float, float, float, dict]:
     port = free_port()
     env = {**os.environ, "CLIP_GAZE_HOME": str(home), "CLIP_GAZE_MODEL": model_name(),
-           "CLIP_GAZE_COMPACT_INDEXES": "1" if compact else "0"}
+           "CLIP_GAZE_COMPACT_INDEXES": "1" if compact else "0", "CLIP_GAZE_BACKEND": backend}
     t0 = time.perf_counter()
     with open(home / "serve-bench.log", "ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", "clip_gaze", "serve", "--port", str(port), "--workers", "1", "--no-index"],
@@ -82,6 +83,9 @@ def import_costs() -> None:
     a, b, c, d = map(int, subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split())
     print(f"   importing torch costs {b - a} MiB of RSS, torchvision {c - b} MiB, the rest of open_clip {d - c} MiB "
           "(PyPI's CUDA builds; open_clip needs torchvision)")
+    code = code.split("a = r()")[0] + "a = r(); import onnxruntime; b = r()\nprint(a, b)"
+    a, b = map(int, subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split())
+    print(f"   importing onnxruntime costs {b - a} MiB")
 
 
 def main() -> None:
@@ -91,25 +95,32 @@ def main() -> None:
         raise SystemExit("run `python bench/indexing.py --all` first")
     image = photograph(1024, 768)
     import_costs()
+    env = {**os.environ, "CLIP_GAZE_HOME": str(home), "CLIP_GAZE_MODEL": model_name()}
+    subprocess.run([sys.executable, "-m", "clip_gaze", "models", "export"], env=env, check=True, capture_output=True)
     before = index_files(home)
     results = {}
-    for compact in (False, True):
-        ready, rss_ready, rss_busy, answer = serve(home, compact, image)
-        results[compact] = answer
-        kind = "float16 (CLIP_GAZE_COMPACT_INDEXES=1)" if compact else "float32 (default)"
+    for backend, compact in (("onnx", False), ("onnx", True), ("torch", False), ("torch", True)):
+        ready, rss_ready, rss_busy, answer = serve(home, compact, image, backend)
+        results[backend, compact] = answer
+        kind = f"{backend}, " + ("float16 (compact indexes)" if compact else "float32 (default)")
         phrases = sum(r["softmax_over"] for r in answer["results"].values())
-        print(f"   {kind:<38} ready in {ready:5.1f} s (target ≤ 10 s); worker RSS {rss_ready:6.0f} MiB when ready, "
-              f"{rss_busy:6.0f} MiB after 5 requests over all {phrases:,} phrases (target ≤ 1,536 MiB)")
+        print(f"   {kind:<32} ready in {ready:5.1f} s (onnx target ≤ 3 s); worker RSS {rss_ready:6.0f} MiB when ready, "
+              f"{rss_busy:6.0f} MiB after 5 requests over all {phrases:,} phrases (onnx target ≤ 1,024 MiB in float32)")
     after = index_files(home)
     print(f"   index files written by start and requests: {sum(1 for k in after if before.get(k) != after[k])} "
           f"(of {len(after)})")
     diff = 0.0
-    for name, res in results[False]["results"].items():
+    backends = 0.0
+    for name, res in results["onnx", False]["results"].items():
         full = {m["phrase"]: m["probability"] for m in res["matches"]}
-        for m in results[True]["results"][name]["matches"]:
+        for m in results["onnx", True]["results"][name]["matches"]:
             if m["phrase"] in full:
                 diff = max(diff, abs(full[m["phrase"]] - m["probability"]))
+        for m in results["torch", False]["results"][name]["matches"]:
+            if m["phrase"] in full:
+                backends = max(backends, abs(full[m["phrase"]] - m["probability"]))
     print(f"   float16 against float32, largest change in a top-5 probability: {diff:.1e} (must be ≤ 1e-3)")
+    print(f"   onnx against torch (float32), largest change in a top-5 probability: {backends:.1e} (must be ≤ 1e-5)")
 
 
 if __name__ == "__main__":
