@@ -89,7 +89,7 @@ def import_costs() -> None:
 
 
 def main() -> None:
-    header("memory and start: clip-gaze serve, ViT-B-32 random weights, all 16 built-in vocabularies")
+    header("memory and start: clip-gaze serve, ViT-B-32 random weights, every built-in vocabulary")
     home = OUT / "home-all"
     if not (home / "clip-gaze.db").is_file():
         raise SystemExit("run `python bench/indexing.py --all` first")
