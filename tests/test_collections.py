@@ -125,6 +125,31 @@ def test_analyze_scores_stored_embeddings_like_analyzing_each_picture(engine: En
     assert (tmp_path / "scores.csv").read_text().splitlines()[0].startswith("external_id,source,sha256,vocabulary")
 
 
+def test_reading_embeddings_in_chunks_keeps_to_the_collection_in_order(engine: Engine):
+    from indexer.image_store import Picture
+    from indexer.scoring import normalise
+
+    images = engine.collections.images
+    a, b = images.create("a"), images.create("b")
+    rng = np.random.default_rng(1)
+    for i in range(10):  # interleaved: the collections' ids alternate
+        for row in (a, b):
+            sha = f"{row.name}-{i}"
+            images.record(row.id, [Picture(f"{row.name}/{i}", f"{row.name.upper()}-{i}", None, sha, 1, 1)], "m",
+                          {sha: normalise(rng.normal(size=4))})
+    images.record(a.id, [Picture("a/broken", error_code="unsupported_image", error="no")], "m", {})  # no embedding
+    for row in (a, b):
+        chunks = list(images.vector_columns(row.id, "m", chunk=3))
+        assert [len(c.source) for c in chunks] == [3, 3, 3, 1]
+        assert sum((c.source for c in chunks), []) == [f"{row.name}/{i}" for i in range(10)]
+        assert sum((c.external_id for c in chunks), []) == [f"{row.name.upper()}-{i}" for i in range(10)]
+        pictures = [p for v in images.vectors(row.id, "m", chunk=4) for p in v.pictures]
+        assert [p.source for p in pictures] == [f"{row.name}/{i}" for i in range(10)] and pictures[0].width == 1
+        assert np.array_equal(np.concatenate([c.matrix for c in chunks]), np.concatenate([v.matrix for v in images.vectors(row.id, "m")]))
+    empty = images.create("empty")
+    assert list(images.vector_columns(empty.id, "m")) == [] and list(images.vectors(empty.id, "m")) == []
+
+
 def test_search_by_phrase_and_by_picture(engine: Engine, folder: Path):
     new(engine)
     add(engine, "museum", str(folder))
