@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from queue import Full, Queue
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 from .errors import InvalidInput, NotIndexed
 from .fetch import FetchPolicy
-from .image_store import CollectionRow, ImageStore, Picture
+from .image_store import CollectionRow, ImageStore, Picture, VectorColumns
 from .images import DecodedImage, PixelBudget
 from .ingest import IngestReport, ingest
 from .kernels import cosines
@@ -40,6 +41,8 @@ from .sources import PictureRef, expand, loader
 if TYPE_CHECKING:  # pragma: no cover
     from .embedder import ProgressFactory
     from .engine import Engine, ImageSource
+
+T = TypeVar("T")
 
 EXACT_LIMIT = 200_000  # pictures searched exactly; an approximate index above
 CHUNK = 8192  # pictures scored at a time
@@ -166,8 +169,14 @@ class Collections:
         from . import relative
         from .tables import PhraseColumns, analysis_block
 
+        def read() -> Iterator[VectorColumns]:
+            try:
+                yield from self.images.vector_columns(row.id, self.engine.model_key, CHUNK)
+            finally:
+                self.engine.store.close()  # the reading thread's own connection
+
         phrases: dict[str, PhraseColumns] = {}  # read once per vocabulary, at its first chunk
-        for chunk in self.images.vector_columns(row.id, self.engine.model_key, CHUNK):
+        for chunk in ahead(read()):
             for vocab, idx in indexes.items():
                 cos = cosines(idx.matrix, chunk.matrix)  # (phrases, pictures)
                 if relative_to is not None:
@@ -220,6 +229,51 @@ class Collections:
                 self._search = {k: v for k, v in self._search.items() if k[0] != row.name}
                 self._search[key] = cached
             return cached
+
+
+def ahead(items: Iterator[T], depth: int = 1) -> Iterator[T]:
+    """`items`, produced in a thread up to `depth` ahead of the consumer: reading the next chunk from
+    SQLite (which lets go of the GIL while it works, on the thread's own connection) overlaps with
+    scoring this one. The thread's errors are raised here; a consumer that stops early stops it."""
+    queue: "Queue[tuple[bool, Any]]" = Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def offer(entry: tuple[bool, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                queue.put(entry, timeout=0.05)
+                return True
+            except Full:
+                pass
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not offer((True, item)):
+                    break
+            else:
+                offer((False, None))
+        except BaseException as exc:  # handed to the consumer
+            offer((False, exc))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=produce, name="clip-gaze-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            more, item = queue.get()
+            if not more:
+                if item is not None:
+                    raise item
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 def build_search_index(matrix: npt.NDArray[np.float32], exact_limit: int = EXACT_LIMIT, target_recall: float = 0.97) -> Any:

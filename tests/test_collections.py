@@ -204,6 +204,36 @@ def test_reading_embeddings_in_chunks_keeps_to_the_collection_in_order(engine: E
     assert list(images.vector_columns(empty.id, "m")) == [] and list(images.vectors(empty.id, "m")) == []
 
 
+def test_reading_ahead_hands_over_errors_and_stops_with_its_consumer():
+    import threading
+
+    from indexer.collections import ahead
+
+    def failing():
+        yield 1
+        raise ValueError("broken")
+
+    got = []
+    with pytest.raises(ValueError, match="broken"):
+        for x in ahead(failing()):
+            got.append(x)
+    assert got == [1]
+    produced = []
+
+    def endless():
+        i = 0
+        while True:
+            produced.append(i)
+            yield i
+            i += 1
+
+    stream = ahead(endless(), depth=2)
+    assert [next(stream) for _ in range(3)] == [0, 1, 2]
+    stream.close()  # the thread ends, and it stops producing
+    assert not [t for t in threading.enumerate() if t.name == "clip-gaze-read-ahead"]
+    assert len(produced) <= 3 + 2 + 1
+
+
 def test_search_by_phrase_and_by_picture(engine: Engine, folder: Path):
     new(engine)
     add(engine, "museum", str(folder))
