@@ -198,8 +198,8 @@ class ImageStore:
 
     def _embedded_rows(self, columns: str, collection_id: int, model_key: str, chunk: int
                        ) -> Iterator[tuple[list[str], list[Any], npt.NDArray[np.float32]]]:
-        """The column names, the rows (`columns` of collection_images, then the id and the embedding) and
-        the embeddings as a matrix, `chunk` rows at a time in id order. `+i.collection_id` keeps SQLite
+        """The column names, the rows (`columns` of collection_images, then the id) and the embeddings as
+        a matrix, `chunk` rows at a time in id order. `+i.collection_id` keeps SQLite
         off the (collection_id, …) indexes: through one of them it read and joined every remaining picture
         of the collection and sorted them, for every chunk (quadratic: 7 of the 9 s that analysing 100,000
         pictures took). It walks the primary key instead, between the collection's first and last ids
@@ -221,6 +221,7 @@ class ImageStore:
                 return
             last = rows[-1][-2]
             matrix = np.frombuffer(b"".join([r[-1] for r in rows]), dtype=np.float32).reshape(len(rows), -1)
+            rows = [r[:-1] for r in rows]  # the embeddings' own bytes go: the matrix holds a copy
             yield [d[0] for d in cursor.description], rows, matrix
 
     # -- jobs -------------------------------------------------------------------------------------
