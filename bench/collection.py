@@ -13,7 +13,13 @@
    start-up is apart); and the rate at which the driver merges shards into SQLite (embeddings/s).
    `--ray-only` runs part 4 alone.
 
-    python bench/collection.py [--pictures 500] [--stored 100000] [--search 1000000] [--ray | --ray-only]
+    python bench/collection.py [--pictures 500] [--stored 100000] [--search 1000000] [--repeat 1] [--ray | --ray-only]
+
+A count of 0 skips its part (`--pictures 0 --search 0`: the analysis alone). Part 2 also measures its
+stages apart (the check for pictures without an embedding, reading the embeddings, the product,
+softmax and top-k, the phrase table, building the columns, writing Parquet), one after the other over
+the same chunks, against the streamed run whose reading overlaps the rest; `--repeat N` runs the three
+formats N times, interleaved.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import header, median, model_name, peak_rss_mb, rss_mb
+from common import header, median, model_name, peak_rss_mb, reset_peak_rss, rss_mb
 
 from indexer.engine import Engine  # noqa: E402
 from indexer.image_store import Picture  # noqa: E402
@@ -82,7 +88,7 @@ def add_vs_encoder(engine: Engine, folder: Path, count: int) -> None:
     print(f"   ratio add / bare encoder: {b / add_s:.2f}×   (target ≥ 0.85×)")
 
 
-def analyze_stored(engine: Engine, stored: int, out: Path) -> None:
+def analyze_stored(engine: Engine, stored: int, out: Path, repeat: int = 1) -> None:
     engine.index(["artists-prevalence"])
     _ = engine.model
     images = engine.collections.images
@@ -97,15 +103,58 @@ def analyze_stored(engine: Engine, stored: int, out: Path) -> None:
         pics = [Picture(f"object/{start + i}", f"OBJ-{start + i}", None, sha, 1024, 768) for i, sha in enumerate(shas)]
         images.record(row.id, pics, engine.model_key, dict(zip(shas, vectors)))
     print(f"   stored {stored:,} synthetic embeddings in {time.perf_counter() - t0:.1f} s")
-    for suffix in (".parquet", ".csv", ".jsonl"):
-        before = rss_mb()
-        path = out / f"scores{suffix}"
+    for run in range(repeat):
+        for suffix in (".parquet", ".csv", ".jsonl"):
+            before = rss_mb()
+            fresh_peak = reset_peak_rss()
+            path = out / f"scores{suffix}"
+            t0 = time.perf_counter()
+            rows = write_blocks(engine.collections.analyze_blocks("stored", ["artists-prevalence"], top_k=5), path, AnalysisRow)
+            took = time.perf_counter() - t0
+            peak = f"peak {peak_rss_mb():.0f} during it" if fresh_peak else f"peak {peak_rss_mb():.0f}"
+            print(f"   analyze {stored:,} × artists-prevalence (957 phrases), top 5 → {suffix:<8} {rows:,} rows in {took:5.2f} s "
+                  f"({path.stat().st_size / 1e6:.0f} MB; RSS {before:.0f} → {rss_mb():.0f} MiB, {peak})"
+                  + ("   (target ≤ 2 s)" if suffix == ".parquet" else ""))
+    analyze_stages(engine, row.id, out / "stages.parquet")
+
+
+def analyze_stages(engine: Engine, collection_id: int, path: Path) -> None:
+    """The Parquet run's stages measured apart, one after the other over the same chunks (the streamed
+    run reads the next chunk in a thread while it scores and writes this one)."""
+    import pyarrow.parquet as pq
+
+    from indexer.collections import CHUNK
+    from indexer.kernels import cosines
+    from indexer.scoring import scores_from_cosine_columns
+    from indexer.tables import PhraseColumns, _arrow_schema, analysis_block
+
+    versions = engine.store.versions()
+    idx = engine.indexes.get("artists-prevalence", versions)
+    scale = engine.model.logit_scale
+    took = dict.fromkeys(("check", "read", "product", "softmax and top-k", "phrase table", "columns", "write"), 0.0)
+    t0 = time.perf_counter()
+    engine.collections.images.count_unembedded(collection_id, engine.model_key)  # the refusal before the first block
+    t1 = time.perf_counter()
+    vocab = PhraseColumns.read(engine.store, "artists-prevalence", idx.ids)
+    took["check"], took["phrase table"] = t1 - t0, time.perf_counter() - t1
+    with pq.ParquetWriter(path, _arrow_schema(AnalysisRow)) as writer:
         t0 = time.perf_counter()
-        rows = write_blocks(engine.collections.analyze_blocks("stored", ["artists-prevalence"], top_k=5), path, AnalysisRow)
-        took = time.perf_counter() - t0
-        print(f"   analyze {stored:,} × artists-prevalence (957 phrases), top 5 → {suffix:<8} {rows:,} rows in {took:5.2f} s "
-              f"({path.stat().st_size / 1e6:.0f} MB; RSS {before:.0f} → {rss_mb():.0f} MiB, peak {peak_rss_mb():.0f})"
-              + ("   (target ≤ 2 s)" if suffix == ".parquet" else ""))
+        for chunk in engine.collections.images.vector_columns(collection_id, engine.model_key, CHUNK):
+            t1 = time.perf_counter()
+            cos = cosines(idx.matrix, chunk.matrix)
+            t2 = time.perf_counter()
+            scores = scores_from_cosine_columns(cos, scale, 5)
+            t3 = time.perf_counter()
+            block = analysis_block(vocab, chunk.external_id, chunk.source, chunk.sha256, scores)
+            t4 = time.perf_counter()
+            writer.write_table(block)
+            t5 = time.perf_counter()
+            for stage, a, b in (("read", t0, t1), ("product", t1, t2), ("softmax and top-k", t2, t3), ("columns", t3, t4),
+                                ("write", t4, t5)):
+                took[stage] += b - a
+            t0 = time.perf_counter()
+    print(f"   stages of the Parquet run, one after the other: {', '.join(f'{k} {v:.2f}' for k, v in took.items())} s "
+          f"(sum {sum(took.values()):.2f} s)")
 
 
 def search_million(count: int) -> None:
@@ -246,6 +295,7 @@ def main() -> None:
     ap.add_argument("--pictures", type=int, default=500)
     ap.add_argument("--stored", type=int, default=100_000)
     ap.add_argument("--search", type=int, default=1_000_000)
+    ap.add_argument("--repeat", type=int, default=1, help="part 2: run the three formats this many times, interleaved")
     ap.add_argument("--ray", action="store_true", help="also part 4: the local engine against the Ray engine")
     ap.add_argument("--ray-only", action="store_true", help="part 4 alone")
     args = ap.parse_args()
@@ -258,11 +308,20 @@ def main() -> None:
         return
     engine = Engine(work / "home", model_name())
     print(f"1. adding {args.pictures} JPEGs (1024×768)")
-    add_vs_encoder(engine, work / "jpegs", args.pictures)
+    if args.pictures:
+        add_vs_encoder(engine, work / "jpegs", args.pictures)
+    else:
+        print("   skipped (--pictures 0)")
     print(f"2. analyzing {args.stored:,} stored embeddings")
-    analyze_stored(engine, args.stored, work)
+    if args.stored:
+        analyze_stored(engine, args.stored, work, args.repeat)
+    else:
+        print("   skipped (--stored 0)")
     print(f"3. searching {args.search:,} embeddings")
-    search_million(args.search)
+    if args.search:
+        search_million(args.search)
+    else:
+        print("   skipped (--search 0)")
     if args.ray:
         print(f"4. adding {args.pictures} JPEGs (1024×768): local engine against Ray engine")
         ray_part(work / "jpegs", args.pictures, work)

@@ -93,8 +93,19 @@ def rss_mb(pid: int | None = None) -> float:
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident memory so far, MiB."""
+    """This process's peak resident memory so far (or since `reset_peak_rss`), MiB."""
     return _status_mb("VmHWM", None)
+
+
+def reset_peak_rss() -> bool:
+    """Start the peak of `peak_rss_mb` afresh from the current resident memory (Linux: clear_refs 5);
+    False where the kernel does not allow it, and the peak stays the process's."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
 
 
 def machine() -> str:

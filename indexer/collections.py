@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from queue import Full, Queue
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 from .errors import InvalidInput, NotIndexed
 from .fetch import FetchPolicy
-from .image_store import CollectionRow, ImageStore, Picture
+from .image_store import CollectionRow, ImageStore, Picture, VectorColumns
 from .images import DecodedImage, PixelBudget
 from .ingest import IngestReport, ingest
 from .kernels import cosines
@@ -34,12 +35,14 @@ from .schema_collections import (
     SearchAnswer,
     SearchHit,
 )
-from .scoring import scores_from_cosine_rows
+from .scoring import scores_from_cosine_columns
 from .sources import PictureRef, expand, loader
 
 if TYPE_CHECKING:  # pragma: no cover
     from .embedder import ProgressFactory
     from .engine import Engine, ImageSource
+
+T = TypeVar("T")
 
 EXACT_LIMIT = 200_000  # pictures searched exactly; an approximate index above
 CHUNK = 8192  # pictures scored at a time
@@ -139,14 +142,14 @@ class Collections:
     def analyze(self, name: str, vocabularies: Sequence[str] | None = None, top_k: int = 5,
                 relative_to: str | None = None) -> Iterator[AnalysisRow]:
         """One row per picture and match (see `analyze_blocks`; refusals come before the first row)."""
-        return (AnalysisRow(**dict(zip(block, values)))
-                for block in self.analyze_blocks(name, vocabularies, top_k, relative_to) for values in zip(*block.values()))
+        return (AnalysisRow(**values)
+                for block in self.analyze_blocks(name, vocabularies, top_k, relative_to) for values in block.to_pylist())
 
     def analyze_blocks(self, name: str, vocabularies: Sequence[str] | None = None, top_k: int = 5,
-                       relative_to: str | None = None) -> Iterator[dict[str, list[Any]]]:
-        """The rows of `analyze` as columns (AnalysisRow's fields), a block per chunk of pictures and
-        vocabulary, computed from the stored embeddings. Unknown names and missing embeddings are
-        refused here, before the first block."""
+                       relative_to: str | None = None) -> Iterator[Any]:
+        """The rows of `analyze` as Arrow tables (AnalysisRow's columns, see `tables.analysis_block`), a
+        block per chunk of pictures and vocabulary, computed from the stored embeddings. Unknown names
+        and missing embeddings are refused here, before the first block."""
         row = self.images.get(name)
         self._embedded(row)
         engine = self.engine
@@ -162,35 +165,28 @@ class Collections:
         return self._blocks(row, indexes, engine.model.logit_scale, top_k, relative_to)
 
     def _blocks(self, row: CollectionRow, indexes: dict[str, Any], scale: float, top_k: int,
-                relative_to: str | None = None) -> Iterator[dict[str, list[Any]]]:
+                relative_to: str | None = None) -> Iterator[Any]:
         from . import relative
+        from .tables import PhraseColumns, analysis_block
 
-        for chunk in self.images.vectors(row.id, self.engine.model_key, CHUNK):
+        def read() -> Iterator[VectorColumns]:
+            try:
+                yield from self.images.vector_columns(row.id, self.engine.model_key, CHUNK)
+            finally:
+                self.engine.store.close()  # the reading thread's own connection
+
+        phrases: dict[str, PhraseColumns] = {}  # read once per vocabulary, at its first chunk
+        for chunk in ahead(read()):
             for vocab, idx in indexes.items():
-                cos_rows = cosines(idx.matrix, chunk.matrix).T
+                cos = cosines(idx.matrix, chunk.matrix)  # (phrases, pictures)
                 if relative_to is not None:
-                    scores, _ = relative.row_scores(self.engine, idx, cos_rows, relative_to, top_k)
+                    scores, _ = relative.row_scores(self.engine, idx, cos.T, relative_to, top_k)
                 else:
-                    scores = scores_from_cosine_rows(cos_rows, scale, top_k)
-                b, k = scores.indices.shape
-                phrase_ids = idx.ids[scores.indices].ravel()
-                rows = self.engine.store.phrase_rows(np.unique(phrase_ids))
-                phrases = [rows[int(i)] for i in phrase_ids]
-                each = lambda values: [v for v in values for _ in range(k)]  # noqa: E731
-                yield {
-                    "external_id": each(p.external_id for p in chunk.pictures),
-                    "source": each(p.source for p in chunk.pictures),
-                    "sha256": each(p.sha256 or "" for p in chunk.pictures),
-                    "vocabulary": [vocab] * (b * k),
-                    "softmax_over": [scores.softmax_over] * (b * k),
-                    "rank": list(range(1, k + 1)) * b,
-                    "phrase": [ph["phrase"] for ph in phrases],
-                    "term": [ph["term"] for ph in phrases],
-                    "probability": scores.probabilities.ravel().tolist(),
-                    "cosine": scores.cosines.ravel().tolist(),
-                    "logit": scores.logits.ravel().tolist(),
-                    "phrase_external_id": [ph["external_id"] for ph in phrases],
-                }
+                    scores = scores_from_cosine_columns(cos, scale, top_k)
+                del cos
+                if vocab not in phrases:
+                    phrases[vocab] = PhraseColumns.read(self.engine.store, vocab, idx.ids)
+                yield analysis_block(phrases[vocab], chunk.external_id, chunk.source, chunk.sha256, scores)
 
     # -- search -----------------------------------------------------------------------------------
     def search(self, name: str, text: str | None = None, image: "ImageSource | None" = None, top_k: int = 10) -> SearchAnswer:
@@ -233,6 +229,51 @@ class Collections:
                 self._search = {k: v for k, v in self._search.items() if k[0] != row.name}
                 self._search[key] = cached
             return cached
+
+
+def ahead(items: Iterator[T], depth: int = 1) -> Iterator[T]:
+    """`items`, produced in a thread up to `depth` ahead of the consumer: reading the next chunk from
+    SQLite (which lets go of the GIL while it works, on the thread's own connection) overlaps with
+    scoring this one. The thread's errors are raised here; a consumer that stops early stops it."""
+    queue: "Queue[tuple[bool, Any]]" = Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def offer(entry: tuple[bool, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                queue.put(entry, timeout=0.05)
+                return True
+            except Full:
+                pass
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not offer((True, item)):
+                    break
+            else:
+                offer((False, None))
+        except BaseException as exc:  # handed to the consumer
+            offer((False, exc))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=produce, name="clip-gaze-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            more, item = queue.get()
+            if not more:
+                if item is not None:
+                    raise item
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 def build_search_index(matrix: npt.NDArray[np.float32], exact_limit: int = EXACT_LIMIT, target_recall: float = 0.97) -> Any:

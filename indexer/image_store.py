@@ -60,6 +60,17 @@ class Vectors:
     matrix: npt.NDArray[np.float32] = field(default_factory=lambda: np.empty((0, 0), dtype=np.float32))
 
 
+@dataclass
+class VectorColumns:
+    """A chunk of a collection's embedded pictures as columns: what `collection analyze` writes of
+    each picture, and the embeddings (rows of `matrix`)."""
+
+    external_id: list[str | None]
+    source: list[str]
+    sha256: list[str]
+    matrix: npt.NDArray[np.float32]
+
+
 class ImageStore:
     def __init__(self, store: Store):
         self.store = store
@@ -177,19 +188,41 @@ class ImageStore:
 
     def vectors(self, collection_id: int, model_key: str, chunk: int = 8192) -> Iterator[Vectors]:
         """The collection's pictures with their embeddings for the model, `chunk` at a time, in order."""
-        last = 0
-        while True:
+        for names, rows, matrix in self._embedded_rows("i.*", collection_id, model_key, chunk):
+            yield Vectors([_picture(dict(zip(names, r))) for r in rows], matrix)
+
+    def vector_columns(self, collection_id: int, model_key: str, chunk: int = 8192) -> Iterator[VectorColumns]:
+        """`vectors` with only what analysis writes of each picture, as columns (no `Picture` built)."""
+        for _, rows, matrix in self._embedded_rows("i.external_id, i.source, i.sha256", collection_id, model_key, chunk):
+            yield VectorColumns([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], matrix)
+
+    def _embedded_rows(self, columns: str, collection_id: int, model_key: str, chunk: int
+                       ) -> Iterator[tuple[list[str], list[Any], npt.NDArray[np.float32]]]:
+        """The column names, the rows (`columns` of collection_images, then the id) and the embeddings as
+        a matrix, `chunk` rows at a time in id order. `+i.collection_id` keeps SQLite off the
+        (collection_id, …) indexes: through one of them it read and joined every remaining picture of the
+        collection and sorted them, for every chunk (quadratic: 4.3 of the 6.6 s that analysing 100,000
+        pictures took). It walks the primary key instead, between the collection's first and last ids
+        (found once through an index), so a whole pass visits each row of that span once."""
+        first, end = self.db.execute("SELECT min(id), max(id) FROM collection_images WHERE collection_id = ?",
+                                     [collection_id]).fetchone()
+        if first is None:
+            return
+        last = first - 1
+        while last < end:
             cursor = self.db.execute(
-                "SELECT i.*, e.vector FROM collection_images i JOIN image_embeddings e ON e.model = ? AND e.sha256 = i.sha256 "
-                "WHERE i.collection_id = ? AND i.id > ? ORDER BY i.id LIMIT ?", [model_key, collection_id, last, chunk],
+                f"SELECT {columns}, i.id, e.vector FROM collection_images i JOIN image_embeddings e "
+                "ON e.model = ? AND e.sha256 = i.sha256 WHERE +i.collection_id = ? AND i.id > ? AND i.id <= ? "
+                "ORDER BY i.id LIMIT ?",
+                [model_key, collection_id, last, end, chunk],
             )
-            names = [d[0] for d in cursor.description]
-            dicts = [dict(zip(names, r)) for r in cursor.fetchall()]
-            if not dicts:
+            rows = cursor.fetchall()
+            if not rows:
                 return
-            matrix = np.frombuffer(b"".join(d["vector"] for d in dicts), dtype=np.float32).reshape(len(dicts), -1)
-            yield Vectors([_picture(d) for d in dicts], matrix)
-            last = dicts[-1]["id"]
+            last = rows[-1][-2]
+            matrix = np.frombuffer(b"".join([r[-1] for r in rows]), dtype=np.float32).reshape(len(rows), -1)
+            rows = [r[:-1] for r in rows]  # the embeddings' own bytes go: the matrix holds a copy
+            yield [d[0] for d in cursor.description], rows, matrix
 
     # -- jobs -------------------------------------------------------------------------------------
     def create_job(self, kind: str, collection: str | None) -> str:

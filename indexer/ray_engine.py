@@ -62,6 +62,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .engine import Engine
     from .schema_collections import AddReport, AddSources
     from .specs import ModelSpec
+    from .tables import PhraseColumns
 
 INSTALL = "pip install 'clip-gaze[ray]'"
 SHARDS = "ray-shards"  # under CLIP_GAZE_HOME: ray-shards/<collection>/<run id>/<shard>.parquet
@@ -638,57 +639,39 @@ def _run(rt: Any, settings: WorkerSettings, images: ImageStore, merger: Merger, 
 # -- analysing --------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class VocabIndex:
-    """A vocabulary as scoring tasks need it: its index matrix, and each row's phrase."""
+    """A vocabulary as scoring tasks need it: its index matrix, and each row's phrase (Arrow columns)."""
 
     name: str
     matrix: npt.NDArray[np.floating]
-    phrase: list[str]
-    term: list[str]
-    external_id: list[str | None]
+    phrases: "PhraseColumns"
 
 
 def score_chunk(batch: "pa.Table", vocabs: dict[str, Any], scale: float, top_k: int) -> "pa.Table":
     """A Ray task: the rows of `collection analyze` for a chunk of pictures, every vocabulary, computed
-    like `Collections.analyze_blocks` (the same kernel, the same softmax and top-k)."""
+    like `Collections.analyze_blocks` (the same kernel, the same softmax and top-k, the same columns)."""
     from .kernels import cosines
-    from .schema_collections import AnalysisRow
-    from .scoring import scores_from_cosine_rows
-    from .tables import _arrow_schema
+    from .scoring import scores_from_cosine_columns
+    from .tables import analysis_block
 
     pa = _arrow()
     indexes: list[VocabIndex] = _shared(vocabs)
     column = batch.column("embedding").combine_chunks()
     dim = column.type.list_size
     matrix = np.asarray(column.flatten().to_numpy(zero_copy_only=False), dtype=np.float32).reshape(-1, dim)
-    ext, src, sha = (batch.column(n).to_pylist() for n in ("external_id", "source", "sha256"))
-    blocks = []
-    for v in indexes:
-        scores = scores_from_cosine_rows(cosines(v.matrix, matrix).T, scale, top_k)
-        b, k = scores.indices.shape
-        pos = scores.indices.ravel()
-        each = lambda values: [x for x in values for _ in range(k)]  # noqa: E731
-        blocks.append(pa.table({
-            "external_id": each(ext), "source": each(src), "sha256": each(s or "" for s in sha),
-            "vocabulary": [v.name] * (b * k), "softmax_over": [scores.softmax_over] * (b * k),
-            "rank": list(range(1, k + 1)) * b,
-            "phrase": [v.phrase[i] for i in pos], "term": [v.term[i] for i in pos],
-            "probability": scores.probabilities.ravel().tolist(), "cosine": scores.cosines.ravel().tolist(),
-            "logit": scores.logits.ravel().tolist(), "phrase_external_id": [v.external_id[i] for i in pos],
-        }, schema=_arrow_schema(AnalysisRow)))
+    ext, src, sha = (batch.column(n).combine_chunks() for n in ("external_id", "source", "sha256"))
+    blocks = [analysis_block(v.phrases, ext, src, sha, scores_from_cosine_columns(cosines(v.matrix, matrix), scale, top_k))
+              for v in indexes]
     return pa.concat_tables(blocks)
 
 
 def _vocab_indexes(engine: "Engine", names: Sequence[str]) -> list[VocabIndex]:
+    from .tables import PhraseColumns
+
     versions = engine.store.versions()
     out = []
     for n in names:
         idx = engine.indexes.get(n, versions)
-        ids = [int(i) for i in idx.ids]
-        rows: dict[int, dict[str, Any]] = {}
-        for start in range(0, len(ids), 10_000):  # SQLite's limit on bound parameters
-            rows.update(engine.store.phrase_rows(ids[start : start + 10_000]))
-        out.append(VocabIndex(n, np.asarray(idx.matrix), [rows[i]["phrase"] for i in ids], [rows[i]["term"] for i in ids],
-                              [rows[i]["external_id"] for i in ids]))
+        out.append(VocabIndex(n, np.asarray(idx.matrix), PhraseColumns.read(engine.store, n, idx.ids)))
     return out
 
 
@@ -719,12 +702,12 @@ def ray_analyze(
     pa = _arrow()
     with ray_session(address, num_cpus) as rt:
         refs = []
-        for chunk in collections.images.vectors(row.id, engine.model_key, CHUNK):
+        for chunk in collections.images.vector_columns(row.id, engine.model_key, CHUNK):
             dim = chunk.matrix.shape[1]
             refs.append(rt.put(pa.table({
-                "external_id": pa.array([p.external_id for p in chunk.pictures], pa.string()),
-                "source": pa.array([p.source for p in chunk.pictures], pa.string()),
-                "sha256": pa.array([p.sha256 for p in chunk.pictures], pa.string()),
+                "external_id": pa.array(chunk.external_id, pa.string()),
+                "source": pa.array(chunk.source, pa.string()),
+                "sha256": pa.array(chunk.sha256, pa.string()),
                 "embedding": pa.FixedSizeListArray.from_arrays(pa.array(chunk.matrix.ravel(), pa.float32()), dim),
             })))
         if not refs:
@@ -737,7 +720,7 @@ def ray_analyze(
                 ds = rt.data.from_arrow_refs(refs).map_batches(
                     score_chunk, batch_size=None, batch_format="pyarrow", num_cpus=1, max_retries=RETRIES,
                     fn_kwargs={"vocabs": {"ref": rt.put(vocabs)}, "scale": scale, "top_k": top_k})
-            blocks = (t.to_pydict() for t in ds.iter_batches(batch_size=None, batch_format="pyarrow"))
+            blocks = ds.iter_batches(batch_size=None, batch_format="pyarrow")
             with _ray_errors(rt):
                 return write_blocks(blocks, out, AnalysisRow)
         finally:

@@ -125,6 +125,115 @@ def test_analyze_scores_stored_embeddings_like_analyzing_each_picture(engine: En
     assert (tmp_path / "scores.csv").read_text().splitlines()[0].startswith("external_id,source,sha256,vocabulary")
 
 
+def test_parquet_csv_json_lines_and_the_api_stream_hold_the_same_rows(engine: Engine, folder: Path, tmp_path: Path):
+    """Every output of `collection analyze` holds the same rows, in the same order: the JSON Lines
+    file and the API's stream are, byte for byte, json.dumps of the Parquet file's rows."""
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    from indexer.settings import Settings
+    from indexer.tables import _arrow_schema, write_blocks
+    from service import create_app
+
+    new(engine)
+    add(engine, "museum", str(folder))
+    create(engine, "shapes", [{"term": f"{c} {s}", "external_id": f"S-{i}" if i % 3 else None}
+                              for i, (c, s) in enumerate(SHAPES)] + ['a "quoted" \\ term', "ünï 🎨"], templates=["a {}"])
+    vocabs = ["shapes", "qualities"]
+    for suffix in (".parquet", ".csv", ".jsonl"):
+        assert write_blocks(engine.collections.analyze_blocks("museum", vocabs, top_k=3), tmp_path / f"s{suffix}", AnalysisRow) == 72
+    rows = pq.read_table(tmp_path / "s.parquet").to_pylist()
+    assert [list(r) for r in rows[:1]] == [list(AnalysisRow.model_fields)] and len(rows) == 72
+    assert any(r["phrase_external_id"] is None for r in rows) and any(r["phrase_external_id"] for r in rows)
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    assert (tmp_path / "s.jsonl").read_text(encoding="utf-8") == text
+    assert [r.model_dump() for r in engine.collections.analyze("museum", vocabs, top_k=3)] == rows
+    options = pacsv.ConvertOptions(column_types=_arrow_schema(AnalysisRow), strings_can_be_null=True)
+    assert pacsv.read_csv(tmp_path / "s.csv", convert_options=options).to_pylist() == rows
+    client = create_app(Settings.from_env(), engine=engine).test_client()
+    streamed = client.post("/v1/collections/museum/analyze", json={"vocabularies": "shapes,qualities", "top_k": 3})
+    assert streamed.status_code == 200 and streamed.get_data(as_text=True) == text
+
+
+def test_json_lines_are_what_json_dumps_writes_row_by_row():
+    import pyarrow as pa
+
+    from indexer.tables import json_lines
+
+    floats = [0.0, -0.0, 1.0, -3.0, 2.5, 1e-4, 9.99e-5, 1.2345e-5, 5e-324, 1e9, 999999999.5, 1e16, 1.7976931348623157e308,
+              0.1, 1 / 3, float("nan"), float("inf"), -float("inf"), None, 0.0021023526440024465, -0.00872, 123456.789]
+    rng = np.random.default_rng(0)
+    floats += list(np.exp(-rng.uniform(0, 700, 500))) + list(rng.normal(0, 1e6, 500)) + list(rng.random(500).astype(np.float32))
+    strings = ["", "plain", 'a "quote"', "back\\slash", "nl\nx", "tab\t", "ctl\x01\x1f", "\x7f", "ünï 🎨", "\u2028", "/", None]
+    n = len(floats)
+    batch = pa.record_batch({
+        "s": pa.array([strings[i % len(strings)] for i in range(n)], pa.string()),
+        "n": pa.array([None if i == 3 else i * 7919 - 10**12 for i in range(n)], pa.int64()),
+        "x": pa.array([None if f is None else float(f) for f in floats], pa.float64()),
+        "f": pa.array(np.resize(np.array([0.1, 2.0, 1e-5, 3.25], np.float32), n), pa.float32()),
+    })
+    want = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in batch.to_pylist())
+    assert json_lines(batch).decode("utf-8") == want
+    sliced = batch.slice(7, 5)
+    assert json_lines(sliced).decode("utf-8") == "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in sliced.to_pylist())
+    assert json_lines(batch.slice(0, 0)) == b""
+
+
+def test_reading_embeddings_in_chunks_keeps_to_the_collection_in_order(engine: Engine):
+    from indexer.image_store import Picture
+    from indexer.scoring import normalise
+
+    images = engine.collections.images
+    a, b = images.create("a"), images.create("b")
+    rng = np.random.default_rng(1)
+    for i in range(10):  # interleaved: the collections' ids alternate
+        for row in (a, b):
+            sha = f"{row.name}-{i}"
+            images.record(row.id, [Picture(f"{row.name}/{i}", f"{row.name.upper()}-{i}", None, sha, 1, 1)], "m",
+                          {sha: normalise(rng.normal(size=4))})
+    images.record(a.id, [Picture("a/broken", error_code="unsupported_image", error="no")], "m", {})  # no embedding
+    for row in (a, b):
+        chunks = list(images.vector_columns(row.id, "m", chunk=3))
+        assert [len(c.source) for c in chunks] == [3, 3, 3, 1]
+        assert sum((c.source for c in chunks), []) == [f"{row.name}/{i}" for i in range(10)]
+        assert sum((c.external_id for c in chunks), []) == [f"{row.name.upper()}-{i}" for i in range(10)]
+        pictures = [p for v in images.vectors(row.id, "m", chunk=4) for p in v.pictures]
+        assert [p.source for p in pictures] == [f"{row.name}/{i}" for i in range(10)] and pictures[0].width == 1
+        assert np.array_equal(np.concatenate([c.matrix for c in chunks]), np.concatenate([v.matrix for v in images.vectors(row.id, "m")]))
+    empty = images.create("empty")
+    assert list(images.vector_columns(empty.id, "m")) == [] and list(images.vectors(empty.id, "m")) == []
+
+
+def test_reading_ahead_hands_over_errors_and_stops_with_its_consumer():
+    import threading
+
+    from indexer.collections import ahead
+
+    def failing():
+        yield 1
+        raise ValueError("broken")
+
+    got = []
+    with pytest.raises(ValueError, match="broken"):
+        for x in ahead(failing()):
+            got.append(x)
+    assert got == [1]
+    produced = []
+
+    def endless():
+        i = 0
+        while True:
+            produced.append(i)
+            yield i
+            i += 1
+
+    stream = ahead(endless(), depth=2)
+    assert [next(stream) for _ in range(3)] == [0, 1, 2]
+    stream.close()  # the thread ends, and it stops producing
+    assert not [t for t in threading.enumerate() if t.name == "clip-gaze-read-ahead"]
+    assert len(produced) <= 3 + 2 + 1
+
+
 def test_search_by_phrase_and_by_picture(engine: Engine, folder: Path):
     new(engine)
     add(engine, "museum", str(folder))

@@ -99,8 +99,6 @@ def test_many_pictures_at_once_score_exactly_as_one_by_one(with_torch, monkeypat
 def test_float16_cosines_without_torch_match_the_torch_kernel(monkeypatch: pytest.MonkeyPatch):
     """Where ONNX Runtime serves, torch is never imported: compact indexes then go through float32 BLAS
     over converted blocks (several blocks here), and agree with torch's half kernel and with float32."""
-    import sys
-
     import torch  # noqa: F401  (loaded, so the first call takes torch's kernel)
 
     from indexer import kernels
@@ -119,3 +117,36 @@ def test_float16_cosines_without_torch_match_the_torch_kernel(monkeypatch: pytes
     assert np.abs(without - exact).max() < 5e-3
     assert np.abs(without - with_torch).max() < 5e-3
     assert np.allclose(without[1000:2000], half[1000:2000].astype(np.float32) @ queries.T.astype(np.float32), atol=1e-6)
+
+
+@pytest.mark.parametrize("with_torch", [True, False])
+def test_scores_from_the_cosine_kernels_layout_are_those_of_its_transpose_bit_for_bit(with_torch, monkeypatch):
+    """`scores_from_cosine_columns` (phrases × pictures, as `cosines` returns) against
+    `scores_from_cosine_rows` on the transposed view, as analysis computed them before."""
+    from indexer.scoring import scores_from_cosine_columns, scores_from_cosine_rows
+
+    if not with_torch:
+        monkeypatch.setitem(sys.modules, "torch", None)
+    rng = np.random.default_rng(5)
+    for phrases, pictures, k, scale in ((957, 300, 5, 100.0), (957, 64, 1, 14.3), (2000, 40, 20, 100.0),
+                                        (300, 17, 3, 50.0), (40, 9, 5, 100.0), (12, 5, 12, 10.0), (957, 8, 1000, 100.0)):
+        cos = cosines(normalise(rng.normal(size=(phrases, 24))), normalise(rng.normal(size=(pictures, 24))))
+        want = scores_from_cosine_rows(cos.T, scale, k)
+        got = scores_from_cosine_columns(cos.copy(), scale, k)
+        for field in ("indices", "probabilities", "cosines", "logits"):
+            assert np.array_equal(getattr(got, field), getattr(want, field)), (phrases, k, field)
+        assert got.softmax_over == phrases and got.indices.shape == (pictures, min(k, phrases))
+
+
+def test_scores_from_cosine_columns_put_tied_phrases_in_their_order_and_survive_nan():
+    from indexer.scoring import scores_from_cosine_columns, scores_from_cosine_rows
+
+    rng = np.random.default_rng(6)
+    cos = rng.uniform(-0.2, 0.2, size=(500, 30)).astype(np.float32)
+    cos[[7, 300, 450]] = 0.5  # three phrases with the same embedding: tied for first everywhere
+    got = scores_from_cosine_columns(cos.copy(), 100.0, 2)
+    assert (got.indices == [7, 300]).all() and (got.probabilities[:, 0] == got.probabilities[:, 1]).all()
+    cos[3, 4] = np.nan  # a NaN in one picture's column: the general path, which numpy and torch agree on
+    want = scores_from_cosine_rows(cos.T, 100.0, 2)
+    got = scores_from_cosine_columns(cos.copy(), 100.0, 2)
+    assert np.array_equal(got.probabilities, want.probabilities, equal_nan=True) and got.indices.shape == (30, 2)
