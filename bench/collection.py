@@ -34,6 +34,7 @@ import numpy as np
 
 from common import header, median, model_name, peak_rss_mb, reset_peak_rss, rss_mb
 
+from indexer import backends  # noqa: E402
 from indexer.engine import Engine  # noqa: E402
 from indexer.image_store import Picture  # noqa: E402
 from indexer.schema import parse  # noqa: E402
@@ -59,18 +60,16 @@ def pictures(folder: Path, count: int) -> None:
 
 
 def add_vs_encoder(engine: Engine, folder: Path, count: int) -> None:
-    import torch
-
     model = engine.model
     engine.collections.create(parse(CreateCollection, {"name": "bench"}))
     files = sorted(folder.glob("*.jpg"))
-    prepared = [model.image_tensor(engine.read(f).image) for f in files]  # decoded and preprocessed beforehand
+    prepared = [model.image_array(engine.read(f).image) for f in files]  # decoded and preprocessed beforehand
     batch = 16
 
     def bare() -> float:
         t0 = time.perf_counter()
         for start in range(0, len(prepared), batch):
-            model.encode_image_tensors(torch.stack(prepared[start : start + batch]))
+            model.encode_image_arrays(np.stack(prepared[start : start + batch]))
         return time.perf_counter() - t0
 
     bare_s = [bare()]
@@ -81,7 +80,8 @@ def add_vs_encoder(engine: Engine, folder: Path, count: int) -> None:
     time.sleep(0.5)
     bare_s.append(bare())
     b = min(bare_s)
-    print(f"   bare batched encode_image ({batch} a batch, tensors ready): {count / b:6.1f} pictures/s "
+    print(f"   backend {backends.describe(model)}")
+    print(f"   bare batched encode_image ({batch} a batch, arrays ready): {count / b:6.1f} pictures/s "
           f"({', '.join(f'{s:.1f}' for s in bare_s)} s; the faster counts)")
     print(f"   collection add (read, decode, preprocess, encode, store): {count / add_s:6.1f} pictures/s ({add_s:.1f} s; "
           f"{report.added} added, {report.failed} failed)")

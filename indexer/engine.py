@@ -216,7 +216,7 @@ class Engine(VocabularyWrites):
         model = self.model
         if not images:
             return np.empty((0, 0), dtype=np.float32)
-        arrays = np.stack([model.image_array(d.image) for d in images])
+        arrays = np.stack([d.pixels if d.pixels is not None else model.image_array(d.image) for d in images])
         if self._batch_window_ms is None:
             return model.encode_image_arrays(arrays)
         if self._batcher is None:

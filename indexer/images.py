@@ -19,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -46,6 +46,7 @@ class DecodedImage:
     height: int
     format: str | None
     decode_ms: float = 0.0
+    pixels: Any = None  # the model's input (3, size, size) when prepared ahead (collection reads, in the pool)
 
     def info(self) -> ImageInfo:
         return ImageInfo(sha256=self.sha256, width=self.width, height=self.height, format=self.format)
