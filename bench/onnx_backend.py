@@ -26,7 +26,7 @@ from typing import Callable
 
 import numpy as np
 
-from common import OUT, ROOT, header, median, model_name, peak_rss_mb, photograph, rss_mb
+from common import OUT, ROOT, header, median, model_name, peak_rss_mb, photograph, rss_mb, timed
 
 GAP = 0.5  # seconds between torch and ONNX Runtime runs (OpenMP threads still spinning)
 
@@ -40,13 +40,7 @@ def sample_phrases(n: int) -> list[str]:
 
 
 def ms(fn: Callable[[], object], repeat: int) -> float:
-    fn()
-    out = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t0) * 1000)
-    return median(out)
+    return median(timed(fn, repeat, warmup=1))
 
 
 def alternate(runs: dict[str, Callable[[], object]], repeat: int, rounds: int) -> dict[str, float]:

@@ -47,6 +47,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from . import __version__
 from .errors import NotExportable
+from .index_files import fsync_path
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
@@ -184,20 +185,6 @@ def _remove_leftovers(directory: Path) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def _fsync(path: Path) -> None:
-    flags = os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() else 0)
-    try:
-        fd = os.open(path, flags)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 # -- exporting -------------------------------------------------------------------------------------
 def export_model(loaded: "LoadedModel", directory: Path, progress: ExportProgress | None = None,
                  force: bool = False) -> Manifest:
@@ -224,14 +211,14 @@ def export_model(loaded: "LoadedModel", directory: Path, progress: ExportProgres
         try:
             manifest = _export_into(loaded, tmp, key, say)
             for path in tmp.iterdir():
-                _fsync(path)
-            _fsync(tmp)
+                fsync_path(path)
+            fsync_path(tmp)
             if directory.exists():  # an incomplete or outdated export: set it aside, then drop it
                 old = directory.parent / f"{old_prefix}{os.getpid()}-{secrets.token_hex(4)}"
                 directory.rename(old)
                 shutil.rmtree(old, ignore_errors=True)
             tmp.rename(directory)
-            _fsync(directory.parent)
+            fsync_path(directory.parent)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

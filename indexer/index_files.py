@@ -55,7 +55,7 @@ class IndexFiles:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        _fsync_dir(path.parent)
+        fsync_path(path.parent)
         for old in path.parent.glob(f"{slug(vocab.name)}.{vocab.id}.v*.faiss"):
             if old != path:
                 old.unlink(missing_ok=True)
@@ -87,9 +87,11 @@ class IndexFiles:
             path.unlink(missing_ok=True)
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """Flush a file or a directory (its entries: a rename) to disk, where the system allows it."""
+    flags = os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() else 0)
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, flags)
     except OSError:
         return
     try:
