@@ -183,7 +183,8 @@ class ImageStore:
         """Stored pictures of the collection that have no embedding for this model (added with another)."""
         return int(self.db.execute(
             "SELECT count(*) FROM collection_images i WHERE i.collection_id = ? AND i.sha256 IS NOT NULL AND NOT EXISTS "
-            "(SELECT 1 FROM image_embeddings e WHERE e.model = ? AND e.sha256 = i.sha256)", [collection_id, model_key],
+            "(SELECT 1 FROM image_embeddings e INDEXED BY image_embeddings_keys WHERE e.model = ? AND e.sha256 = i.sha256)",
+            [collection_id, model_key],
         ).fetchone()[0])
 
     def vectors(self, collection_id: int, model_key: str, chunk: int = 8192) -> Iterator[Vectors]:

@@ -275,6 +275,8 @@ def test_an_existing_store_upgrades_in_place(tmp_path: Path, toy_loader):
     new(engine)
     tables = {r[0] for r in sqlite3.connect(home / "clip-gaze.db").execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"vocabularies", "phrases", "embeddings", "collections", "collection_images", "image_embeddings", "jobs"} <= tables
+    indexes = {r[0] for r in sqlite3.connect(home / "clip-gaze.db").execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    assert "image_embeddings_keys" in indexes  # 003: which pictures lack an embedding, without reading vectors
 
 
 @pytest.mark.e2e
