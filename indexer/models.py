@@ -117,13 +117,11 @@ class LoadedModel:
             return np.empty((0, getattr(self, "dim", 0)), dtype=np.float32)
         tokens = self.tokenize(phrases)
         can_trim = trim and _supports_trimming(self.model)
-        lengths = _token_lengths(self.model, tokens) if can_trim else torch.full((n,), tokens.shape[1])
-        order = torch.argsort(lengths, stable=True)
+        lengths = _token_lengths(self.model, tokens).numpy() if can_trim else np.full(n, tokens.shape[1])
         out: npt.NDArray[np.float32] | None = None
         with torch.inference_mode():
-            for start in range(0, n, batch_size):
-                idx = order[start : start + batch_size]
-                batch = tokens[idx]
+            for idx in length_batches(lengths, batch_size):
+                batch = tokens[torch.from_numpy(idx)]
                 if can_trim:
                     batch = batch[:, : int(lengths[idx].max())]
                     feats = _encode_text_trimmed(self.model, batch.to(self.device))
@@ -132,12 +130,27 @@ class LoadedModel:
                 rows = torch.nn.functional.normalize(feats.float(), dim=-1).cpu().numpy()
                 if out is None:
                     out = np.empty((n, rows.shape[1]), dtype=np.float32)
-                out[idx.numpy()] = rows
+                out[idx] = rows
                 if progress is not None:
                     progress(len(idx))
         assert out is not None
         return out
 
+
+
+def length_batches(lengths: npt.NDArray[np.integer], batch_size: int,
+                   max_tokens: int | None = None) -> Iterator[npt.NDArray[np.intp]]:
+    """Indices of phrases in batches for a text tower, shortest first (a stable sort, so batches trim
+    well): at most `batch_size` phrases, and with `max_tokens` at most that many tokens (phrases × the
+    batch's longest, at least 2). Both backends batch this way."""
+    order = np.argsort(lengths, kind="stable")
+    n, step, start = len(order), max(1, batch_size), 0
+    while start < n:
+        end = min(n, start + step)
+        if max_tokens is not None:  # sorted: the batch's last phrase is its longest
+            end = min(end, start + max(1, max_tokens // max(2, int(lengths[order[end - 1]]))))
+        yield order[start:end]
+        start = end
 
 
 def _image_size(model: Any) -> int:

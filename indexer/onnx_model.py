@@ -19,6 +19,7 @@ import onnxruntime as ort
 
 from .errors import InvalidInput, ModelUnavailable
 from .export import Manifest, read_manifest
+from .models import length_batches
 from .preprocess import ImageTransform
 from .specs import ModelSpec
 from .tokenizer import BpeTokenizer
@@ -232,16 +233,9 @@ class OnnxModel:
             lengths = self.tokenizer.lengths(tokens)
         else:
             lengths = np.full(n, tokens.shape[1], dtype=np.int64)
-        order = np.argsort(lengths, kind="stable")
         name, output = self._text_io
         out = np.empty((n, self.dim), dtype=np.float32)
-        step = max(1, batch_size)
-        start = 0
-        while start < n:
-            end = min(n, start + step)
-            longest = max(2, int(lengths[order[end - 1]]))  # sorted: the batch's last phrase is its longest
-            end = min(end, start + max(1, MAX_BATCH_TOKENS // longest))
-            idx = order[start:end]
+        for idx in length_batches(lengths, batch_size, MAX_BATCH_TOKENS):
             batch = tokens[idx]
             if can_trim:
                 batch = batch[:, : max(2, int(lengths[idx].max()))]
@@ -249,5 +243,4 @@ class OnnxModel:
             out[idx] = _normalise(feats)
             if progress is not None:
                 progress(len(idx))
-            start = end
         return out
