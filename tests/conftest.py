@@ -133,6 +133,32 @@ def engine(clean_environ: Path, toy_loader: Callable[..., LoadedModel]) -> Engin
     return Engine(clean_environ, "toy", loader=toy_loader)
 
 
+@pytest.fixture
+def toy_engines(toy_loader: Callable[..., LoadedModel], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every Engine made during the test (by the CLI, the library) uses the session's toy model."""
+    original = Engine.__init__
+
+    def init(self: Engine, home: Any, model: Any = None, **kw: Any) -> None:
+        original(self, home, model, **{**kw, "loader": toy_loader})
+
+    monkeypatch.setattr(Engine, "__init__", init)
+
+
+@pytest.fixture
+def run(toy_engines: None) -> Callable[..., Any]:
+    """Invoke the CLI in-process, with the session's toy model injected (no reload per call)."""
+    from click.testing import CliRunner
+
+    from clip_gaze.cli import cli
+
+    runner = CliRunner()
+
+    def invoke(*args: str, input: str | None = None) -> Any:
+        return runner.invoke(cli, list(args), input=input, catch_exceptions=False)
+
+    return invoke
+
+
 def draw_shape(colour: str = "red", shape: str = "circle", size: int = 128, background: str = "white") -> Image.Image:
     img = Image.new("RGB", (size, size), background)
     d = ImageDraw.Draw(img)

@@ -18,26 +18,6 @@ def _commands(group: click.Group, prefix: tuple[str, ...] = ()):
             yield from _commands(cmd, (*prefix, name))
 
 
-@pytest.fixture
-def run(toy_loader, monkeypatch):
-    """Invoke the CLI in-process, with the session's toy model injected (no reload per call)."""
-    import indexer.engine as engine_mod
-
-    original = engine_mod.Engine.__init__
-
-    def init(self, home, model=None, **kw):
-        kw["loader"] = toy_loader
-        original(self, home, model, **kw)
-
-    monkeypatch.setattr(engine_mod.Engine, "__init__", init)
-    runner = CliRunner()
-
-    def invoke(*args: str, input: str | None = None):
-        return runner.invoke(cli, list(args), input=input, catch_exceptions=False)
-
-    return invoke
-
-
 def test_every_command_has_help_with_an_example():
     runner = CliRunner()
     names = []

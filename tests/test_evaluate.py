@@ -10,10 +10,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 import shapes
-from clip_gaze.cli import cli
 from conftest import create
 from indexer.engine import Engine
 from indexer.evaluate import evaluate
@@ -304,21 +302,6 @@ def test_the_library_functions_for_analyze_give_the_evaluations_corrected_answer
 
 
 # -- the command -------------------------------------------------------------------------------------
-@pytest.fixture
-def run(toy_loader, monkeypatch):
-    import indexer.engine as engine_mod
-
-    original = engine_mod.Engine.__init__
-
-    def init(self, home, model=None, **kw):
-        kw["loader"] = toy_loader
-        original(self, home, model, **kw)
-
-    monkeypatch.setattr(engine_mod.Engine, "__init__", init)
-    runner = CliRunner()
-    return lambda *args: runner.invoke(cli, list(args), catch_exceptions=False)
-
-
 def test_the_command_prints_a_summary_json_and_writes_a_report(world, run, tmp_path):
     terms = tmp_path / "terms.txt"
     terms.write_text("\n".join(TERMS) + "\n", encoding="utf-8")

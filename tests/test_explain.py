@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 from PIL import Image
 
 import shapes
@@ -290,12 +289,9 @@ def test_the_box_is_the_centre_crop_in_original_pixels(engine, toy):
 
 
 # -- the library ------------------------------------------------------------------------------------------------
-def test_library_explain_returns_maps_and_overlays(toy_loader, monkeypatch):
+def test_library_explain_returns_maps_and_overlays(toy_engines):
     import clip_gaze
-    import indexer.engine as engine_mod
 
-    original = engine_mod.Engine.__init__
-    monkeypatch.setattr(engine_mod.Engine, "__init__", lambda self, home, model=None, **kw: original(self, home, model, **{**kw, "loader": toy_loader}))
     e = clip_gaze.explain(draw_shape("green", "triangle", 160), ["a green triangle", "a red circle", "a blue square"], top_k=2,
                           versus="a green circle")
     assert e.phrases[0] == "a green triangle" and len(e.maps) == 2 and e.maps[0].shape == (8, 8) == e.grid
@@ -316,16 +312,6 @@ def test_library_explain_returns_maps_and_overlays(toy_loader, monkeypatch):
 
 
 # -- the CLI ------------------------------------------------------------------------------------------------------
-@pytest.fixture
-def run(toy_loader, monkeypatch):
-    import indexer.engine as engine_mod
-    from clip_gaze.cli import cli
-
-    original = engine_mod.Engine.__init__
-    monkeypatch.setattr(engine_mod.Engine, "__init__", lambda self, home, model=None, **kw: original(self, home, model, **{**kw, "loader": toy_loader}))
-    return lambda *args: CliRunner().invoke(cli, list(args), catch_exceptions=False)
-
-
 def test_cli_writes_one_overlay_per_phrase_and_says_where_each_peaks(run, tmp_path: Path):
     picture = tmp_path / "red-circle.png"
     draw_shape("red", "circle", 256).save(picture)
