@@ -105,13 +105,18 @@ def load(spec: ModelSpec, *, home: Path | str, backend: str = "auto", device: st
         return load_model(spec, device=device, threads=threads)
     if not onnxruntime_installed():
         raise ModelUnavailable("CLIP_GAZE_BACKEND=onnx, but onnxruntime is not installed (pip install onnxruntime)")
-    try:
-        ensure_export(spec, home, progress)
-    except NotExportable as exc:
-        if backend == "onnx":
-            raise
-        log.warning("%s is served by torch: %s", spec.name, exc.message)
-        return load_model(spec, device=device, threads=threads)
+    if not has_export(home, spec):
+        exporting = load_model(spec, device="cpu", threads=threads)
+        try:
+            ensure_export(spec, home, progress, loaded=exporting)
+        except NotExportable as exc:
+            if backend == "onnx":
+                raise
+            log.warning("%s is served by torch: %s", spec.name, exc.message)
+            from .models import pick_device
+
+            # the model loaded to export serves, unless it belongs on another device
+            return exporting if pick_device(device) == "cpu" else load_model(spec, device=device, threads=threads)
     from .onnx_model import OnnxModel
 
     return OnnxModel.load(export_path(home, spec), spec, device=device, threads=threads)

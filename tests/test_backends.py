@@ -105,16 +105,20 @@ def test_auto_chooses_onnx_runtime_unless_it_cannot_serve(monkeypatch: pytest.Mo
 
 
 def test_a_model_that_cannot_be_exported_is_served_by_torch_under_auto_only(
-        monkeypatch: pytest.MonkeyPatch, clean_environ: Path, toy: LoadedModel, caplog: pytest.LogCaptureFixture):
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, toy: LoadedModel, caplog: pytest.LogCaptureFixture):
+    """The torch model loaded to export it then serves (on the CPU): it is not loaded a second time."""
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise NotExportable("its tokenizer is not open_clip's BPE tokenizer")
 
+    loads: list[str] = []
     monkeypatch.setattr(backends, "ensure_export", refuse)
-    monkeypatch.setattr("indexer.models.load_model", lambda spec, **kw: toy)
-    assert backends.load(toy.spec, home=clean_environ, backend="auto") is toy
+    monkeypatch.setattr("indexer.models.load_model", lambda spec, **kw: loads.append(kw["device"]) or toy)
+    home = tmp_path / "no-export"  # not the test's home, which holds the toy export
+    assert backends.load(toy.spec, home=home, backend="auto", device="cpu") is toy
+    assert loads == ["cpu"]
     assert "served by torch: its tokenizer is not open_clip's BPE tokenizer" in caplog.text
     with pytest.raises(NotExportable, match="tokenizer"):
-        backends.load(toy.spec, home=clean_environ, backend="onnx")
+        backends.load(toy.spec, home=home, backend="onnx")
 
 
 def test_health_says_what_runs_what(clean_environ: Path):
