@@ -38,17 +38,10 @@ import numpy as np
 from common import ROOT, header, median, model_name, photograph
 
 from clip_gaze import Client  # noqa: E402
+from concurrency import free_port  # noqa: E402
 
 VOCABS = ["artists-prevalence", "movements", "surfaces"]
 GAP = 0.5  # seconds between two processes' work
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:
