@@ -24,7 +24,7 @@ from common import header, median, model_name, photograph
 from indexer.engine import Engine  # noqa: E402
 from indexer.settings import Settings  # noqa: E402
 from service import create_app  # noqa: E402
-from indexer.images import Decoder  # noqa: E402
+from indexer.pictures.decode import Decoder  # noqa: E402
 
 VOCABS = ["artists-prevalence", "movements", "surfaces"]
 

@@ -45,7 +45,7 @@ GAP = 0.5  # seconds between two processes' work
 
 
 class Server:
-    """`clip-gaze serve` in its own process group; module constants of indexer.onnx_model may be set
+    """`clip-gaze serve` in its own process group; module constants of indexer.models.onnx_model may be set
     before gunicorn forks its workers (`onnx_options`)."""
 
     def __init__(self, home: str, backend: str, workers: int = 1, onnx_options: dict[str, Any] | None = None,
@@ -55,7 +55,7 @@ class Server:
         self.log = Path(home) / f"serve-{backend}-{self.port}.log"
         env = {**os.environ, "CLIP_GAZE_HOME": home, "CLIP_GAZE_MODEL": model or model_name(),
                "CLIP_GAZE_BACKEND": backend}
-        setup = "".join(f"import indexer.onnx_model as m; m.{k} = {v!r}; " for k, v in (onnx_options or {}).items())
+        setup = "".join(f"import indexer.models.onnx_model as m; m.{k} = {v!r}; " for k, v in (onnx_options or {}).items())
         code = f"{setup}from clip_gaze.cli import main; main()"
         argv = [sys.executable, "-c", code, "serve", "--port", str(self.port), "--workers", str(workers),
                 "--threads", str(threads), "--no-index"]
@@ -138,8 +138,8 @@ def bench_http(home: str, repeat: int) -> None:
 
     import io
 
-    from indexer import backends
-    from indexer.specs import parse_model
+    from indexer.models import backends
+    from indexer.models.registry import parse_model
 
     jpeg = photograph()
     servers = {b: Server(home, b) for b in ("torch", "onnx")}
@@ -208,9 +208,9 @@ def bench_text(home: str, n: int) -> None:
     header(f"2. phrase embedding throughput ({n} phrases of the built-in lists; sorted, trimmed, batches of 256)")
     import random
 
-    from indexer import backends
-    from indexer.specs import parse_model
-    from indexer.vocab import catalog
+    from indexer.models import backends
+    from indexer.models.registry import parse_model
+    from indexer.catalog import catalog
 
     phrases = sorted({p.phrase for v in catalog().vocabularies.values() for p in v.phrases()})
     random.Random(0).shuffle(phrases)

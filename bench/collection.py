@@ -34,13 +34,14 @@ import numpy as np
 
 from common import header, median, model_name, peak_rss_mb, reset_peak_rss, rss_mb
 
-from indexer import backends  # noqa: E402
+from indexer.collections.local import Collections  # noqa: E402
+from indexer.collections.tables import write_blocks  # noqa: E402
 from indexer.engine import Engine  # noqa: E402
-from indexer.image_store import Picture  # noqa: E402
+from indexer.models import backends  # noqa: E402
 from indexer.schema import parse  # noqa: E402
-from indexer.schema_collections import AddSources, AnalysisRow, CreateCollection  # noqa: E402
-from indexer.scoring import normalise  # noqa: E402
-from indexer.tables import write_blocks  # noqa: E402
+from indexer.schema.collections import AddSources, AnalysisRow, CreateCollection  # noqa: E402
+from indexer.scoring.softmax import normalise  # noqa: E402
+from indexer.store.image_store import Picture  # noqa: E402
 
 
 def pictures(folder: Path, count: int) -> None:
@@ -61,7 +62,7 @@ def pictures(folder: Path, count: int) -> None:
 
 def add_vs_encoder(engine: Engine, folder: Path, count: int) -> None:
     model = engine.model
-    engine.collections.create(parse(CreateCollection, {"name": "bench"}))
+    Collections(engine).create(parse(CreateCollection, {"name": "bench"}))
     files = sorted(folder.glob("*.jpg"))
     prepared = [model.image_array(engine.read(f).image) for f in files]  # decoded and preprocessed beforehand
     batch = 16
@@ -75,7 +76,7 @@ def add_vs_encoder(engine: Engine, folder: Path, count: int) -> None:
     bare_s = [bare()]
     time.sleep(0.5)
     t0 = time.perf_counter()
-    report = engine.collections.add("bench", parse(AddSources, {"sources": [str(folder)]}), batch_size=batch)
+    report = Collections(engine).add("bench", parse(AddSources, {"sources": [str(folder)]}), batch_size=batch)
     add_s = time.perf_counter() - t0
     time.sleep(0.5)
     bare_s.append(bare())
@@ -91,7 +92,7 @@ def add_vs_encoder(engine: Engine, folder: Path, count: int) -> None:
 def analyze_stored(engine: Engine, stored: int, out: Path, repeat: int = 1) -> None:
     engine.index(["artists-prevalence"])
     _ = engine.model
-    images = engine.collections.images
+    images = engine.images
     row = images.create("stored", "synthetic embeddings")
     rng = np.random.default_rng(2)
     dim = engine.model.dim
@@ -109,7 +110,7 @@ def analyze_stored(engine: Engine, stored: int, out: Path, repeat: int = 1) -> N
             fresh_peak = reset_peak_rss()
             path = out / f"scores{suffix}"
             t0 = time.perf_counter()
-            rows = write_blocks(engine.collections.analyze_blocks("stored", ["artists-prevalence"], top_k=5), path, AnalysisRow)
+            rows = write_blocks(Collections(engine).analyze_blocks("stored", ["artists-prevalence"], top_k=5), path, AnalysisRow)
             took = time.perf_counter() - t0
             peak = f"peak {peak_rss_mb():.0f} during it" if fresh_peak else f"peak {peak_rss_mb():.0f}"
             print(f"   analyze {stored:,} × artists-prevalence (957 phrases), top 5 → {suffix:<8} {rows:,} rows in {took:5.2f} s "
@@ -123,23 +124,23 @@ def analyze_stages(engine: Engine, collection_id: int, path: Path) -> None:
     run reads the next chunk in a thread while it scores and writes this one)."""
     import pyarrow.parquet as pq
 
-    from indexer.collections import CHUNK
-    from indexer.kernels import cosines
-    from indexer.scoring import scores_from_cosine_columns
-    from indexer.tables import PhraseColumns, _arrow_schema, analysis_block
+    from indexer.collections.local import CHUNK
+    from indexer.scoring.kernels import cosines
+    from indexer.scoring.softmax import scores_from_cosine_columns
+    from indexer.collections.tables import PhraseColumns, _arrow_schema, analysis_block
 
     versions = engine.store.versions()
     idx = engine.indexes.get("artists-prevalence", versions)
     scale = engine.model.logit_scale
     took = dict.fromkeys(("check", "read", "product", "softmax and top-k", "phrase table", "columns", "write"), 0.0)
     t0 = time.perf_counter()
-    engine.collections.images.count_unembedded(collection_id, engine.model_key)  # the refusal before the first block
+    engine.images.count_unembedded(collection_id, engine.model_key)  # the refusal before the first block
     t1 = time.perf_counter()
     vocab = PhraseColumns.read(engine.store, "artists-prevalence", idx.ids)
     took["check"], took["phrase table"] = t1 - t0, time.perf_counter() - t1
     with pq.ParquetWriter(path, _arrow_schema(AnalysisRow)) as writer:
         t0 = time.perf_counter()
-        for chunk in engine.collections.images.vector_columns(collection_id, engine.model_key, CHUNK):
+        for chunk in engine.images.vector_columns(collection_id, engine.model_key, CHUNK):
             t1 = time.perf_counter()
             cos = cosines(idx.matrix, chunk.matrix)
             t2 = time.perf_counter()
@@ -158,7 +159,7 @@ def analyze_stages(engine: Engine, collection_id: int, path: Path) -> None:
 
 
 def search_million(count: int) -> None:
-    from indexer.collections import build_search_index
+    from indexer.collections.search import build_search_index
 
     rng = np.random.default_rng(3)
     dim = 512
@@ -196,7 +197,8 @@ def ray_part(folder: Path, count: int, work: Path) -> None:
     import ray
     import torch
 
-    from indexer.ray_engine import plan, ray_add
+    from indexer.collections.on_ray.driver import ray_add
+    from indexer.collections.on_ray.session import plan
 
     cpus = os.cpu_count() or 1
     request = parse(AddSources, {"sources": [str(folder)]})
@@ -211,13 +213,14 @@ def ray_part(folder: Path, count: int, work: Path) -> None:
                 torch.set_num_threads(threads if threads > 0 else cpus)  # process-wide: set it back each time
                 # a fresh store each time: everything is encoded
                 engine = Engine(work / f"home-{i}-{run}", model_name(), threads=max(threads, 0))
-                engine.collections.create(parse(CreateCollection, {"name": "bench"}))
+                collections = Collections(engine)
+                collections.create(parse(CreateCollection, {"name": "bench"}))
                 time.sleep(0.5)
                 t0 = time.perf_counter()
                 if threads >= 0:
-                    report = engine.collections.add("bench", request, batch_size=16)
+                    report = collections.add("bench", request, batch_size=16)
                 else:
-                    report = ray_add(engine, "bench", request, batch_size=16)
+                    report = ray_add(collections, "bench", request, batch_size=16)
                 took = time.perf_counter() - t0
                 timings[label].append(took)
                 print(f"   {label:<29} {count / took:6.1f} pictures/s ({took:5.1f} s, model loading included; "
@@ -260,9 +263,11 @@ def merge_rate(work: Path, dim: int, total: int = 20_000) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from indexer.image_store import ImageStore
-    from indexer.ray_engine import MergeCounts, Merger, shard_schema
-    from indexer.store import Store
+    from indexer.collections.ingest import AddRun
+    from indexer.collections.on_ray.shards import Merger
+    from indexer.collections.on_ray.workers import shard_schema
+    from indexer.store.image_store import ImageStore
+    from indexer.store.phrase_store import Store
 
     rng = np.random.default_rng(4)
     for rows in (128, 1024):
@@ -282,12 +287,12 @@ def merge_rate(work: Path, dim: int, total: int = 20_000) -> None:
             pq.write_table(table, folder / f"{start:08d}.parquet")
         images = ImageStore(Store(work / f"merge-home-{rows}"))
         collection = images.create("merged")
-        merger, counts = Merger(images, collection.id), MergeCounts()
+        merger = Merger(AddRun(images, collection.id, "bench-model", []))
         t0 = time.perf_counter()
-        merger.merge_folder(folder, counts)
+        merger.merge_folder(folder)
         took = time.perf_counter() - t0
-        print(f"   merge into SQLite, shards of {rows:>4} rows: {counts.embeddings:,} embeddings ({dim} floats) in {took:.1f} s "
-              f"= {counts.embeddings / took:,.0f} embeddings/s ({counts.shards} transactions)")
+        print(f"   merge into SQLite, shards of {rows:>4} rows: {merger.embeddings:,} embeddings ({dim} floats) in {took:.1f} s "
+              f"= {merger.embeddings / took:,.0f} embeddings/s ({merger.shards} transactions)")
 
 
 def main() -> None:

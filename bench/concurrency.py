@@ -102,7 +102,7 @@ def main() -> None:
 
     # What batching costs a lone request: the batcher alone (thread hand-off and window), with an
     # encoder that does nothing, so the model's own time and the machine's noise stay out of it.
-    from indexer.batcher import ImageBatcher
+    from indexer.models.batching import ImageBatcher
 
     tensor = np.zeros((1, 3, 224, 224), dtype=np.float32)
     for window in (0.0, 2.0, 5.0):

@@ -6,7 +6,7 @@ grid) against analysing the same picture, in the same run.
 Two comparisons, each timed alternately so drift on a shared machine hits both alike:
 - in the engine, from the decoded picture: `engine.analyze` (its embedding is computed afresh each
   time: the picture is given a new content hash, so the store of picture embeddings never answers)
-  against `indexer.explain.explain_image`;
+  against `indexer.explain.maps.explain_image`;
 - through the Flask app: POST /v1/analyze against POST /v1/explain with the same 2175×1713 JPEG
   (a few random bytes after its end make each upload new to the store; decoders ignore them).
 Target: explain ≤ 1.5× analyze.
@@ -26,7 +26,7 @@ import numpy as np
 from common import header, median, model_name, photograph
 
 from indexer.engine import Engine  # noqa: E402
-from indexer.explain import explain_image  # noqa: E402
+from indexer.explain.maps import explain_image  # noqa: E402
 from indexer.settings import Settings  # noqa: E402
 from service import create_app  # noqa: E402
 

@@ -24,9 +24,9 @@ import torch
 
 from common import OUT, header, model_name
 
-from indexer.models import load_model  # noqa: E402
-from indexer.specs import parse_model  # noqa: E402
-from indexer.vocab import catalog  # noqa: E402
+from indexer.models.torch_model import load_model  # noqa: E402
+from indexer.models.registry import parse_model  # noqa: E402
+from indexer.catalog import catalog  # noqa: E402
 
 
 def sample_phrases(n: int) -> list[str]:

@@ -17,8 +17,8 @@ import numpy as np
 
 from common import OUT, header, median, model_name, rss_mb
 
-from indexer.kernels import cosines  # noqa: E402
-from indexer.scoring import Scores, normalise, scores_from_cosines  # noqa: E402
+from indexer.scoring.kernels import cosines  # noqa: E402
+from indexer.scoring.softmax import Scores, normalise, scores_from_cosines  # noqa: E402
 
 
 def score(matrix: np.ndarray, q: np.ndarray, top_k: int | None = 10) -> Scores:
@@ -43,7 +43,7 @@ def engine_ms() -> float | None:
     if not (home / "clip-gaze.db").is_file():
         return None
     from indexer.engine import Engine
-    from indexer.specs import parse_model
+    from indexer.models.registry import parse_model
 
     engine = Engine(home, parse_model(model_name()))
     engine.indexes.get("ci-flavors", engine.store.versions())

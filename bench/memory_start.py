@@ -20,7 +20,7 @@ from pathlib import Path
 from common import OUT, _status_mb, header, model_name, photograph, rss_mb
 
 from clip_gaze import Client  # noqa: E402
-from indexer.vocab import catalog  # noqa: E402
+from indexer.catalog import catalog  # noqa: E402
 
 from concurrency import free_port  # noqa: E402
 

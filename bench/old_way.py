@@ -19,16 +19,16 @@ from PIL import Image
 
 from common import OUT, header, median, model_name, peak_rss_mb, photograph
 
-from indexer import backends  # noqa: E402
+from indexer.models import backends  # noqa: E402
 from indexer.engine import Engine  # noqa: E402
-from indexer.models import _encode_text_trimmed, _token_lengths  # noqa: E402
+from indexer.models.torch_model import encode_text_trimmed, token_lengths  # noqa: E402
 
 
 def old_way(model, image: Image.Image, tokens: torch.Tensor) -> torch.Tensor:
     with torch.inference_mode():
         img = model.model.encode_image(model.preprocess(image).unsqueeze(0))
-        padded = tokens[:, : int(_token_lengths(model.model, tokens).max())]  # padding=True: to the longest
-        txt = _encode_text_trimmed(model.model, padded)
+        padded = tokens[:, : int(token_lengths(model.model, tokens).max())]  # padding=True: to the longest
+        txt = encode_text_trimmed(model.model, padded)
         img = img / img.norm(dim=-1, keepdim=True)
         txt = txt / txt.norm(dim=-1, keepdim=True)
         return (model.model.logit_scale.exp() * img @ txt.T).softmax(dim=-1)

@@ -2,7 +2,7 @@
 
     python bench/onnx_backend.py [--phrases 2000] [--rounds 3]
 
-- export: the toy model and ViT-B-32 (random weights) exported afresh (`indexer.export`).
+- export: the toy model and ViT-B-32 (random weights) exported afresh (`indexer.models.export`).
 - images: ViT-B-32 encode at batch 1 and 8, torch `LoadedModel` against `OnnxModel` (CPU, default
   session settings), alternating with 0.5 s gaps; also ONNX Runtime with its threads spinning.
 - text: a fixed sample of the built-in vocabularies' phrases, sorted and trimmed by both, batches
@@ -56,7 +56,8 @@ def alternate(runs: dict[str, Callable[[], object]], repeat: int, rounds: int) -
 
 
 def export_fresh(loaded, home: Path):
-    from indexer.export import export_dir, export_model
+    from indexer.models.export import export_model
+    from indexer.models.manifest import export_dir
 
     directory = export_dir(home, loaded.spec.key())
     shutil.rmtree(directory, ignore_errors=True)
@@ -73,11 +74,11 @@ def child(directory: str, arena: bool, spin: bool, phrases: int) -> None:
 
     before = rss_mb()
     t0 = time.perf_counter()
-    import indexer.onnx_model as om
+    import indexer.models.onnx_model as om
     imported = rss_mb()
     import_s = time.perf_counter() - t0
     om.CPU_MEM_ARENA, om.INTRA_OP_SPINNING = arena, spin
-    from indexer.specs import parse_model
+    from indexer.models.registry import parse_model
 
     spec = parse_model(model_name())
     t0 = time.perf_counter()
@@ -123,9 +124,9 @@ def main() -> None:
     import torch
     from PIL import Image
 
-    import indexer.onnx_model as om
-    from indexer.models import load_model
-    from indexer.specs import parse_model
+    import indexer.models.onnx_model as om
+    from indexer.models.torch_model import load_model
+    from indexer.models.registry import parse_model
 
     header("ONNX Runtime backend against torch")
     home = OUT / "onnx-bench-home"

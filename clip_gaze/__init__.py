@@ -37,7 +37,7 @@ __all__ = ["gaze", "probabilities", "explain", "Client", "ApiError", *[c for c i
 
 def __getattr__(name: str) -> Any:
     if name in _CONSTANTS:
-        from indexer.vocab import catalog
+        from indexer.catalog import catalog
 
         value = [p.phrase for p in catalog().get(_CONSTANTS[name]).phrases()]
         globals()[name] = value

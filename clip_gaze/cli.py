@@ -15,7 +15,7 @@ from indexer.errors import ClipGazeError
 from indexer.schema import MAX_TOP_K
 from indexer.settings import settings_help
 
-from .cli_common import MODEL_OPTION, RELATIVE_OPTION, VOCAB_OPTION, _settings, domain_errors, make_engine, split_vocabs
+from .cli_common import MODEL_OPTION, RELATIVE_OPTION, VOCAB_OPTION, load_settings, domain_errors, make_engine, split_vocabs
 
 
 @click.group(
@@ -48,7 +48,7 @@ def index(model: str | None, vocab: tuple[str, ...], all_: bool, force: bool, as
         clip-gaze index --vocab movements,surfaces --model sd15
         clip-gaze index --all                    # every built-in vocabulary
     """
-    from indexer.vocab import catalog
+    from indexer.catalog import catalog
 
     engine = make_engine(model)
     names = list(catalog().vocabularies) if all_ else split_vocabs(vocab)
@@ -153,10 +153,10 @@ def serve(host: str, port: int, workers: int, threads: int, model: str | None, n
     """
     from service.serve import check_bind, run
 
-    s = _settings()
+    s = load_settings()
     if model:
         os.environ["CLIP_GAZE_MODEL"] = model
-        s = _settings()
+        s = load_settings()
     check_bind(host, s)
     s = _export_before_serving(s)
     if not no_index:
@@ -174,8 +174,8 @@ def _export_before_serving(s: Any) -> Any:
     CLIP_GAZE_BACKEND=auto, a model that cannot be exported is served by torch."""
     import dataclasses
 
-    from indexer import backends
-    from indexer.specs import parse_model
+    from indexer.models import backends
+    from indexer.models.registry import parse_model
 
     spec = parse_model(s.model)
     if backends.choose(s.backend, s.device) != "onnx" or backends.has_export(s.home, spec):
@@ -204,13 +204,13 @@ def models(ctx: click.Context, as_json: bool) -> None:
     """
     if ctx.invoked_subcommand is not None:
         return
-    from indexer.specs import list_presets, preset_info
+    from indexer.models.registry import list_presets, preset_info
 
     presets = list_presets()
     if as_json:
         click.echo(json.dumps([preset_info(p, paths=True).json_dict() for p in presets], ensure_ascii=False, indent=2))
         return
-    current = _settings().model
+    current = load_settings().model
     for p in presets:
         mark = "*" if p.name == current else " "
         click.echo(f"{mark} {p.name:<9} {p.arch}:{Path(p.pretrained).name if p.config else p.pretrained}  {p.description}")
@@ -231,10 +231,10 @@ def export_model(model: str | None, force: bool, as_json: bool) -> None:
     Example:
         clip-gaze models export --model vit-b-32
     """
-    from indexer import backends
-    from indexer.specs import parse_model
+    from indexer.models import backends
+    from indexer.models.registry import parse_model
 
-    settings = _settings()
+    settings = load_settings()
     spec = parse_model(model or settings.model)
     manifest = backends.ensure_export(spec, settings.home, progress=lambda m: click.echo(m + "…", err=True), force=force)
     if as_json:

@@ -9,7 +9,7 @@ import click
 
 from indexer.schema import MAX_PAGE_SIZE, MAX_TOP_K
 
-from .cli_common import MODEL_OPTION, RELATIVE_OPTION, VOCAB_OPTION, confirm_delete, domain_errors, make_engine, split_vocabs
+from .cli_common import MODEL_OPTION, RELATIVE_OPTION, VOCAB_OPTION, confirm_delete, domain_errors, make_collections, split_vocabs
 
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print one JSON object (fields as in the REST answer).")
 ENGINE_OPTION = click.option(
@@ -21,15 +21,16 @@ RAY_ADDRESS_OPTION = click.option(
 
 
 def _ray_engine(engine: str, ray_address: str | None) -> Any:
-    """The Ray engine module when --engine ray (its one error line when Ray is not installed), else None."""
+    """The Ray distributor's driver module when --engine ray (its one error line when Ray is not
+    installed), else None."""
     if engine != "ray":
         if ray_address:
             raise click.UsageError("--ray-address goes with --engine ray")
         return None
-    from indexer import ray_engine
+    from indexer.collections.on_ray import driver, session
 
-    ray_engine.require_ray()
-    return ray_engine
+    session.require_ray()
+    return driver
 
 
 @click.group()
@@ -62,12 +63,12 @@ def create(name: str, description: str, as_json: bool) -> None:
         clip-gaze collection create paintings -d "Paintings, 1400-1900"
     """
     from indexer.schema import parse
-    from indexer.schema_collections import CreateCollection
+    from indexer.schema.collections import CreateCollection
 
     body: dict[str, Any] = {"name": name}
     if description:
         body["description"] = description
-    info = make_engine(None, progress=False).collections.create(parse(CreateCollection, body))
+    info = make_collections(None, progress=False).create(parse(CreateCollection, body))
     _echo(info, as_json, f"created collection {info.name}")
 
 
@@ -101,14 +102,14 @@ def add(name: str, sources: tuple[str, ...], model: str | None, batch_size: int,
         clip-gaze collection add paintings ./scans/ --engine ray --ray-address head-node:6379
     """
     from indexer.schema import parse
-    from indexer.schema_collections import AddSources
+    from indexer.schema.collections import AddSources
 
     on_ray = _ray_engine(engine, ray_address)
     request = parse(AddSources, {"sources": [s.strip() for s in sources]})
     if on_ray is not None:
-        report = on_ray.ray_add(make_engine(model), name, request, address=ray_address, batch_size=batch_size)
+        report = on_ray.ray_add(make_collections(model), name, request, address=ray_address, batch_size=batch_size)
     else:
-        report = make_engine(model).collections.add(name, request, batch_size=batch_size)
+        report = make_collections(model).add(name, request, batch_size=batch_size)
     text = (f"{name}: {report.added} pictures added, {report.skipped} already there, {report.failed} failed "
             f"({report.encoded} encoded, {report.seconds:.1f} s)")
     if report.failed:
@@ -131,9 +132,9 @@ def show(name: str | None, errors: bool, offset: int, limit: int, as_json: bool)
         clip-gaze collection show
         clip-gaze collection show paintings --errors
     """
-    from indexer.schema_collections import CollectionList
+    from indexer.schema.collections import CollectionList
 
-    collections = make_engine(None, progress=False).collections
+    collections = make_collections(None, progress=False)
     if name is None:
         found = CollectionList(collections=collections.all())
         lines = [f"{c.name:<24} {c.size:>9,} pictures  {c.failed:>6,} failed  {c.description}" for c in found.collections]
@@ -176,19 +177,19 @@ def analyze(name: str, vocab: tuple[str, ...], top_k: int, out: str, model: str 
     """
     import time
 
-    from indexer.schema_collections import AnalysisRow
-    from indexer.tables import check_output, write_blocks
+    from indexer.schema.collections import AnalysisRow
+    from indexer.collections.tables import check_output, write_blocks
 
     on_ray = _ray_engine(engine, ray_address)
     if on_ray is not None and relative_to is not None:
         raise click.UsageError("--relative-to is not available with --engine ray yet: use the local engine")
     check_output(out)
-    clip = make_engine(model)
+    collections = make_collections(model)
     t0 = time.perf_counter()
     if on_ray is not None:
-        rows = on_ray.ray_analyze(clip, name, split_vocabs(vocab), top_k, out, address=ray_address)
+        rows = on_ray.ray_analyze(collections, name, split_vocabs(vocab), top_k, out, address=ray_address)
     else:
-        rows = write_blocks(clip.collections.analyze_blocks(name, split_vocabs(vocab), top_k, relative_to), out, AnalysisRow)
+        rows = write_blocks(collections.analyze_blocks(name, split_vocabs(vocab), top_k, relative_to), out, AnalysisRow)
     click.echo(f"{out}: {rows:,} rows ({time.perf_counter() - t0:.1f} s)", err=not sys.stdout.isatty())
 
 
@@ -209,16 +210,16 @@ def search(name: str, query: str | None, image: str | None, top_k: int, model: s
         clip-gaze collection search paintings --image detail.jpg
     """
     from indexer.schema import parse
-    from indexer.schema_collections import SearchQuery
+    from indexer.schema.collections import SearchQuery
 
     if (query is None) == (image is None):
         raise click.UsageError("give a phrase QUERY or --image PICTURE (one of them)")
-    engine = make_engine(model)
+    collections = make_collections(model)
     if query is not None:
         q = parse(SearchQuery, {"q": query.strip(), "top_k": top_k})
-        answer = engine.collections.search(name, text=q.q, top_k=q.top_k)
+        answer = collections.search(name, text=q.q, top_k=q.top_k)
     else:
-        answer = engine.collections.search(name, image=image, top_k=top_k)
+        answer = collections.search(name, image=image, top_k=top_k)
     lines = [f"{name}: {answer.searched:,} pictures searched{'' if answer.exact else ' (approximate index)'}"]
     lines += [f"  {h.rank:>3}. {h.cosine:.3f}  {h.external_id or '-'}  {h.source}" for h in answer.hits]
     _echo(answer, as_json, "\n".join(lines))
@@ -235,7 +236,7 @@ def delete(name: str, yes: bool) -> None:
     Example:
         clip-gaze collection delete paintings --yes
     """
-    collections = make_engine(None, progress=False).collections
+    collections = make_collections(None, progress=False)
     confirm_delete("collection", name, f"{collections.get(name).size} pictures", yes)
     collections.delete(name)
     click.echo(f"deleted collection {name}")

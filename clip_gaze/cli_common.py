@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import functools
 import sys
-from typing import Any, Callable, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
 import click
 
 from indexer.errors import ClipGazeError
 from indexer.settings import Settings
+
+if TYPE_CHECKING:  # pragma: no cover
+    from indexer.collections.local import Collections
+    from indexer.engine import Engine
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -33,7 +37,7 @@ def split_vocabs(values: Sequence[str]) -> list[str] | None:
     return names or None
 
 
-def _settings() -> Settings:
+def load_settings() -> Settings:
     try:
         return Settings.from_env()
     except ValueError as exc:
@@ -56,11 +60,18 @@ class _Bar:
         self._bar.close()
 
 
-def make_engine(model: str | None, progress: bool = True) -> Any:
+def make_engine(model: str | None, progress: bool = True) -> "Engine":
     from indexer.engine import Engine
 
     notice = (lambda message: click.echo(message + "…", err=True)) if progress else None
-    return Engine.from_settings(_settings(), model, progress=_Bar if progress else None, notice=notice)
+    return Engine.from_settings(load_settings(), model, progress=_Bar if progress else None, notice=notice)
+
+
+def make_collections(model: str | None, progress: bool = True) -> "Collections":
+    """The collections of the data directory, beside an engine for `model`."""
+    from indexer.collections.local import Collections
+
+    return Collections(make_engine(model, progress))
 
 
 MODEL_OPTION = click.option("--model", "-m", help="Preset, ARCH:PRETRAINED or ARCH:/path/to/checkpoint (default: $CLIP_GAZE_MODEL or vit-b-32).")

@@ -8,6 +8,8 @@ from typing import Any, Iterator
 
 import click
 
+from indexer.schema import DEFAULT_HUB_METHOD, HUB_METHODS
+
 from .cli_common import MODEL_OPTION, domain_errors, make_engine
 
 
@@ -65,7 +67,7 @@ def format_evaluation(ev: Any) -> str:
 @click.option("--vocab", "-v", "vocab", required=True, help="The vocabulary whose terms the labels are.")
 @click.option("--relative-to", "relative_to", help="A collection to set each phrase's scores against (the hub correction); "
               "the figures are given with and without it.")
-@click.option("--method", type=click.Choice(["zscore", "nnn"]), default="zscore", show_default=True,
+@click.option("--method", type=click.Choice(list(HUB_METHODS)), default=DEFAULT_HUB_METHOD, show_default=True,
               help="The correction with --relative-to: a z-score over the reference pictures, or NNN (Chowdhury et al. 2024).")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=str),
               help="Write metrics.json, per_class.csv, predictions.csv and report.html (one self-contained page) here.")
@@ -92,7 +94,7 @@ def evaluate(labels: str, vocab: str, relative_to: str | None, method: str, repo
         clip-gaze evaluate labels.csv --vocab genres --report genres-report/
         clip-gaze evaluate labels.csv --vocab genres --relative-to paintings --json > genres.json
     """
-    from indexer.evaluate import evaluate as run
+    from indexer.evaluate.run import evaluate as run
 
     names = [n.strip() for n in vocab.split(",") if n.strip()]
     if len(names) != 1:

@@ -9,7 +9,7 @@ import click
 from pydantic import TypeAdapter, ValidationError
 
 from indexer.schema import Phrase, compare_phrases, invalid
-from indexer.schema_explain import MAX_EXPLAIN_TOP_K
+from indexer.schema.explain import MAX_EXPLAIN_TOP_K
 
 from .cli_common import MODEL_OPTION, VOCAB_OPTION, domain_errors, make_engine, split_vocabs
 
@@ -49,7 +49,7 @@ def explain(image: str, vocab: tuple[str, ...], phrases: tuple[str, ...], versus
         CLIP_GAZE_MODEL=toy clip-gaze explain examples/red-circle.png --phrase "a red circle" \\
             --phrase "a red square" --versus "a blue circle" --out maps/
     """
-    from indexer.explain import explain_image
+    from indexer.explain.maps import explain_image
 
     wanted = compare_phrases([p.strip() for p in phrases]) if phrases else None
     vs = None

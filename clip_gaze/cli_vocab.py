@@ -77,7 +77,7 @@ def vocab_show(name: str, offset: int, limit: int, as_json: bool) -> None:
 
 
 def _read_items(file: str | None, terms: Sequence[str]) -> list[Any]:
-    from indexer.vocab import file_format, parse_phrase_file
+    from indexer.catalog import file_format, parse_phrase_file
 
     items: list[Any] = list(terms)
     if file:

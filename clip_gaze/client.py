@@ -30,7 +30,7 @@ from indexer.schema import (
     VocabularyPage,
     WriteAnswer,
 )
-from indexer.schema_collections import (
+from indexer.schema.collections import (
     AnalysisRow,
     CollectionAnswer,
     CollectionInfo,

@@ -23,13 +23,13 @@ import numpy.typing as npt
 from indexer.errors import InvalidInput
 from indexer.schema import parse_name
 
-from .library import ImageLike, _clean, get_engine
+from .library import ImageLike, clean_prompts, get_engine
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
 
-    from indexer.explain import ExplainedImage
-    from indexer.schema_explain import Explanation
+    from indexer.explain.maps import ExplainedImage
+    from indexer.schema.explain import Explanation
 
 
 @dataclass(frozen=True)
@@ -84,18 +84,18 @@ def explain(
     "the best phrase rather than `versus`". The image may be a PIL image, a path or bytes. One forward
     pass of the image tower; phrase embeddings are stored and reused as `gaze()` does.
     """
-    from indexer.explain import explain_image
+    from indexer.explain.maps import explain_image
 
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise InvalidInput(f"top_k must be a whole number ≥ 1, not {top_k!r}", code="invalid_top_k")
     engine = get_engine(model=model)
-    vs = _clean([versus])[0] if versus is not None else None
+    vs = clean_prompts([versus])[0] if versus is not None else None
     if isinstance(prompts_or_vocabulary, str):
         name = parse_name(prompts_or_vocabulary)
         found = explain_image(engine, image, vocabularies=[name], top_k=top_k, versus=vs, persist=True)
         vocabulary: str | None = name
     else:
-        phrases = _clean(list(prompts_or_vocabulary))
+        phrases = clean_prompts(list(prompts_or_vocabulary))
         if not phrases:
             raise InvalidInput("no phrases to explain", code="invalid_phrase")
         found = explain_image(engine, image, phrases=phrases, top_k=top_k, versus=vs, persist=True)

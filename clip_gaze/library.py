@@ -14,7 +14,7 @@ from PIL import Image
 from pydantic import TypeAdapter, ValidationError
 
 from indexer.engine import Engine
-from indexer.specs import parse_model
+from indexer.models.registry import parse_model
 from indexer.schema import Phrase, invalid
 from indexer.settings import Settings
 
@@ -40,7 +40,7 @@ def get_engine(model: str | None = None, home: str | Path | None = None, device:
 _PHRASE: TypeAdapter[str] = TypeAdapter(Phrase)
 
 
-def _clean(prompts: Sequence[str]) -> list[str]:
+def clean_prompts(prompts: Sequence[str]) -> list[str]:
     """0.3.0 took prompts as given; surrounding white space is dropped, anything else is checked."""
     adapter = _PHRASE
     out = []
@@ -68,7 +68,7 @@ def probabilities(
     if not prompts:
         return []
     engine = get_engine(model=model, device=None if device in (None, "cuda") else device)
-    return list(zip(prompts, engine.probabilities(image, _clean(prompts))))
+    return list(zip(prompts, engine.probabilities(image, clean_prompts(prompts))))
 
 
 def format_tuple(item: tuple[str, float]) -> str:

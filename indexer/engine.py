@@ -1,9 +1,14 @@
-"""The engine: the one object the CLI, the library and the service touch.
+"""The engine: the facade the CLI, the library and the service touch.
 
-It holds one model (loaded lazily, or in `warm_up`), one store, a decoder with the process's image
-limits, a phrase embedder and an index cache. It takes and returns the typed models of
-`indexer.schema`. A request goes one way down (decode → encode → score) and back; in a server the
-engine batches image encodings from concurrent requests itself (`batch_window_ms`).
+It holds one model (loaded lazily, or in `warm_up`; a `ClipModel`, on ONNX Runtime or torch), one
+store with its image store (the picture-embedding cache), a picture reader with the process's limits,
+the vocabularies (listing, editing), a phrase embedder, the in-memory indexes and the hub correction.
+It takes and returns the typed models of `indexer.schema`. A request goes one way down (decode →
+encode → score) and back; in a server the engine batches image encodings from concurrent requests
+itself (`batch_window_ms`).
+
+Features over the engine (collections, explanations, evaluations) are handed it: `Collections(engine)`,
+`explain_image(engine, …)`, `evaluate(engine, …)`; the engine knows none of them.
 """
 
 from __future__ import annotations
@@ -12,53 +17,55 @@ import functools
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, Union
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import numpy.typing as npt
 
-from . import backends, build
-from .batcher import ImageBatcher
-from .embedder import PhraseEmbedder, ProgressFactory
-from .errors import ClipGazeError, NotFound
-from .images import DecodedImage, Decoder, PixelBudget
-from .index_cache import IndexCache
-from .index_files import IndexFiles
-from .kernels import cosines
-from .models import LoadedModel, load_model
+from .errors import ClipGazeError
+from .models import backends
+from .models.batching import ImageBatcher
+from .models.protocol import ClipModel, ModelLoader
+from .models.registry import ModelSpec, list_presets, parse_model, preset_info
+from .models.torch_model import LoadedModel, load_model
+from .pictures.decode import DecodedImage, PixelBudget
+from .pictures.reader import ImageLimits, ImageSource, PictureReader
 from .schema import (
     DEFAULT_TOP_K,
+    AddPhrases,
     Analysis,
     Backends,
     BatchAnswer,
     BatchFailure,
     Batching,
     BatchItem,
+    CreateVocabulary,
     IndexReport,
     Match,
     ModelInfo,
     ModelsAnswer,
     PageQuery,
-    PhraseRow,
+    RemovePhrases,
     Vocabulary,
     VocabularyPage,
     VocabularyResult,
+    WriteAnswer,
     compare_phrases,
 )
-from .scoring import Scores, scores_from_cosines
+from .scoring.hubs import HubCorrection
+from .scoring.kernels import cosines
+from .scoring.softmax import Scores, scores_from_cosines
 from .settings import Settings
-from .specs import ModelSpec, list_presets, parse_model, preset_info
-from .store import Store, VocabularyRow
-from .vocab import catalog
-from .writes import VocabularyWrites
-
-if TYPE_CHECKING:  # pragma: no cover
-    from PIL import Image
-
-ImageSource = Union[DecodedImage, "Image.Image", bytes, str, Path]
+from .store.image_store import ImageStore
+from .store.index_files import IndexFiles
+from .store.phrase_store import Store
+from .vocabularies.editing import Editor
+from .vocabularies.embedder import PhraseEmbedder, ProgressFactory
+from .vocabularies.index_cache import IndexCache
+from .vocabularies.listing import Listing, sync_builtins
 
 
-class Engine(VocabularyWrites):
+class Engine:
     def __init__(
         self,
         home: Path | str,
@@ -67,69 +74,64 @@ class Engine(VocabularyWrites):
         device: str = "auto",
         threads: int = 0,
         backend: str = "auto",
-        loader: Any = None,
+        loader: ModelLoader | None = None,
         compact: bool = False,
         auto_embed_limit: int | None = None,
         progress: ProgressFactory | None = None,
         notice: Callable[[str], None] | None = None,
-        max_pixels: int = 60_000_000,
-        max_request_pixels: int = 1_000_000_000,
-        decode_concurrency: int = 2,
+        limits: ImageLimits | None = None,
         batch_window_ms: float | None = None,
-        fetch_allow: Sequence[str] = (),
-        max_fetch_bytes: int = 32 * 1024 * 1024,
     ):
         self.store = Store(home)
+        self.images = ImageStore(self.store)  # collections' pictures, and every picture's embedding by content
         self.spec = model if isinstance(model, ModelSpec) else parse_model(model)
         self.model_key = self.spec.key()
-        self._device, self._threads, self.backend = device, threads, backend
-        self._loader = loader or functools.partial(backends.load, home=self.store.home, backend=backend, progress=notice)
-        self._model: Any = None  # a LoadedModel (torch) or an OnnxModel: the members the engine uses are the same
+        self.device, self.threads, self.backend = device, threads, backend
+        self._loader: ModelLoader = loader or functools.partial(backends.load, home=self.store.home, backend=backend,
+                                                                progress=notice)
+        self._model: ClipModel | None = None
         self._torch: LoadedModel | None = None
         self._model_lock = threading.Lock()
         self._batch_window_ms = batch_window_ms
         self._batcher: ImageBatcher | None = None
-        self._builtins_synced = False
-        self._decoder_args = (max_pixels, max_request_pixels, decode_concurrency)
-        self._decoder: Decoder | None = None
+        self.limits = limits or ImageLimits.from_settings(Settings.from_env({}))  # the settings' defaults
+        self._reader: PictureReader | None = None
+        self.listing = Listing(self.store)
         self.embedder = PhraseEmbedder(self.store, self.model_key, lambda: self.model, progress, auto_embed_limit, self.spec.name)
-        self._fetch = (tuple(fetch_allow), max_fetch_bytes)
-        self._collections: Any = None
         self.files = IndexFiles(self.store.home / "indexes")
         self.indexes = IndexCache(self.store, self.files, self.model_key, self.embedder.embed_vocabularies, compact)
+        self.editor = Editor(self.listing, self.embedder, self.indexes, self.files)
+        self.hubs = HubCorrection(self.images, self.model_key, self.spec.name, lambda: self.model.logit_scale)
 
     @classmethod
     def from_settings(cls, settings: Settings, model: str | ModelSpec | None = None, **kw: Any) -> "Engine":
         """An engine with the limits and options of `settings` (keyword arguments override)."""
-        options: dict[str, Any] = dict(
-            device=settings.device, threads=settings.threads, backend=settings.backend, compact=settings.compact_indexes,
-            max_pixels=settings.max_pixels, max_request_pixels=settings.max_request_pixels,
-            decode_concurrency=settings.max_decodes, fetch_allow=settings.fetch_allow,
-            max_fetch_bytes=settings.max_upload_bytes,
-        )
+        options: dict[str, Any] = dict(device=settings.device, threads=settings.threads, backend=settings.backend,
+                                       compact=settings.compact_indexes, limits=ImageLimits.from_settings(settings))
         return cls(settings.home, model or settings.model, **{**options, **kw})
 
     # -- model ----------------------------------------------------------------------------------
     @property
-    def model(self) -> Any:
+    def model(self) -> ClipModel:
         """The model that encodes pictures and phrases (`LoadedModel` on torch, `OnnxModel` on ONNX
         Runtime; loaded on first use)."""
         if self._model is None:
             with self._model_lock:
                 if self._model is None:
-                    self._model = self._loader(self.spec, device=self._device, threads=self._threads)
+                    self._model = self._loader(self.spec, device=self.device, threads=self.threads)
         return self._model
 
     @property
     def torch_model(self) -> LoadedModel:
         """open_clip's own model, for what needs torch (explanations): the serving model when torch
         serves, else loaded beside it on first use."""
-        if isinstance(self.model, LoadedModel):
-            return self.model
+        model = self.model
+        if isinstance(model, LoadedModel):
+            return model
         if self._torch is None:
             with self._model_lock:
                 if self._torch is None:
-                    self._torch = load_model(self.spec, device=self._device, threads=self._threads)
+                    self._torch = load_model(self.spec, device=self.device, threads=self.threads)
         return self._torch
 
     @property
@@ -157,62 +159,38 @@ class Engine(VocabularyWrites):
         b = self._batcher
         return Batching(batches=b.batches if b else 0, images=b.items if b else 0)
 
-    # -- images ---------------------------------------------------------------------------------
+    # -- pictures -------------------------------------------------------------------------------
     @property
-    def decoder(self) -> Decoder:
-        """Decoding for this model's input size (read from its config: no weights are loaded)."""
-        if self._decoder is None:
-            self._decoder = Decoder(*self._decoder_args, target=self.spec.image_size())
-        return self._decoder
+    def reader(self) -> PictureReader:
+        """Pictures for this model's input size (read from its config: no weights are loaded)."""
+        if self._reader is None:
+            self._reader = PictureReader(self.limits, target=self.spec.image_size())
+        return self._reader
 
     def read(self, source: ImageSource, name: str | None = None, budget: PixelBudget | None = None) -> DecodedImage:
         """A picture from bytes, a file, a PIL image or an already decoded one, within the limits."""
-        from PIL import Image
-
-        if isinstance(source, DecodedImage):
-            return source
-        if isinstance(source, Image.Image):
-            return self.decoder.from_pil(source)
-        if isinstance(source, (bytes, bytearray)):
-            return self.decoder.decode(bytes(source), name or "image", budget)
-        return self.decoder.decode_file(source, budget)
-
-    @property
-    def collections(self) -> Any:
-        """Collections of pictures (`indexer.collections.Collections`), made on first use."""
-        if self._collections is None:
-            from .collections import Collections
-            from .fetch import FetchPolicy
-
-            allow, max_bytes = self._fetch
-            self._collections = Collections(self, FetchPolicy(allow=frozenset(allow), max_bytes=max_bytes))
-        return self._collections
+        return self.reader.read(source, name, budget)
 
     def fetch_picture(self, url: str, budget: PixelBudget | None = None) -> DecodedImage:
         """A picture from a URL: an image, or a IIIF Image API service (asked for the model's size)."""
-        from .sources import PictureRef
-
-        kind = "iiif" if url.rstrip("/").endswith("/info.json") else "url"
-        ref = PictureRef(url.rstrip("/").removesuffix("/info.json") if kind == "iiif" else url, kind)
-        return self.collections.read(ref, budget)  # type: ignore[no-any-return]
+        return self.reader.fetch(url, budget)
 
     def embed_images(self, images: Sequence[DecodedImage]) -> npt.NDArray[np.float32]:
         """Each picture's embedding: stored ones by content hash (a picture is encoded once per model,
         whatever brings it), the others encoded and stored."""
         if not images:
             return np.empty((0, 0), dtype=np.float32)
-        pictures = self.collections.images
-        known = pictures.cached(self.model_key, [d.sha256 for d in images])
+        known = self.images.cached(self.model_key, [d.sha256 for d in images])
         new = {d.sha256: d for d in images if d.sha256 not in known}
         if new:
             found = dict(zip(new, self.encode_pictures(list(new.values()))))
-            pictures.put(self.model_key, found)
+            self.images.put(self.model_key, found)
             known.update(found)
         return np.stack([known[d.sha256] for d in images])
 
     def encode_pictures(self, images: Sequence[DecodedImage]) -> npt.NDArray[np.float32]:
-        """The model's embeddings of these pictures: preprocessed in the calling thread, encoded
-        together with concurrent requests' pictures when batching."""
+        """The model's embeddings of these pictures: preprocessed in the calling thread (unless read
+        ahead with their pixels), encoded together with concurrent requests' pictures when batching."""
         model = self.model
         if not images:
             return np.empty((0, 0), dtype=np.float32)
@@ -225,50 +203,35 @@ class Engine(VocabularyWrites):
                     self._batcher = ImageBatcher(model.encode_image_arrays, window_ms=self._batch_window_ms)
         return self._batcher.submit(arrays)
 
-    # -- vocabularies ---------------------------------------------------------------------------
+    # -- vocabularies (`listing`, `editor`) -------------------------------------------------------
     def default_vocabularies(self) -> list[str]:
-        return list(catalog().default)
+        return self.listing.default()
 
-    def resolve(self, names: Iterable[str] | None) -> list[str]:
+    def resolve(self, names: Sequence[str] | None) -> list[str]:
         """Vocabulary names (the default set if none), known built-ins brought into the store."""
-        wanted = list(dict.fromkeys(n for n in (names or []) if n)) or self.default_vocabularies()
-        known = self.store.versions()
-        builtin = catalog().vocabularies
-        missing_builtins = [n for n in wanted if n not in known and n in builtin]
-        if missing_builtins:
-            build.sync_builtins(self.store, missing_builtins)
-            known = self.store.versions()
-        unknown = [n for n in wanted if n not in known]
-        if unknown:
-            raise NotFound(
-                f"unknown vocabular{'y' if len(unknown) == 1 else 'ies'}: {', '.join(unknown)} "
-                "(see `clip-gaze vocab list` or GET /v1/vocabularies)",
-                code="unknown_vocabulary",
-            )
-        return wanted
-
-    def _vocabulary(self, row: VocabularyRow) -> Vocabulary:
-        return Vocabulary(
-            name=row.name, size=row.size, builtin=row.builtin, templates=list(row.templates),
-            description=row.description, version=row.version, source=row.source, licence=row.licence,
-            default=row.name in catalog().default,
-        )
+        return self.listing.resolve(names)
 
     def vocabularies(self) -> list[Vocabulary]:
         """Every vocabulary, built-in ones (brought into the store once per engine) and custom ones."""
-        if not self._builtins_synced:
-            build.sync_builtins(self.store, list(catalog().vocabularies))
-            self._builtins_synced = True
-        return [self._vocabulary(r) for r in self.store.list_vocabularies()]
+        return self.listing.all()
 
     def vocabulary(self, name: str) -> Vocabulary:
-        self.resolve([name])
-        return self._vocabulary(self.store.get_vocabulary(name))
+        return self.listing.get(name)
 
     def vocabulary_page(self, name: str, page: PageQuery = PageQuery()) -> VocabularyPage:
-        vocabulary = self.vocabulary(name)
-        rows, next_offset = self.store.phrases_page(name, page.offset, page.limit)
-        return VocabularyPage(vocabulary=vocabulary, phrases=[PhraseRow(**r) for r in rows], next_offset=next_offset)
+        return self.listing.page(name, page)
+
+    def create_vocabulary(self, request: CreateVocabulary) -> WriteAnswer:
+        return self.editor.create(request)
+
+    def add_phrases(self, name: str, request: AddPhrases) -> WriteAnswer:
+        return self.editor.add(name, request)
+
+    def remove_phrases(self, name: str, request: RemovePhrases) -> WriteAnswer:
+        return self.editor.remove(name, request)
+
+    def delete_vocabulary(self, name: str) -> WriteAnswer:
+        return self.editor.delete(name)
 
     def needs_indexing(self, names: Sequence[str] | None = None) -> int:
         """How many phrases of these vocabularies (default set) have no embedding for this model."""
@@ -278,9 +241,9 @@ class Engine(VocabularyWrites):
         """`clip-gaze index`: built-ins synced, missing phrases embedded, index files written."""
         names = self.resolve(names)
         report = IndexReport(model=self.spec.name, vocabularies=list(names))
-        report.synced = build.sync_builtins(self.store, names)
+        report.synced = sync_builtins(self.store, names)
         report.embedded = self.embedder.embed_vocabularies(names, check_limit=False)
-        report.indexes_written = build.write_indexes(self.store, self.files, self.model_key, names, force=force)
+        report.indexes_written = self.indexes.write(names, force=force)
         return report
 
     def warm_up(self, names: Sequence[str] | None = None) -> None:
@@ -304,7 +267,7 @@ class Engine(VocabularyWrites):
         """One image embedding per picture, reused across every vocabulary asked for. With
         `relative_to`, each phrase is set against how it scores across that collection's pictures."""
         names = self._names(vocabularies, relative_to)
-        budget = self.decoder.budget()
+        budget = self.reader.budget()
         decoded = [self.read(im, budget=budget) for im in images]
         results, timing = self._score_images(decoded, names, top_k, relative_to)
         model = self.model_info()
@@ -318,7 +281,7 @@ class Engine(VocabularyWrites):
         error entry."""
         t_start = time.perf_counter()
         names = self._names(vocabularies, relative_to)
-        budget = self.decoder.budget()
+        budget = self.reader.budget()
         items: list[BatchItem | BatchFailure] = []
         good: list[tuple[int, str, DecodedImage]] = []
         for i, (name, data) in enumerate(uploads):
@@ -341,7 +304,7 @@ class Engine(VocabularyWrites):
         """The vocabularies asked for, and the reference collection checked, before any picture is read."""
         names = self.resolve(vocabularies)
         if relative_to is not None:
-            self.collections.images.get(relative_to)
+            self.images.get(relative_to)  # unknown_collection
         return names
 
     def _score_images(
@@ -358,7 +321,7 @@ class Engine(VocabularyWrites):
     def score(self, embeddings: npt.NDArray[np.float32], names: Sequence[str], top_k: int,
               relative_to: str | None = None) -> list[dict[str, VocabularyResult]]:
         """For each image embedding, {vocabulary: result}; one matrix product per vocabulary. With
-        `relative_to`, logits and probabilities are corrected against that collection (`relative`)."""
+        `relative_to`, logits and probabilities are corrected against that collection (`hubs`)."""
         embeddings = np.atleast_2d(embeddings)
         versions = self.store.versions()
         out: list[dict[str, VocabularyResult]] = [{} for _ in range(len(embeddings))]
@@ -369,9 +332,7 @@ class Engine(VocabularyWrites):
             cos_all = cosines(idx.matrix, embeddings)
             info = None
             if relative_to is not None:
-                from . import relative
-
-                per_image, info = relative.scores(self, idx, cos_all, relative_to, top_k)
+                per_image, info = self.hubs.scores(idx, cos_all, relative_to, top_k)
             else:
                 per_image = [scores_from_cosines(cos_all[:, j], scale, top_k) for j in range(len(embeddings))]
             rows = self.store.phrase_rows(np.unique(np.concatenate([idx.ids[s.indices] for s in per_image])))

@@ -41,6 +41,8 @@ SETTINGS: tuple[Setting, ...] = (
 
 @dataclass(frozen=True)
 class Settings:
+    """The values of `SETTINGS` (their defaults are there, and only there)."""
+
     home: Path
     model: str
     api_tokens: tuple[str, ...]
@@ -49,11 +51,11 @@ class Settings:
     max_upload_bytes: int
     max_pixels: int
     batch_window_ms: float
-    compact_indexes: bool = False
-    max_request_pixels: int = 1_000_000_000
-    max_decodes: int = 2
-    fetch_allow: tuple[str, ...] = ()  # hosts or host:port admitted past the fetch address guard
-    backend: str = "auto"
+    compact_indexes: bool
+    max_request_pixels: int
+    max_decodes: int
+    fetch_allow: tuple[str, ...]  # hosts or host:port admitted past the fetch address guard
+    backend: str
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> "Settings":

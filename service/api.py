@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from werkzeug.datastructures import MultiDict
 
 from indexer.errors import InvalidInput
-from indexer.images import DecodedImage
+from indexer.pictures.decode import DecodedImage
 from indexer.schema import (
     AddPhrases,
     AnalyzeForm,
@@ -24,8 +24,7 @@ from indexer.schema import (
     PageQuery,
     RemovePhrases,
     VocabularyList,
-    compare_phrases,
-    compare_phrases_json,
+    form_phrases,
     parse,
     parse_json,
     split_vocabularies,
@@ -82,6 +81,12 @@ def uploads() -> list[tuple[str, bytes]]:
 def _safe_name(filename: str | None, i: int) -> str:
     name = (filename or f"image[{i}]").encode("utf-8", "replace").decode("utf-8")
     return "".join(ch if ch.isprintable() else "?" for ch in name)[:200]
+
+
+def phrases_field() -> str | None:
+    """The form's `phrases` text: a field given several times is read as lines of one text."""
+    values = request.form.getlist("phrases")
+    return values[0] if len(values) == 1 else ("\n".join(values) or None)
 
 
 def one_upload() -> tuple[str, bytes | None]:
@@ -169,11 +174,8 @@ def compare() -> tuple[Response, int]:
         name, phrases = "image_base64", params.phrases
     else:
         name, upload = one_upload()
-        values = request.form.getlist("phrases")
-        params = form(CompareForm, image=upload, phrases=values[0] if len(values) == 1 else ("\n".join(values) or None))
-        text = params.phrases.strip()
-        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-        phrases = compare_phrases_json(text) if text.startswith("[") else compare_phrases(lines)
+        params = form(CompareForm, image=upload, phrases=phrases_field())
+        phrases = form_phrases(params.phrases)
     return answer(engine.compare(_picture(params, name), phrases))
 
 

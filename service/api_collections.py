@@ -1,4 +1,4 @@
-"""The REST API of collections and jobs (GUIDE §4, "Collections"): thin views over `engine.collections`."""
+"""The REST API of collections and jobs (GUIDE §4, "Collections"): thin views over the worker's `Collections`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Iterator
 from flask import Blueprint, Response, request, stream_with_context
 
 from indexer.schema import parse, split_vocabularies
-from indexer.schema_collections import (
+from indexer.schema.collections import (
     AddUrlSources,
     AnalyzeCollection,
     CollectionAnswer,
@@ -27,52 +27,52 @@ collections_api = Blueprint("collections_api", __name__)
 
 @collections_api.get("/v1/collections")
 def list_collections() -> tuple[Response, int]:
-    return answer(CollectionList(collections=state().engine.collections.all()))
+    return answer(CollectionList(collections=state().collections.all()))
 
 
 @collections_api.post("/v1/collections")
 @require_token
 def create_collection() -> tuple[Response, int]:
-    info = state().engine.collections.create(json_body(CreateCollection))
+    info = state().collections.create(json_body(CreateCollection))
     return answer(CollectionAnswer(collection=info), 201)
 
 
 @collections_api.get("/v1/collections/<name>")
 def show_collection(name: str) -> tuple[Response, int]:
     query = parse(PictureQuery, request.args.to_dict())
-    return answer(state().engine.collections.view(name, query.errors, query.offset, query.limit))
+    return answer(state().collections.view(name, query.errors, query.offset, query.limit))
 
 
 @collections_api.delete("/v1/collections/<name>")
 @require_token
 def delete_collection(name: str) -> tuple[Response, int]:
-    return answer(CollectionAnswer(collection=state().engine.collections.delete(name), deleted=name))
+    return answer(CollectionAnswer(collection=state().collections.delete(name), deleted=name))
 
 
 @collections_api.post("/v1/collections/<name>/sources")
 @require_token
 def add_sources(name: str) -> tuple[Response, int]:
     """A background job in this worker; GET /v1/jobs/<id> gives its progress from any worker."""
-    job = state().engine.collections.start_add(name, json_body(AddUrlSources))
+    job = state().collections.start_add(name, json_body(AddUrlSources))
     return answer(JobAnswer(job=job), 202)
 
 
 @collections_api.get("/v1/jobs/<job_id>")
 def show_job(job_id: str) -> tuple[Response, int]:
-    return answer(JobAnswer(job=state().engine.collections.job(job_id)))
+    return answer(JobAnswer(job=state().collections.job(job_id)))
 
 
 @collections_api.get("/v1/collections/<name>/search")
 def search_collection(name: str) -> tuple[Response, int]:
     query = parse(SearchQuery, request.args.to_dict())
-    return answer(state().engine.collections.search(name, text=query.q, top_k=query.top_k))
+    return answer(state().collections.search(name, text=query.q, top_k=query.top_k))
 
 
 @collections_api.post("/v1/collections/<name>/analyze")
 def analyze_collection(name: str) -> Response:
     """JSON Lines, one row per picture and match, streamed as they are scored."""
     params = json_body(AnalyzeCollection) if request.get_data(cache=True) else AnalyzeCollection()
-    rows = state().engine.collections.analyze(name, split_vocabularies(params.vocabularies), params.top_k, params.relative_to)
+    rows = state().collections.analyze(name, split_vocabularies(params.vocabularies), params.top_k, params.relative_to)
 
     def lines() -> Iterator[str]:
         for row in rows:

@@ -1,5 +1,5 @@
 """POST /v1/explain (README "Where and why: explanations"): a thin view. The request is parsed into
-`indexer.schema_explain`'s models, the work is `indexer.explain`'s, and the answer is the analysis of
+`indexer.schema.explain`'s models, the work is `indexer.explain`'s, and the answer is the analysis of
 /v1/analyze with a map for every match (or, with format=png, the overlay picture).
 
 The blueprint is nested in the `api` blueprint (its endpoint is `api.explain.explain`), so the OpenAPI
@@ -12,11 +12,11 @@ import io
 
 from flask import Blueprint, Response, request
 
-from indexer.explain import explain_image
-from indexer.schema import compare_phrases, compare_phrases_json, parse, split_vocabularies
-from indexer.schema_explain import ExplainForm, ExplainJson, ExplainQuery
+from indexer.explain.maps import explain_image
+from indexer.schema import form_phrases, parse, split_vocabularies
+from indexer.schema.explain import ExplainForm, ExplainJson, ExplainQuery
 
-from .api import answer, api, form, json_body, one_upload, sent
+from .api import answer, api, form, json_body, one_upload, phrases_field, sent
 from .state import state
 
 explain_api = Blueprint("explain", __name__)
@@ -32,14 +32,9 @@ def explain() -> Response | tuple[Response, int]:
         name, data, phrases = "image_base64", params.image_base64, params.phrases
     else:
         name, upload = one_upload()
-        values = request.form.getlist("phrases")
-        params = form(ExplainForm, image=upload, phrases=values[0] if len(values) == 1 else ("\n".join(values) or None))
+        params = form(ExplainForm, image=upload, phrases=phrases_field())
         data = params.image
-        phrases = None
-        if params.phrases is not None:
-            text = params.phrases.strip()
-            lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-            phrases = compare_phrases_json(text) if text.startswith("[") else compare_phrases(lines)
+        phrases = form_phrases(params.phrases) if params.phrases is not None else None
     found = explain_image(engine, engine.read(data, name), split_vocabularies(params.vocabularies), phrases,
                           params.top_k, params.versus)
     if fmt == "png":

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from indexer import __version__
-from indexer.schema_collections import (
+from indexer.schema.collections import (
     AddUrlSources,
     AnalysisRow,
     AnalyzeCollection,
@@ -48,7 +48,7 @@ from indexer.schema import (
     VocabularyPage,
     WriteAnswer,
 )
-from indexer.schema_explain import ExplainForm, ExplainJson, ExplainQuery, Explanation
+from indexer.schema.explain import ExplainForm, ExplainJson, ExplainQuery, Explanation
 
 ERRORS = {
     400: "Bad input (the message says which field and why)",

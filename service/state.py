@@ -9,8 +9,9 @@ from typing import Literal
 
 from flask import Flask, current_app
 
+from indexer.collections.local import Collections
 from indexer.engine import Engine
-from indexer.specs import public_model_name
+from indexer.models.registry import public_model_name
 from indexer.schema import Batching, Health
 from indexer.settings import Settings
 
@@ -21,11 +22,13 @@ AUTO_EMBED_LIMIT = 5000
 
 
 class ServiceState:
-    """Settings and the engine (made lazily, with the service's batching and limits) of one worker."""
+    """Settings, the engine (made lazily, with the service's batching and limits) and the collections
+    beside it, of one worker."""
 
     def __init__(self, settings: Settings, engine: Engine | None = None):
         self.settings = settings
         self._engine = engine
+        self._collections: Collections | None = None
         self._lock = threading.Lock()
         self.warm_error: str | None = None
         self.warming = False  # a warm-up was started (gunicorn workers): ready means it finished
@@ -40,6 +43,16 @@ class ServiceState:
                         self.settings, auto_embed_limit=AUTO_EMBED_LIMIT, batch_window_ms=self.settings.batch_window_ms
                     )
         return self._engine
+
+    @property
+    def collections(self) -> Collections:
+        """The collections of the engine's store (one per worker: it keeps their search indexes)."""
+        if self._collections is None:
+            engine = self.engine
+            with self._lock:
+                if self._collections is None:
+                    self._collections = Collections(engine)
+        return self._collections
 
     def warm_up(self) -> None:
         try:

@@ -64,8 +64,8 @@ def no_dns(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 from indexer.engine import Engine  # noqa: E402
-from indexer.models import LoadedModel, load_model  # noqa: E402
-from indexer.specs import parse_model  # noqa: E402
+from indexer.models.torch_model import LoadedModel, load_model  # noqa: E402
+from indexer.models.registry import parse_model  # noqa: E402
 from indexer.schema import AddPhrases, CreateVocabulary, RemovePhrases, WriteAnswer, parse  # noqa: E402
 from service.openapi import openapi_document  # noqa: E402
 
@@ -325,9 +325,10 @@ class SchemaCheckingMiddleware:
 
 @pytest.fixture(scope="session")
 def toy_onnx_dir(toy: LoadedModel, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The toy model exported to ONNX (indexer.export) once per session, in its own home; tests
+    """The toy model exported to ONNX (indexer.models.export) once per session, in its own home; tests
     that write into the export must copy it first."""
-    from indexer.export import export_dir, export_model
+    from indexer.models.export import export_model
+    from indexer.models.manifest import export_dir
 
     directory = export_dir(tmp_path_factory.mktemp("onnx-home"), toy.spec.key())
     export_model(toy, directory)

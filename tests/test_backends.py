@@ -12,11 +12,12 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import add, create, draw_shape, encode
-from indexer import backends
+from indexer.collections.local import Collections
+from indexer.models import backends
 from indexer.engine import Engine
 from indexer.errors import InvalidInput, NotExportable
-from indexer.models import LoadedModel
-from indexer.onnx_model import OnnxModel
+from indexer.models.torch_model import LoadedModel
+from indexer.models.onnx_model import OnnxModel
 from indexer.settings import Settings
 
 PHRASES = ["a red circle", "a blue square", "a green triangle", "a yellow star", "a red shape", "a circle on a dark background"]
@@ -64,18 +65,18 @@ def test_phrase_embeddings_stored_by_torch_are_kept_and_agree_with_onnx_runtime(
 def test_collections_and_explanations_on_onnx_runtime(onnx_engine: Engine, tmp_path: Path):
     """Pictures added to a collection are encoded by ONNX Runtime and searchable; an explanation loads
     open_clip's own model beside it, once, and health-like reporting says so."""
-    from indexer.explain import explain_image
+    from indexer.explain.maps import explain_image
 
     folder = tmp_path / "pictures"
     folder.mkdir()
     for colour, shape in (("red", "circle"), ("blue", "square"), ("green", "triangle")):
         draw_shape(colour, shape, size=120).save(folder / f"{colour}-{shape}.png")
     from indexer.schema import parse
-    from indexer.schema_collections import AddSources, CreateCollection
+    from indexer.schema.collections import AddSources, CreateCollection
 
-    onnx_engine.collections.create(parse(CreateCollection, {"name": "shapes"}))
-    onnx_engine.collections.add("shapes", parse(AddSources, {"sources": [str(folder)]}))
-    hits = onnx_engine.collections.search("shapes", text="a blue square", top_k=1).hits
+    Collections(onnx_engine).create(parse(CreateCollection, {"name": "shapes"}))
+    Collections(onnx_engine).add("shapes", parse(AddSources, {"sources": [str(folder)]}))
+    hits = Collections(onnx_engine).search("shapes", text="a blue square", top_k=1).hits
     assert hits[0].source.endswith("blue-square.png")
     info = onnx_engine.backends()
     assert info is not None and info.images.startswith("onnx (CPUExecutionProvider") and info.explanations.startswith("torch (loaded")
@@ -112,7 +113,7 @@ def test_a_model_that_cannot_be_exported_is_served_by_torch_under_auto_only(
 
     loads: list[str] = []
     monkeypatch.setattr(backends, "ensure_export", refuse)
-    monkeypatch.setattr("indexer.models.load_model", lambda spec, **kw: loads.append(kw["device"]) or toy)
+    monkeypatch.setattr("indexer.models.torch_model.load_model", lambda spec, **kw: loads.append(kw["device"]) or toy)
     home = tmp_path / "no-export"  # not the test's home, which holds the toy export
     assert backends.load(toy.spec, home=home, backend="auto", device="cpu") is toy
     assert loads == ["cpu"]

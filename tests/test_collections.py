@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 
 from conftest import create, draw_shape
+from indexer.collections.local import Collections
 from indexer.engine import Engine
 from indexer.schema import parse
-from indexer.schema_collections import AddSources, AnalysisRow, CreateCollection
+from indexer.schema.collections import AddSources, AnalysisRow, CreateCollection
 from test_e2e_serve import command
 
 SHAPES = [(c, s) for c in ("red", "blue", "green", "yellow") for s in ("circle", "square", "triangle")]
@@ -34,11 +35,11 @@ def folder(tmp_path: Path) -> Path:
 
 
 def add(engine: Engine, name: str, *sources: str):
-    return engine.collections.add(name, parse(AddSources, {"sources": list(sources)}))
+    return Collections(engine).add(name, parse(AddSources, {"sources": list(sources)}))
 
 
 def new(engine: Engine, name: str = "museum"):
-    return engine.collections.create(parse(CreateCollection, {"name": name}))
+    return Collections(engine).create(parse(CreateCollection, {"name": name}))
 
 
 def test_a_folder_and_a_table_are_added_once_and_a_rerun_does_only_what_is_missing(engine: Engine, folder: Path, tmp_path: Path):
@@ -56,7 +57,7 @@ def test_a_folder_and_a_table_are_added_once_and_a_rerun_does_only_what_is_missi
     copy.write_bytes((folder / "red-circle.png").read_bytes())
     fourth = add(engine, "museum", str(copy))
     assert (fourth.added, fourth.encoded) == (1, 0)  # same content, new source: stored, not encoded again
-    view = engine.collections.view("museum", limit=100)
+    view = Collections(engine).view("museum", limit=100)
     assert view.collection.size == 13 and view.collection.failed == 0
     by_id = {p.external_id: p for p in view.pictures}
     assert by_id["OBJ-1"].metadata == {"title": "Red"} and by_id["OBJ-1"].width == 128
@@ -88,13 +89,13 @@ def test_failures_are_recorded_with_reasons_and_never_stop_a_run(engine: Engine,
     new(engine)
     report = add(engine, "museum", str(rows), str(no_image), str(tmp_path / "nowhere"), str(not_json))
     assert report.added == 1 and report.failed == 5
-    errors = {p.source.split("/")[-1]: p for p in engine.collections.view("museum", errors=True).pictures}
+    errors = {p.source.split("/")[-1]: p for p in Collections(engine).view("museum", errors=True).pictures}
     assert errors["broken.png"].error_code == "unsupported_image" and errors["broken.png"].external_id == "B-1"
     assert errors["missing.png"].error_code == "file_not_found"
     assert errors["no-image-column.csv"].error_code == "invalid_source" and "no `image` column" in errors["no-image-column.csv"].error
     assert errors["nowhere"].error_code == "source_not_found"
     assert errors["manifest.json"].error_code == "invalid_manifest"
-    ok = engine.collections.view("museum").pictures
+    ok = Collections(engine).view("museum").pictures
     assert [(p.external_id, p.metadata) for p in ok] == [("R-1", {"room": 3})]
     (tmp_path / "broken.png").write_bytes((folder / "blue-square.png").read_bytes())  # fixed at the source
     assert add(engine, "museum", str(rows)).added == 1  # failures are retried; stored pictures are not
@@ -104,18 +105,18 @@ def test_analyze_scores_stored_embeddings_like_analyzing_each_picture(engine: En
     new(engine)
     add(engine, "museum", str(folder))
     create(engine, "shapes", [f"a {c} {s}" for c, s in SHAPES], templates=["{}"])
-    rows = list(engine.collections.analyze("museum", ["shapes", "qualities"], top_k=3))
+    rows = list(Collections(engine).analyze("museum", ["shapes", "qualities"], top_k=3))
     assert len(rows) == 12 * 2 * 3
     red = [r for r in rows if r.external_id == "red-circle.png" and r.vocabulary == "shapes"]
     assert [r.rank for r in red] == [1, 2, 3] and red[0].phrase == "a red circle" and red[0].softmax_over == 12
     direct = engine.analyze(folder / "red-circle.png", ["shapes"], top_k=3).results["shapes"].matches
     for row, match in zip(red, direct):
         assert row.phrase == match.phrase and abs(row.probability - match.probability) < 1e-6
-    from indexer.tables import write_blocks
+    from indexer.collections.tables import write_blocks
 
     for suffix in (".parquet", ".csv", ".jsonl"):
         out = tmp_path / f"scores{suffix}"
-        assert write_blocks(engine.collections.analyze_blocks("museum", ["shapes"], top_k=2), out, AnalysisRow) == 24
+        assert write_blocks(Collections(engine).analyze_blocks("museum", ["shapes"], top_k=2), out, AnalysisRow) == 24
     import pyarrow.parquet as pq
 
     table = pq.read_table(tmp_path / "scores.parquet").to_pylist()
@@ -132,7 +133,7 @@ def test_parquet_csv_json_lines_and_the_api_stream_hold_the_same_rows(engine: En
     import pyarrow.parquet as pq
 
     from indexer.settings import Settings
-    from indexer.tables import _arrow_schema, write_blocks
+    from indexer.collections.tables import _arrow_schema, write_blocks
     from service import create_app
 
     new(engine)
@@ -141,13 +142,13 @@ def test_parquet_csv_json_lines_and_the_api_stream_hold_the_same_rows(engine: En
                               for i, (c, s) in enumerate(SHAPES)] + ['a "quoted" \\ term', "ünï 🎨"], templates=["a {}"])
     vocabs = ["shapes", "qualities"]
     for suffix in (".parquet", ".csv", ".jsonl"):
-        assert write_blocks(engine.collections.analyze_blocks("museum", vocabs, top_k=3), tmp_path / f"s{suffix}", AnalysisRow) == 72
+        assert write_blocks(Collections(engine).analyze_blocks("museum", vocabs, top_k=3), tmp_path / f"s{suffix}", AnalysisRow) == 72
     rows = pq.read_table(tmp_path / "s.parquet").to_pylist()
     assert [list(r) for r in rows[:1]] == [list(AnalysisRow.model_fields)] and len(rows) == 72
     assert any(r["phrase_external_id"] is None for r in rows) and any(r["phrase_external_id"] for r in rows)
     text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     assert (tmp_path / "s.jsonl").read_text(encoding="utf-8") == text
-    assert [r.model_dump() for r in engine.collections.analyze("museum", vocabs, top_k=3)] == rows
+    assert [r.model_dump() for r in Collections(engine).analyze("museum", vocabs, top_k=3)] == rows
     options = pacsv.ConvertOptions(column_types=_arrow_schema(AnalysisRow), strings_can_be_null=True)
     assert pacsv.read_csv(tmp_path / "s.csv", convert_options=options).to_pylist() == rows
     client = create_app(Settings.from_env(), engine=engine).test_client()
@@ -158,7 +159,7 @@ def test_parquet_csv_json_lines_and_the_api_stream_hold_the_same_rows(engine: En
 def test_json_lines_are_what_json_dumps_writes_row_by_row():
     import pyarrow as pa
 
-    from indexer.tables import json_lines
+    from indexer.collections.tables import json_lines
 
     floats = [0.0, -0.0, 1.0, -3.0, 2.5, 1e-4, 9.99e-5, 1.2345e-5, 5e-324, 1e9, 999999999.5, 1e16, 1.7976931348623157e308,
               0.1, 1 / 3, float("nan"), float("inf"), -float("inf"), None, 0.0021023526440024465, -0.00872, 123456.789]
@@ -180,10 +181,10 @@ def test_json_lines_are_what_json_dumps_writes_row_by_row():
 
 
 def test_reading_embeddings_in_chunks_keeps_to_the_collection_in_order(engine: Engine):
-    from indexer.image_store import Picture
-    from indexer.scoring import normalise
+    from indexer.store.image_store import Picture
+    from indexer.scoring.softmax import normalise
 
-    images = engine.collections.images
+    images = engine.images
     a, b = images.create("a"), images.create("b")
     rng = np.random.default_rng(1)
     for i in range(10):  # interleaved: the collections' ids alternate
@@ -207,7 +208,7 @@ def test_reading_embeddings_in_chunks_keeps_to_the_collection_in_order(engine: E
 def test_reading_ahead_hands_over_errors_and_stops_with_its_consumer():
     import threading
 
-    from indexer.collections import ahead
+    from indexer.collections.local import ahead
 
     def failing():
         yield 1
@@ -237,16 +238,16 @@ def test_reading_ahead_hands_over_errors_and_stops_with_its_consumer():
 def test_search_by_phrase_and_by_picture(engine: Engine, folder: Path):
     new(engine)
     add(engine, "museum", str(folder))
-    by_text = engine.collections.search("museum", text="a green triangle", top_k=3)
+    by_text = Collections(engine).search("museum", text="a green triangle", top_k=3)
     assert by_text.exact and by_text.searched == 12 and by_text.hits[0].external_id == "green-triangle.png"
     assert by_text.hits[0].cosine >= by_text.hits[1].cosine
-    by_image = engine.collections.search("museum", image=draw_shape("yellow", "square"), top_k=1)
+    by_image = Collections(engine).search("museum", image=draw_shape("yellow", "square"), top_k=1)
     assert by_image.hits[0].external_id.endswith("yellow-square.png")
 
 
 def test_the_approximate_index_keeps_recall_above_0_95():
-    from indexer.collections import build_search_index
-    from indexer.scoring import normalise
+    from indexer.collections.search import build_search_index
+    from indexer.scoring.softmax import normalise
 
     rng = np.random.default_rng(0)
     centres = normalise(rng.normal(size=(256, 64)))
@@ -263,7 +264,7 @@ def test_the_approximate_index_keeps_recall_above_0_95():
 def test_an_existing_store_upgrades_in_place(tmp_path: Path, toy_loader):
     import sqlite_utils
 
-    from indexer.migrations import migrations
+    from indexer.store.migrations import migrations
 
     home = tmp_path / "old"
     home.mkdir()
@@ -334,7 +335,7 @@ def test_relative_to_a_collection_on_analyze_collection_analyze_the_api_and_the_
     with pytest.raises(NotFound) as exc:
         engine.analyze(folder / "red-circle.png", ["shapes"], relative_to="nope")
     assert exc.value.code == "unknown_collection"
-    rows = list(engine.collections.analyze("reference", ["shapes"], top_k=1, relative_to="reference"))
+    rows = list(Collections(engine).analyze("reference", ["shapes"], top_k=1, relative_to="reference"))
     assert len(rows) == 12 and all(r.phrase.endswith(r.external_id.split("/")[-1].removesuffix(".png").replace("-", " "))
                                    for r in rows)
     from service import create_app

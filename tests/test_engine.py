@@ -10,7 +10,7 @@ from conftest import add, create, draw_shape, remove
 from indexer.engine import Engine
 from indexer.errors import Conflict, InvalidInput, NotFound, NotIndexed, ReadOnly
 from indexer.schema import AnalyzeJson, parse_json
-from indexer.vocab import catalog
+from indexer.catalog import catalog
 
 
 def _open_clip_probabilities(toy, image, phrases):

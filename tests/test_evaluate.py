@@ -13,11 +13,12 @@ import pytest
 
 import shapes
 from conftest import create
+from indexer.collections.local import Collections
 from indexer.engine import Engine
-from indexer.evaluate import evaluate
+from indexer.evaluate.run import evaluate
 from indexer.schema import parse
-from indexer.schema_collections import AddSources, CreateCollection
-from indexer.scoring import normalise
+from indexer.schema.collections import AddSources, CreateCollection
+from indexer.scoring.softmax import normalise
 
 COLOURS, SHAPES = list(shapes.COLOURS), list(shapes.SHAPES)
 TERMS = [f"{c} {s}" for c in COLOURS for s in SHAPES]  # 32 terms; with the template "a {}", GUIDE §3's phrases
@@ -253,10 +254,10 @@ def hub_world(world, toy, tmp_path):
     gap = np.random.default_rng(0).normal(size=toy.dim).astype(np.float32)
     model = Counting(toy, gap / np.linalg.norm(gap))
     engine = _engine(tmp_path / "home", model)
-    engine.collections.create(parse(CreateCollection, {"name": "reference"}))
-    engine.collections.add("reference", parse(AddSources, {"sources": [str(world["root"] / "reference")]}))
-    row = engine.collections.images.get("reference")
-    pictures = np.concatenate([c.matrix for c in engine.collections.images.vectors(row.id, engine.model_key)])
+    Collections(engine).create(parse(CreateCollection, {"name": "reference"}))
+    Collections(engine).add("reference", parse(AddSources, {"sources": [str(world["root"] / "reference")]}))
+    row = engine.images.get("reference")
+    pictures = np.concatenate([c.matrix for c in engine.images.vectors(row.id, engine.model_key)])
     assert len(pictures) == 128
     engine.store.put_embeddings(engine.model_key, ["a shape"], normalise(pictures.mean(axis=0))[None, :])
     create(engine, "shapes32", TERMS, template="a {}")
@@ -281,8 +282,7 @@ def test_the_correction_demotes_a_planted_hub_without_lowering_top1(world, hub_w
 
 
 def test_the_library_functions_for_analyze_give_the_evaluations_corrected_answers(world, hub_world):
-    from indexer import relative
-    from indexer.kernels import cosines
+    from indexer.scoring.kernels import cosines
 
     engine = hub_world["engine"]
     ev = evaluate(engine, world["labels"], "shapes-hub", relative_to="reference", resamples=0)
@@ -290,8 +290,8 @@ def test_the_library_functions_for_analyze_give_the_evaluations_corrected_answer
     idx = engine.indexes.get("shapes-hub", versions)
     decoded = [engine.read(p.source) for p in ev.predictions[:6]]
     cos = cosines(idx.matrix, engine.embed_images(decoded))
-    per_image, info = relative.scores(engine, idx, cos, "reference", top_k=3)
-    rows, info_rows = relative.row_scores(engine, idx, cos.T, "reference", top_k=3)
+    per_image, info = engine.hubs.scores(idx, cos, "reference", top_k=3)
+    rows, info_rows = engine.hubs.row_scores(idx, cos.T, "reference", top_k=3)
     assert info == info_rows and (info.method, info.reference_pictures) == ("zscore", 128)
     terms = {int(i): r["term"] for i, r in engine.store.phrase_rows(idx.ids).items()}
     for j, (s, p) in enumerate(zip(per_image, ev.predictions)):

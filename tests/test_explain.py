@@ -23,7 +23,9 @@ import shapes
 from conftest import draw_shape, encode
 from indexer.engine import Engine
 from indexer.errors import ClipGazeError
-from indexer.explain import Explainer, NotExplainable, explain_image, input_box
+from indexer.explain.decompose import Explainer, NotExplainable
+from indexer.explain.geometry import input_box
+from indexer.explain.maps import explain_image
 from indexer.settings import Settings
 from service import create_app
 
@@ -170,8 +172,8 @@ def test_layer_scale_is_decomposed_too():
 def test_other_towers_are_refused_with_not_explainable(toy_loader, clean_environ):
     import open_clip
 
-    from indexer.models import LoadedModel
-    from indexer.specs import parse_model
+    from indexer.models.torch_model import LoadedModel
+    from indexer.models.registry import parse_model
 
     model, _, preprocess = open_clip.create_model_and_transforms("RN50", pretrained=None)
     with pytest.raises(NotExplainable) as exc:

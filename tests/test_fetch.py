@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 from conftest import draw_shape, encode
 
-import indexer.fetch as fetch_module
+import indexer.pictures.fetch as fetch_module
 from indexer.errors import InvalidInput
-from indexer.fetch import (
+from indexer.pictures.fetch import (
     Fetched,
     FetchError,
     FetchPolicy,

@@ -44,9 +44,10 @@ from werkzeug.formparser import parse_form_data
 from werkzeug.test import EnvironBuilder
 
 from conftest import create, document_validator, draw_shape, encode, pointer, schema_problems, service_engine
-from indexer.image_store import Picture
+from indexer.collections.local import Collections
+from indexer.store.image_store import Picture
 from indexer.schema import parse
-from indexer.schema_collections import CreateCollection
+from indexer.schema.collections import CreateCollection
 from indexer.settings import Settings
 from service import create_app
 from service.openapi import openapi_document
@@ -205,7 +206,7 @@ def _keep_store_small(engine) -> None:
     if len(custom) > MAX_CUSTOM:
         for name in custom:
             engine.delete_vocabulary(name)
-    collections = engine.collections
+    collections = Collections(engine)
     if collections.images.find(KNOWN) is None:  # a collection that always exists, with a picture in it
         collections.create(parse(CreateCollection, {"name": KNOWN}))
         engine.embed_images([engine.read(PICTURES[0])])
@@ -227,7 +228,7 @@ def test_the_api_does_what_its_schema_says(case, app, engine):
     path = meta.components.get(ParameterLocation.PATH) if meta is not None else None
     if path is not None and path.mode.is_positive and zlib.crc32(repr(case.path_parameters).encode()) % 2:
         if "job_id" in case.path_parameters:  # half the valid ids: a job that exists
-            case.path_parameters["job_id"] = JOBS.setdefault(KNOWN, engine.collections.images.create_job("add_sources", KNOWN))
+            case.path_parameters["job_id"] = JOBS.setdefault(KNOWN, engine.images.create_job("add_sources", KNOWN))
         else:
             case.path_parameters["name"] = KNOWN  # half the valid names: one that exists
     excluded = []

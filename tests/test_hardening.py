@@ -76,7 +76,7 @@ def test_a_batch_of_huge_one_bit_pngs_stays_within_400_mb_and_the_worker_goes_on
 
 
 def test_large_pictures_are_reduced_in_strips_to_what_the_model_needs():
-    from indexer.images import Decoder
+    from indexer.pictures.decode import Decoder
 
     big = Image.new("P", (3000, 2000), 0)
     big.putpalette([255, 0, 0] * 256)
@@ -95,7 +95,7 @@ def test_large_pictures_are_reduced_in_strips_to_what_the_model_needs():
 @pytest.fixture
 def file_model_app(tmp_path: Path, toy_loader, monkeypatch):
     """A server whose model is a checkpoint file at a path clients must never see."""
-    from indexer.specs import TOY_CHECKPOINT
+    from indexer.models.registry import TOY_CHECKPOINT
 
     secret_dir = tmp_path / "secret-server-path"
     secret_dir.mkdir()
@@ -161,7 +161,7 @@ def test_lone_surrogates_in_form_fields_answer_400(file_model_app, path, field, 
 
 
 def test_a_batcher_that_cannot_keep_up_answers_503_busy_with_retry_after(file_model_app, monkeypatch):
-    import indexer.batcher as batcher
+    import indexer.models.batching as batcher
 
     app, _ = file_model_app
     engine = app.extensions["clip_gaze"].engine

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from indexer.errors import InvalidInput
-from indexer.iiif import (
+from indexer.pictures.iiif import (
     IIIFItem,
     image_url,
     info_url,

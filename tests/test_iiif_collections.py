@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 
 from conftest import draw_shape, encode
+from indexer.collections.local import Collections
 from indexer.engine import Engine
 from indexer.schema import parse
-from indexer.schema_collections import AddSources, CreateCollection
+from indexer.schema.collections import AddSources, CreateCollection
 from indexer.settings import Settings
 from service import create_app
 from service.state import AUTO_EMBED_LIMIT
@@ -100,10 +101,10 @@ def museum_engine(iiif, clean_environ, toy_loader, monkeypatch):
 
 
 def test_a_iiif_manifest_is_fetched_at_the_models_size_never_the_master(museum_engine: Engine, iiif: str):
-    museum_engine.collections.create(parse(CreateCollection, {"name": "shapes"}))
-    report = museum_engine.collections.add("shapes", parse(AddSources, {"sources": [f"{iiif}/manifest.json"]}))
+    Collections(museum_engine).create(parse(CreateCollection, {"name": "shapes"}))
+    report = Collections(museum_engine).add("shapes", parse(AddSources, {"sources": [f"{iiif}/manifest.json"]}))
     assert (report.added, report.failed) == (3, 1)  # the canvas without a picture is recorded
-    pictures = {p.external_id: p for p in museum_engine.collections.view("shapes").pictures}
+    pictures = {p.external_id: p for p in Collections(museum_engine).view("shapes").pictures}
     assert set(pictures) == {f"{iiif}/canvas/{n}" for n in PICTURES}
     assert pictures[f"{iiif}/canvas/red"].metadata["label"] == "The red one"
     asked = [r for r in IIIF.requests if r.startswith("/iiif/") and not r.endswith("info.json")]
@@ -111,9 +112,9 @@ def test_a_iiif_manifest_is_fetched_at_the_models_size_never_the_master(museum_e
     assert f"/iiif/red/full/,{size}/0/default.jpg" in asked  # landscape: the shorter side at the model's size
     assert "/iiif/green/full/200,150/0/default.jpg" in asked  # level 0: the smallest listed size that is enough
     assert not any("/max/" in r or "/full/full/" in r for r in asked), asked
-    hit = museum_engine.collections.search("shapes", text="a blue square", top_k=1).hits[0]
+    hit = Collections(museum_engine).search("shapes", text="a blue square", top_k=1).hits[0]
     assert hit.external_id == f"{iiif}/canvas/blue"
-    errors = museum_engine.collections.view("shapes", errors=True).pictures
+    errors = Collections(museum_engine).view("shapes", errors=True).pictures
     assert errors[0].error_code == "invalid_manifest"
 
 
@@ -121,10 +122,10 @@ def test_a_redirect_to_a_loopback_port_not_allowed_is_recorded_not_followed(muse
     rows = tmp_path / "objects.jsonl"
     other = f"http://127.0.0.1:{IIIF.port + 1 if IIIF.port < 65535 else 1}/secret.png"
     rows.write_text(json.dumps({"image": other, "external_id": "X-1"}) + "\n" + json.dumps({"image": f"{iiif}/nothing.png"}) + "\n")
-    museum_engine.collections.create(parse(CreateCollection, {"name": "guarded"}))
-    report = museum_engine.collections.add("guarded", parse(AddSources, {"sources": [str(rows)]}))
+    Collections(museum_engine).create(parse(CreateCollection, {"name": "guarded"}))
+    report = Collections(museum_engine).add("guarded", parse(AddSources, {"sources": [str(rows)]}))
     assert report.failed == 2
-    codes = {p.external_id: p.error_code for p in museum_engine.collections.view("guarded", errors=True).pictures}
+    codes = {p.external_id: p.error_code for p in Collections(museum_engine).view("guarded", errors=True).pictures}
     assert codes["X-1"] == "url_refused" and codes[None] == "fetch_failed"
 
 

@@ -8,7 +8,7 @@ from PIL import Image
 
 from conftest import draw_shape, encode
 from indexer.errors import ImageTooLarge, InvalidImage
-from indexer.images import Decoder
+from indexer.pictures.decode import Decoder
 
 LIMIT = 10_000_000
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from indexer.errors import InvalidInput, ModelUnavailable
-from indexer.models import load_model
-from indexer.specs import PRESETS, TOY_CHECKPOINT, parse_model
-from indexer.vocab import catalog
+from indexer.models.torch_model import load_model
+from indexer.models.registry import PRESETS, TOY_CHECKPOINT, parse_model
+from indexer.catalog import catalog
 
 
 def test_presets_are_the_guide_s():
@@ -91,7 +91,7 @@ def test_input_sizes_come_from_open_clip_configs_without_importing_torch():
     import subprocess
     import sys
 
-    code = ("import sys; from indexer.specs import parse_model; "
+    code = ("import sys; from indexer.models.registry import parse_model; "
             "print([parse_model(m).image_size() for m in ('vit-b-32', 'ViT-L-14-336:openai', 'toy')], "
             "'torch' in sys.modules, 'open_clip' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()

@@ -1,5 +1,5 @@
-"""The ONNX Runtime backend: exporting a model's towers (indexer.export) and serving them
-(indexer.onnx_model.OnnxModel), against the torch LoadedModel and open_clip itself."""
+"""The ONNX Runtime backend: exporting a model's towers (indexer.models.export) and serving them
+(indexer.models.onnx_model.OnnxModel), against the torch LoadedModel and open_clip itself."""
 
 from __future__ import annotations
 
@@ -21,12 +21,14 @@ import pytest
 from PIL import Image
 
 from conftest import draw_shape
-from indexer import export
+from indexer.models import export
 from indexer.errors import ModelUnavailable, NotExportable
-from indexer.export import export_dir, export_model, probabilities, read_manifest
-from indexer.models import LoadedModel, load_model
-from indexer.onnx_model import OnnxModel
-from indexer.specs import ModelSpec, parse_model
+from indexer.models.export import export_model
+from indexer.models.manifest import FORMAT_VERSION, export_dir, read_manifest
+from indexer.models.parity import parity_pictures, probabilities
+from indexer.models.torch_model import LoadedModel, load_model
+from indexer.models.onnx_model import OnnxModel
+from indexer.models.registry import ModelSpec, parse_model
 
 ROOT = Path(__file__).resolve().parents[1]
 COLOURS = ("red", "green", "blue", "yellow", "purple", "orange", "black", "white")
@@ -114,7 +116,7 @@ def test_manifest_describes_the_export(toy: LoadedModel, toy_onnx_dir: Path, onn
     m = read_manifest(toy_onnx_dir)
     assert m is not None and m == onnx_toy.manifest
     assert (m.format, m.opset, m.model_key, m.model_name, m.arch) == (
-        export.FORMAT_VERSION, 18, toy.spec.key(), "toy", "clip-gaze-toy")
+        FORMAT_VERSION, 18, toy.spec.key(), "toy", "clip-gaze-toy")
     assert set(m.versions) == {"torch", "open_clip", "onnx", "onnxruntime", "clip_gaze"}
     assert m.versions["onnxruntime"] == ort.__version__
     assert (m.logit_scale, m.image_size, m.dim) == (pytest.approx(toy.logit_scale), toy.image_size, toy.dim)
@@ -208,9 +210,9 @@ def test_a_second_export_waits_for_the_first_and_finds_it_done(tmp_path: Path, t
 _EXPORT_SCRIPT = """
 import json, sys
 from pathlib import Path
-from indexer.export import export_model
-from indexer.models import load_model
-from indexer.specs import parse_model
+from indexer.models.export import export_model
+from indexer.models.registry import parse_model
+from indexer.models.torch_model import load_model
 model = load_model(parse_model("toy"), device="cpu")
 messages = []
 manifest = export_model(model, Path(sys.argv[1]), progress=messages.append)
@@ -300,8 +302,8 @@ _NO_TORCH_SCRIPT = """
 import sys
 from pathlib import Path
 from PIL import Image
-from indexer.onnx_model import OnnxModel
-from indexer.specs import parse_model
+from indexer.models.onnx_model import OnnxModel
+from indexer.models.registry import parse_model
 model = OnnxModel.load(Path(sys.argv[1]), parse_model("toy"))
 model.encode_images([Image.new("RGB", (90, 70), "red")])
 model.encode_texts(["a red circle", "a blue square on a dark background"])
@@ -336,7 +338,7 @@ def test_vit_b_32_with_random_weights_gives_open_clips_probabilities(tmp_path: P
     assert manifest.sizes["image.onnx.data"] > 300e6 and manifest.sizes["text.onnx.data"] > 200e6
     onnx = OnnxModel.load(directory, loaded.spec)
 
-    pics = pictures()[:6] + export.parity_pictures()
+    pics = pictures()[:6] + parity_pictures()
     phrases = PHRASES[:12] + ["a detailed oil painting of a harbour at sunset, in the manner of the old Dutch masters"]
     model, tokenizer = loaded.model, open_clip.get_tokenizer("ViT-B-32")
     with torch.no_grad():

@@ -1,4 +1,4 @@
-"""indexer.preprocess.ImageTransform against open_clip's eval transform: the same float32 array, bit for
+"""indexer.models.preprocess.ImageTransform against open_clip's eval transform: the same float32 array, bit for
 bit, for every picture mode, awkward sizes and every preprocessing configuration open_clip ships."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from indexer.errors import NotExportable
-from indexer.preprocess import ImageTransform
+from indexer.models.preprocess import ImageTransform
 
 open_clip = pytest.importorskip("open_clip")
 from open_clip.transform import PreprocessCfg, image_transform_v2, merge_preprocess_dict  # noqa: E402
@@ -252,7 +252,7 @@ def test_rejects_other_inputs() -> None:
 
 def test_import_leaves_torch_out() -> None:
     code = (
-        "import sys, indexer.preprocess, indexer.tokenizer\n"
+        "import sys, indexer.models.preprocess, indexer.models.tokenizer\n"
         "bad = sorted(m for m in ('torch', 'torchvision', 'open_clip') if m in sys.modules)\n"
         "assert not bad, bad\n"
     )

@@ -25,12 +25,13 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import create, draw_shape
+from indexer.collections.local import Collections
 from indexer.engine import Engine
 from indexer.errors import ModelUnavailable
-from indexer.models import load_model
-from indexer.ray_engine import Plan, plan
+from indexer.models.torch_model import load_model
+from indexer.collections.on_ray.session import Plan, plan
 from indexer.schema import parse
-from indexer.schema_collections import AddSources, CreateCollection
+from indexer.schema.collections import AddSources, CreateCollection
 from test_e2e_serve import command
 
 SKIP = "ray[data] is not installed (pip install 'clip-gaze[ray]')"
@@ -72,17 +73,17 @@ def within(seconds: float, fn: Callable[..., Any], *args: Any, **kwargs: Any) ->
 
 
 def ray_add(engine: Engine, name: str, *sources: str, **kw: Any):
-    from indexer.ray_engine import ray_add as add_on_ray
+    from indexer.collections.on_ray.driver import ray_add as add_on_ray
 
-    return within(RUN_LIMIT, add_on_ray, engine, name, parse(AddSources, {"sources": list(sources)}), **kw)
+    return within(RUN_LIMIT, add_on_ray, Collections(engine), name, parse(AddSources, {"sources": list(sources)}), **kw)
 
 
 def local_add(engine: Engine, name: str, *sources: str):
-    return engine.collections.add(name, parse(AddSources, {"sources": list(sources)}), batch_size=4)
+    return Collections(engine).add(name, parse(AddSources, {"sources": list(sources)}), batch_size=4)
 
 
 def new(engine: Engine, name: str = "museum") -> None:
-    engine.collections.create(parse(CreateCollection, {"name": name}))
+    Collections(engine).create(parse(CreateCollection, {"name": name}))
 
 
 @pytest.fixture
@@ -104,8 +105,8 @@ def sources(tmp_path: Path) -> list[str]:
 
 
 def stored(engine: Engine, name: str = "museum") -> dict[str, Any]:
-    view = engine.collections.view(name, limit=1000)
-    errors = engine.collections.view(name, errors=True, limit=1000)
+    view = Collections(engine).view(name, limit=1000)
+    errors = Collections(engine).view(name, errors=True, limit=1000)
     return {"pictures": sorted((p.source, p.external_id, json.dumps(p.metadata, sort_keys=True), p.sha256, p.width, p.height)
                                for p in view.pictures),
             "errors": sorted((p.source, p.external_id, p.error_code) for p in errors.pictures)}
@@ -171,7 +172,7 @@ def test_a_ray_add_stores_what_a_local_add_stores_and_analyze_and_search_agree(
 
     for engine in (local, on_ray):
         create(engine, "shapes", [f"a {c} {s}" for c, s in SHAPES], templates=["{}"])
-    want = [r.model_dump() for r in local.collections.analyze("museum", ["shapes", "qualities"], top_k=3)]
+    want = [r.model_dump() for r in Collections(local).analyze("museum", ["shapes", "qualities"], top_k=3)]
     monkeypatch.setenv("CLIP_GAZE_HOME", str(tmp_path / "ray"))
     from clip_gaze.cli import cli
 
@@ -188,7 +189,7 @@ def test_a_ray_add_stores_what_a_local_add_stores_and_analyze_and_search_agree(
                {k: v for k, v in w.items() if k not in ("probability", "cosine", "logit")}
         assert all(abs(g[k] - w[k]) <= 1e-5 for k in ("probability", "cosine", "logit"))
     for query in ("a green triangle", "a red circle"):
-        hits = [[(h.source, round(h.cosine, 5)) for h in e.collections.search("museum", text=query, top_k=5).hits]
+        hits = [[(h.source, round(h.cosine, 5)) for h in Collections(e).search("museum", text=query, top_k=5).hits]
                 for e in (local, on_ray)]
         assert hits[0] == hits[1]
 
@@ -310,7 +311,7 @@ def test_a_driver_killed_mid_run_leaves_whole_shards_and_a_rerun_does_not_redo_m
         assert report["skipped"] == before  # merged work is not redone
         assert report["added"] == 240 - before  # the shards left behind, then what was missing
         assert report["encoded"] == 240 - before - len(unmerged)  # pictures in those shards are not encoded again
-        images = engine.collections.images
+        images = engine.images
         assert count_stored() == 240 and images.count_unembedded(images.get("many").id, engine.model_key) == 0
         assert not list(shards.glob("*/*.parquet")) and not list(shards.glob("*/.*.tmp"))
     finally:

@@ -11,10 +11,11 @@ import pytest
 
 from conftest import create
 from test_evaluate import TERMS, Counting, _draw, _engine
-from indexer.evaluate import evaluate
+from indexer.collections.local import Collections
+from indexer.evaluate.run import evaluate
 from indexer.schema import parse
-from indexer.schema_collections import AddSources, CreateCollection
-from indexer.scoring import normalise
+from indexer.schema.collections import AddSources, CreateCollection
+from indexer.scoring.softmax import normalise
 
 pytestmark = pytest.mark.browser
 
@@ -39,10 +40,10 @@ def report(toy, tmp_path) -> Path:
                       + "pictures/broken.png,red circle\n" + f"pictures/{pictures[0][0]},blue blob\n", encoding="utf-8")
     gap = np.random.default_rng(0).normal(size=toy.dim).astype(np.float32)
     engine = _engine(tmp_path / "home", Counting(toy, gap / np.linalg.norm(gap)))
-    engine.collections.create(parse(CreateCollection, {"name": "museum"}))
-    engine.collections.add("museum", parse(AddSources, {"sources": [str(tmp_path / "reference")]}))
-    row = engine.collections.images.get("museum")
-    reference = np.concatenate([c.matrix for c in engine.collections.images.vectors(row.id, engine.model_key)])
+    Collections(engine).create(parse(CreateCollection, {"name": "museum"}))
+    Collections(engine).add("museum", parse(AddSources, {"sources": [str(tmp_path / "reference")]}))
+    row = engine.images.get("museum")
+    reference = np.concatenate([c.matrix for c in engine.images.vectors(row.id, engine.model_key)])
     engine.store.put_embeddings(engine.model_key, ["a shape"], normalise(reference.mean(axis=0))[None, :])
     create(engine, "shapes", TERMS + ["shape"], template="a {}")
     ev = evaluate(engine, labels, "shapes", relative_to="museum", resamples=200, report_dir=tmp_path / "report")

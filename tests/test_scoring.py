@@ -5,8 +5,8 @@ import sys
 import numpy as np
 import pytest
 
-from indexer.kernels import cosines
-from indexer.scoring import normalise, scores_from_cosines
+from indexer.scoring.kernels import cosines
+from indexer.scoring.softmax import normalise, scores_from_cosines
 
 
 def softmax_top_k(matrix, q, scale, top_k=None):
@@ -76,7 +76,7 @@ def test_batch_scoring_equals_one_by_one():
 
 @pytest.mark.parametrize("with_torch", [True, False])
 def test_many_pictures_at_once_score_exactly_as_one_by_one(with_torch, monkeypatch):
-    from indexer.scoring import scores_from_cosine_rows
+    from indexer.scoring.softmax import scores_from_cosine_rows
 
     if with_torch:
         import torch  # noqa: F401  (its top-k is used when loaded)
@@ -101,7 +101,7 @@ def test_float16_cosines_without_torch_match_the_torch_kernel(monkeypatch: pytes
     over converted blocks (several blocks here), and agree with torch's half kernel and with float32."""
     import torch  # noqa: F401  (loaded, so the first call takes torch's kernel)
 
-    from indexer import kernels
+    from indexer.scoring import kernels
 
     rng = np.random.default_rng(3)
     matrix = rng.standard_normal((2500, 32)).astype(np.float32)
@@ -123,7 +123,7 @@ def test_float16_cosines_without_torch_match_the_torch_kernel(monkeypatch: pytes
 def test_scores_from_the_cosine_kernels_layout_are_those_of_its_transpose_bit_for_bit(with_torch, monkeypatch):
     """`scores_from_cosine_columns` (phrases × pictures, as `cosines` returns) against
     `scores_from_cosine_rows` on the transposed view, as analysis computed them before."""
-    from indexer.scoring import scores_from_cosine_columns, scores_from_cosine_rows
+    from indexer.scoring.softmax import scores_from_cosine_columns, scores_from_cosine_rows
 
     if not with_torch:
         monkeypatch.setitem(sys.modules, "torch", None)
@@ -139,7 +139,7 @@ def test_scores_from_the_cosine_kernels_layout_are_those_of_its_transpose_bit_fo
 
 
 def test_scores_from_cosine_columns_put_tied_phrases_in_their_order_and_survive_nan():
-    from indexer.scoring import scores_from_cosine_columns, scores_from_cosine_rows
+    from indexer.scoring.softmax import scores_from_cosine_columns, scores_from_cosine_rows
 
     rng = np.random.default_rng(6)
     cos = rng.uniform(-0.2, 0.2, size=(500, 30)).astype(np.float32)

@@ -1,4 +1,4 @@
-"""indexer.tokenizer.BpeTokenizer against open_clip's own tokenizer: token for token, on every phrase
+"""indexer.models.tokenizer.BpeTokenizer against open_clip's own tokenizer: token for token, on every phrase
 the built-in vocabularies embed and on unicode edge cases."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from indexer.errors import NotExportable
-from indexer.tokenizer import BpeTokenizer, clean_lower
-from indexer.vocab import catalog
+from indexer.models.tokenizer import BpeTokenizer, clean_lower
+from indexer.catalog import catalog
 
 open_clip = pytest.importorskip("open_clip")
 from open_clip.tokenizer import SimpleTokenizer, _clean_lower  # noqa: E402

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from indexer.vocab import PhraseSpec, apply_templates, catalog, parse_phrase_file
+from indexer.catalog import PhraseSpec, apply_templates, catalog, parse_phrase_file
 
 GUIDE_NAMES = [
     "artists", "artists-prevalence", "movements", "painting-materials", "sculpture-materials", "printing-techniques",

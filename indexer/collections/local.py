@@ -1,0 +1,248 @@
+"""Collections: a museum's pictures embedded once, then scored against any vocabulary and searched.
+
+`Collections(engine)` is made beside the engine by the faces (the CLI, the service), which hand it
+the engine it works through; it takes and returns the models of `schema.collections`. Adding runs
+`ingest`'s stages in this process (on Ray: `on_ray`).
+Scoring reads stored embeddings in chunks (nothing is encoded again; a vocabulary added next year
+re-scores the whole collection in seconds) and streams its rows, so memory stays bounded. Search
+runs through FAISS over the collection's embeddings: exact up to `EXACT_LIMIT` pictures, an
+approximate (IVF) index above (`search`), with the recall measured in bench/collection.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from queue import Full, Queue
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, TypeVar
+
+
+from ..errors import InvalidInput, NotIndexed
+from ..pictures.decode import DecodedImage
+from ..pictures.sources import PictureRef, expand
+from ..schema.collections import (
+    AddReport,
+    AddSources,
+    AnalysisRow,
+    CollectionInfo,
+    CollectionView,
+    CreateCollection,
+    JobInfo,
+    SearchAnswer,
+)
+from ..scoring.kernels import cosines
+from ..scoring.softmax import scores_from_cosine_columns
+from ..store.image_store import CollectionRow, VectorColumns
+from ..vocabularies.index_cache import LoadedIndex
+from .ingest import AddRun, add_locally, picture_info
+from .search import SearchIndexes
+from .tables import PhraseColumns, analysis_block
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..engine import Engine
+    from ..pictures.reader import ImageSource
+    from ..vocabularies.embedder import ProgressFactory
+
+T = TypeVar("T")
+
+CHUNK = 8192  # pictures scored at a time
+
+
+class Collections:
+    """The collections of the engine's store, for the engine's model."""
+
+    def __init__(self, engine: "Engine"):
+        self.engine = engine
+        self.images = engine.images
+        self._search = SearchIndexes(self.images)
+
+    # -- managing ---------------------------------------------------------------------------------
+    @staticmethod
+    def _info(row: CollectionRow) -> CollectionInfo:
+        return CollectionInfo(name=row.name, description=row.description, size=row.size, failed=row.failed,
+                              version=row.version, created_at=row.created_at, updated_at=row.updated_at)
+
+    def create(self, request: CreateCollection) -> CollectionInfo:
+        return self._info(self.images.create(request.name, request.description))
+
+    def all(self) -> list[CollectionInfo]:
+        return [self._info(r) for r in self.images.all()]
+
+    def get(self, name: str) -> CollectionInfo:
+        return self._info(self.images.get(name))
+
+    def view(self, name: str, errors: bool = False, offset: int = 0, limit: int = 100) -> CollectionView:
+        row = self.images.get(name)
+        pictures = self.images.pictures(row.id, errors=errors, offset=offset, limit=limit + 1)
+        return CollectionView(collection=self._info(row), pictures=[picture_info(p) for p in pictures[:limit]],
+                              next_offset=offset + limit if len(pictures) > limit else None)
+
+    def delete(self, name: str) -> CollectionInfo:
+        return self._info(self.images.delete(name))
+
+    # -- adding -----------------------------------------------------------------------------------
+    def read(self, ref: PictureRef) -> DecodedImage:
+        """A picture's bytes (file, URL or IIIF at the model's size), decoded within the limits."""
+        return self.engine.reader.read_ref(ref)
+
+    def read_prepared(self, ref: PictureRef) -> DecodedImage:
+        """`read`, and the model's preprocessing too: in the read pool, so the encoder never waits for it."""
+        decoded = self.read(ref)
+        return dataclasses.replace(decoded, pixels=self.engine.model.image_array(decoded.image))
+
+    def run(self, name: str, request: AddSources) -> AddRun:
+        """An add of the request's sources to collection `name` (expanded now), for the engine's model."""
+        row = self.images.get(name)
+        _ = self.engine.model  # a model that cannot load stops here, not as a failure recorded per picture
+        policy = self.engine.limits.fetch
+        items = (item for source in request.sources for item in expand(source, policy))
+        return AddRun(self.images, row.id, self.engine.model_key, items, collection=name, model=self.engine.spec.name)
+
+    def add(
+        self,
+        name: str,
+        request: AddSources,
+        progress: "ProgressFactory | None" = None,
+        on_batch: Callable[[AddReport], None] | None = None,
+        batch_size: int = 16,
+    ) -> AddReport:
+        return add_locally(self.run(name, request), read=self.read_prepared, embed=self.engine.encode_pictures,
+                           batch_size=batch_size, progress=progress, on_batch=on_batch)
+
+    def start_add(self, name: str, request: AddSources) -> JobInfo:
+        """`add` as a background job in this process; its state is in the store, so any worker answers for it."""
+        self.images.get(name)
+        job_id = self.images.create_job("add_sources", name)
+
+        def run() -> None:
+            self.images.update_job(job_id, state="running")
+            try:
+                report = self.add(name, request, on_batch=lambda r: self.images.update_job(
+                    job_id, total=r.total, done=r.added, failed=r.failed, skipped=r.skipped))
+                self.images.update_job(job_id, state="done", total=report.total, done=report.added,
+                                       failed=report.failed, skipped=report.skipped)
+            except Exception as exc:  # reported by the job, never lost
+                self.images.update_job(job_id, state="failed", error=str(getattr(exc, "message", exc)))
+
+        threading.Thread(target=run, name=f"clip-gaze-job-{job_id}", daemon=True).start()
+        return self.job(job_id)
+
+    def job(self, job_id: str) -> JobInfo:
+        return JobInfo(**self.images.job(job_id))
+
+    # -- scoring ----------------------------------------------------------------------------------
+    def _embedded(self, row: CollectionRow) -> None:
+        missing = self.images.count_unembedded(row.id, self.engine.model_key)
+        if missing:
+            raise NotIndexed(
+                f"{missing} pictures of {row.name!r} have no embedding for model {self.engine.spec.name}; "
+                f"add the collection's sources again with this model (`clip-gaze collection add {row.name} SOURCE --model …`)"
+            )
+
+    def analyze(self, name: str, vocabularies: Sequence[str] | None = None, top_k: int = 5,
+                relative_to: str | None = None) -> Iterator[AnalysisRow]:
+        """One row per picture and match (see `analyze_blocks`; refusals come before the first row)."""
+        return (AnalysisRow(**values)
+                for block in self.analyze_blocks(name, vocabularies, top_k, relative_to) for values in block.to_pylist())
+
+    def analyze_blocks(self, name: str, vocabularies: Sequence[str] | None = None, top_k: int = 5,
+                       relative_to: str | None = None) -> Iterator[Any]:
+        """The rows of `analyze` as Arrow tables (AnalysisRow's columns, see `tables.analysis_block`), a
+        block per chunk of pictures and vocabulary, computed from the stored embeddings. Unknown names
+        and missing embeddings are refused here, before the first block."""
+        row = self.images.get(name)
+        self._embedded(row)
+        engine = self.engine
+        names = engine.resolve(vocabularies)
+        versions = engine.store.versions()
+        engine.indexes.prepare(names, versions)
+        indexes = {n: engine.indexes.get(n, versions) for n in names}
+        if relative_to is not None:
+            for idx in indexes.values():
+                engine.hubs.reference(idx, relative_to)  # refusals (and the statistics) before the first block
+        return self._blocks(row, indexes, engine.model.logit_scale, top_k, relative_to)
+
+    def _blocks(self, row: CollectionRow, indexes: dict[str, LoadedIndex], scale: float, top_k: int,
+                relative_to: str | None = None) -> Iterator[Any]:
+        def read() -> Iterator[VectorColumns]:
+            try:
+                yield from self.images.vector_columns(row.id, self.engine.model_key, CHUNK)
+            finally:
+                self.engine.store.close()  # the reading thread's own connection
+
+        phrases: dict[str, PhraseColumns] = {}  # read once per vocabulary, at its first chunk
+        for chunk in ahead(read()):
+            for vocab, idx in indexes.items():
+                cos = cosines(idx.matrix, chunk.matrix)  # (phrases, pictures)
+                if relative_to is not None:
+                    scores, _ = self.engine.hubs.row_scores(idx, cos.T, relative_to, top_k)
+                else:
+                    scores = scores_from_cosine_columns(cos, scale, top_k)
+                del cos
+                if vocab not in phrases:
+                    phrases[vocab] = PhraseColumns.read(self.engine.store, vocab, idx.ids)
+                yield analysis_block(phrases[vocab], chunk.external_id, chunk.source, chunk.sha256, scores)
+
+    # -- search -----------------------------------------------------------------------------------
+    def search(self, name: str, text: str | None = None, image: "ImageSource | None" = None, top_k: int = 10) -> SearchAnswer:
+        """The collection's pictures closest to a phrase or a picture (cosine of their embeddings)."""
+        if (text is None) == (image is None):
+            raise InvalidInput("search with a phrase or a picture (one of them)", code="invalid_input")
+        row = self.images.get(name)
+        self._embedded(row)
+        if text is not None:
+            query, label = self.engine.embedder.lookup([text])[0], text
+        else:
+            decoded = self.engine.read(image)  # type: ignore[arg-type]
+            query, label = self.engine.encode_pictures([decoded])[0], decoded.sha256
+        index = self._search.get(row, self.engine.model_key)
+        return SearchAnswer(collection=name, model=self.engine.model_info(), query=label, searched=len(index),
+                            exact=index.exact, hits=index.hits(query, top_k))
+
+
+def ahead(items: Iterator[T], depth: int = 1) -> Iterator[T]:
+    """`items`, produced in a thread up to `depth` ahead of the consumer: reading the next chunk from
+    SQLite (which lets go of the GIL while it works, on the thread's own connection) overlaps with
+    scoring this one. The thread's errors are raised here; a consumer that stops early stops it."""
+    queue: "Queue[tuple[bool, Any]]" = Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def offer(entry: tuple[bool, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                queue.put(entry, timeout=0.05)
+                return True
+            except Full:
+                pass
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not offer((True, item)):
+                    break
+            else:
+                offer((False, None))
+        except BaseException as exc:  # handed to the consumer
+            offer((False, exc))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=produce, name="clip-gaze-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            more, item = queue.get()
+            if not more:
+                if item is not None:
+                    raise item
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+__all__ = ["CHUNK", "Collections", "ahead"]

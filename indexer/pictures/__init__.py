@@ -1,0 +1,9 @@
+"""Pictures: where they come from and how they are read, within limits, from untrusted input.
+
+  decode     `Decoder`: bytes to an RGB picture, limits checked from the header, reduced at once
+  reader     `PictureReader` and `ImageLimits`: bytes, files, PIL images, URLs and IIIF services
+  fetch      fetching untrusted URLs safely (one deadline, every redirect checked)
+  addresses  which IP addresses may be fetched from, and what an allow-list admits
+  iiif       IIIF Presentation manifests and Image API services, read from parsed JSON
+  sources    what a collection source names: folders, tables, manifests, services
+"""

@@ -1,0 +1,209 @@
+"""Decoding untrusted images with limits, reduced at once to what the model needs.
+
+Formats: JPEG, PNG, WebP, GIF (first frame), TIFF, BMP. EXIF orientation is applied; CMYK,
+palette, 1-bit, 16-bit and alpha images become RGB (transparent areas on white).
+
+Memory is bounded whatever arrives: the pixel count is read from the header and checked against
+the per-image limit and the request's budget before anything is decoded; a picture much larger than
+the model's input is reduced by an integer box filter in strips (so the RGB copy of a full-size
+picture never exists) and the full-size picture is dropped at once; a process decodes at most a
+few pictures at a time; and after a large picture, freed memory is handed back to the system.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import io
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from ..errors import ImageTooLarge, InvalidImage
+from ..schema import ImageInfo
+
+FORMATS = {"JPEG": "JPEG", "MPO": "JPEG", "PNG": "PNG", "WEBP": "WebP", "GIF": "GIF", "TIFF": "TIFF", "BMP": "BMP"}
+SUPPORTED = "JPEG, PNG, WebP, GIF, TIFF or BMP"
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90,
+}
+_ROTATED = {5, 6, 7, 8}  # EXIF orientations that swap width and height
+STRIP_PIXELS = 4_000_000  # converted to RGB at a time while reducing a large picture
+TRIM_AFTER_PIXELS = 16_000_000  # hand memory back after decoding a picture this large
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    image: Image.Image  # RGB, orientation applied, reduced to at most about twice the model's input
+    sha256: str
+    width: int  # of the picture as it is shown (orientation applied), before any reduction
+    height: int
+    format: str | None
+    decode_ms: float = 0.0
+    pixels: Any = None  # the model's input (3, size, size) when prepared ahead (collection reads, in the pool)
+
+    def info(self) -> ImageInfo:
+        return ImageInfo(sha256=self.sha256, width=self.width, height=self.height, format=self.format)
+
+
+class PixelBudget:
+    """The pixels one request may have decoded, all its pictures together."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.used = 0
+
+    def take(self, pixels: int, name: str) -> None:
+        if self.used + pixels > self.limit:
+            raise ImageTooLarge(
+                f"{name}: this request's pictures add up to more than {self.limit:,} pixels "
+                "(CLIP_GAZE_MAX_REQUEST_PIXELS); send fewer or smaller pictures per request",
+                code="request_too_large",
+            )
+        self.used += pixels
+
+
+class Decoder:
+    """Decodes pictures for one model input size, within a process's limits."""
+
+    def __init__(self, max_pixels: int, max_request_pixels: int, concurrency: int = 2, target: int | None = None):
+        self.max_pixels = max_pixels
+        self.max_request_pixels = max_request_pixels
+        self.target = target  # the model's input size; pictures are reduced to at least twice it
+        self._slots = threading.BoundedSemaphore(max(1, concurrency))
+        # Process-wide, once: each picture's size is checked from its header against max_pixels before
+        # anything is decoded, so Pillow's own guard (a warning, then an error) would only interfere.
+        Image.MAX_IMAGE_PIXELS = None
+
+    def budget(self) -> PixelBudget:
+        return PixelBudget(self.max_request_pixels)
+
+    def decode(self, data: bytes, name: str = "image", budget: PixelBudget | None = None) -> DecodedImage:
+        """Bytes → DecodedImage, or InvalidImage / ImageTooLarge with a readable message."""
+        t0 = time.perf_counter()
+        if not data:
+            raise InvalidImage(f"{name} is empty")
+        sha = hashlib.sha256(data).hexdigest()
+        img, fmt = _open(data, name)
+        width, height = img.size
+        if width < 1 or height < 1:
+            raise InvalidImage(f"{name} has no pixels")
+        if width * height > self.max_pixels:
+            raise ImageTooLarge(f"{name} is {width}×{height} = {width * height:,} pixels; the limit is {self.max_pixels:,}")
+        if budget is not None:
+            budget.take(width * height, name)
+        try:
+            orientation = int(img.getexif().get(0x0112, 1))
+        except Exception:
+            orientation = 1
+        with self._slots:
+            try:
+                if self.target and fmt == "JPEG":
+                    img.draft("RGB", (2 * self.target, 2 * self.target))
+                img.load()
+                rgb = shrink(img, self.target)
+            except (Image.DecompressionBombError, MemoryError):
+                raise ImageTooLarge(f"{name} is too large to decode") from None
+            except (OSError, SyntaxError, ValueError) as exc:
+                raise InvalidImage(f"{name} is truncated or damaged ({exc})", code="damaged_image") from None
+            if rgb is not img:  # drop the full-size picture at once
+                img.close()
+            del img
+            if width * height >= TRIM_AFTER_PIXELS:
+                trim_memory()
+        if orientation in _TRANSPOSE:
+            rgb = rgb.transpose(_TRANSPOSE[orientation])
+        if orientation in _ROTATED:
+            width, height = height, width
+        return DecodedImage(rgb, sha, width, height, fmt, (time.perf_counter() - t0) * 1000)
+
+    def decode_file(self, path: str | Path, budget: PixelBudget | None = None) -> DecodedImage:
+        p = Path(path)
+        try:
+            data = p.read_bytes()
+        except FileNotFoundError:
+            raise InvalidImage(f"no such file: {p}", code="file_not_found") from None
+        except IsADirectoryError:
+            raise InvalidImage(f"{p} is a directory, not an image") from None
+        except OSError as exc:
+            raise InvalidImage(f"cannot read {p}: {exc.strerror or exc}") from None
+        return self.decode(data, name=str(p), budget=budget)
+
+    def from_pil(self, image: Image.Image) -> DecodedImage:
+        """A picture already in memory (the library, tests): made RGB and reduced like a decoded one."""
+        rgb = shrink(image, self.target)
+        sha = hashlib.sha256(rgb.tobytes()).hexdigest()
+        return DecodedImage(rgb, sha, image.width, image.height, None)
+
+
+def _open(data: bytes, name: str) -> tuple[Image.Image, str]:
+    try:
+        img = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError:
+        raise ImageTooLarge(f"{name} has more pixels than this server decodes") from None
+    except UnidentifiedImageError:
+        raise InvalidImage(f"{name} is not an image in a supported format ({SUPPORTED})", code="unsupported_image") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise InvalidImage(f"{name} is truncated or damaged ({exc})", code="damaged_image") from None
+    fmt = FORMATS.get(img.format or "")
+    if fmt is None:
+        raise InvalidImage(f"{name} is a {img.format} image; supported formats are {SUPPORTED}", code="unsupported_image")
+    return img, fmt
+
+
+def shrink(img: Image.Image, target: int | None) -> Image.Image:
+    """RGB, box-reduced by an integer factor so the shorter side stays at least 2 × target.
+
+    A large picture is converted and reduced a strip at a time, so no full-size RGB copy is made."""
+    factor = min(img.size) // (2 * target) if target else 0
+    levels = _levels(img)
+    if factor < 2:
+        return to_rgb(img, levels)
+    width, height = img.size
+    out = Image.new("RGB", (-(-width // factor), -(-height // factor)))
+    rows = max(1, STRIP_PIXELS // (width * factor)) * factor
+    for top in range(0, height, rows):
+        strip = img.crop((0, top, width, min(height, top + rows)))
+        out.paste(to_rgb(strip, levels).reduce(factor), (0, top // factor))
+    return out
+
+
+def _levels(img: Image.Image) -> tuple[float, float] | None:
+    """The value range of a 16-bit or float picture (for scaling to 8 bits), else None."""
+    if img.mode not in ("I", "I;16", "I;16B", "I;16L", "F"):
+        return None
+    lo, hi = cast(tuple[float, float], img.getextrema())
+    return float(lo), float(hi)
+
+
+def to_rgb(img: Image.Image, levels: tuple[float, float] | None = None) -> Image.Image:
+    """Any PIL mode → RGB; transparency is composited onto white; 16-bit and float values are
+    scaled from `levels` (their range over the whole picture) to 0–255."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        lo, hi = levels or _levels(img) or (0.0, 0.0)
+        arr = np.asarray(img, dtype=np.float32)
+        scaled = np.zeros_like(arr) if hi <= lo else (arr - lo) * np.float32(255.0 / (hi - lo))
+        return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), "L").convert("RGB")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def trim_memory() -> None:
+    """Hand freed heap memory back to the system (glibc keeps it otherwise)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc

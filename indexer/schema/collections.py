@@ -1,0 +1,190 @@
+"""Requests and answers of collections and jobs (the rules they share are in `fields`)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, Field
+from pydantic_core import PydanticCustomError
+
+from .analysis import ModelInfo, RelativeTo, Vocabularies
+from .fields import (
+    DEFAULT_PAGE_SIZE,
+    DEFAULT_TOP_K,
+    MAX_OFFSET,
+    MAX_PAGE_SIZE,
+    URL_PATTERN,
+    Answer,
+    Description,
+    Name,
+    Phrase,
+    Request,
+    TextRule,
+    TopK,
+)
+
+MAX_SOURCES = 1000
+MAX_SOURCE_CHARS = 2000
+
+Source = Annotated[str, TextRule("source", MAX_SOURCE_CHARS, "invalid_source",
+                                 "A folder, a CSV/TSV or JSON Lines file with an `image` column, a IIIF manifest "
+                                 "(URL or .json file) or a IIIF Image API service URL")]
+
+
+class CreateCollection(Request):
+    name: Name
+    description: Description = ""
+
+
+class AddSources(Request):
+    """POST /v1/collections/<name>/sources: a background job (202); GET /v1/jobs/<id> follows it."""
+
+    sources: Annotated[list[Source], Field(min_length=1, max_length=MAX_SOURCES)]
+
+
+UrlSource = Annotated[str, TextRule("source", MAX_SOURCE_CHARS, "invalid_source",
+                                    "A IIIF manifest, a IIIF Image API service, or a CSV/JSON Lines file, by http(s) URL",
+                                    pattern=URL_PATTERN), AfterValidator(lambda v: _url(v, "source"))]
+
+
+def _url(value: str, what: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise PydanticCustomError("invalid_source", f"{what}: the API adds sources by http(s) URL (files and folders "
+                                                    "on this server are not offered to clients); add those with "
+                                                    "`clip-gaze collection add`")
+    return value
+
+
+class AddUrlSources(AddSources):
+    """POST /v1/collections/<name>/sources: sources by URL only."""
+
+    sources: Annotated[list[UrlSource], Field(min_length=1, max_length=MAX_SOURCES)]  # type: ignore[assignment]
+
+
+class AnalyzeCollection(Request):
+    vocabularies: Vocabularies = None
+    top_k: TopK = DEFAULT_TOP_K
+    relative_to: RelativeTo = None
+
+
+class SearchQuery(Request):
+    q: Phrase
+    top_k: TopK = DEFAULT_TOP_K
+
+
+class CollectionInfo(Answer):
+    name: str
+    description: str
+    size: int = Field(description="Pictures stored")
+    failed: int = Field(description="Pictures that could not be read; GET …?errors=true lists them with their reasons")
+    version: int
+    created_at: str
+    updated_at: str
+
+
+class PictureInfo(Answer):
+    source: str = Field(description="The path or URL the picture came from")
+    external_id: str | None = None
+    sha256: str | None = Field(None, description="Of the picture's bytes; null for a picture that failed")
+    width: int | None = None
+    height: int | None = None
+    metadata: dict[str, Any] | None = None
+    error_code: str | None = None
+    error: str | None = None
+
+
+class PictureQuery(Request):
+    """GET /v1/collections/<name>: a page of its pictures, or of those that failed."""
+
+    errors: bool = False
+    offset: Annotated[int, Field(ge=0, le=MAX_OFFSET)] = 0
+    limit: Annotated[int, Field(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE
+
+
+class CollectionAnswer(Answer):
+    ok: Literal[True] = True
+    collection: CollectionInfo
+    deleted: str | None = Field(None, description="The name, when the collection was deleted")
+
+
+class CollectionList(Answer):
+    ok: Literal[True] = True
+    collections: list[CollectionInfo]
+
+
+class CollectionView(Answer):
+    ok: Literal[True] = True
+    collection: CollectionInfo
+    pictures: list[PictureInfo]
+    next_offset: int | None
+
+
+class AddReport(Answer):
+    ok: Literal[True] = True
+    collection: str
+    model: str
+    total: int = Field(description="Pictures the sources named")
+    added: int
+    skipped: int = Field(description="Already stored with an embedding for this model")
+    relabelled: int = Field(0, description="Of those, how many took a new external_id or metadata from the source")
+    failed: int
+    encoded: int = Field(description="Pictures the model encoded (content not seen before)")
+    seconds: float
+    errors: list[PictureInfo] = Field(description="The first failures; `collection show --errors` lists all")
+
+
+class JobInfo(Answer):
+    id: str
+    kind: str
+    collection: str | None
+    state: Literal["queued", "running", "done", "failed"]
+    total: int | None
+    done: int
+    failed: int
+    skipped: int
+    error: str | None
+    created_at: str
+    updated_at: str
+
+
+class JobAnswer(Answer):
+    ok: Literal[True] = True
+    job: JobInfo
+
+
+class AnalysisRow(Answer):
+    """One picture and one match: a row of `collection analyze`'s output (Parquet, CSV or JSON Lines)."""
+
+    external_id: str | None = Field(description="The picture's id (e.g. the object number)")
+    source: str
+    sha256: str
+    vocabulary: str
+    softmax_over: int
+    rank: int
+    phrase: str
+    term: str
+    probability: float
+    cosine: float
+    logit: float
+    phrase_external_id: str | None = Field(None, description="The phrase's own id in its vocabulary")
+
+
+class SearchHit(Answer):
+    rank: int
+    cosine: float
+    external_id: str | None
+    source: str
+    sha256: str
+    width: int | None = None
+    height: int | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class SearchAnswer(Answer):
+    ok: Literal[True] = True
+    collection: str
+    model: ModelInfo
+    query: str = Field(description="The phrase, or the sha256 of the query picture")
+    searched: int = Field(description="Pictures searched")
+    exact: bool = Field(description="False when an approximate index answered (collections over the exact limit)")
+    hits: list[SearchHit]

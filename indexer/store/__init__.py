@@ -1,0 +1,8 @@
+"""The data directory: SQLite (the source of truth) and the FAISS index files derived from it.
+
+  sqlite        sqlite-utils, imported without pandas
+  migrations    the database's numbered schema steps
+  phrase_store  `Store`: connections, transactions, vocabularies, phrases and their embeddings
+  image_store   `ImageStore`: collections, their pictures, each picture's embedding by content, jobs
+  index_files   `IndexFiles`: one FAISS index per model and vocabulary version, written atomically
+"""

@@ -1,0 +1,7 @@
+"""Vocabularies for one model: listed, edited, embedded and held in memory as indexes.
+
+  listing      names resolved, built-ins brought into the store, the answers clients see
+  editing      creating and changing custom vocabularies (one transaction each)
+  embedder     phrase embeddings: from the store, a memory cache, else the model
+  index_cache  the in-memory indexes, kept current with the store, and their files
+"""
