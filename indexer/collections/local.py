@@ -3,10 +3,11 @@
 `Collections(engine)` is made beside the engine by the faces (the CLI, the service), which hand it
 the engine it works through; it takes and returns the models of `schema.collections`. Adding runs
 `ingest`'s stages in this process (on Ray: `on_ray`).
+
 Scoring reads stored embeddings in chunks (nothing is encoded again; a vocabulary added next year
 re-scores the whole collection in seconds) and streams its rows, so memory stays bounded. Search
-runs through FAISS over the collection's embeddings: exact up to `EXACT_LIMIT` pictures, an
-approximate (IVF) index above (`search`), with the recall measured in bench/collection.py.
+runs through FAISS over the collection's embeddings (`search`): exact up to `search.EXACT_LIMIT`
+pictures, an approximate (IVF) index above, with the recall measured in bench/collection.py.
 """
 
 from __future__ import annotations
