@@ -113,15 +113,20 @@ def circles(graph: Graph) -> list[list[str]]:
     return sorted(out)
 
 
+def docstring(path: Path) -> str:
+    """A module's docstring as written (indentation kept: the maps are indented tables)."""
+    return ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")), clean=False) or ""
+
+
+def floor_lines(root: Path = ROOT) -> list[tuple[int, str]]:
+    """(floor, room) of each line of indexer/__init__.py's map of the floors, in the map's order."""
+    doc = docstring(root / "indexer" / "__init__.py")
+    return [(int(m.group(1)), m.group(2)) for m in map(FLOOR_LINE.match, doc.splitlines()) if m]
+
+
 def floors(root: Path = ROOT) -> dict[str, int]:
     """Folder or module of indexer/ (`models`, `engine`) → its floor, from indexer/__init__.py's docstring."""
-    doc = ast.get_docstring(ast.parse((root / "indexer" / "__init__.py").read_text(encoding="utf-8"))) or ""
-    out: dict[str, int] = {}
-    for line in doc.splitlines():
-        m = FLOOR_LINE.match(line)
-        if m:
-            out[m.group(2)] = int(m.group(1))
-    return out
+    return {name: level for level, name in floor_lines(root)}
 
 
 def room(module: str) -> str | None:

@@ -5,7 +5,6 @@ those under `TYPE_CHECKING` too (`layers.py` reads them from the source)."""
 
 from __future__ import annotations
 
-import ast
 import re
 from pathlib import Path
 
@@ -47,12 +46,10 @@ def test_no_module_is_over_450_lines(graph: layers.Graph):
 
 
 def test_the_floor_map_names_every_room_on_disk_and_nothing_else():
-    declared = layers.floors(ROOT)
-    assert set(declared) == layers.rooms_on_disk(ROOT)
-    doc = ast.get_docstring(ast.parse((ROOT / "indexer" / "__init__.py").read_text(encoding="utf-8"))) or ""
-    lines = [ln for ln in doc.splitlines() if layers.FLOOR_LINE.match(ln)]
-    assert len(lines) == len(declared), "one line per room"
-    assert [int(layers.FLOOR_LINE.match(ln).group(1)) for ln in lines] == sorted(declared.values(), reverse=True)  # type: ignore[union-attr]
+    lines = layers.floor_lines(ROOT)
+    assert {name for _, name in lines} == layers.rooms_on_disk(ROOT)
+    assert len(lines) == len(layers.floors(ROOT)), "one line per room"
+    assert [level for level, _ in lines] == sorted((level for level, _ in lines), reverse=True)  # top floor first
 
 
 def test_each_folder_says_what_each_of_its_modules_holds():
@@ -60,7 +57,7 @@ def test_each_folder_says_what_each_of_its_modules_holds():
         folder = init.parent
         if folder == ROOT / "indexer":
             continue
-        doc = ast.get_docstring(ast.parse(init.read_text(encoding="utf-8")), clean=False) or ""
+        doc = layers.docstring(init)
         named = {m.group(1) for m in re.finditer(r"^[ ]+([a-z_]+)/?[ ]{2,}\S", doc, flags=re.M)}
         inside = {p.stem for p in folder.glob("*.py") if p.name != "__init__.py"} | {
             p.name for p in folder.iterdir() if (p / "__init__.py").is_file()}
