@@ -85,7 +85,9 @@ def add(name: str, sources: tuple[str, ...], model: str | None, batch_size: int,
         as_json: bool) -> None:
     """Add the pictures of SOURCES to collection NAME, embedding each once per model.
 
-    A SOURCE is a folder (searched recursively), a CSV/TSV or JSON Lines file with an `image` column
+    A SOURCE is a folder (searched recursively; every file is read as a picture by its content, except
+    hidden files and text or metadata ones such as .txt, .csv, .json, .xml, which are counted as passed
+    over), a CSV/TSV or JSON Lines file with an `image` column
     (path or URL; optional `external_id`; other columns kept as metadata), a IIIF Presentation
     manifest (v2 or v3; URL or .json file) or a IIIF Image API service URL. Pictures already stored
     are skipped, so an interrupted run resumes; a picture that fails is recorded with its reason
@@ -112,6 +114,8 @@ def add(name: str, sources: tuple[str, ...], model: str | None, batch_size: int,
         report = make_collections(model).add(name, request, batch_size=batch_size)
     text = (f"{name}: {report.added} pictures added, {report.skipped} already there, {report.failed} failed "
             f"({report.encoded} encoded, {report.seconds:.1f} s)")
+    if report.ignored:
+        text += f"; {report.ignored} hidden or text/metadata files passed over"
     if report.failed:
         text += f"; see `clip-gaze collection show {name} --errors`"
     _echo(report, as_json, text)

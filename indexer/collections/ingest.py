@@ -30,7 +30,7 @@ import numpy.typing as npt
 
 from ..errors import ClipGazeError
 from ..pictures.decode import DecodedImage
-from ..pictures.sources import Item, PictureRef, SourceFailure
+from ..pictures.sources import Ignored, Item, PictureRef, SourceFailure
 from ..schema.collections import AddReport, PictureInfo
 from ..store.image_store import ImageStore, Picture
 from ..vocabularies.embedder import ProgressFactory
@@ -49,17 +49,20 @@ class AddRun:
     """One add of `items` (what the sources named) to a collection, for one model. Its `report` is
     counted as the run goes (a job shows it while it runs): `total` namings of pictures and rows,
     `added` namings of pictures stored by this run, `skipped` (already stored with an embedding for the
-    model; `relabelled` of those got a new external id or metadata), `failed`, `encoded` (new content)."""
+    model; `relabelled` of those got a new external id or metadata), `failed`, `encoded` (new content);
+    `ignored` files a folder held that its rules pass over (hidden, text and metadata), outside `total`."""
 
     def __init__(self, images: ImageStore, collection_id: int, model_key: str, items: Iterable[Item],
                  collection: str = "", model: str = ""):
         self.images = images
         self.collection_id = collection_id
         self.model_key = model_key
-        self.items = list(items)
+        named = list(items)
+        self.items = [it for it in named if not isinstance(it, Ignored)]
         self.namings = Counter(it.source for it in self.items if isinstance(it, PictureRef))
         self.report = AddReport(collection=collection, model=model or model_key, total=len(self.items), added=0,
-                                skipped=0, failed=0, encoded=0, seconds=0.0, errors=[])
+                                skipped=0, failed=0, encoded=0, ignored=len(named) - len(self.items),
+                                seconds=0.0, errors=[])
         self.recorded: set[str] = set()  # sources stored by this run
         self.started = time.perf_counter()
 

@@ -1,13 +1,21 @@
 """Decoding untrusted images with limits, reduced at once to what the model needs.
 
-Formats: JPEG, PNG, WebP, GIF (first frame), TIFF, BMP. EXIF orientation is applied; CMYK,
-palette, 1-bit, 16-bit and alpha images become RGB (transparent areas on white).
+Formats: every raster format Pillow decodes in this process (JPEG, PNG and APNG, WebP, GIF, TIFF, BMP,
+AVIF, JPEG 2000, PPM/PGM/PBM, TGA, PSD, DDS, ICO, SGI, PCX, QOI, FLI, BLP, …; animations and multi-page
+files by their first frame), except those `UNDECODED` names with its reason (EPS is a PostScript program
+that only Ghostscript would run). EXIF orientation is applied; every mode Pillow gives (1, L, P with
+transparency, LA, La, PA, RGBA, CMYK, YCbCr, LAB, HSV, I, F and the 16-bit I;16 modes) becomes RGB:
+transparent areas on white, high bit depths scaled from the picture's own value range to 0–255.
+
+Every exception a decoder raises on untrusted bytes becomes InvalidImage (`unsupported_image` or
+`damaged_image`, with the format when known) or ImageTooLarge: never anything else.
 
 Memory is bounded whatever arrives: the pixel count is read from the header and checked against
-the per-image limit and the request's budget before anything is decoded; a picture much larger than
-the model's input is reduced by an integer box filter in strips (so the RGB copy of a full-size
-picture never exists) and the full-size picture is dropped at once; a process decodes at most a
-few pictures at a time; and after a large picture, freed memory is handed back to the system.
+the per-image limit and the request's budget before anything is decoded (for a file, before it is
+read); a picture much larger than the model's input is reduced by an integer box filter in strips (so
+the RGB copy of a full-size picture never exists) and the full-size picture is dropped at once; a
+process decodes at most a few pictures at a time; and after a large picture, freed memory is handed
+back to the system.
 """
 
 from __future__ import annotations
@@ -19,16 +27,27 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import IO, Any, cast
 
 import numpy as np
+import numpy.typing as npt
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import ImageTooLarge, InvalidImage
 from ..schema import ImageInfo
 
-FORMATS = {"JPEG": "JPEG", "MPO": "JPEG", "PNG": "PNG", "WEBP": "WebP", "GIF": "GIF", "TIFF": "TIFF", "BMP": "BMP"}
-SUPPORTED = "JPEG, PNG, WebP, GIF, TIFF or BMP"
+FORMATS = {"MPO": "JPEG", "WEBP": "WebP"}  # Pillow's format names, where the answer names them otherwise
+SUPPORTED = "a raster format Pillow decodes (JPEG, PNG, WebP, GIF, TIFF, BMP, AVIF, JPEG 2000, PPM, TGA, PSD, …)"
+UNDECODED = {  # formats Pillow recognises that this process does not decode, and why
+    "EPS": "PostScript is a program, which only Ghostscript would run, and untrusted files are not run here",
+    "MPEG": "it is a video",
+    "WMF": "a Windows metafile is drawn only on Windows",
+    "BUFR": "it is meteorological data, which Pillow reads only through a plugin",
+    "GRIB": "it is meteorological data, which Pillow reads only through a plugin",
+    "HDF5": "it is scientific data, which Pillow reads only through a plugin",
+}
+_SIXTEEN_BITS = {"I;16": "<u2", "I;16L": "<u2", "I;16B": ">u2", "I;16N": "=u2", "I;16S": "<i2", "I;16BS": ">i2"}
+_HIGH_DEPTH = ("I", "F", *_SIXTEEN_BITS)
 _TRANSPOSE = {
     2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
     5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90,
@@ -90,17 +109,13 @@ class Decoder:
         if not data:
             raise InvalidImage(f"{name} is empty")
         sha = hashlib.sha256(data).hexdigest()
-        img, fmt = _open(data, name)
-        width, height = img.size
-        if width < 1 or height < 1:
-            raise InvalidImage(f"{name} has no pixels")
-        if width * height > self.max_pixels:
-            raise ImageTooLarge(f"{name} is {width}×{height} = {width * height:,} pixels; the limit is {self.max_pixels:,}")
+        img, fmt = _open(io.BytesIO(data), name)
+        width, height = self._check(img, name)
         if budget is not None:
             budget.take(width * height, name)
         try:
             orientation = int(img.getexif().get(0x0112, 1))
-        except Exception:
+        except Exception:  # a damaged EXIF block: the picture is shown as stored
             orientation = 1
         with self._slots:
             try:
@@ -110,8 +125,8 @@ class Decoder:
                 rgb = shrink(img, self.target)
             except (Image.DecompressionBombError, MemoryError):
                 raise ImageTooLarge(f"{name} is too large to decode") from None
-            except (OSError, SyntaxError, ValueError) as exc:
-                raise InvalidImage(f"{name} is truncated or damaged ({exc})", code="damaged_image") from None
+            except Exception as exc:  # whatever a decoder raises on untrusted bytes
+                raise _undecodable(name, fmt, exc) from None
             if rgb is not img:  # drop the full-size picture at once
                 img.close()
             del img
@@ -123,8 +138,33 @@ class Decoder:
             width, height = height, width
         return DecodedImage(rgb, sha, width, height, fmt, (time.perf_counter() - t0) * 1000)
 
+    def _check(self, img: Image.Image, name: str) -> tuple[int, int]:
+        width, height = img.size
+        if width < 1 or height < 1:
+            raise InvalidImage(f"{name} has no pixels")
+        if width * height > self.max_pixels:
+            raise ImageTooLarge(f"{name} is {width}×{height} = {width * height:,} pixels; the limit is {self.max_pixels:,}")
+        return width, height
+
+    def check_file(self, path: str | Path) -> None:
+        """A file's format and size, from its header alone: InvalidImage (`unsupported_image` for a
+        file that is not a picture this process decodes) or ImageTooLarge before the file is read."""
+        p = Path(path)
+        try:
+            with open(p, "rb") as f:
+                img, _ = _open(f, str(p))
+                with img:
+                    self._check(img, str(p))
+        except FileNotFoundError:
+            raise InvalidImage(f"no such file: {p}", code="file_not_found") from None
+        except IsADirectoryError:
+            raise InvalidImage(f"{p} is a directory, not an image") from None
+        except OSError as exc:
+            raise InvalidImage(f"cannot read {p}: {exc.strerror or exc}") from None
+
     def decode_file(self, path: str | Path, budget: PixelBudget | None = None) -> DecodedImage:
         p = Path(path)
+        self.check_file(p)
         try:
             data = p.read_bytes()
         except FileNotFoundError:
@@ -142,19 +182,33 @@ class Decoder:
         return DecodedImage(rgb, sha, image.width, image.height, None)
 
 
-def _open(data: bytes, name: str) -> tuple[Image.Image, str]:
+def _open(stream: IO[bytes], name: str) -> tuple[Image.Image, str]:
+    """The picture's header read (nothing decoded yet), and its format's name."""
     try:
-        img = Image.open(io.BytesIO(data))
+        img = Image.open(stream)
     except Image.DecompressionBombError:
         raise ImageTooLarge(f"{name} has more pixels than this server decodes") from None
     except UnidentifiedImageError:
         raise InvalidImage(f"{name} is not an image in a supported format ({SUPPORTED})", code="unsupported_image") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise InvalidImage(f"{name} is truncated or damaged ({exc})", code="damaged_image") from None
-    fmt = FORMATS.get(img.format or "")
-    if fmt is None:
-        raise InvalidImage(f"{name} is a {img.format} image; supported formats are {SUPPORTED}", code="unsupported_image")
-    return img, fmt
+    except MemoryError:
+        raise ImageTooLarge(f"{name} is too large to decode") from None
+    except Exception as exc:  # a plugin that recognised the header and then choked on it
+        raise _undecodable(name, None, exc) from None
+    raw = str(img.format or "")
+    if raw in UNDECODED:
+        img.close()
+        raise InvalidImage(f"{name} is a {raw} file, which is not decoded here: {UNDECODED[raw]}", code="unsupported_image")
+    return img, FORMATS.get(raw, raw or "unknown")
+
+
+def _undecodable(name: str, fmt: str | None, exc: Exception) -> InvalidImage:
+    """The error for a decoder's exception: a variant the decoder does not implement (NotImplementedError,
+    or Pillow's "Unsupported …" messages) is unsupported; anything else is damage."""
+    detail = str(exc) or type(exc).__name__
+    what = f"{name} ({fmt})" if fmt else name
+    if isinstance(exc, NotImplementedError) or detail.lower().startswith(("unsupported", "unimplemented", "unknown")):
+        return InvalidImage(f"{what} uses a variant of its format that Pillow cannot decode ({detail})", code="unsupported_image")
+    return InvalidImage(f"{what} is truncated or damaged ({detail})", code="damaged_image")
 
 
 def shrink(img: Image.Image, target: int | None) -> Image.Image:
@@ -175,11 +229,24 @@ def shrink(img: Image.Image, target: int | None) -> Image.Image:
 
 
 def _levels(img: Image.Image) -> tuple[float, float] | None:
-    """The value range of a 16-bit or float picture (for scaling to 8 bits), else None."""
-    if img.mode not in ("I", "I;16", "I;16B", "I;16L", "F"):
+    """The value range of a 16-bit, 32-bit or float picture (for scaling to 8 bits), else None."""
+    if img.mode not in _HIGH_DEPTH:
         return None
-    lo, hi = cast(tuple[float, float], img.getextrema())
-    return float(lo), float(hi)
+    if img.mode in ("I", "F"):
+        lo, hi = cast(tuple[float, float], img.getextrema())
+        return float(lo), float(hi)
+    rows = max(1, STRIP_PIXELS // max(1, img.width))
+    ranges = [(float(v.min()), float(v.max())) for top in range(0, img.height, rows)
+              if (v := _values(img.crop((0, top, img.width, min(img.height, top + rows))))).size]
+    return min(r[0] for r in ranges), max(r[1] for r in ranges)
+
+
+def _values(img: Image.Image) -> npt.NDArray[np.float32]:
+    """A high-depth picture's values as floats (Pillow's 16-bit modes are read from their bytes)."""
+    dtype = _SIXTEEN_BITS.get(img.mode)
+    if dtype is None:
+        return np.asarray(img, dtype=np.float32)
+    return np.frombuffer(img.tobytes(), dtype=dtype).reshape(img.height, img.width).astype(np.float32)
 
 
 def to_rgb(img: Image.Image, levels: tuple[float, float] | None = None) -> Image.Image:
@@ -187,13 +254,15 @@ def to_rgb(img: Image.Image, levels: tuple[float, float] | None = None) -> Image
     scaled from `levels` (their range over the whole picture) to 0–255."""
     if img.mode == "RGB":
         return img
-    if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+    if img.mode in _HIGH_DEPTH:
         lo, hi = levels or _levels(img) or (0.0, 0.0)
-        arr = np.asarray(img, dtype=np.float32)
+        arr = _values(img)
         scaled = np.zeros_like(arr) if hi <= lo else (arr - lo) * np.float32(255.0 / (hi - lo))
         return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), "L").convert("RGB")
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
+    if img.mode == "La":  # premultiplied: Pillow converts it only to LA
+        img = img.convert("LA")
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = img.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

@@ -71,6 +71,7 @@ class PictureReader:
         needs (`target` pixels on the shorter side; the nearest listed size on a level-0 server)."""
         policy = self.limits.fetch
         if ref.kind == "file":
+            self.decoder.check_file(ref.source)  # its header: a file that is not a picture is not read whole
             try:
                 return Path(ref.source).read_bytes()
             except FileNotFoundError:

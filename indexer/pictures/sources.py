@@ -1,16 +1,19 @@
 """What a SOURCE of `clip-gaze collection add` holds: the pictures it names (each read by `reader`).
 
-A source is a folder (searched recursively for pictures), a CSV/TSV or JSON Lines file with an
-`image` column (a path, relative to the file or absolute, or an http(s) URL; an optional
-`external_id`; every other column kept as metadata), a IIIF Presentation manifest (v2 or v3; a URL or
-a .json file) or a IIIF Image API service (its URL, with or without /info.json). Problems with a
-source or a row are returned as failures, to be recorded: they never stop a run.
+A source is a folder (searched recursively), a CSV/TSV or JSON Lines file with an `image` column (a
+path, relative to the file or absolute, or an http(s) URL; an optional `external_id`; every other column
+kept as metadata), a IIIF Presentation manifest (v2 or v3; a URL or a .json file), a IIIF Image API
+service (its URL, with or without /info.json), or one picture file. Problems with a source or a row are
+returned as failures, to be recorded: they never stop a run.
+
+Every file of a folder is a picture to read, whatever its name: its content decides (the reader records
+a file that is not a picture it decodes as `unsupported_image`), except two kinds, which are `Ignored`
+and counted: hidden files (a name, or a folder on the way, starting with ".") and the text and
+metadata files that sit beside pictures (`NOT_PICTURES`: .txt, .csv, .json, .xml, .xmp, …).
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,10 +22,13 @@ from typing import Any, Iterator, Union
 from ..errors import ClipGazeError, InvalidInput
 from .fetch import FetchPolicy, fetch_json
 from .iiif import is_image_service, is_manifest, manifest_items, manifest_problems
+from .rows import LINES_SUFFIXES, TABLE_SUFFIXES, BadRow, read_rows
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".tif", ".tiff", ".bmp"}
-TABLE_SUFFIXES = {".csv": ",", ".tsv": "\t"}
-LINES_SUFFIXES = {".jsonl", ".ndjson"}
+NOT_PICTURES = frozenset({  # in a folder, passed over and counted: the text and metadata beside pictures
+    ".txt", ".md", ".rst", ".csv", ".tsv", ".json", ".jsonl", ".ndjson", ".xml", ".xmp", ".yaml", ".yml",
+    ".html", ".htm", ".log",
+})
+MAX_MANIFEST_BYTES = 32 * 1024 * 1024  # a IIIF manifest read from a file
 
 
 @dataclass(frozen=True)
@@ -51,7 +57,15 @@ class SourceFailure:
     metadata: dict[str, Any] | None = field(default=None)
 
 
-Item = Union[PictureRef, SourceFailure]
+@dataclass(frozen=True)
+class Ignored:
+    """A file of a folder passed over by rule: `reason` "hidden" or "not_a_picture"."""
+
+    source: str
+    reason: str
+
+
+Item = Union[PictureRef, SourceFailure, Ignored]
 
 
 def _is_url(text: str) -> bool:
@@ -72,72 +86,61 @@ def expand(source: str, policy: FetchPolicy) -> Iterator[Item]:
         elif path.suffix.lower() in TABLE_SUFFIXES or path.suffix.lower() in LINES_SUFFIXES:
             yield from _table(path)
         elif path.suffix.lower() == ".json":
+            if path.stat().st_size > MAX_MANIFEST_BYTES:
+                yield SourceFailure(source, "invalid_manifest",
+                                    f"{source} is larger than {MAX_MANIFEST_BYTES // 2**20} MiB, the limit for a manifest")
+                return
             try:
-                doc = json.loads(path.read_text(encoding="utf-8"))
-            except (ValueError, UnicodeDecodeError) as exc:
-                yield SourceFailure(source, "invalid_manifest", f"{source} is not a JSON document ({exc})")
+                doc = json.loads(path.read_text(encoding="utf-8-sig"))
+            except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+                yield SourceFailure(source, "invalid_manifest", f"{source} is not a JSON document ({str(exc)[:200]})")
                 return
             yield from _iiif_document(source, doc, base=None)
-        elif path.suffix.lower() in IMAGE_SUFFIXES:
+        else:  # a picture, by its content: the reader says if it is not one
             yield PictureRef(str(path.resolve()), "file", external_id=path.name)
-        else:
-            yield SourceFailure(source, "invalid_source", f"{source}: not a folder, .csv, .tsv, .jsonl, IIIF .json or picture")
     except ClipGazeError as exc:
         yield SourceFailure(source, exc.code, exc.message)
 
 
 def _folder(root: Path) -> Iterator[Item]:
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES):
-        yield PictureRef(str(path.resolve()), "file", external_id=path.relative_to(root).as_posix())
-
-
-def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    text = path.read_text(encoding="utf-8-sig")
-    if path.suffix.lower() in LINES_SUFFIXES:
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError as exc:
-                raise InvalidInput(f"{path}, line {n}: not JSON ({exc})", code="invalid_source") from None
-            if not isinstance(row, dict):
-                raise InvalidInput(f"{path}, line {n}: not a JSON object", code="invalid_source")
-            yield n, row
-        return
-    reader = csv.DictReader(io.StringIO(text), delimiter=TABLE_SUFFIXES[path.suffix.lower()])
-    if "image" not in (reader.fieldnames or []):
-        raise InvalidInput(f"{path} has no `image` column (columns: {', '.join(reader.fieldnames or []) or 'none'})",
-                           code="invalid_source")
-    for n, row in enumerate(reader, 2):
-        yield n, dict(row)
+    for path in sorted(root.rglob("*")):
+        if not path.is_file():
+            continue
+        relative = path.relative_to(root)
+        if any(part.startswith(".") for part in relative.parts):
+            yield Ignored(str(path), "hidden")
+        elif path.suffix.lower() in NOT_PICTURES:
+            yield Ignored(str(path), "not_a_picture")
+        else:
+            yield PictureRef(str(path.resolve()), "file", external_id=relative.as_posix())
 
 
 def _table(path: Path) -> Iterator[Item]:
     try:
-        rows = list(_rows(path))
-    except UnicodeDecodeError:
-        yield SourceFailure(str(path), "invalid_source", f"{path} is not UTF-8 text")
-        return
-    except InvalidInput as exc:
-        yield SourceFailure(str(path), exc.code, exc.message)
-        return
-    if rows and all("image" not in row for _, row in rows):
-        yield SourceFailure(str(path), "invalid_source", f"{path} has no `image` field")
-        return
-    for n, row in rows:
-        image = str(row.pop("image", "") or "").strip()
-        ext = row.pop("external_id", None)
-        ext = str(ext).strip() if ext not in (None, "") else None
-        meta = {k: v for k, v in row.items() if k and v not in (None, "")} or None
-        if not image:
-            yield SourceFailure(f"{path}:{n}", "invalid_source", f"{path}, row {n}: empty `image`", ext, meta)
-        elif _is_url(image):
-            yield PictureRef.of_url(image, ext, meta)
-        else:
-            file = Path(image).expanduser()
-            file = file if file.is_absolute() else path.parent / file
-            yield PictureRef(str(file.resolve()), "file", ext, meta)
+        for row in read_rows(path):
+            if isinstance(row, BadRow):
+                yield SourceFailure(f"{path}:{row.line}", "invalid_source", row.error)
+            else:
+                yield _row_item(path, row.line, row.fields)
+    except (InvalidInput, OSError) as exc:
+        message = exc.message if isinstance(exc, InvalidInput) else f"cannot read {path}: {exc.strerror or exc}"
+        yield SourceFailure(str(path), "invalid_source", message)
+
+
+def _row_item(path: Path, n: int, row: dict[str, Any]) -> Item:
+    if "image" not in row:
+        return SourceFailure(f"{path}:{n}", "invalid_source", f"{path}, line {n}: no `image` field")
+    image = str(row.pop("image", "") or "").strip()
+    ext = row.pop("external_id", None)
+    ext = str(ext).strip() if ext not in (None, "") else None
+    meta = {k: v for k, v in row.items() if k and v not in (None, "")} or None
+    if not image:
+        return SourceFailure(f"{path}:{n}", "invalid_source", f"{path}, row {n}: empty `image`", ext, meta)
+    if _is_url(image):
+        return PictureRef.of_url(image, ext, meta)
+    file = Path(image).expanduser()
+    file = file if file.is_absolute() else path.parent / file
+    return PictureRef(str(file.resolve()), "file", ext, meta)
 
 
 def _iiif_document(source: str, doc: Any, base: str | None) -> Iterator[Item]:

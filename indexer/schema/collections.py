@@ -129,6 +129,8 @@ class AddReport(Answer):
     relabelled: int = Field(0, description="Of those, how many took a new external_id or metadata from the source")
     failed: int
     encoded: int = Field(description="Pictures the model encoded (content not seen before)")
+    ignored: int = Field(0, description="Files of a folder passed over by rule, not named in `total`: hidden "
+                                        "ones (a name starting with \".\") and text or metadata files (.txt, .csv, .json, .xml, …)")
     seconds: float
     errors: list[PictureInfo] = Field(description="The first failures; `collection show --errors` lists all")
 
