@@ -79,10 +79,10 @@ def test_bad_images_are_clear_errors(data, code):
 
 
 def test_unsupported_formats_are_named():
-    buf = io.BytesIO()
-    Image.new("RGB", (8, 8)).save(buf, format="ICO")
-    with pytest.raises(InvalidImage, match="ICO"):
-        decode_image(buf.getvalue(), LIMIT)
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\nshowpage\n"
+    with pytest.raises(InvalidImage, match="EPS files are not decoded here") as exc:
+        decode_image(eps, LIMIT)
+    assert exc.value.code == "unsupported_image"
 
 
 def test_jpeg_draft_decodes_big_photos_smaller_but_reports_true_size():

@@ -193,12 +193,25 @@ def _open(stream: IO[bytes], name: str) -> tuple[Image.Image, str]:
     except MemoryError:
         raise ImageTooLarge(f"{name} is too large to decode") from None
     except Exception as exc:  # a plugin that recognised the header and then choked on it
-        raise _undecodable(name, None, exc) from None
+        stream.seek(0)
+        raise _undecodable(name, _recognised(stream.read(64)), exc) from None
     raw = str(img.format or "")
     if raw in UNDECODED:
         img.close()
-        raise InvalidImage(f"{name} is a {raw} file, which is not decoded here: {UNDECODED[raw]}", code="unsupported_image")
+        raise InvalidImage(f"{name}: {raw} files are not decoded here ({UNDECODED[raw]})", code="unsupported_image")
     return img, FORMATS.get(raw, raw or "unknown")
+
+
+def _recognised(prefix: bytes) -> str | None:
+    """The format whose plugin claims these first bytes, for a message (None if none does)."""
+    for fmt in Image.ID:
+        accept = Image.OPEN[fmt][1]
+        try:
+            if accept is not None and accept(prefix):
+                return FORMATS.get(fmt, fmt)
+        except Exception:  # a plugin's check on odd bytes: no claim
+            continue
+    return None
 
 
 def _undecodable(name: str, fmt: str | None, exc: Exception) -> InvalidImage:

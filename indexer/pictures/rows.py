@@ -84,6 +84,11 @@ def _too_long(path: Path, line: int) -> BadRow:
     return BadRow(line, f"{path}, line {line}: longer than {MAX_LINE_BYTES // 1024:,} KiB, the limit for a line")
 
 
+def _field_too_long(path: Path, line: int) -> BadRow:
+    return BadRow(line, f"{path}, row at line {line}: a field is longer than {MAX_FIELD_CHARS // 1024:,} KiB, "
+                        "the limit for a field")
+
+
 def _json_lines(path: Path, lines: _Lines) -> Iterator[Union[Row, BadRow]]:
     while True:
         try:
@@ -125,7 +130,8 @@ def _csv_rows(path: Path, lines: _Lines, delimiter: str) -> Iterator[Union[Row, 
         except csv.Error as exc:
             if header is None:
                 raise InvalidInput(f"{path}: its header cannot be read ({exc})", code="invalid_source") from None
-            yield BadRow(start, f"{path}, row at line {start}: not CSV ({exc})")
+            yield _field_too_long(path, start) if "field limit" in str(exc) else \
+                BadRow(start, f"{path}, row at line {start}: not CSV ({exc})")
             continue
         if header is None:
             header = [h.strip() for h in cells]
@@ -136,8 +142,7 @@ def _csv_rows(path: Path, lines: _Lines, delimiter: str) -> Iterator[Union[Row, 
         if not cells:
             continue
         if any(len(c) > MAX_FIELD_CHARS for c in cells):
-            yield BadRow(start, f"{path}, row at line {start}: a field is longer than {MAX_FIELD_CHARS // 1024:,} KiB, "
-                                "the limit for a field")
+            yield _field_too_long(path, start)
             continue
         yield Row(start, dict(zip(header, cells + [""] * (len(header) - len(cells)))))
 
