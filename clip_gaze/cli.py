@@ -15,7 +15,7 @@ from indexer.errors import ClipGazeError
 from indexer.schema import MAX_TOP_K
 from indexer.settings import settings_help
 
-from .cli_common import MODEL_OPTION, RELATIVE_OPTION, VOCAB_OPTION, load_settings, domain_errors, make_engine, split_vocabs
+from .cli_common import MODEL_OPTION, RELATIVE_OPTION, VOCAB_OPTION, domain_errors, load_settings, make_engine, say, split_vocabs
 
 
 @click.group(
@@ -54,9 +54,9 @@ def index(model: str | None, vocab: tuple[str, ...], all_: bool, force: bool, as
     names = list(catalog().vocabularies) if all_ else split_vocabs(vocab)
     report = engine.index(names, force=force)
     if as_json:
-        click.echo(report.model_dump_json())
+        say(report.model_dump_json())
     else:
-        click.echo(
+        say(
             f"{report.model}: {len(report.vocabularies)} vocabularies, {report.embedded} phrases embedded, "
             f"{len(report.indexes_written)} index files written"
         )
@@ -90,11 +90,11 @@ def analyze(images: tuple[str, ...], vocab: tuple[str, ...], top_k: int, model: 
             if len(images) == 1:
                 raise
             failed += 1
-            click.echo(f"Error: {exc.message}", err=True)
+            say(f"Error: {exc.message}", err=True)
             if as_json:
-                click.echo(json.dumps({"ok": False, "file": path, "status": exc.status, "code": exc.code, "error": exc.message}))
+                say(json.dumps({"ok": False, "file": path, "status": exc.status, "code": exc.code, "error": exc.message}))
             continue
-        click.echo(answer.model_dump_json() if as_json else format_table(answer))
+        say(answer.model_dump_json() if as_json else format_table(answer))
     if failed:
         raise click.ClickException(f"{failed} of {len(images)} images could not be analysed")
 
@@ -128,7 +128,7 @@ def compare(image: str, phrases: tuple[str, ...], model: str | None, as_json: bo
     engine = make_engine(model)
     decoded = engine.read(image)
     answer = engine.compare(decoded, [p.strip() for p in phrases], persist=True).model_copy(update={"file": image})
-    click.echo(answer.model_dump_json() if as_json else format_table(answer))
+    say(answer.model_dump_json() if as_json else format_table(answer))
 
 
 @cli.command()
@@ -161,7 +161,7 @@ def serve(host: str, port: int, workers: int, threads: int, model: str | None, n
     s = _export_before_serving(s)
     if not no_index:
         if make_engine(s.model, progress=False).needs_indexing():
-            click.echo("indexing the default vocabularies before starting…", err=True)
+            say("indexing the default vocabularies before starting…", err=True)
             # In a child process, so the server does not keep the indexing's memory.
             done = subprocess.run([sys.executable, "-m", "clip_gaze", "index", "--model", s.model])
             if done.returncode != 0:  # the child has said why, in one line
@@ -180,13 +180,13 @@ def _export_before_serving(s: Any) -> Any:
     spec = parse_model(s.model)
     if backends.choose(s.backend, s.device) != "onnx" or backends.has_export(s.home, spec):
         return s
-    click.echo(f"exporting {spec.name} to ONNX before starting (once)…", err=True)
+    say(f"exporting {spec.name} to ONNX before starting (once)…", err=True)
     done = subprocess.run([sys.executable, "-m", "clip_gaze", "models", "export", "--model", s.model])
     if done.returncode == 0:
         return s
     if s.backend == "onnx":  # the child has said why, in one line
         raise SystemExit(done.returncode)
-    click.echo(f"serving {spec.name} on torch", err=True)
+    say(f"serving {spec.name} on torch", err=True)
     return dataclasses.replace(s, backend="torch")
 
 
@@ -208,12 +208,12 @@ def models(ctx: click.Context, as_json: bool) -> None:
 
     presets = list_presets()
     if as_json:
-        click.echo(json.dumps([preset_info(p, paths=True).json_dict() for p in presets], ensure_ascii=False, indent=2))
+        say(json.dumps([preset_info(p, paths=True).json_dict() for p in presets], ensure_ascii=False, indent=2))
         return
     current = load_settings().model
     for p in presets:
         mark = "*" if p.name == current else " "
-        click.echo(f"{mark} {p.name:<9} {p.arch}:{Path(p.pretrained).name if p.config else p.pretrained}  {p.description}")
+        say(f"{mark} {p.name:<9} {p.arch}:{Path(p.pretrained).name if p.config else p.pretrained}  {p.description}")
 
 
 @models.command("export")
@@ -236,12 +236,12 @@ def export_model(model: str | None, force: bool, as_json: bool) -> None:
 
     settings = load_settings()
     spec = parse_model(model or settings.model)
-    manifest = backends.ensure_export(spec, settings.home, progress=lambda m: click.echo(m + "…", err=True), force=force)
+    manifest = backends.ensure_export(spec, settings.home, progress=lambda m: say(m + "…", err=True), force=force)
     if as_json:
-        click.echo(json.dumps(manifest.json_dict(), ensure_ascii=False, indent=2))
+        say(json.dumps(manifest.json_dict(), ensure_ascii=False, indent=2))
         return
-    click.echo(f"{spec.name}: {backends.export_path(settings.home, spec)}")
-    click.echo(f"  {manifest.summary()}")
+    say(f"{spec.name}: {backends.export_path(settings.home, spec)}")
+    say(f"  {manifest.summary()}")
 
 
 from .cli_collection import collection  # noqa: E402  (registered below)

@@ -9,7 +9,7 @@ import click
 
 from indexer.schema import MAX_PAGE_SIZE, MAX_TOP_K
 
-from .cli_common import MODEL_OPTION, RELATIVE_OPTION, VOCAB_OPTION, confirm_delete, domain_errors, make_collections, split_vocabs
+from .cli_common import MODEL_OPTION, RELATIVE_OPTION, VOCAB_OPTION, confirm_delete, domain_errors, make_collections, say, split_vocabs
 
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print one JSON object (fields as in the REST answer).")
 ENGINE_OPTION = click.option(
@@ -47,7 +47,7 @@ def collection() -> None:
 
 
 def _echo(model: Any, as_json: bool, text: str) -> None:
-    click.echo(model.model_dump_json() if as_json else text)
+    say(model.model_dump_json() if as_json else text)
 
 
 @collection.command("create")
@@ -194,7 +194,7 @@ def analyze(name: str, vocab: tuple[str, ...], top_k: int, out: str, model: str 
         rows = on_ray.ray_analyze(collections, name, split_vocabs(vocab), top_k, out, address=ray_address)
     else:
         rows = write_blocks(collections.analyze_blocks(name, split_vocabs(vocab), top_k, relative_to), out, AnalysisRow)
-    click.echo(f"{out}: {rows:,} rows ({time.perf_counter() - t0:.1f} s)", err=not sys.stdout.isatty())
+    say(f"{out}: {rows:,} rows ({time.perf_counter() - t0:.1f} s)", err=not sys.stdout.isatty())
 
 
 @collection.command("search")
@@ -243,4 +243,4 @@ def delete(name: str, yes: bool) -> None:
     collections = make_collections(None, progress=False)
     confirm_delete("collection", name, f"{collections.get(name).size} pictures", yes)
     collections.delete(name)
-    click.echo(f"deleted collection {name}")
+    say(f"deleted collection {name}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 import sys
 from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
@@ -17,6 +18,29 @@ if TYPE_CHECKING:  # pragma: no cover
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# What a terminal would act on or hide rather than show: C0 controls but newline and tab, DEL, C1
+# controls, and the invisible and bidirectional format characters (Unicode category Cf, line and
+# paragraph separators, lone surrogates).
+_UNSHOWN = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e"
+    "\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\ud800-\udfff"
+    "\U000110bd\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
+    "\U000e0001\U000e0020-\U000e007f]"
+)
+
+
+def shown(text: str) -> str:
+    """`text` safe to print on a terminal: what a terminal would act on (ESC sequences, BEL, a carriage
+    return) or hide (bidirectional overrides, zero-width characters) is written as `\\uXXXX`, which is
+    also how JSON writes it, so JSON output stays JSON with the same meaning."""
+    return _UNSHOWN.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def say(text: str, err: bool = False) -> None:
+    """click.echo for everything the commands print: names from files, sources and the API included."""
+    click.echo(shown(text), err=err)
+
+
 def domain_errors(fn: F) -> F:
     """Turn clip-gaze's errors (and bad settings) into one readable line and exit status 1."""
 
@@ -25,9 +49,9 @@ def domain_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except ClipGazeError as exc:
-            raise click.ClickException(exc.message) from None
+            raise click.ClickException(shown(exc.message)) from None
         except ValueError as exc:  # settings
-            raise click.ClickException(str(exc)) from None
+            raise click.ClickException(shown(str(exc))) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -63,7 +87,7 @@ class _Bar:
 def make_engine(model: str | None, progress: bool = True) -> "Engine":
     from indexer.engine import Engine
 
-    notice = (lambda message: click.echo(message + "…", err=True)) if progress else None
+    notice = (lambda message: say(message + "…", err=True)) if progress else None
     return Engine.from_settings(load_settings(), model, progress=_Bar if progress else None, notice=notice)
 
 

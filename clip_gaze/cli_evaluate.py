@@ -10,7 +10,7 @@ import click
 
 from indexer.schema import DEFAULT_HUB_METHOD, HUB_METHODS
 
-from .cli_common import MODEL_OPTION, domain_errors, make_engine
+from .cli_common import MODEL_OPTION, domain_errors, make_engine, say
 
 
 @contextmanager
@@ -102,4 +102,4 @@ def evaluate(labels: str, vocab: str, relative_to: str | None, method: str, repo
     engine = make_engine(model)
     answer = run(engine, labels, names[0], relative_to=relative_to.strip() if relative_to else None, method=method,
                  resamples=resamples, seed=seed, report_dir=report_dir, progress=None if as_json else _bar)
-    click.echo(answer.model_dump_json() if as_json else format_evaluation(answer))
+    say(answer.model_dump_json() if as_json else format_evaluation(answer))

@@ -11,7 +11,7 @@ from pydantic import TypeAdapter, ValidationError
 from indexer.schema import Phrase, compare_phrases, invalid
 from indexer.schema.explain import MAX_EXPLAIN_TOP_K
 
-from .cli_common import MODEL_OPTION, VOCAB_OPTION, domain_errors, make_engine, split_vocabs
+from .cli_common import MODEL_OPTION, VOCAB_OPTION, domain_errors, make_engine, say, split_vocabs
 
 _PHRASE: TypeAdapter[str] = TypeAdapter(Phrase)
 
@@ -75,19 +75,19 @@ def explain(image: str, vocab: tuple[str, ...], phrases: tuple[str, ...], versus
         contrast_path = out / f"contrast-{slug(c.phrase, 60)}-rather-than-{slug(c.versus, 60)}.png"
         found.overlay_contrast().save(contrast_path)
     if as_json:
-        click.echo(answer.model_copy(update={"file": image}).model_dump_json())
+        say(answer.model_copy(update={"file": image}).model_dump_json())
         return
     g, img = answer.grid, answer.image
-    click.echo(f"{image}  {img.width}×{img.height}  model {answer.model.preset or answer.model.arch}  "
+    say(f"{image}  {img.width}×{img.height}  model {answer.model.preset or answer.model.arch}  "
                f"grid {g.rows}×{g.cols} over [{', '.join(f'{v:g}' for v in g.box)}]  "
                f"(last {answer.layers} blocks decomposed)")
     for key, result in answer.results.items():
-        click.echo(f"  {key}: relative to {result.softmax_over:,} phrases")
+        say(f"  {key}: relative to {result.softmax_over:,} phrases")
         for rank, m in enumerate(result.matches):
             share = f"{100 * m.probability:6.2f}%" if m.probability >= 5e-5 else " <0.01%"
-            click.echo(f"    {rank + 1}. {share}  {m.phrase}   peaks at ({m.peak.x:g}, {m.peak.y:g})  "
+            say(f"    {rank + 1}. {share}  {m.phrase}   peaks at ({m.peak.x:g}, {m.peak.y:g})  "
                        f"→ {written[(key, rank)]}")
     if answer.contrast is not None:
         c = answer.contrast
-        click.echo(f"  {c.phrase} rather than {c.versus}: logit difference {c.logit_difference:+.2f}, "
+        say(f"  {c.phrase} rather than {c.versus}: logit difference {c.logit_difference:+.2f}, "
                    f"peaks at ({c.peak.x:g}, {c.peak.y:g})  → {contrast_path}")

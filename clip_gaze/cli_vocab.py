@@ -11,7 +11,7 @@ import click
 
 from indexer.schema import MAX_PAGE_SIZE
 
-from .cli_common import MODEL_OPTION, confirm_delete, domain_errors, make_engine
+from .cli_common import MODEL_OPTION, confirm_delete, domain_errors, make_engine, say, shown
 
 
 @click.group()
@@ -36,13 +36,13 @@ def vocab_list(as_json: bool) -> None:
     """
     rows = make_engine(None, progress=False).vocabularies()
     if as_json:
-        click.echo(json.dumps([r.json_dict() for r in rows], ensure_ascii=False))
+        say(json.dumps([r.json_dict() for r in rows], ensure_ascii=False))
         return
     for r in rows:
         kind = "built-in" if r.builtin else "custom"
         star = "*" if r.default else " "
-        click.echo(f"{star} {r.name:<22} {r.size:>7,} phrases  {kind:<8} {' | '.join(r.templates):<24} {r.description}")
-    click.echo("(* = in the default set)")
+        say(f"{star} {r.name:<22} {r.size:>7,} phrases  {kind:<8} {' | '.join(r.templates):<24} {r.description}")
+    say("(* = in the default set)")
 
 
 @vocab.command("show")
@@ -62,18 +62,18 @@ def vocab_show(name: str, offset: int, limit: int, as_json: bool) -> None:
 
     page = make_engine(None, progress=False).vocabulary_page(name, PageQuery(offset=offset, limit=limit))
     if as_json:
-        click.echo(page.model_dump_json())
+        say(page.model_dump_json())
         return
     row = page.vocabulary
-    click.echo(f"{row.name}: {row.size:,} phrases, templates {row.templates}, version {row.version}")
-    click.echo(f"  {row.description}")
+    say(f"{row.name}: {row.size:,} phrases, templates {row.templates}, version {row.version}")
+    say(f"  {row.description}")
     if row.source:
-        click.echo(f"  source: {row.source}\n  licence: {row.licence}")
+        say(f"  source: {row.source}\n  licence: {row.licence}")
     for p in page.phrases:
         ext = f"  [{p.external_id}]" if p.external_id else ""
-        click.echo(f"  {p.phrase}{ext}")
+        say(f"  {p.phrase}{ext}")
     if page.next_offset is not None:
-        click.echo(f"  … more with --offset {page.next_offset}")
+        say(f"  … more with --offset {page.next_offset}")
 
 
 def _read_items(file: str | None, terms: Sequence[str]) -> list[Any]:
@@ -84,9 +84,9 @@ def _read_items(file: str | None, terms: Sequence[str]) -> list[Any]:
         try:
             text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
         except FileNotFoundError:
-            raise click.ClickException(f"no such file: {file}") from None
+            raise click.ClickException(shown(f"no such file: {file}")) from None
         except UnicodeDecodeError:
-            raise click.ClickException(f"{file} is not UTF-8 text") from None
+            raise click.ClickException(shown(f"{file} is not UTF-8 text")) from None
         items.extend(parse_phrase_file(text, file_format(file)))
     return items
 
@@ -116,7 +116,7 @@ def vocab_create(name: str, file: str | None, templates: tuple[str, ...], descri
     if description:
         body["description"] = description
     result = make_engine(model).create_vocabulary(parse(CreateVocabulary, body))
-    click.echo(f"created {name}: {result.added} phrases")
+    say(f"created {name}: {result.added} phrases")
 
 
 @vocab.command("add")
@@ -138,7 +138,7 @@ def vocab_add(name: str, terms: tuple[str, ...], file: str | None, model: str | 
     if not items:
         raise click.UsageError("give terms or --file")
     result = make_engine(model).add_phrases(name, parse(AddPhrases, {"phrases": items}))
-    click.echo(f"{name}: {result.added} added, {result.unchanged} already there (version {result.version})")
+    say(f"{name}: {result.added} added, {result.unchanged} already there (version {result.version})")
 
 
 @vocab.command("remove")
@@ -158,7 +158,7 @@ def vocab_remove(name: str, terms: tuple[str, ...], external_ids: tuple[str, ...
     body = {"terms": [t.strip() for t in terms] or None, "external_ids": [e.strip() for e in external_ids] or None}
     request = parse(RemovePhrases, {k: v for k, v in body.items() if v})
     result = make_engine(None, progress=False).remove_phrases(name, request)
-    click.echo(f"{name}: {result.removed} phrases removed (version {result.version})")
+    say(f"{name}: {result.removed} phrases removed (version {result.version})")
 
 
 @vocab.command("delete")
@@ -175,4 +175,4 @@ def vocab_delete(name: str, yes: bool) -> None:
     engine = make_engine(None, progress=False)
     confirm_delete("vocabulary", name, f"{engine.vocabulary(name).size} phrases", yes)
     result = engine.delete_vocabulary(name)
-    click.echo(f"deleted {name} ({result.removed} phrases)")
+    say(f"deleted {name} ({result.removed} phrases)")

@@ -344,3 +344,28 @@ def test_csv_rows_that_break_fail_alone_and_quoted_lines_are_counted(engine: Eng
 def test_the_stated_caps_are_what_the_readme_says():
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     assert f"{MAX_LINE_BYTES // 2**20} MiB a line" in readme and f"{MAX_FIELD_CHARS // 1024} KiB a field" in readme
+
+
+# -- terminal escapes from files and sources are shown, not acted on -----------------------------------
+
+UNSHOWN = ("\x1b", "\x07", "\x9b", "\r", "\u202e", "\u200b", "\u2066")
+
+
+def test_escapes_in_ids_metadata_and_file_names_are_printed_escaped(run, tmp_path: Path):
+    evil_file = tmp_path / "scan\x1b[2J\u202e.png"
+    draw_shape("red").save(evil_file)
+    table = tmp_path / "objects.csv"
+    table.write_text("image,external_id,title\n"
+                     f"{evil_file.name},\"OBJ\x1b]0;owned\x07-1\",\"clear\x1b[2J\"\n"
+                     "missing\x9b.png,\"bad\u200bid\r\",x\n", encoding="utf-8")
+    assert run("collection", "create", "odd").exit_code == 0
+    outputs = [run("collection", "add", "odd", str(table)), run("collection", "show", "odd"),
+               run("collection", "show", "odd", "--errors"), run("collection", "search", "odd", "a red circle"),
+               run("analyze", str(evil_file), "--vocab", "qualities"), run("analyze", str(tmp_path / "nope\x1b[2J.png"))]
+    for result in outputs:  # (stderr's progress bars move with a carriage return of their own)
+        assert not any(c in result.stdout for c in UNSHOWN), repr(result.stdout)
+        assert not any(c in result.stderr for c in UNSHOWN if c != "\r"), repr(result.stderr)
+    assert "OBJ\\u001b]0;owned\\u0007-1" in outputs[1].stdout and "\\u202e.png" in outputs[1].stdout
+    assert "bad\\u200bid" in outputs[2].stdout and outputs[5].stderr.startswith("Error: ")
+    shown = json.loads(run("collection", "show", "odd", "--json").stdout)  # JSON output stays JSON, same values
+    assert shown["pictures"][0]["external_id"] == "OBJ\x1b]0;owned\x07-1"
