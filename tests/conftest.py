@@ -30,6 +30,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 HF_HOME = Path(tempfile.mkdtemp(prefix="clip-gaze-tests-hf-"))
 os.environ.update(HF_HOME=str(HF_HOME), HF_HUB_CACHE=str(HF_HOME / "hub"), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
 
+# Under pytest-xdist (the README's test command runs two workers, one a core), each worker's torch,
+# ONNX Runtime and the servers it starts keep to one thread: two processes whose OpenMP threads spin on
+# the same cores slow each other several-fold.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """The offline Hugging Face cache made above goes with the session."""
     import shutil

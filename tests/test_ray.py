@@ -35,6 +35,8 @@ from indexer.schema.collections import AddSources, CreateCollection
 from test_e2e_serve import command
 
 SKIP = "ray[data] is not installed (pip install 'clip-gaze[ray]')"
+# Under pytest-xdist, every Ray test runs in one worker: two local Ray clusters on two cores starve each other.
+pytestmark = pytest.mark.xdist_group("ray")
 SHAPES = [(c, s) for c in ("red", "blue", "green", "yellow") for s in ("circle", "square", "triangle")]
 RUN_LIMIT = 120  # seconds any one Ray run may take here before the test fails (a starved pool hangs)
 

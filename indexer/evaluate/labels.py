@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import InvalidInput
 from ..pictures.fetch import FetchPolicy
-from ..pictures.sources import PictureRef, SourceFailure, expand
+from ..pictures.sources import Ignored, PictureRef, SourceFailure, expand
 from ..schema.collections import PictureInfo
 
 LABEL_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson")
@@ -76,6 +76,8 @@ def read_labels(path: str | Path, policy: FetchPolicy | None = None) -> LabelsFi
             if item.source == str(path):  # the file itself: no `image` column, not UTF-8, not JSON
                 raise InvalidInput(item.error, code="invalid_labels")
             failures.append(PictureInfo(source=item.source, external_id=item.external_id, error_code=item.code, error=item.error))
+            continue
+        if isinstance(item, Ignored):  # only a folder passes files over, and a labels file is not one
             continue
         meta = dict(item.metadata or {})
         where = f"{path}, row {row}"

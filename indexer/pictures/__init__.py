@@ -6,4 +6,5 @@
   addresses  which IP addresses may be fetched from, and what an allow-list admits
   iiif       IIIF Presentation manifests and Image API services, read from parsed JSON
   sources    what a collection source names: folders, tables, manifests, services
+  rows       the rows of CSV/TSV and JSON Lines sources, streamed within stated caps
 """
