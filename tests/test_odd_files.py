@@ -101,6 +101,18 @@ def test_a_palette_picture_with_a_transparent_colour_is_on_white():
     assert DECODER.from_pil(img).image.getpixel((3, 3)) == (255, 255, 255)
 
 
+def test_a_picture_of_extreme_shape_is_cut_to_its_centre_before_the_model_sees_it(client):
+    """A 1 × 83,886,338 BLP of Pillow's tests drove `collection add` past 23 GB: the model's 'shortest'
+    resize makes its shorter side 224 pixels before cutting the central square."""
+    strip = Image.new("L", (3, 150_000), 255)
+    strip.paste(0, (0, 75_000 - 96, 3, 75_000 + 96))  # black in the middle, white elsewhere
+    decoded = DECODER.decode(encode(strip, "PNG"), "strip.png")
+    assert (decoded.width, decoded.height) == (3, 150_000) and decoded.image.size == (3, 192)
+    assert decoded.image.getpixel((1, 96)) == (0, 0, 0)
+    resp = client.post("/v1/analyze", data={"image": (io.BytesIO(encode(strip, "PNG")), "strip.png"), "vocabularies": "qualities"})
+    assert resp.status_code == 200 and resp.get_json()["image"]["height"] == 150_000
+
+
 # -- formats -------------------------------------------------------------------------------------------
 
 

@@ -55,6 +55,7 @@ _TRANSPOSE = {
 _ROTATED = {5, 6, 7, 8}  # EXIF orientations that swap width and height
 STRIP_PIXELS = 4_000_000  # converted to RGB at a time while reducing a large picture
 TRIM_AFTER_PIXELS = 16_000_000  # hand memory back after decoding a picture this large
+MAX_ASPECT = 64  # a picture longer than this many times its width is cut to its central part of that shape
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,7 @@ class Decoder:
                 if self.target and fmt == "JPEG":
                     img.draft("RGB", (2 * self.target, 2 * self.target))
                 img.load()
-                rgb = shrink(img, self.target)
+                rgb = shrink(central(img), self.target)
             except (Image.DecompressionBombError, MemoryError):
                 raise ImageTooLarge(f"{name} is too large to decode") from None
             except Exception as exc:  # whatever a decoder raises on untrusted bytes
@@ -177,7 +178,7 @@ class Decoder:
 
     def from_pil(self, image: Image.Image) -> DecodedImage:
         """A picture already in memory (the library, tests): made RGB and reduced like a decoded one."""
-        rgb = shrink(image, self.target)
+        rgb = shrink(central(image), self.target)
         sha = hashlib.sha256(rgb.tobytes()).hexdigest()
         return DecodedImage(rgb, sha, image.width, image.height, None)
 
@@ -222,6 +223,20 @@ def _undecodable(name: str, fmt: str | None, exc: Exception) -> InvalidImage:
     if isinstance(exc, NotImplementedError) or detail.lower().startswith(("unsupported", "unimplemented", "unknown")):
         return InvalidImage(f"{what} uses a variant of its format that Pillow cannot decode ({detail})", code="unsupported_image")
     return InvalidImage(f"{what} is truncated or damaged ({detail})", code="damaged_image")
+
+
+def central(img: Image.Image) -> Image.Image:
+    """The picture, or its central part of MAX_ASPECT:1 when it is longer than that: the model's
+    preprocessing scales the shorter side to its input size, so a strip of 1 × 80,000,000 pixels would
+    become 224 × 18 billion before its central square is cut (for CLIP's 'shortest' mode, all the model
+    sees); cut first, it stays a few megabytes."""
+    w, h = img.size
+    short, long = min(w, h), max(w, h)
+    if long <= MAX_ASPECT * short:
+        return img
+    keep = MAX_ASPECT * short
+    start = (long - keep) // 2
+    return img.crop((start, 0, start + keep, h) if w > h else (0, start, w, start + keep))
 
 
 def shrink(img: Image.Image, target: int | None) -> Image.Image:
