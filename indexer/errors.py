@@ -38,8 +38,23 @@ class ImageTooLarge(InvalidInput):
 
 
 class NotFound(ClipGazeError):
+    """What a request names does not exist. Named in the URL's path, the resource itself is missing (404);
+    named in a request's body, the service answers UnknownReference (422) with the same code."""
+
     status = 404
     code = "not_found"
+
+
+class UnknownReference(ClipGazeError):
+    """A well-formed request whose body names something that does not exist (a vocabulary to score,
+    a reference collection): 422, with the code of the NotFound it stands for (e.g. unknown_vocabulary)."""
+
+    status = 422
+    code = "unknown_reference"
+
+    @classmethod
+    def of(cls, exc: NotFound) -> UnknownReference:
+        return cls(exc.message, code=exc.code)
 
 
 class ReadOnly(ClipGazeError):

@@ -31,6 +31,7 @@ from indexer.schema import (
 )
 
 from .auth import require_token
+from .errors import named_in_body
 from .openapi import openapi_document
 from .state import state
 
@@ -134,8 +135,9 @@ def analyze() -> tuple[Response, int]:
     else:
         name, upload = one_upload()
         params = form(AnalyzeForm, image=upload)
-    return answer(engine.analyze(_picture(params, name), split_vocabularies(params.vocabularies), params.top_k,
-                                 params.relative_to))
+    picture = _picture(params, name)
+    with named_in_body():  # vocabularies, relative_to
+        return answer(engine.analyze(picture, split_vocabularies(params.vocabularies), params.top_k, params.relative_to))
 
 
 def _picture(params: AnalyzeJson | AnalyzeForm | CompareJson | CompareForm, name: str) -> DecodedImage:
@@ -162,7 +164,9 @@ def analyze_batch() -> tuple[Response, int]:
         urls = request.form.getlist("image_url")
         params = form(BatchForm, image=[data for _, data in files] or None, image_url=urls or None)
         items = [*files, *((url, url) for url in params.image_url or [])]
-    return answer(engine.analyze_batch(items, split_vocabularies(params.vocabularies), params.top_k, params.relative_to))
+    with named_in_body():  # vocabularies, relative_to
+        return answer(engine.analyze_batch(items, split_vocabularies(params.vocabularies), params.top_k,
+                                           params.relative_to))
 
 
 @api.post("/v1/compare")

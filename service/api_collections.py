@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Iterator
+from collections.abc import Iterator
 
 from flask import Blueprint, Response, request, stream_with_context
 
@@ -18,8 +18,10 @@ from indexer.schema.collections import (
     PictureQuery,
     SearchQuery,
 )
+
 from .api import answer, json_body
 from .auth import require_token
+from .errors import named_in_body
 from .state import state
 
 collections_api = Blueprint("collections_api", __name__)
@@ -72,7 +74,10 @@ def search_collection(name: str) -> tuple[Response, int]:
 def analyze_collection(name: str) -> Response:
     """JSON Lines, one row per picture and match, streamed as they are scored."""
     params = json_body(AnalyzeCollection) if request.get_data(cache=True) else AnalyzeCollection()
-    rows = state().collections.analyze(name, split_vocabularies(params.vocabularies), params.top_k, params.relative_to)
+    collections = state().collections
+    collections.get(name)  # the collection of the path: unknown_collection is 404
+    with named_in_body():  # vocabularies, relative_to: 422
+        rows = collections.analyze(name, split_vocabularies(params.vocabularies), params.top_k, params.relative_to)
 
     def lines() -> Iterator[str]:
         for row in rows:

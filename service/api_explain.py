@@ -17,6 +17,7 @@ from indexer.schema import form_phrases, parse, split_vocabularies
 from indexer.schema.explain import ExplainForm, ExplainJson, ExplainQuery
 
 from .api import answer, api, form, json_body, one_upload, phrases_field, sent
+from .errors import named_in_body
 from .state import state
 
 explain_api = Blueprint("explain", __name__)
@@ -35,8 +36,10 @@ def explain() -> Response | tuple[Response, int]:
         params = form(ExplainForm, image=upload, phrases=phrases_field())
         data = params.image
         phrases = form_phrases(params.phrases) if params.phrases is not None else None
-    found = explain_image(engine, engine.read(data, name), split_vocabularies(params.vocabularies), phrases,
-                          params.top_k, params.versus)
+    decoded = engine.read(data, name)
+    with named_in_body():  # vocabularies
+        found = explain_image(engine, decoded, split_vocabularies(params.vocabularies), phrases, params.top_k,
+                              params.versus)
     if fmt == "png":
         picture = found.overlay_contrast() if found.contrast is not None else found.overlay()
         buf = io.BytesIO()

@@ -4,17 +4,23 @@
 
 (`indexer.schema.ErrorBody`). No stack trace ever reaches a client; unexpected errors are logged and
 answered with a 500. An error that says when to try again (503 busy) carries Retry-After.
+
+Something a request names that does not exist is 404 when the URL's path names it (the resource
+asked for is not there), 422 with the same code when the body names it (`named_in_body`: the request
+refers to nothing; e.g. `vocabularies` or `relative_to`).
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
-from indexer.errors import ClipGazeError
+from indexer.errors import ClipGazeError, NotFound, UnknownReference
 from indexer.schema import ErrorBody
 
 log = logging.getLogger("clip_gaze.service")
@@ -32,6 +38,16 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
     for k, v in (headers or {}).items():
         resp.headers[k] = v
     return resp
+
+
+@contextmanager
+def named_in_body() -> Iterator[None]:
+    """Within it, a NotFound (unknown_vocabulary, unknown_collection) is of a name the request's body gave:
+    UnknownReference (422), its code kept. A name in the URL's path is looked up before, outside it (404)."""
+    try:
+        yield
+    except NotFound as exc:
+        raise UnknownReference.of(exc) from exc
 
 
 def _snake(name: str) -> str:

@@ -14,19 +14,6 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from indexer import __version__
-from indexer.schema.collections import (
-    AddUrlSources,
-    AnalysisRow,
-    AnalyzeCollection,
-    CollectionAnswer,
-    CollectionList,
-    CollectionView,
-    CreateCollection,
-    JobAnswer,
-    PictureQuery,
-    SearchAnswer,
-    SearchQuery,
-)
 from indexer.schema import (
     NAME_PATTERN,
     AddPhrases,
@@ -48,17 +35,56 @@ from indexer.schema import (
     VocabularyPage,
     WriteAnswer,
 )
+from indexer.schema.collections import (
+    AddUrlSources,
+    AnalysisRow,
+    AnalyzeCollection,
+    CollectionAnswer,
+    CollectionList,
+    CollectionView,
+    CreateCollection,
+    JobAnswer,
+    PictureQuery,
+    SearchAnswer,
+    SearchQuery,
+)
 from indexer.schema.explain import ExplainForm, ExplainJson, ExplainQuery, Explanation
 
 ERRORS = {
     400: "Bad input (the message says which field and why)",
     401: "Missing or wrong bearer token",
-    403: "Read-only vocabulary, or writes disabled on this server",
-    404: "Unknown vocabulary, collection or job",
-    409: "Exists already, or not indexed for this model",
+    403: "Refused by policy: a read-only vocabulary, writes disabled on this server, or an image_url the fetch "
+         "guard refuses (url_refused)",
+    404: "The vocabulary, collection or job the path names does not exist",
+    409: "In conflict with what the server holds: exists already, not indexed for this model, or a reference "
+         "collection with no pictures (empty_collection)",
     413: "Body, image or the request's pictures together too large",
+    422: "The body names a vocabulary or collection that does not exist (unknown_vocabulary, unknown_collection)",
     503: "Model unavailable, or the server is busy (see Retry-After)",
 }
+
+
+@dataclass(frozen=True)
+class Link:
+    """An OpenAPI link from an operation's success to another operation (`target`: method and path),
+    whose parameters are read from the answer or the request (runtime expressions)."""
+
+    name: str
+    target: tuple[str, str]
+    parameters: tuple[tuple[str, str], ...]
+
+
+def _links(parameter: str, expression: str, **targets: str) -> tuple[Link, ...]:
+    """Links named as the keywords, to the operations they name ("get /v1/…"), `parameter` from `expression`."""
+    links = []
+    for name, target in targets.items():
+        method, path = target.split(" ", 1)
+        links.append(Link(name, (method, path), ((parameter, expression),)))
+    return tuple(links)
+
+
+_VOCABULARY = "$response.body#/vocabulary/name"
+_COLLECTION = "$response.body#/collection/name"
 
 
 @dataclass(frozen=True)
@@ -77,9 +103,12 @@ class Operation:
     body_optional: bool = False
     lines: bool = False  # the answer is JSON Lines (application/x-ndjson), one `answer` per line
     picture: bool = False  # may answer a PNG picture instead (e.g. ?format=png)
+    links: tuple[Link, ...] = ()  # where its success leads (what it created, read, changed, deleted)
 
 
-_ANALYSIS_ERRORS = (400, 404, 409, 413, 503)
+# 403: an image_url refused (for a batch, in the picture's own entry); 409: not indexed for this model,
+# or relative_to names an empty collection; 422: `vocabularies` or `relative_to` name nothing.
+_ANALYSIS_ERRORS = (400, 403, 409, 413, 422, 503)
 OPERATIONS = (
     Operation("get", "/v1/health", "Health: ready once the model and indexes are loaded", Health),
     Operation("get", "/v1/models", "The model this server uses, and the presets", ModelsAnswer),
@@ -88,7 +117,11 @@ OPERATIONS = (
     Operation("get", "/v1/vocabularies/{name}", "A vocabulary and a page of its phrases", VocabularyPage,
               query=PageQuery, errors=(400, 404)),
     Operation("post", "/v1/vocabularies", "Create a custom vocabulary", WriteAnswer, 201, json=CreateVocabulary,
-              errors=(400, 401, 403, 409, 413), auth=True),
+              errors=(400, 401, 403, 409, 413), auth=True,
+              links=_links("name", _VOCABULARY, ShowVocabulary="get /v1/vocabularies/{name}",
+                           AddPhrases="post /v1/vocabularies/{name}/phrases",
+                           RemovePhrases="delete /v1/vocabularies/{name}/phrases",
+                           DeleteVocabulary="delete /v1/vocabularies/{name}")),
     Operation("post", "/v1/vocabularies/{name}/phrases", "Add phrases (idempotent)", WriteAnswer, json=AddPhrases,
               errors=(400, 401, 403, 404, 413), auth=True),
     Operation("delete", "/v1/vocabularies/{name}/phrases", "Remove phrases by term or external id", WriteAnswer,
@@ -98,29 +131,36 @@ OPERATIONS = (
     Operation("post", "/v1/analyze", "Relative likelihoods of each vocabulary's phrases for one image", Analysis,
               json=AnalyzeJson, multipart=AnalyzeForm, errors=_ANALYSIS_ERRORS),
     Operation("post", "/v1/analyze/batch", "Several images; each picture that fails gets its own error entry",
-              BatchAnswer, json=BatchJson, multipart=BatchForm, errors=_ANALYSIS_ERRORS),
+              BatchAnswer, json=BatchJson, multipart=BatchForm, errors=(400, 409, 413, 422, 503)),
     Operation("post", "/v1/compare", "Softmax over exactly the phrases given; nothing is stored", Analysis,
-              json=CompareJson, multipart=CompareForm, errors=_ANALYSIS_ERRORS),
+              json=CompareJson, multipart=CompareForm, errors=(400, 403, 413, 503)),
     Operation("post", "/v1/explain", "An analysis with a map for every match (format=png: the overlay, image/png)",
-              Explanation, json=ExplainJson, multipart=ExplainForm, query=ExplainQuery, errors=_ANALYSIS_ERRORS,
+              Explanation, json=ExplainJson, multipart=ExplainForm, query=ExplainQuery, errors=(400, 409, 413, 422, 503),
               picture=True),
 )
 
 _COLLECTIONS = (
     Operation("get", "/v1/collections", "Every collection", CollectionList),
     Operation("post", "/v1/collections", "Create a collection", CollectionAnswer, 201, json=CreateCollection,
-              errors=(400, 401, 403, 409, 413), auth=True),
+              errors=(400, 401, 403, 409, 413), auth=True,
+              links=_links("name", _COLLECTION, ShowCollection="get /v1/collections/{name}",
+                           AddSources="post /v1/collections/{name}/sources",
+                           SearchCollection="get /v1/collections/{name}/search",
+                           AnalyzeCollection="post /v1/collections/{name}/analyze",
+                           DeleteCollection="delete /v1/collections/{name}")),
     Operation("get", "/v1/collections/{name}", "A collection and a page of its pictures (or of those that failed)",
               CollectionView, query=PictureQuery, errors=(400, 404)),
     Operation("delete", "/v1/collections/{name}", "Delete a collection (the pictures' embeddings stay)", CollectionAnswer,
               errors=(400, 401, 403, 404), auth=True),
     Operation("post", "/v1/collections/{name}/sources", "Add sources by URL: a background job (202)", JobAnswer, 202,
-              json=AddUrlSources, errors=(400, 401, 403, 404, 413), auth=True),
+              json=AddUrlSources, errors=(400, 401, 403, 404, 413), auth=True,
+              links=(*_links("job_id", "$response.body#/job/id", ShowJob="get /v1/jobs/{job_id}"),
+                     *_links("name", "$request.path.name", ShowCollection="get /v1/collections/{name}"))),
     Operation("get", "/v1/jobs/{job_id}", "A job's progress, counts and errors", JobAnswer, errors=(404,)),
     Operation("get", "/v1/collections/{name}/search", "The collection's pictures closest to a phrase", SearchAnswer,
               query=SearchQuery, errors=(400, 404, 409)),
     Operation("post", "/v1/collections/{name}/analyze", "Score every stored picture; rows streamed as JSON Lines",
-              AnalysisRow, json=AnalyzeCollection, errors=(400, 404, 409, 413), body_optional=True, lines=True),
+              AnalysisRow, json=AnalyzeCollection, errors=(400, 404, 409, 413, 422), body_optional=True, lines=True),
 )
 ALL_OPERATIONS: tuple[Operation, ...] = (*OPERATIONS, *_COLLECTIONS)
 
@@ -147,8 +187,12 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+def _operation_id(method: str, path: str) -> str:
+    return f"{method}_{path.strip('/').replace('/', '_').replace('.', '_')}"
+
+
 def _operation(op: Operation) -> dict[str, Any]:
-    out: dict[str, Any] = {"summary": op.summary, "operationId": f"{op.method}_{op.path.strip('/').replace('/', '_').replace('.', '_')}"}
+    out: dict[str, Any] = {"summary": op.summary, "operationId": _operation_id(op.method, op.path)}
     params: list[dict[str, Any]] = []
     if "{name}" in op.path:
         what = "Collection" if op.path.startswith("/v1/collections") else "Vocabulary"
@@ -177,6 +221,10 @@ def _operation(op: Operation) -> dict[str, Any]:
                                      "content": {"application/x-ndjson": {"schema": ok_schema}}}
     if op.picture:
         responses[str(op.status)]["content"]["image/png"] = {"schema": {"type": "string", "format": "binary"}}
+    if op.links:
+        responses[str(op.status)]["links"] = {
+            link.name: {"operationId": _operation_id(*link.target), "parameters": dict(link.parameters)} for link in op.links
+        }
     for status in (*op.errors, 500):
         responses[str(status)] = _json(_ref(ErrorBody), ERRORS.get(status, "Unexpected error (the server log has the details)"))
     responses["default"] = _json(_ref(ErrorBody), "Any other error, in the same shape")

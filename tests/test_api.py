@@ -204,7 +204,7 @@ def test_every_error_is_the_json_error_body(client, red_circle_png, app):
     is_error(client.post("/v1/analyze", data=too_big, content_type="multipart/form-data; boundary=x"), 413, "request_entity_too_large")
     is_error(client.post("/v1/analyze", data={}), 400, "missing_image")
     is_error(client.post("/v1/analyze", data=upload(b"GIF89a broken")), 400)
-    is_error(client.post("/v1/analyze", data=upload(red_circle_png, vocabularies="nope")), 404, "unknown_vocabulary")
+    is_error(client.post("/v1/analyze", data=upload(red_circle_png, vocabularies="nope")), 422, "unknown_vocabulary")
     is_error(client.post("/v1/analyze", data=upload(red_circle_png, top_k="many")), 400, "invalid_top_k")
     is_error(client.post("/v1/analyze", data=upload(red_circle_png, top_k="0")), 400, "invalid_top_k")
     is_error(client.post("/v1/analyze", json={"image_base64": "%%%"}), 400, "invalid_base64")
@@ -431,3 +431,112 @@ def test_a_single_valued_field_given_twice_is_refused_not_read_as_its_first_valu
     data = {**upload(red_circle_png), "phrases": ["a red circle", "a blue square"]}
     assert client.post("/v1/compare", data=data).get_json()["results"]["compare"]["softmax_over"] == 2
     assert allowed("CompareForm", {"image": "x", "phrases": ["a red circle", "a blue square"]})
+
+
+# -- statuses that say what happened (schemathesis --checks all, stateful: ST202 and ST302) ------------------
+def test_an_image_url_refused_by_policy_is_403_not_a_malformed_request(client, red_circle_png):
+    """`http://0` is a valid http URL by the document; the fetch guard refuses it (0.0.0.0 is not a public
+    address): a policy refusal, 403, as a write without a token is one, not 400."""
+    for url in ("http://0", "http://127.0.0.1:9/x.png"):
+        assert allowed("AnalyzeJson", {"image_url": url})
+        err = is_error(client.post("/v1/analyze", json={"image_url": url}), 403, "url_refused")
+        assert "refused" in err["error"] and "CLIP_GAZE_FETCH_ALLOW" in err["error"]
+        assert allowed("CompareJson", {"image_url": url, "phrases": ["a red circle"]})
+        is_error(client.post("/v1/compare", json={"image_url": url, "phrases": ["a red circle"]}), 403, "url_refused")
+    is_error(client.post("/v1/analyze", data={"image_url": "http://0"}), 403, "url_refused")
+    # in a batch, the refused picture's own entry says 403; the others are analysed
+    b64 = base64.b64encode(red_circle_png).decode()
+    batch = client.post("/v1/analyze/batch", json={"image_urls": ["http://0"]})
+    entry = batch.get_json()["results"][0]
+    assert batch.status_code == 200 and (entry["ok"], entry["status"], entry["code"]) == (False, 403, "url_refused")
+    assert client.post("/v1/analyze/batch", json={"images_base64": [b64]}).get_json()["failed"] == 0
+    not_http = is_error(client.post("/v1/analyze", json={"image_url": "ftp://example.org/x.png"}), 400, "invalid_url")
+    assert not allowed("AnalyzeJson", {"image_url": "ftp://example.org/x.png"}) and "http" in not_http["error"]
+
+
+def test_base64_the_document_forbids_is_refused_and_what_it_allows_is_decoded(client):
+    """`"0"` was schema-valid (the document said only `contentEncoding: base64`, which validators do not
+    assert): it now states base64 as a pattern, and the server holds base64 to that same pattern."""
+    for model, body, path in (("AnalyzeJson", {"image_base64": "0"}, "/v1/analyze"),
+                              ("BatchJson", {"images_base64": ["0"]}, "/v1/analyze/batch"),
+                              ("CompareJson", {"image_base64": "0", "phrases": ["x"]}, "/v1/compare")):
+        assert not allowed(model, body)
+        is_error(client.post(path, json=body), 400, "invalid_base64")
+    # Valid base64 of bytes that are no picture: the document allows it, the server reads it and says why not.
+    assert allowed("AnalyzeJson", {"image_base64": "AAAA"})
+    is_error(client.post("/v1/analyze", json={"image_base64": "AAAA"}), 400, "unsupported_image")
+    entry = client.post("/v1/analyze/batch", json={"images_base64": ["AAAA"]}).get_json()["results"][0]
+    assert (entry["ok"], entry["code"]) == (False, "unsupported_image")
+
+
+def test_relative_to_an_empty_collection_is_a_conflict_409(client, red_circle_png):
+    assert client.post("/v1/collections", json={"name": "empty"}, headers=AUTH).status_code == 201
+    b64 = base64.b64encode(red_circle_png).decode()
+    for path, body in (("/v1/analyze", {"image_base64": b64, "relative_to": "empty"}),
+                       ("/v1/analyze/batch", {"images_base64": [b64], "relative_to": "empty"}),
+                       ("/v1/collections/empty/analyze", {"relative_to": "empty"})):
+        err = is_error(client.post(path, json=body), 409, "empty_collection")
+        assert "holds no pictures" in err["error"]
+    is_error(client.post("/v1/analyze", data=upload(red_circle_png, relative_to="empty")), 409, "empty_collection")
+
+
+def test_a_name_the_body_gives_that_names_nothing_is_422_one_the_path_gives_404(client, red_circle_png):
+    """A vocabulary or collection named in the body that does not exist: the request refers to nothing
+    (422, its code kept). Named in the path, the resource asked for is not there (404). A fuzzer that just
+    created the collection of the path read the old 404 as "the collection just created is gone"."""
+    b64 = base64.b64encode(red_circle_png).decode()
+    assert client.post("/v1/collections", json={"name": "fresh"}, headers=AUTH).status_code == 201
+    refer = [("/v1/analyze", {"image_base64": b64, "vocabularies": ["nope"]}, "unknown_vocabulary"),
+             ("/v1/analyze", {"image_base64": b64, "relative_to": "nope"}, "unknown_collection"),
+             ("/v1/analyze/batch", {"images_base64": [b64], "vocabularies": "qualities, nope"}, "unknown_vocabulary"),
+             ("/v1/analyze/batch", {"images_base64": [b64], "relative_to": "nope"}, "unknown_collection"),
+             ("/v1/explain", {"image_base64": b64, "vocabularies": "nope"}, "unknown_vocabulary"),
+             ("/v1/collections/fresh/analyze", {"vocabularies": ["nope"]}, "unknown_vocabulary"),
+             ("/v1/collections/fresh/analyze", {"relative_to": "nope"}, "unknown_collection")]
+    for path, body, code in refer:
+        err = is_error(client.post(path, json=body), 422, code)
+        assert "nope" in err["error"], (path, err)
+    is_error(client.post("/v1/analyze", data=upload(red_circle_png, relative_to="nope")), 422, "unknown_collection")
+    is_error(client.post("/v1/explain", data=upload(red_circle_png, vocabularies="nope")), 422, "unknown_vocabulary")
+    # the path's collection is looked up first: missing, it is 404 whatever the body names
+    is_error(client.post("/v1/collections/nope/analyze", json={"vocabularies": ["nope"]}), 404, "unknown_collection")
+    is_error(client.get("/v1/collections/nope"), 404, "unknown_collection")
+    is_error(client.get("/v1/vocabularies/nope"), 404, "unknown_vocabulary")
+    is_error(client.post("/v1/vocabularies/nope/phrases", json={"phrases": ["x"]}, headers=AUTH), 404, "unknown_vocabulary")
+
+
+def test_the_document_lists_the_statuses_each_operation_answers_and_says_what_they_mean():
+    doc = openapi_document()
+    listed = {f"{m} {p}": set(op["responses"]) for p, ops in doc["paths"].items() for m, op in ops.items()}
+    assert {"403", "409", "422"} <= listed["post /v1/analyze"] and "404" not in listed["post /v1/analyze"]
+    assert {"409", "422"} <= listed["post /v1/analyze/batch"] and "403" not in listed["post /v1/analyze/batch"]
+    assert "403" in listed["post /v1/compare"] and not {"404", "409", "422"} & listed["post /v1/compare"]
+    assert {"409", "422"} <= listed["post /v1/explain"]
+    assert {"404", "409", "422"} <= listed["post /v1/collections/{name}/analyze"]
+    said = {s: doc["paths"]["/v1/analyze"]["post"]["responses"][s]["description"] for s in ("403", "409", "422")}
+    assert "url_refused" in said["403"] and "empty_collection" in said["409"] and "unknown_collection" in said["422"]
+
+
+def test_the_document_links_what_a_write_creates_to_where_it_is_read(client):
+    """OpenAPI links (the fuzzer's stateful phase follows them): a created vocabulary or collection to its
+    own operations, a job started to its progress; each link's expression reads what the answer holds."""
+    doc = openapi_document()
+    ids = {op["operationId"]: (m, p) for p, ops in doc["paths"].items() for m, op in ops.items()}
+
+    def links(method: str, path: str, status: str) -> dict[str, tuple[str, str]]:
+        found = doc["paths"][path][method]["responses"][status]["links"]
+        return {name: (ids[link["operationId"]], link["parameters"]) for name, link in found.items()}
+
+    vocab = links("post", "/v1/vocabularies", "201")
+    assert vocab["ShowVocabulary"] == (("get", "/v1/vocabularies/{name}"), {"name": "$response.body#/vocabulary/name"})
+    assert {target for target, _ in vocab.values()} == {(m, p) for p, ops in doc["paths"].items() for m in ops
+                                                        if p.startswith("/v1/vocabularies/{name}")}
+    coll = links("post", "/v1/collections", "201")
+    assert {target for target, _ in coll.values()} == {(m, p) for p, ops in doc["paths"].items() for m in ops
+                                                       if p.startswith("/v1/collections/{name}")}
+    assert links("post", "/v1/collections/{name}/sources", "202")["ShowJob"] == (
+        ("get", "/v1/jobs/{job_id}"), {"job_id": "$response.body#/job/id"})
+    made = client.post("/v1/collections", json={"name": "linked"}, headers=AUTH).get_json()
+    assert made["collection"]["name"] == "linked"  # what $response.body#/collection/name reads
+    made = client.post("/v1/vocabularies", json={"name": "linked", "phrases": ["x"]}, headers=AUTH).get_json()
+    assert made["vocabulary"]["name"] == "linked"

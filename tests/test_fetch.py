@@ -141,7 +141,7 @@ def test_the_guard_refuses_every_address_that_is_not_public(address: str) -> Non
     assert not is_public(address)
     with pytest.raises(FetchError) as caught:
         guard(address, 80, FetchPolicy(), f"http://[{address}]/" if ":" in address else f"http://{address}/")
-    assert caught.value.code == "url_refused" and caught.value.status == 400
+    assert caught.value.code == "url_refused" and caught.value.status == 403
     assert address in caught.value.message and "CLIP_GAZE_FETCH_ALLOW" in caught.value.message
 
 

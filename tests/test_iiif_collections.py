@@ -207,6 +207,7 @@ def test_the_api_takes_image_url_on_analyze_compare_and_batch(museum_engine: Eng
     batch = client.post("/v1/analyze/batch", json={"image_urls": [red, blue, "http://127.0.0.1:9/x.png"],
                                                    "vocabularies": "qualities", "top_k": 1}).get_json()
     assert [r["ok"] for r in batch["results"]] == [True, True, False] and batch["results"][2]["code"] == "url_refused"
+    assert batch["results"][2]["status"] == 403  # a policy refusal, in the picture's own entry
     both = client.post("/v1/analyze", json={"image_url": red, "image_base64": "aGk="})
     assert both.status_code == 400 and "not both" in both.get_json()["error"]
     neither = client.post("/v1/analyze", json={"top_k": 1})

@@ -43,13 +43,15 @@ _HOST = re.compile(r"[a-z0-9._-]+|[0-9a-f:.]+")  # a name (lowercase, IDNA-encod
 
 
 class FetchError(InvalidInput):
-    """A URL that could not or may not be fetched. Codes: invalid_url, url_refused, fetch_failed,
-    fetch_timeout, too_many_redirects, too_large (413), unexpected_content_type,
-    invalid_json_document."""
+    """A URL that could not or may not be fetched. Codes: invalid_url, url_refused (403: a policy
+    refusal, not a malformed request), fetch_failed, fetch_timeout, too_many_redirects, too_large (413),
+    unexpected_content_type, invalid_json_document."""
 
     code = "fetch_failed"
 
     def __init__(self, message: str, *, url: str = "", code: str | None = None, status: int | None = None):
+        if status is None and code == "url_refused":
+            status = 403
         super().__init__(message, code=code, status=status)
         self.url = _without_credentials(url)
 

@@ -207,24 +207,34 @@ Metadata = Annotated[
 ]
 
 
+# Base64 (RFC 4648, the standard alphabet, padded): groups of four characters, the last one padded with
+# '=' where it holds one or two bytes; at least one group (an empty picture is no picture). A data: URL
+# (`data:image/png;base64,…`) is read from its first comma on. The server checks this one pattern, so
+# the document states exactly what it accepts as base64 (what the bytes are is checked apart: an image).
+_B64_CHAR = "[A-Za-z0-9+/]"
+BASE64_PATTERN = rf"^(?:data:[^,]*,)?(?:{_B64_CHAR}{{4}})*(?:{_B64_CHAR}{{4}}|{_B64_CHAR}{{3}}=|{_B64_CHAR}{{2}}==)$"
+_BASE64_RE = re.compile(BASE64_PATTERN[1:-1])  # fullmatch: Python's $ also matches before a final newline
+
+
 def _b64(value: Any) -> bytes:
     if not isinstance(value, str):
         raise PydanticCustomError("invalid_base64", "must be a base64 string")
-    if value.startswith("data:") and "," in value:
+    if not _BASE64_RE.fullmatch(value):
+        raise PydanticCustomError("invalid_base64", "not valid base64 (groups of 4 characters of A-Z, a-z, 0-9, "
+                                                    "'+' and '/', the last one padded with '=')")
+    if value.startswith("data:"):
         value = value.split(",", 1)[1]
     try:
-        data = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):  # not expected once the pattern holds
         raise PydanticCustomError("invalid_base64", "not valid base64") from None
-    if not data:
-        raise PydanticCustomError("invalid_base64", "empty image")
-    return data
 
 
 Base64Image = Annotated[
     bytes,
     BeforeValidator(_b64),
-    WithJsonSchema({"type": "string", "format": "image-base64", "minLength": 1, "contentEncoding": "base64",
+    WithJsonSchema({"type": "string", "format": "image-base64", "minLength": 4, "pattern": BASE64_PATTERN,
+                    "contentEncoding": "base64",
                     "description": "An image file (JPEG, PNG, WebP, GIF, TIFF or BMP), base64-encoded; a data: URL is accepted"}),
 ]
 MAX_URL_CHARS = 2000
@@ -398,7 +408,7 @@ __all__ = [
     "MAX_TOP_K", "DEFAULT_TOP_K", "MAX_PHRASES_PER_WRITE", "MAX_COMPARE_PHRASES", "MAX_BATCH_IMAGES", "MAX_PAGE_SIZE",
     "DEFAULT_PAGE_SIZE", "MAX_OFFSET", "MAX_NAME_CHARS", "MAX_PHRASE_CHARS", "MAX_TEMPLATE_CHARS", "MAX_TEMPLATES",
     "MAX_EXTERNAL_ID_CHARS", "MAX_METADATA_BYTES", "MAX_DESCRIPTION_CHARS", "MAX_EXTERNAL_ID_INT", "MIN_EXTERNAL_ID_INT",
-    "MAX_URL_CHARS", "NAME_PATTERN", "VOCABULARIES_PATTERN", "TEXT_PATTERN", "TEMPLATE_PATTERN", "URL_PATTERN",
+    "MAX_URL_CHARS", "BASE64_PATTERN", "NAME_PATTERN", "VOCABULARIES_PATTERN", "TEXT_PATTERN", "TEMPLATE_PATTERN", "URL_PATTERN",
     "Answer", "Base64Image", "Description", "ExternalId", "ImageUrl", "Images", "Metadata", "Name", "NotNull", "Phrase",
     "Request", "Template", "Term", "TextRule", "TopK", "UploadedImage",
     "check_text", "integral", "invalid", "parse", "parse_json", "parse_name", "split_vocabularies",

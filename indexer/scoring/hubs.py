@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 import numpy.typing as npt
 
-from ..errors import InvalidInput, NotIndexed
+from ..errors import Conflict, InvalidInput, NotIndexed
 from ..schema import DEFAULT_HUB_METHOD, HUB_METHODS, HubMethod, RelativeInfo
 from .kernels import cosines
 from .softmax import RowScores, Scores, scores_from_cosine_rows, scores_from_cosines
@@ -102,7 +102,7 @@ def compute(chunks: Any, matrix: npt.NDArray[np.floating], logit_scale: float, c
             keep = min(int(k), both.shape[0])
             top = np.partition(both, both.shape[0] - keep, axis=0)[both.shape[0] - keep:]
     if count == 0:
-        raise InvalidInput(f"the reference collection {collection!r} holds no pictures", code="empty_collection")
+        raise Conflict(f"the reference collection {collection!r} holds no pictures", code="empty_collection")
     if method == "zscore":
         mean = total / count
         var = np.maximum(squares / count - mean * mean, 0.0)
