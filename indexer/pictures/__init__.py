@@ -4,7 +4,8 @@
   reader     `PictureReader` and `ImageLimits`: bytes, files, PIL images, URLs and IIIF services
   fetch      fetching untrusted URLs safely (one deadline, every redirect checked)
   addresses  which IP addresses may be fetched from, and what an allow-list admits
-  iiif       IIIF Presentation manifests and Image API services, read from parsed JSON
+  iiif       IIIF Presentation manifests, read from parsed JSON: the pictures each canvas paints
+  iiif_image  IIIF Image API services and regions: which URL gives a picture, or a region, at the model's size
   sources    what a collection source names: folders, tables, manifests, services
   rows       the rows of CSV/TSV and JSON Lines sources, streamed within stated caps
 """
