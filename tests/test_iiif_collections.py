@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 
 from conftest import draw_shape, encode
 from indexer.collections.local import Collections
 from indexer.engine import Engine
+from indexer.pictures.sources import PictureRef, expand
 from indexer.schema import parse
 from indexer.schema.collections import AddSources, CreateCollection
 from indexer.settings import Settings
@@ -214,3 +216,183 @@ def test_the_api_takes_image_url_on_analyze_compare_and_batch(museum_engine: Eng
     assert neither.status_code == 400 and neither.get_json()["code"] == "missing_image"
     not_http = client.post("/v1/analyze", json={"image_url": "file:///etc/passwd"})
     assert not_http.status_code == 400 and not_http.get_json()["code"] == "invalid_url"
+
+
+# --- the cookbook's harder recipes, served: a composed canvas, regions, a choice, sound, bad selectors ---
+
+class Cutting(http.server.BaseHTTPRequestHandler):
+    """An Image API server that really cuts and sizes: `halves` (400×300, red left, blue right; level 2)
+    and `halves0` (the same, level 0, two listed sizes), the same pictures as plain PNGs, `big.png`
+    (1600×1200, white with a blue 100×100 square at its top right corner), and a manifest of them."""
+
+    requests: list[str] = []
+    port = 0
+
+    @staticmethod
+    def masters() -> dict[str, Image.Image]:
+        halves = Image.new("RGB", (400, 300), "red")
+        halves.paste(Image.new("RGB", (200, 300), "blue"), (200, 0))
+        big = Image.new("RGB", (1600, 1200), "white")
+        big.paste(Image.new("RGB", (100, 100), "blue"), (1500, 0))
+        return {"halves": halves, "halves0": halves, "big": big}
+
+    def do_GET(self) -> None:  # noqa: N802
+        type(self).requests.append(self.path)
+        base = f"http://127.0.0.1:{self.port}"
+        parts = self.path.strip("/").split("/")
+        masters = self.masters()
+        if self.path == "/manifest.json":
+            return self._send(200, "application/json", json.dumps(recipes(base)).encode())
+        if self.path.startswith("/plain/") and parts[1].removesuffix(".png") in masters:
+            return self._send(200, "image/png", encode(masters[parts[1].removesuffix(".png")]))
+        if len(parts) == 3 and parts[0] == "iiif" and parts[1] in masters and parts[2] == "info.json":
+            info: dict[str, Any] = {"@context": "http://iiif.io/api/image/3/context.json", "id": f"{base}/iiif/{parts[1]}",
+                                    "type": "ImageService3", "protocol": "http://iiif.io/api/image", "width": 400, "height": 300,
+                                    "profile": "level2"}
+            if parts[1] == "halves0":
+                info.update(profile="level0", sizes=[{"width": 100, "height": 75}, {"width": 200, "height": 150}])
+            return self._send(200, "application/json", json.dumps(info).encode())
+        if len(parts) == 6 and parts[0] == "iiif" and parts[1] in masters:
+            return self._send(200, "image/png", encode(self.cut(masters[parts[1]], parts[2], parts[3])))
+        self._send(404, "text/plain", b"not here")
+
+    @staticmethod
+    def cut(img: Image.Image, region: str, size: str) -> Image.Image:
+        if region != "full":
+            x, y, w, h = (int(n) for n in region.split(","))
+            img = img.crop((x, y, min(img.width, x + w), min(img.height, y + h)))
+        if size in ("max", "full"):
+            return img
+        w_, _, h_ = size.partition(",")
+        w = int(w_) if w_ else round(img.width * int(h_) / img.height)
+        h = int(h_) if h_ else round(img.height * w / img.width)
+        return img.resize((w, h))
+
+    _send = IIIF._send
+    log_message = IIIF.log_message
+
+
+def recipes(base: str) -> dict[str, Any]:
+    def canvas(name: str, *bodies: Any, target: str = "") -> dict[str, Any]:
+        return {"id": f"{base}/canvas/{name}", "type": "Canvas", "width": 400, "height": 300, "items": [{
+            "id": f"{base}/page/{name}", "type": "AnnotationPage", "items": [
+                {"id": f"{base}/anno/{name}/{n}", "type": "Annotation", "motivation": "painting", "body": body,
+                 "target": f"{base}/canvas/{name}" + (target if n > 1 else "")} for n, body in enumerate(bodies, 1)]}]}
+
+    def service(name: str, **extra: Any) -> dict[str, Any]:
+        level = "level0" if name.endswith("0") else "level2"
+        return {"id": f"{base}/iiif/{name}/full/max/0/default.jpg", "type": "Image", "format": "image/jpeg", **extra,
+                "service": [{"id": f"{base}/iiif/{name}", "type": "ImageService3", "profile": level}]}
+
+    def plain(name: str, **extra: Any) -> dict[str, Any]:
+        return {"id": f"{base}/plain/{name}.png", "type": "Image", "format": "image/png", **extra}
+
+    def region(source: dict[str, Any], selector: dict[str, Any]) -> dict[str, Any]:
+        return {"type": "SpecificResource", "source": source, "selector": selector}
+
+    return {"@context": "http://iiif.io/api/presentation/3/context.json", "id": f"{base}/manifest.json", "type": "Manifest",
+            "label": {"en": ["Recipes"]}, "items": [
+                canvas("composition", service("halves"), service("halves0"), target="#xywh=200,0,200,150"),  # 0036
+                canvas("region", region(service("halves"), {"type": "ImageApiSelector", "region": "200,0,200,300"})),  # 0299
+                canvas("plain", region(plain("halves"), {"type": "FragmentSelector", "value": "xywh=0,0,200,300"})),
+                canvas("level0", region(service("halves0"), {"type": "ImageApiSelector", "region": "200,0,200,300"})),
+                canvas("choice", {"type": "Choice", "items": [  # 0033
+                    region(plain("big", label={"en": ["Detail"]}), {"type": "FragmentSelector", "value": "xywh=1500,0,100,100"}),
+                    plain("halves", label={"en": ["Whole"]})]}),
+                canvas("song", {"id": f"{base}/song.mp3", "type": "Sound", "duration": 60}),
+                canvas("torn", region(service("halves"), {"type": "ImageApiSelector", "region": "0,0,0,5"})),
+                canvas("outside", region(service("halves"), {"type": "ImageApiSelector", "region": "5000,0,10,10"})),
+            ]}
+
+
+@pytest.fixture
+def cutting():
+    Cutting.requests = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Cutting)
+    Cutting.port = server.server_port
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def recipes_engine(cutting, clean_environ, toy_loader, monkeypatch):
+    monkeypatch.setenv("CLIP_GAZE_FETCH_ALLOW", cutting.removeprefix("http://"))
+    return Engine.from_settings(Settings.from_env(), loader=toy_loader, batch_window_ms=2, auto_embed_limit=AUTO_EMBED_LIMIT)
+
+
+def colour(picture: Image.Image) -> str:
+    import numpy as np
+
+    r, g, b = np.asarray(picture.convert("RGB"), dtype=float).mean(axis=(0, 1))
+    return "blue" if b > 200 > r else "red" if r > 200 > b else f"({r:.0f}, {g:.0f}, {b:.0f})"
+
+
+def test_each_picture_a_manifest_composes_chooses_or_cuts_is_read_as_itself(recipes_engine: Engine, cutting: str):
+    Collections(recipes_engine).create(parse(CreateCollection, {"name": "recipes"}))
+    report = Collections(recipes_engine).add("recipes", parse(AddSources, {"sources": [f"{cutting}/manifest.json"]}))
+    assert (report.added, report.failed) == (6, 3)
+    pictures = {p.external_id: p for p in Collections(recipes_engine).view("recipes").pictures}
+    assert set(pictures) == {f"{cutting}/canvas/{name}" for name in ("composition", "region", "plain", "level0", "choice")} | {
+        f"{cutting}/canvas/composition#xywh=200,0,200,150"}
+    # a region has a source of its own, the picture's with its region as the fragment
+    assert pictures[f"{cutting}/canvas/region"].source == f"{cutting}/iiif/halves#xywh=200,0,200,300"
+    assert pictures[f"{cutting}/canvas/composition"].source == f"{cutting}/iiif/halves"
+    assert pictures[f"{cutting}/canvas/plain"].source == f"{cutting}/plain/halves.png#xywh=0,0,200,300"
+    asked = [r for r in Cutting.requests if not r.endswith(("info.json", "manifest.json"))]
+    assert "/iiif/halves/200,0,200,300/64,/0/default.jpg" in asked  # the region, its shorter side at the model's 64
+    assert "/iiif/halves0/full/200,150/0/default.jpg" in asked  # level 0: a listed size the region is enough in, cut here
+    assert not any(r.startswith("/iiif/halves0/") and "/full/" not in r for r in asked), asked
+    assert {"/plain/halves.png", "/plain/big.png"} <= set(asked)
+    sizes = {eid.removeprefix(f"{cutting}/canvas/"): (p.width, p.height) for eid, p in pictures.items()}
+    assert sizes["plain"] == (200, 300) and sizes["level0"] == (100, 150) and sizes["choice"] == (100, 100)
+    assert len({p.sha256 for p in pictures.values()}) == 6  # a region is not its picture
+    region_meta = pictures[f"{cutting}/canvas/region"].metadata
+    assert region_meta["image region"] == "200,0,200,300, in pixels of the source image"
+    choice_meta = pictures[f"{cutting}/canvas/choice"].metadata
+    assert choice_meta["choice"] == "first of 2: Detail"
+    assert choice_meta["choice alternatives"] == f"Whole <{cutting}/plain/halves.png>"
+    composed = pictures[f"{cutting}/canvas/composition#xywh=200,0,200,150"].metadata
+    assert composed["on canvas"] == "xywh=200,0,200,150, in canvas coordinates (the canvas is 400×300)"
+    errors = {p.source: p for p in Collections(recipes_engine).view("recipes", errors=True).pictures}
+    said = sorted(f"{p.error_code}: {p.error}" for p in errors.values())
+    assert said[0].startswith("invalid_manifest: canvas 6 of 8") and said[0].endswith("not a picture: it paints Sound")
+    assert said[1].startswith("invalid_manifest: canvas 7 of 8") and "malformed region" in said[1]
+    assert said[2] == "invalid_manifest: the region 5000,0,10,10 lies outside the picture, which is 400×300 pixels"
+
+
+def test_regions_are_cut_where_they_lie_and_keep_the_detail_the_model_needs(recipes_engine: Engine, cutting: str):
+    refs = {r.external_id.rsplit("/", 1)[-1]: r for r in expand(f"{cutting}/manifest.json", recipes_engine.limits.fetch)
+            if isinstance(r, PictureRef)}
+    read = {name: recipes_engine.reader.read_ref(ref) for name, ref in refs.items() if name != "outside"}
+    assert refs["plain"].region == "0,0,200,300" and refs["plain"].location == f"{cutting}/plain/halves.png"
+    assert colour(read["region"].image) == "blue"  # the service cut the right half
+    assert colour(read["plain"].image) == "red"  # the left half, cut here
+    assert colour(read["level0"].image) == "blue"  # the right half of a listed size, cut here
+    assert colour(read["choice"].image) == "blue"  # 100×100 of a 1600×1200 picture ...
+    assert min(read["choice"].image.size) >= 64  # ... at the model's size, not cut from the picture reduced whole
+    assert read["composition"].height == 64 and colour(read["composition"].image) not in ("red", "blue")  # whole: both halves
+
+
+def test_the_ray_reading_tasks_read_the_region_too(recipes_engine: Engine, cutting: str, monkeypatch: pytest.MonkeyPatch):
+    import numpy as np
+    import pyarrow as pa
+
+    from indexer.collections.on_ray import workers
+    from indexer.collections.on_ray.driver import ref_rows
+
+    class Known:  # what the driver put in Ray's object store: the sha256s already embedded (none)
+        def hex(self) -> str:
+            return "no-shas-known"
+
+    monkeypatch.setitem(workers._SHARED, "no-shas-known", np.array([], dtype="S64"))
+    refs = [r for r in expand(f"{cutting}/manifest.json", recipes_engine.limits.fetch)
+            if isinstance(r, PictureRef) and r.external_id.endswith(("/plain", "/region"))]
+    rows = ref_rows(refs)
+    assert [r["region"] for r in rows] == ["200,0,200,300", "0,0,200,300"]
+    settings = workers.WorkerSettings(model=recipes_engine.spec, target=recipes_engine.spec.image_size(), limits=recipes_engine.limits)
+    out = workers.read_pictures(pa.Table.from_pylist(rows), settings, {"ref": Known()}).to_pylist()
+    local = [recipes_engine.reader.read_ref(r) for r in refs]
+    assert [(o["sha256"], o["width"], o["height"]) for o in out] == [(d.sha256, d.width, d.height) for d in local]
+    assert out[1]["width"] == 200 and out[1]["error"] is None

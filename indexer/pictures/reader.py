@@ -1,5 +1,6 @@
 """Reading pictures: from bytes, a file, a PIL image, a URL or a IIIF Image API service, decoded within
-one process's limits and reduced to what the model needs.
+one process's limits and reduced to what the model needs; a region of one (a IIIF SpecificResource's),
+asked of its service or cut here.
 
 `ImageLimits` is those limits as one value (decoding: CLIP_GAZE_MAX_PIXELS, CLIP_GAZE_MAX_REQUEST_PIXELS,
 CLIP_GAZE_MAX_DECODES; fetching: CLIP_GAZE_FETCH_ALLOW, and a fetched picture may be as large as an
@@ -9,14 +10,19 @@ pictures are read: the engine's `PictureReader`, and Ray's reading tasks.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import hashlib
+import io
+import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, Callable, Union
 
 from ..errors import InvalidInput
-from .decode import DecodedImage, Decoder, PixelBudget
+from .decode import DecodedImage, Decoder, PixelBudget, shrink
 from .fetch import FetchPolicy, fetch, fetch_json
-from .iiif import image_url, info_url
+from .iiif_image import Box, ImageRequest, image_url, info_url, region_box, region_fragment, region_request
 from .sources import PictureRef
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -68,7 +74,9 @@ class PictureReader:
 
     def load(self, ref: PictureRef) -> bytes:
         """A picture's bytes: a file read, a URL fetched, or a IIIF service asked for the size the model
-        needs (`target` pixels on the shorter side; the nearest listed size on a level-0 server)."""
+        needs (`target` pixels on the shorter side; the nearest listed size on a level-0 server). A
+        region of a service's picture (`ref.region`) is asked of the service (a level-0 server gives its
+        listed size, which `read_ref` cuts); of a URL's, the URL is fetched whole."""
         policy = self.limits.fetch
         if ref.kind == "file":
             self.decoder.check_file(ref.source)  # its header: a file that is not a picture is not read whole
@@ -79,17 +87,80 @@ class PictureReader:
             except OSError as exc:
                 raise InvalidInput(f"cannot read {ref.source}: {exc.strerror or exc}", code="file_not_found") from None
         if ref.kind == "iiif":
-            info = fetch_json(info_url(ref.source), policy)
-            return fetch(image_url(info, self.target or 0), policy).data  # no target: image_url says so
-        return fetch(ref.source, policy).data
+            return fetch(self._asked(ref).url, policy).data
+        return fetch(ref.location, policy).data
 
     def read_ref(self, ref: PictureRef, budget: PixelBudget | None = None) -> DecodedImage:
-        """The picture a source names (file, URL or IIIF at the model's size), decoded."""
-        return self.read(self.load(ref), name=ref.source, budget=budget)
+        """The picture a source names (file, URL or IIIF at the model's size), decoded; for a region
+        (`ref.region`), that region: served by the IIIF service, else cut here from the picture."""
+        if ref.region is None:
+            return self.read(self.load(ref), name=ref.source, budget=budget)
+        region = ref.region
+        if ref.kind == "iiif":
+            asked = self._asked(ref)
+            data = fetch(asked.url, self.limits.fetch).data
+            if asked.crop is None:  # the service cut it
+                return self.read(data, name=ref.source, budget=budget)
+            fx, fy, fw, fh = asked.crop
+
+            def box(w: int, h: int) -> Box:  # a level-0 server's listed size: the region's share of it
+                x, y = min(w - 1, round(fx * w)), min(h - 1, round(fy * h))
+                return x, y, max(1, min(w - x, round(fw * w))), max(1, min(h - y, round(fh * h)))
+        else:
+            data = self.load(ref)
+
+            def box(w: int, h: int) -> Box:
+                return region_box(region, w, h)
+        return self._cut(data, ref, box, budget)
+
+    def _asked(self, ref: PictureRef) -> ImageRequest:
+        """What to fetch from a IIIF service for the picture, or its region, at the model's size."""
+        info = fetch_json(info_url(ref.location), self.limits.fetch)
+        if ref.region is None:
+            return ImageRequest(image_url(info, self.target or 0))  # no target: image_url says so
+        return region_request(info, self.target or 0, ref.region)
+
+    def _cut(self, data: bytes, ref: PictureRef, box: Callable[[int, int], Box],
+             budget: PixelBudget | None) -> DecodedImage:
+        """The region `box` names of the picture in `data`: decoded within the limits (reduced less, so
+        that the region keeps at least twice the model's size on its shorter side), cut, then reduced.
+        Its sha256 is the picture's with the region, its width and height the region's."""
+        decoder = self.decoder
+        size = _header_size(data)
+        if size and self.target:
+            try:
+                _, _, w, h = box(*size)
+            except InvalidInput:
+                pass  # said when the decoded picture is cut
+            else:
+                wanted = math.ceil(self.target * min(size) / max(1, min(w, h)))
+                if wanted > self.target:  # the same limits and decoding slots, a larger target
+                    decoder = copy.copy(self.decoder)
+                    decoder.target = wanted
+        decoded = decoder.decode(data, ref.source, budget)
+        x, y, w, h = box(decoded.width, decoded.height)
+        sx, sy = decoded.image.width / decoded.width, decoded.image.height / decoded.height
+        left, top = math.floor(x * sx), math.floor(y * sy)
+        cut = decoded.image.crop((left, top, max(left + 1, math.ceil((x + w) * sx)), max(top + 1, math.ceil((y + h) * sy))))
+        sha = hashlib.sha256(f"{decoded.sha256}#{region_fragment(ref.region or '')}".encode()).hexdigest()
+        return dataclasses.replace(decoded, image=shrink(cut, self.target), sha256=sha, width=w, height=h)
 
     def fetch(self, url: str, budget: PixelBudget | None = None) -> DecodedImage:
         """A picture from a URL: an image, or a IIIF Image API service (…/info.json)."""
         return self.read_ref(PictureRef.of_url(url), budget)
+
+
+def _header_size(data: bytes) -> tuple[int, int] | None:
+    """A picture's width and height from its header, to choose how much to reduce it before a region is
+    cut; None where the header is not read (the decoder then says why)."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            width, height = img.size
+    except Exception:  # whatever a header parser raises on untrusted bytes: the decoder reports it
+        return None
+    return (width, height) if width > 0 and height > 0 else None
 
 
 __all__ = ["ImageLimits", "ImageSource", "PictureReader"]

@@ -22,6 +22,7 @@ from typing import Any, Iterator, Union
 from ..errors import ClipGazeError, InvalidInput
 from .fetch import FetchPolicy, fetch_json
 from .iiif import is_image_service, is_manifest, manifest_items, manifest_problems
+from .iiif_image import region_fragment
 from .rows import LINES_SUFFIXES, TABLE_SUFFIXES, BadRow, read_rows
 
 NOT_PICTURES = frozenset({  # in a folder, passed over and counted: the text and metadata beside pictures
@@ -33,12 +34,22 @@ MAX_MANIFEST_BYTES = 32 * 1024 * 1024  # a IIIF manifest read from a file
 
 @dataclass(frozen=True)
 class PictureRef:
-    """One picture to add: `source` identifies it within a collection (a path or URL)."""
+    """One picture to add: `source` identifies it within a collection (a path or URL).
+
+    A region of a picture (a IIIF SpecificResource's selector) has `region` (`iiif_image.parse_region`'s
+    form, in the picture's pixels) and a source of its own: the picture's path or URL with the region as
+    its fragment (`…#xywh=1768,2423,1768,2080`), which `location` leaves off."""
 
     source: str
     kind: str  # "file", "url" (a picture) or "iiif" (an Image API service base URL)
     external_id: str | None = None
     metadata: dict[str, Any] | None = None
+    region: str | None = None  # the part of the picture to read (x,y,w,h; pct:x,y,w,h; square); None: all of it
+
+    @property
+    def location(self) -> str:
+        """Where the picture is read from: the source, less a region's fragment."""
+        return self.source.rsplit("#", 1)[0] if self.region else self.source
 
     @classmethod
     def of_url(cls, url: str, external_id: str | None = None, metadata: dict[str, Any] | None = None) -> "PictureRef":
@@ -153,9 +164,12 @@ def _iiif_document(source: str, doc: Any, base: str | None) -> Iterator[Item]:
         return
     for item in manifest_items(doc):
         meta = {**(item.metadata or {}), **({"label": item.label} if item.label else {})} or None
-        if item.service:
-            yield PictureRef(item.service, "iiif", item.external_id, meta)
-        elif item.url:
-            yield PictureRef(item.url, "url", item.external_id, meta)
+        where, kind = (item.service, "iiif") if item.service else (item.url, "url")
+        if where:  # a region has a source of its own: each region of a picture is a picture
+            named = f"{where}#{region_fragment(item.region)}" if item.region else where
+            yield PictureRef(named, kind, item.external_id, meta, region=item.region)
+    seen: dict[str, int] = {}
     for problem in manifest_problems(doc):  # canvases without a picture: recorded, the rest are added
-        yield SourceFailure(f"{source}#{problem[:80]}", "invalid_manifest", problem)
+        key = f"{source}#{problem[:80]}"
+        seen[key] = seen.get(key, 0) + 1  # two problems of one canvas may start alike: each is recorded
+        yield SourceFailure(key if seen[key] == 1 else f"{key} ({seen[key]})", "invalid_manifest", problem)

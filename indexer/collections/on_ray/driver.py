@@ -87,6 +87,13 @@ def _known_shas(images: ImageStore, model_key: str) -> npt.NDArray[np.bytes_]:
     return np.array([r[0].encode() for r in rows], dtype="S64")
 
 
+def ref_rows(refs: Sequence[PictureRef]) -> list[dict[str, Any]]:
+    """The refs as the reading tasks' rows (`workers.read_pictures` rebuilds each ref from its row):
+    source, kind, external id, region (a region of a picture is read as that region), metadata as JSON."""
+    return [{"source": r.source, "kind": r.kind, "external_id": r.external_id, "region": r.region,
+             "metadata": json.dumps(r.metadata, ensure_ascii=False) if r.metadata else None} for r in refs]
+
+
 def _run(rt: Any, settings: WorkerSettings, images: ImageStore, merger: Merger, refs: Sequence[PictureRef],
          folder: Path, model_key: str, collection: str, batch_size: int, shard_rows: int) -> None:
     data = rt.data  # typed Any: Ray's annotations are narrower than what it accepts
@@ -95,8 +102,7 @@ def _run(rt: Any, settings: WorkerSettings, images: ImageStore, merger: Merger, 
     known = {"ref": rt.put(_known_shas(images, model_key))}
     run = folder / f"{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
     run.mkdir(parents=True)
-    rows = [{"source": r.source, "kind": r.kind, "external_id": r.external_id,
-             "metadata": json.dumps(r.metadata, ensure_ascii=False) if r.metadata else None} for r in refs]
+    rows = ref_rows(refs)
     ds = data.from_items(rows, override_num_blocks=max(1, min(4096, math.ceil(len(rows) / batch_size))))
     with retries_named():
         ds = ds.map_batches(read_pictures, batch_size=batch_size, batch_format="pyarrow",
@@ -189,4 +195,4 @@ def ray_analyze(
             ctx.execution_options.preserve_order = keep
 
 
-__all__ = ["ray_add", "ray_analyze"]
+__all__ = ["ray_add", "ray_analyze", "ref_rows"]

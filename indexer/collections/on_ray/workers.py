@@ -120,7 +120,7 @@ def read_pictures(batch: "pa.Table", settings: WorkerSettings, known: dict[str, 
     schema = read_schema()
     out: dict[str, list[Any]] = {name: [] for name in schema.names}
     for row in batch.to_pylist():
-        ref = PictureRef(row["source"], row["kind"], row["external_id"])
+        ref = PictureRef(row["source"], row["kind"], row["external_id"], region=row.get("region"))
         values: dict[str, Any] = {"source": ref.source, "external_id": ref.external_id, "metadata": row["metadata"]}
         try:
             decoded = reader.read_ref(ref)
