@@ -350,7 +350,7 @@ def test_relative_to_a_collection_on_analyze_collection_analyze_the_api_and_the_
 
     picture = base64.b64encode((folder / "red-circle.png").read_bytes()).decode()
     missing = client.post("/v1/analyze", json={"image_base64": picture, "relative_to": "nope"})
-    assert missing.status_code == 404 and missing.get_json()["code"] == "unknown_collection"
+    assert missing.status_code == 422 and missing.get_json()["code"] == "unknown_collection"
     from clip_gaze.cli import cli
 
     result = CliRunner().invoke(cli, ["analyze", str(folder / "red-circle.png"), "--vocab", "shapes", "--relative-to", "nope"])

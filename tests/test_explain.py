@@ -405,7 +405,7 @@ def test_rest_explain_answers_the_overlay_as_png(client):
 def test_rest_explain_refuses_bad_input_in_the_json_error_shape(client, fields, code):
     resp = client.post("/v1/explain", data={"image": (io.BytesIO(encode(draw_shape())), "x.png"), **fields})
     body = resp.get_json()
-    assert resp.status_code in (400, 404) and set(body) == {"ok", "status", "code", "error"} and body["code"] == code, body
+    assert resp.status_code in (400, 422) and set(body) == {"ok", "status", "code", "error"} and body["code"] == code, body
     resp = client.post("/v1/explain?top_k=3", json={"image_base64": "aGk=", "phrases": ["a"]})
     assert resp.status_code == 400 and resp.get_json()["code"] == "invalid_input"  # JSON bodies take only ?format=
 
