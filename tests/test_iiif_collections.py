@@ -16,7 +16,8 @@ from PIL import Image
 from conftest import draw_shape, encode
 from indexer.collections.local import Collections
 from indexer.engine import Engine
-from indexer.pictures.sources import PictureRef, expand
+from indexer.pictures.iiif_image import MAX_INFO_BYTES
+from indexer.pictures.sources import MAX_MANIFEST_BYTES, PictureRef, expand
 from indexer.schema import parse
 from indexer.schema.collections import AddSources, CreateCollection
 from indexer.settings import Settings
@@ -396,3 +397,76 @@ def test_the_ray_reading_tasks_read_the_region_too(recipes_engine: Engine, cutti
     local = [recipes_engine.reader.read_ref(r) for r in refs]
     assert [(o["sha256"], o["width"], o["height"]) for o in out] == [(d.sha256, d.width, d.height) for d in local]
     assert out[1]["width"] == 200 and out[1]["error"] is None
+
+
+# --- a manifest and an info.json are read no further than their caps ---------------------------------
+
+class Oversized(IIIF):
+    """A manifest streamed without a length, 64 MiB of it; one that declares 40 MiB; a manifest of two
+    canvases whose services answer an ordinary info.json and one padded past 1 MiB. `sent` counts the
+    bytes each stream got out before the reader hung up."""
+
+    sent: dict[str, int] = {}
+    requests: list[str] = []
+    port = 0
+
+    def do_GET(self) -> None:  # noqa: N802
+        base = f"http://127.0.0.1:{self.port}"
+        if self.path == "/endless.json":
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            chunk = b" " * 65536
+            type(self).sent[self.path] = 0
+            try:
+                self.wfile.write(b'{"items": [')
+                for _ in range(1024):
+                    self.wfile.write(chunk)
+                    type(self).sent[self.path] += len(chunk)
+            except OSError:
+                pass
+            return
+        if self.path == "/declared.json":
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(40 * 2**20))
+            self.end_headers()
+            return
+        if self.path == "/manifest.json":
+            doc = manifest(base)
+            doc["items"] = doc["items"][:2]  # red: an ordinary info.json; blue: a padded one
+            return self._json(doc)
+        if self.path == "/iiif/blue/info.json":
+            info = {"@context": "http://iiif.io/api/image/3/context.json", "id": f"{base}/iiif/blue", "type": "ImageService3",
+                    "width": 4000, "height": 3000, "profile": "level2", "padding": "x" * (MAX_INFO_BYTES + 1)}
+            return self._json(info)
+        super().do_GET()
+
+
+@pytest.fixture
+def oversized(clean_environ, monkeypatch):
+    Oversized.sent = {}
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Oversized)
+    Oversized.port = server.server_port
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("CLIP_GAZE_FETCH_ALLOW", f"127.0.0.1:{server.server_port}")
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_manifest_or_info_json_past_its_cap_is_refused_with_its_reason(oversized: str, toy_loader):
+    engine = Engine.from_settings(Settings.from_env(), loader=toy_loader, batch_window_ms=2, auto_embed_limit=AUTO_EMBED_LIMIT)
+    Collections(engine).create(parse(CreateCollection, {"name": "big"}))
+    sources = [f"{oversized}/endless.json", f"{oversized}/declared.json", f"{oversized}/manifest.json"]
+    report = Collections(engine).add("big", parse(AddSources, {"sources": sources}))
+    assert (report.added, report.failed) == (1, 3)
+    errors = {p.source: p for p in Collections(engine).view("big", errors=True).pictures}
+    cap = f"than the {MAX_MANIFEST_BYTES:,} bytes fetched at most"
+    assert errors[sources[0]].error_code == "too_large" and errors[sources[0]].error.endswith("sent more " + cap)
+    assert errors[sources[1]].error_code == "too_large" and f"declares {40 * 2**20:,} bytes" in errors[sources[1]].error
+    blue = errors[f"{oversized}/iiif/blue"]
+    assert blue.error_code == "too_large" and f"than the {MAX_INFO_BYTES:,} bytes fetched at most" in blue.error
+    # the endless manifest was read no further than its cap (and what the sockets' buffers hold)
+    assert MAX_MANIFEST_BYTES <= Oversized.sent["/endless.json"] < MAX_MANIFEST_BYTES + 24 * 2**20
+    assert [p.external_id for p in Collections(engine).view("big").pictures] == [f"{oversized}/canvas/red"]

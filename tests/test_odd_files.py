@@ -20,7 +20,9 @@ from indexer.collections.local import Collections
 from indexer.engine import Engine
 from indexer.errors import ClipGazeError, InvalidImage
 from indexer.pictures.decode import Decoder
+from indexer.pictures.iiif_image import MAX_INFO_BYTES
 from indexer.pictures.rows import MAX_FIELD_CHARS, MAX_LINE_BYTES
+from indexer.pictures.sources import MAX_MANIFEST_BYTES
 from indexer.schema import parse
 from indexer.schema.collections import AddSources, CreateCollection
 from indexer.settings import Settings
@@ -356,6 +358,7 @@ def test_csv_rows_that_break_fail_alone_and_quoted_lines_are_counted(engine: Eng
 def test_the_stated_caps_are_what_the_readme_says():
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     assert f"{MAX_LINE_BYTES // 2**20} MiB a line" in readme and f"{MAX_FIELD_CHARS // 1024} KiB a field" in readme
+    assert f"{MAX_MANIFEST_BYTES // 2**20} MiB a manifest" in readme and f"{MAX_INFO_BYTES // 2**20} MiB the `info.json`" in readme
 
 
 # -- terminal escapes from files and sources are shown, not acted on -----------------------------------

@@ -11,6 +11,7 @@ the limit is refused from its Content-Length, or cut off while read. Standard li
 from __future__ import annotations
 
 import http.client
+import dataclasses
 import json
 import math
 import re
@@ -95,8 +96,9 @@ def fetch(url: str, policy: FetchPolicy, accept: tuple[str, ...] = ("image/",)) 
     return _Fetch(url, policy, acceptable, ", ".join(_accept_header(a) for a in accept)).run()
 
 
-def fetch_json(url: str, policy: FetchPolicy) -> Any:
-    """GET `url` and parse it as JSON (a IIIF manifest or info.json).
+def fetch_json(url: str, policy: FetchPolicy, max_bytes: int | None = None) -> Any:
+    """GET `url` and parse it as JSON (a IIIF manifest or info.json), of at most `max_bytes` (the
+    policy's limit when None): a larger body is refused (`too_large`) as soon as it passes the cap.
 
     Accepted: application/json, application/ld+json, text/json and any `+json` type; text/plain,
     application/octet-stream or no Content-Type when the body parses. A body that is not JSON (or not
@@ -105,6 +107,8 @@ def fetch_json(url: str, policy: FetchPolicy) -> Any:
     def acceptable(ctype: str) -> bool:
         return ctype in JSON_TYPES or ctype.endswith("+json") or ctype in JSON_IF_IT_PARSES
 
+    if max_bytes is not None:
+        policy = dataclasses.replace(policy, max_bytes=max_bytes)
     got = _Fetch(url, policy, acceptable, "application/ld+json, application/json;q=0.9, */*;q=0.1").run()
     try:
         text = got.data.decode("utf-8-sig")

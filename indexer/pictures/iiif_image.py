@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 from ..errors import InvalidInput
 
+MAX_INFO_BYTES = 1024 * 1024  # a IIIF Image service's info.json, fetched for each of its pictures
 IMAGE_SERVICE_TYPES = ("ImageService1", "ImageService2", "ImageService3", "iiif:ImageService")
 _NUMBER = r"\d+(?:\.\d+)?"
 _REGION = re.compile(rf"(?:(pct|percent|pixel):)?({_NUMBER}),({_NUMBER}),({_NUMBER}),({_NUMBER})")
@@ -336,5 +337,5 @@ def _kind(value: Any) -> str:
             float: "a number", dict: "an object"}.get(type(value), type(value).__name__)
 
 
-__all__ = ["IMAGE_SERVICE_TYPES", "ImageRequest", "image_url", "info_url", "is_image_service", "parse_region",
+__all__ = ["IMAGE_SERVICE_TYPES", "MAX_INFO_BYTES", "ImageRequest", "image_url", "info_url", "is_image_service", "parse_region",
            "region_box", "region_fragment", "region_request", "selector_region", "service_base"]

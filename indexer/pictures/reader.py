@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Callable, Union
 from ..errors import InvalidInput
 from .decode import DecodedImage, Decoder, PixelBudget, shrink
 from .fetch import FetchPolicy, fetch, fetch_json
-from .iiif_image import Box, ImageRequest, image_url, info_url, region_box, region_fragment, region_request
+from .iiif_image import MAX_INFO_BYTES, Box, ImageRequest, image_url, info_url, region_box, region_fragment, region_request
 from .sources import PictureRef
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -115,7 +115,7 @@ class PictureReader:
 
     def _asked(self, ref: PictureRef) -> ImageRequest:
         """What to fetch from a IIIF service for the picture, or its region, at the model's size."""
-        info = fetch_json(info_url(ref.location), self.limits.fetch)
+        info = fetch_json(info_url(ref.location), self.limits.fetch, MAX_INFO_BYTES)
         if ref.region is None:
             return ImageRequest(image_url(info, self.target or 0))  # no target: image_url says so
         return region_request(info, self.target or 0, ref.region)

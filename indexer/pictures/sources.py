@@ -29,7 +29,7 @@ NOT_PICTURES = frozenset({  # in a folder, passed over and counted: the text and
     ".txt", ".md", ".rst", ".csv", ".tsv", ".json", ".jsonl", ".ndjson", ".xml", ".xmp", ".yaml", ".yml",
     ".html", ".htm", ".log",
 })
-MAX_MANIFEST_BYTES = 32 * 1024 * 1024  # a IIIF manifest read from a file
+MAX_MANIFEST_BYTES = 32 * 1024 * 1024  # a IIIF manifest (or info.json) named as a source, file or URL
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ def expand(source: str, policy: FetchPolicy) -> Iterator[Item]:
     """The pictures a source names, or failures saying why a source or a row gives none."""
     try:
         if _is_url(source):
-            yield from _iiif_document(source, fetch_json(source, policy), base=source)
+            yield from _iiif_document(source, fetch_json(source, policy, MAX_MANIFEST_BYTES), base=source)
             return
         path = Path(source).expanduser()
         if path.is_dir():
