@@ -36,6 +36,25 @@ os.environ.update(HF_HOME=str(HF_HOME), HF_HUB_CACHE=str(HF_HOME / "hub"), HF_HU
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
 
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Stops a run that would test less than it says: pytest-xdist hands tests to its workers by node
+    id, so two tests with one id (schemathesis's operations, under a pytest that names them alike) run
+    as one, and a group (`xdist_group`) pytest-xdist could not mark is split across workers. Both
+    happened with pytest 9.2 and pytest-xdist 3.8, hence `pytest<9.2` in the test extra."""
+    seen: set[str] = set()
+    twice = {item.nodeid for item in items if item.nodeid in seen or seen.add(item.nodeid)}
+    if twice:
+        raise pytest.UsageError(f"{len(twice)} node ids name more than one test (e.g. {min(twice)}); "
+                                "pytest-xdist would run one of each: use pytest<9.2")
+    if getattr(config.option, "loadgroup", False):
+        split = [item.nodeid for item in items if item.get_closest_marker("xdist_group") and "@" not in item.nodeid]
+        if split:
+            raise pytest.UsageError(f"pytest-xdist did not group {split[0]} (and {len(split) - 1} more): use pytest<9.2")
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """The offline Hugging Face cache made above goes with the session."""
     import shutil

@@ -62,6 +62,9 @@ from indexer.store.image_store import Picture
 from service import create_app
 from service.openapi import openapi_document
 
+# Under pytest-xdist, the whole file in one worker: the last test reads what the fuzz tests recorded.
+pytestmark = pytest.mark.xdist_group("fuzz")
+
 TOKEN = "fuzz-token"
 MAX_EXAMPLES = int(os.environ.get("CLIP_GAZE_FUZZ_EXAMPLES", "25"))
 MAX_STEPS = 6  # per stateful scenario (schemathesis's default)
