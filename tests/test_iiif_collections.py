@@ -3,10 +3,12 @@ a collection filled from its manifest through the REST API's background job, sea
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -85,15 +87,24 @@ def manifest(base: str) -> dict[str, Any]:
             "label": {"en": ["Three shapes"]}, "items": [canvas("red"), canvas("blue"), canvas("green"), empty]}
 
 
+@contextlib.contextmanager
+def serving(handler: Any) -> Iterator[str]:
+    """`handler` on a loopback port, its request log emptied: the server's base URL."""
+    handler.requests = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    handler.port = server.server_port
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.fixture
 def iiif():
-    IIIF.requests = []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), IIIF)
-    IIIF.port = server.server_port
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
+    with serving(IIIF) as base:
+        yield base
 
 
 @pytest.fixture
@@ -308,13 +319,8 @@ def recipes(base: str) -> dict[str, Any]:
 
 @pytest.fixture
 def cutting():
-    Cutting.requests = []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Cutting)
-    Cutting.port = server.server_port
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
+    with serving(Cutting) as base:
+        yield base
 
 
 @pytest.fixture
@@ -446,13 +452,9 @@ class Oversized(IIIF):
 @pytest.fixture
 def oversized(clean_environ, monkeypatch):
     Oversized.sent = {}
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Oversized)
-    Oversized.port = server.server_port
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("CLIP_GAZE_FETCH_ALLOW", f"127.0.0.1:{server.server_port}")
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
+    with serving(Oversized) as base:
+        monkeypatch.setenv("CLIP_GAZE_FETCH_ALLOW", base.removeprefix("http://"))
+        yield base
 
 
 def test_a_manifest_or_info_json_past_its_cap_is_refused_with_its_reason(oversized: str, toy_loader):

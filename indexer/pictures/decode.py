@@ -25,6 +25,8 @@ import hashlib
 import io
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
@@ -89,6 +91,20 @@ class PixelBudget:
         self.used += pixels
 
 
+
+@contextmanager
+def _reading(p: Path) -> Iterator[None]:
+    """A file that cannot be read, as the InvalidImage that says why."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise InvalidImage(f"no such file: {p}", code="file_not_found") from None
+    except IsADirectoryError:
+        raise InvalidImage(f"{p} is a directory, not an image") from None
+    except OSError as exc:
+        raise InvalidImage(f"cannot read {p}: {exc.strerror or exc}") from None
+
+
 class Decoder:
     """Decodes pictures for one model input size, within a process's limits."""
 
@@ -151,29 +167,16 @@ class Decoder:
         """A file's format and size, from its header alone: InvalidImage (`unsupported_image` for a
         file that is not a picture this process decodes) or ImageTooLarge before the file is read."""
         p = Path(path)
-        try:
-            with open(p, "rb") as f:
-                img, _ = _open(f, str(p))
-                with img:
-                    self._check(img, str(p))
-        except FileNotFoundError:
-            raise InvalidImage(f"no such file: {p}", code="file_not_found") from None
-        except IsADirectoryError:
-            raise InvalidImage(f"{p} is a directory, not an image") from None
-        except OSError as exc:
-            raise InvalidImage(f"cannot read {p}: {exc.strerror or exc}") from None
+        with _reading(p), open(p, "rb") as f:
+            img, _ = _open(f, str(p))
+            with img:
+                self._check(img, str(p))
 
     def decode_file(self, path: str | Path, budget: PixelBudget | None = None) -> DecodedImage:
         p = Path(path)
         self.check_file(p)
-        try:
+        with _reading(p):
             data = p.read_bytes()
-        except FileNotFoundError:
-            raise InvalidImage(f"no such file: {p}", code="file_not_found") from None
-        except IsADirectoryError:
-            raise InvalidImage(f"{p} is a directory, not an image") from None
-        except OSError as exc:
-            raise InvalidImage(f"cannot read {p}: {exc.strerror or exc}") from None
         return self.decode(data, name=str(p), budget=budget)
 
     def from_pil(self, image: Image.Image) -> DecodedImage:
