@@ -384,3 +384,19 @@ def test_escapes_in_ids_metadata_and_file_names_are_printed_escaped(run, tmp_pat
     assert "bad\\u200bid" in outputs[2].stdout and outputs[5].stderr.startswith("Error: ")
     shown = json.loads(run("collection", "show", "odd", "--json").stdout)  # JSON output stays JSON, same values
     assert shown["pictures"][0]["external_id"] == "OBJ\x1b]0;owned\x07-1"
+
+
+def test_a_picture_inside_a_picture_is_held_to_the_pixel_limit_too():
+    """An ICNS declares 256×256; the PNG inside it claims 100,000 × 100,000 (Pillow's oom-….icns took
+    16 GB before Pillow's own guard was left on for what the header check cannot see)."""
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 100_000, 100_000, 8, 6, 0, 0, 0)) + chunk(b"IEND", b"")
+    entry = b"ic08" + struct.pack(">I", 8 + len(png)) + png
+    icns = b"icns" + struct.pack(">I", 8 + len(entry)) + entry
+    with pytest.raises(ClipGazeError) as caught:
+        DECODER.decode(icns, "bomb.icns")
+    assert caught.value.code == "image_too_large" and caught.value.status == 413, caught.value.message

@@ -25,6 +25,7 @@ import hashlib
 import io
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -113,9 +114,12 @@ class Decoder:
         self.max_request_pixels = max_request_pixels
         self.target = target  # the model's input size; pictures are reduced to at least twice it
         self._slots = threading.BoundedSemaphore(max(1, concurrency))
-        # Process-wide, once: each picture's size is checked from its header against max_pixels before
-        # anything is decoded, so Pillow's own guard (a warning, then an error) would only interfere.
-        Image.MAX_IMAGE_PIXELS = None
+        # Each picture's size is checked from its header against max_pixels before anything is decoded;
+        # Pillow's own guard stays on for what that check cannot see (the picture inside an ICNS, a
+        # later frame), erring past twice MAX_IMAGE_PIXELS: never below this limit, process-wide. Its
+        # warning below that says nothing the check here does not.
+        Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, max_pixels // 2 + 1)
+        warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
     def budget(self) -> PixelBudget:
         return PixelBudget(self.max_request_pixels)
