@@ -10,6 +10,7 @@ import os
 import re
 import sys
 import tempfile
+from collections import Counter
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -37,15 +38,13 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
 
 
-
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Stops a run that would test less than it says: pytest-xdist hands tests to its workers by node
     id, so two tests with one id (schemathesis's operations, under a pytest that names them alike) run
     as one, and a group (`xdist_group`) pytest-xdist could not mark is split across workers. Both
     happened with pytest 9.2 and pytest-xdist 3.8, hence `pytest<9.2` in the test extra."""
-    seen: set[str] = set()
-    twice = {item.nodeid for item in items if item.nodeid in seen or seen.add(item.nodeid)}
+    twice = {nodeid for nodeid, n in Counter(item.nodeid for item in items).items() if n > 1}
     if twice:
         raise pytest.UsageError(f"{len(twice)} node ids name more than one test (e.g. {min(twice)}); "
                                 "pytest-xdist would run one of each: use pytest<9.2")

@@ -87,6 +87,11 @@ def manifest(base: str) -> dict[str, Any]:
             "label": {"en": ["Three shapes"]}, "items": [canvas("red"), canvas("blue"), canvas("green"), empty]}
 
 
+def toy_engine(toy_loader: Any) -> Engine:
+    """The engine as the service makes it from the settings the test set, with the toy model."""
+    return Engine.from_settings(Settings.from_env(), loader=toy_loader, batch_window_ms=2, auto_embed_limit=AUTO_EMBED_LIMIT)
+
+
 @contextlib.contextmanager
 def serving(handler: Any) -> Iterator[str]:
     """`handler` on a loopback port, its request log emptied: the server's base URL."""
@@ -111,7 +116,7 @@ def iiif():
 def museum_engine(iiif, clean_environ, toy_loader, monkeypatch):
     monkeypatch.setenv("CLIP_GAZE_FETCH_ALLOW", iiif.removeprefix("http://"))
     monkeypatch.setenv("CLIP_GAZE_API_TOKENS", TOKEN)
-    return Engine.from_settings(Settings.from_env(), loader=toy_loader, batch_window_ms=2, auto_embed_limit=AUTO_EMBED_LIMIT)
+    return toy_engine(toy_loader)
 
 
 def test_a_iiif_manifest_is_fetched_at_the_models_size_never_the_master(museum_engine: Engine, iiif: str):
@@ -326,7 +331,7 @@ def cutting():
 @pytest.fixture
 def recipes_engine(cutting, clean_environ, toy_loader, monkeypatch):
     monkeypatch.setenv("CLIP_GAZE_FETCH_ALLOW", cutting.removeprefix("http://"))
-    return Engine.from_settings(Settings.from_env(), loader=toy_loader, batch_window_ms=2, auto_embed_limit=AUTO_EMBED_LIMIT)
+    return toy_engine(toy_loader)
 
 
 def colour(picture: Image.Image) -> str:
@@ -458,7 +463,7 @@ def oversized(clean_environ, monkeypatch):
 
 
 def test_a_manifest_or_info_json_past_its_cap_is_refused_with_its_reason(oversized: str, toy_loader):
-    engine = Engine.from_settings(Settings.from_env(), loader=toy_loader, batch_window_ms=2, auto_embed_limit=AUTO_EMBED_LIMIT)
+    engine = toy_engine(toy_loader)
     Collections(engine).create(parse(CreateCollection, {"name": "big"}))
     sources = [f"{oversized}/endless.json", f"{oversized}/declared.json", f"{oversized}/manifest.json"]
     report = Collections(engine).add("big", parse(AddSources, {"sources": sources}))

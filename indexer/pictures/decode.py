@@ -92,7 +92,6 @@ class PixelBudget:
         self.used += pixels
 
 
-
 @contextmanager
 def _reading(p: Path) -> Iterator[None]:
     """A file that cannot be read, as the InvalidImage that says why."""

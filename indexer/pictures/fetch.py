@@ -10,8 +10,8 @@ the limit is refused from its Content-Length, or cut off while read. Standard li
 
 from __future__ import annotations
 
-import http.client
 import dataclasses
+import http.client
 import json
 import math
 import re
