@@ -37,6 +37,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CLIP_GAZE_BATCH_WINDOW_MS", lambda: "2", "How long the service waits to gather images from concurrent requests into one forward pass."),
     Setting("CLIP_GAZE_COMPACT_INDEXES", lambda: "0", "1: hold index vectors in memory as float16 (half the memory; probabilities change by less than 1e-3)."),
     Setting("CLIP_GAZE_FETCH_ALLOW", lambda: "", "Comma-separated hosts (host or host:port) that URLs may be fetched from although they resolve to private, loopback or link-local addresses. Empty: only public addresses are fetched."),
+    Setting("CLIP_GAZE_MAX_FETCHES", lambda: "16", "URLs a server process fetches at once for requests (`image_url`, a batch's `image_urls`), all callers together; a request beyond it gets 503 `busy` with `retry_after`. A server also keeps one request thread free of fetches, so health and reads never wait behind them."),
+    Setting("CLIP_GAZE_MAX_FETCHES_PER_CALLER", lambda: "4", "Of those, how many one caller (a bearer token, else a client address) may have in flight."),
+    Setting("CLIP_GAZE_SHUTDOWN_GRACE", lambda: "20", "Seconds a stopping server (SIGTERM) gives running jobs to reach a stored checkpoint before it exits; a job stopped there is resumed at the next start."),
+    Setting("CLIP_GAZE_RESUME_JOBS", lambda: "1", "1: at start, jobs a stopped or killed server left unfinished are resumed from what was stored; 0: they are marked `interrupted`, with the reason."),
+    Setting("CLIP_GAZE_DECODE_MEMORY", lambda: "1024", "Memory, in MB, that the decodes of one process may hold together, each estimated from its size and mode before it starts; a decode that does not fit waits for others to finish."),
 )
 
 @dataclass(frozen=True)
@@ -56,6 +61,12 @@ class Settings:
     max_decodes: int
     fetch_allow: tuple[str, ...]  # hosts or host:port admitted past the fetch address guard
     backend: str
+    max_fetches: int
+    max_fetches_per_caller: int
+    shutdown_grace: float
+    resume_jobs: bool
+    decode_memory_bytes: int
+    serve_threads: int = 0  # request threads of a `serve` worker (0: not under gunicorn); set by `serve`, not by a variable
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> "Settings":
@@ -75,6 +86,11 @@ class Settings:
             max_decodes=max(1, _int(raw, "CLIP_GAZE_MAX_DECODES")),
             fetch_allow=tuple(h.strip() for h in raw["CLIP_GAZE_FETCH_ALLOW"].split(",") if h.strip()),
             backend=_choice(raw, "CLIP_GAZE_BACKEND", ("auto", "onnx", "torch")),
+            max_fetches=max(1, _int(raw, "CLIP_GAZE_MAX_FETCHES")),
+            max_fetches_per_caller=max(1, _int(raw, "CLIP_GAZE_MAX_FETCHES_PER_CALLER")),
+            shutdown_grace=max(0.0, _float(raw, "CLIP_GAZE_SHUTDOWN_GRACE")),
+            resume_jobs=_bool(raw, "CLIP_GAZE_RESUME_JOBS"),
+            decode_memory_bytes=int(max(1.0, _float(raw, "CLIP_GAZE_DECODE_MEMORY")) * 1024 * 1024),
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
