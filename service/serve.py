@@ -54,6 +54,29 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
 ACCESS_LOG_FORMAT = '%(h)s %(t)s "%(r)s" %(s)s %(b)s %(M)sms "%(a)s"'
 
 
+def redacted_request_line(method: str, path: str, query: str, protocol: str) -> str:
+    """The request line for the access log with each query value replaced by `…`: a credential sent
+    in a query string (refused, but sent) never reaches the log; the parameters' names still do."""
+    if query:
+        names = [part.split("=", 1)[0] for part in query.split("&") if part]
+        path += "?" + "&".join(f"{name}=…" for name in names)
+    return f"{method} {path} {protocol}"
+
+
+def _access_logger() -> Any:
+    from gunicorn.glogging import Logger
+
+    class AccessLogger(Logger):  # type: ignore[misc]
+        def atoms(self, resp: Any, req: Any, environ: Any, request_time: Any) -> dict[str, Any]:
+            atoms: dict[str, Any] = super().atoms(resp, req, environ, request_time)
+            atoms["r"] = redacted_request_line(environ.get("REQUEST_METHOD", "-"), environ.get("PATH_INFO", ""),
+                                               environ.get("QUERY_STRING", ""), environ.get("SERVER_PROTOCOL", "-"))
+            atoms["q"] = ""
+            return atoms
+
+    return AccessLogger
+
+
 def _post_worker_init(worker: Any) -> None:
     worker.wsgi.extensions["clip_gaze"].start_warm_up()
 
@@ -72,6 +95,7 @@ def gunicorn_options(host: str, port: int, workers: int, threads: int) -> dict[s
         # gunicorn's default format logs %(u)s, the Basic-auth user name: `curl -u TOKEN:` would put a
         # token in the log. No credentials are ever logged.
         "access_log_format": ACCESS_LOG_FORMAT,
+        "logger_class": _access_logger(),
         "errorlog": "-",
         "loglevel": "info",
         # No control socket: one shared path (~/.gunicorn/gunicorn.ctl) would be taken over by every
@@ -85,7 +109,7 @@ def run(host: str, port: int, workers: int, threads: int, settings: Settings) ->
 
     check_bind(host, settings)
     limit_malloc_arenas()
-    worker_settings = dataclasses.replace(settings, threads=threads_per_worker(settings, workers))
+    worker_settings = dataclasses.replace(settings, threads=threads_per_worker(settings, workers), serve_threads=threads)
 
     class ClipGazeApplication(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
