@@ -19,6 +19,7 @@ tests/test_layers.py, which reads this table; `python tests/layers.py` prints th
   1  errors.py      the domain errors, each with its code and HTTP status
   1  settings.py    the settings, as one table
   1  atomic.py      files written whole or not at all
+  1  spreadsheet.py text cells no spreadsheet runs as a formula, for every CSV written
 
 `toy/` holds the toy model's config and weights (data, not code).
 """

@@ -13,6 +13,8 @@ Features over the engine (collections, explanations, evaluations) are handed it:
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import functools
 import threading
 import time
@@ -29,6 +31,8 @@ from .models.protocol import ClipModel, ModelLoader
 from .models.registry import ModelSpec, list_presets, parse_model, preset_info
 from .models.torch_model import LoadedModel, load_model
 from .pictures.decode import DecodedImage, PixelBudget
+from .pictures.fetch import FetchError
+from .pictures.fetch_many import FetchMany
 from .pictures.reader import ImageLimits, ImageSource, PictureReader
 from .schema import (
     DEFAULT_TOP_K,
@@ -171,9 +175,22 @@ class Engine:
         """A picture from bytes, a file, a PIL image or an already decoded one, within the limits."""
         return self.reader.read(source, name, budget)
 
-    def fetch_picture(self, url: str, budget: PixelBudget | None = None) -> DecodedImage:
-        """A picture from a URL: an image, or a IIIF Image API service (asked for the model's size)."""
-        return self.reader.fetch(url, budget)
+    def fetch_picture(self, url: str, budget: PixelBudget | None = None, deadline: float | None = None) -> DecodedImage:
+        """A picture from a URL: an image, or a IIIF Image API service (asked for the model's size); by
+        `deadline` (time.monotonic()) when one is given, else within the fetch timeout."""
+        reader = self.reader
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise FetchError(f"{url}: not fetched within the request's {reader.limits.fetch.timeout:g} s for its URLs",
+                                 url=url, code="fetch_timeout")
+            reader = copy.copy(reader)  # the same decoder and its slots, a shorter fetch deadline
+            reader.limits = dataclasses.replace(reader.limits, fetch=dataclasses.replace(reader.limits.fetch, timeout=left))
+        return reader.fetch(url, budget)
+
+    def _fetch_all(self, urls: Sequence[str], budget: PixelBudget, width: int) -> FetchMany:
+        return FetchMany(lambda url, deadline: self.fetch_picture(url, budget, deadline), urls, width,
+                         self.reader.limits.fetch.timeout)
 
     def embed_images(self, images: Sequence[DecodedImage]) -> npt.NDArray[np.float32]:
         """Each picture's embedding: stored ones by content hash (a picture is encoded once per model,
@@ -275,21 +292,40 @@ class Engine:
 
     def analyze_batch(
         self, uploads: Sequence[tuple[str, bytes | str]], vocabularies: Sequence[str] | None = None, top_k: int = DEFAULT_TOP_K,
-        relative_to: str | None = None,
+        relative_to: str | None = None, fetches: int = 8,
     ) -> BatchAnswer:
-        """Several pictures (bytes, or a URL as text), decoded one at a time; a bad picture gets its own
-        error entry."""
+        """Several pictures (bytes, or a URL as text); a bad picture gets its own error entry.
+
+        URLs are fetched `fetches` at a time, beside the uploads' decoding, under one deadline for the
+        whole batch (the fetch timeout, CLIP_GAZE_FETCH's 30 s): a batch of slow URLs answers within it,
+        each URL not fetched by then its own `fetch_timeout` entry, the others scored."""
         t_start = time.perf_counter()
         names = self._names(vocabularies, relative_to)
         budget = self.reader.budget()
         items: list[BatchItem | BatchFailure] = []
         good: list[tuple[int, str, DecodedImage]] = []
-        for i, (name, data) in enumerate(uploads):
-            try:
-                picture = self.fetch_picture(data, budget) if isinstance(data, str) else self.read(data, name, budget)
-                good.append((i, name, picture))
-            except ClipGazeError as exc:
-                items.append(BatchFailure(index=i, name=name, status=exc.status, code=exc.code, error=exc.message))
+
+        def failed(i: int, name: str, exc: ClipGazeError) -> None:
+            items.append(BatchFailure(index=i, name=name, status=exc.status, code=exc.code, error=exc.message))
+
+        urls = [(i, name, data) for i, (name, data) in enumerate(uploads) if isinstance(data, str)]
+        fetched = self._fetch_all([url for _, _, url in urls], budget, fetches) if urls else None
+        try:
+            for i, (name, data) in enumerate(uploads):
+                if isinstance(data, bytes):
+                    try:
+                        good.append((i, name, self.read(data, name, budget)))
+                    except ClipGazeError as exc:
+                        failed(i, name, exc)
+            for (i, name, _), outcome in zip(urls, fetched.results() if fetched else ()):
+                if isinstance(outcome, ClipGazeError):
+                    failed(i, name, outcome)
+                else:
+                    good.append((i, name, outcome))
+        finally:
+            if fetched is not None:
+                fetched.close()
+        good.sort(key=lambda g: g[0])
         if good:
             results, _ = self._score_images([d for _, _, d in good], names, top_k, relative_to)
             for (i, name, decoded), res in zip(good, results):

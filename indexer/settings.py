@@ -38,7 +38,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CLIP_GAZE_COMPACT_INDEXES", lambda: "0", "1: hold index vectors in memory as float16 (half the memory; probabilities change by less than 1e-3)."),
     Setting("CLIP_GAZE_FETCH_ALLOW", lambda: "", "Comma-separated hosts (host or host:port) that URLs may be fetched from although they resolve to private, loopback or link-local addresses. Empty: only public addresses are fetched."),
     Setting("CLIP_GAZE_MAX_FETCHES", lambda: "16", "URLs a server process fetches at once for requests (`image_url`, a batch's `image_urls`), all callers together; a request beyond it gets 503 `busy` with `retry_after`. A server also keeps one request thread free of fetches, so health and reads never wait behind them."),
-    Setting("CLIP_GAZE_MAX_FETCHES_PER_CALLER", lambda: "4", "Of those, how many one caller (a bearer token, else a client address) may have in flight."),
+    Setting("CLIP_GAZE_MAX_FETCHES_PER_CALLER", lambda: "8", "Of those, how many one caller (a bearer token, else a client address) may have in flight; a batch fetches that many of its URLs at once."),
     Setting("CLIP_GAZE_SHUTDOWN_GRACE", lambda: "20", "Seconds a stopping server (SIGTERM) gives running jobs to reach a stored checkpoint before it exits; a job stopped there is resumed at the next start."),
     Setting("CLIP_GAZE_RESUME_JOBS", lambda: "1", "1: at start, jobs a stopped or killed server left unfinished are resumed from what was stored; 0: they are marked `interrupted`, with the reason."),
     Setting("CLIP_GAZE_DECODE_MEMORY", lambda: "1024", "Memory, in MB, that the decodes of one process may hold together, each estimated from its size and mode before it starts; a decode that does not fit waits for others to finish."),

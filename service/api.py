@@ -3,6 +3,7 @@ answer; every shape and limit comes from `indexer.schema`."""
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any, TypeVar
 
 from flask import Blueprint, Response, jsonify, request
@@ -32,6 +33,7 @@ from indexer.schema import (
 
 from .auth import require_token
 from .errors import named_in_body
+from .fetching import caller, fetch_gate
 from .openapi import openapi_document
 from .state import state
 
@@ -144,7 +146,8 @@ def _picture(params: AnalyzeJson | AnalyzeForm | CompareJson | CompareForm, name
     """The request's picture: fetched from its URL, base64-decoded by its model, or the upload."""
     engine = state().engine
     if params.image_url is not None:
-        return engine.fetch_picture(params.image_url)
+        with fetch_gate().admit(caller()):
+            return engine.fetch_picture(params.image_url)
     data = params.image_base64 if isinstance(params, (AnalyzeJson, CompareJson)) else params.image
     assert data is not None  # the model requires one of the two
     return engine.read(data, name)
@@ -164,9 +167,10 @@ def analyze_batch() -> tuple[Response, int]:
         urls = request.form.getlist("image_url")
         params = form(BatchForm, image=[data for _, data in files] or None, image_url=urls or None)
         items = [*files, *((url, url) for url in params.image_url or [])]
-    with named_in_body():  # vocabularies, relative_to
+    wanted = sum(1 for _, data in items if isinstance(data, str))
+    with named_in_body(), (fetch_gate().admit(caller(), wanted) if wanted else nullcontext()) as grant:
         return answer(engine.analyze_batch(items, split_vocabularies(params.vocabularies), params.top_k,
-                                           params.relative_to))
+                                           params.relative_to, fetches=grant.slots if grant else 1))
 
 
 @api.post("/v1/compare")

@@ -8,7 +8,7 @@ from flask import Flask
 from indexer.engine import Engine
 from indexer.settings import Settings
 
-from . import state
+from . import fetching, state
 from .errors import register_error_handlers
 
 
@@ -21,6 +21,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.json.sort_keys = False  # type: ignore[attr-defined]
     state.init_app(app, settings, engine)
+    fetching.init_app(app, settings)
     register_error_handlers(app)
 
     from .api import api

@@ -390,3 +390,15 @@ def test_selecting_a_bar_shows_its_map_and_a_contrast(page, url, tmp_path: Path)
     sync_api.expect(page.locator("#map-caption")).to_contain_text("Raised most")
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     page.locator("#map-panel").screenshot(path=str(ARTIFACTS / "12-map-narrow.png"))
+
+
+def test_the_pages_csv_export_writes_no_cell_a_spreadsheet_would_run(page, url):
+    page.goto(url)
+    sync_api.expect(page.locator("#model-name")).to_contain_text("toy")
+    formula = '=HYPERLINK("http://evil.example/","click")'
+    csv = page.evaluate("""(formula) => toCsv({results: {v: {softmax_over: 2, matches: [
+        {phrase: formula, term: "+1", probability: 0.75, cosine: -0.25, logit: -25, external_id: "@SUM(A1)"},
+        {phrase: "\\tx", term: "-2", probability: 0.25, cosine: 0.5, logit: 50, external_id: "\\r=1"}]}}})""", formula)
+    lines = csv.split("\n")
+    assert lines[1] == """v,2,1,"'=HYPERLINK(""http://evil.example/"",""click"")",'+1,0.75,-0.25,-25,'@SUM(A1)"""
+    assert lines[2] == "v,2,2,'\tx,'-2,0.25,0.5,50,\"'\r=1\""  # numbers, negative ones too, stay numbers

@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from ..atomic import atomic_path
 from ..errors import InvalidInput
 from ..schema.collections import AnalysisRow
+from ..spreadsheet import FORMULA_PATTERN
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..scoring.softmax import RowScores
@@ -111,6 +112,20 @@ def _table(block: Block, schema: Any) -> Any:
     return block if block.schema.equals(schema) else block.select(schema.names).cast(schema)
 
 
+def spreadsheet_safe(table: Any) -> Any:
+    """`table` with every text cell a spreadsheet would run as a formula prefixed with `'` (`spreadsheet`)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    columns = []
+    for column, field in zip(table.columns, table.schema):
+        if pa.types.is_string(field.type) or pa.types.is_large_string(field.type):
+            formula = pc.match_substring_regex(column, FORMULA_PATTERN)
+            column = pc.if_else(formula, pc.binary_join_element_wise("'", column, ""), column)
+        columns.append(column)
+    return pa.table(columns, schema=table.schema)
+
+
 def write_blocks(blocks: Iterable[Block], path: str | Path, model: type[BaseModel]) -> int:
     """Write blocks of `model`'s rows (Arrow tables with its columns, or dicts of its fields to
     equal-length lists) to `path`, a block at a time; returns how many rows were written."""
@@ -136,7 +151,7 @@ def write_blocks(blocks: Iterable[Block], path: str | Path, model: type[BaseMode
             with open(tmp, "ab") as sink, pacsv.CSVWriter(sink, schema, write_options=options) as writer:
                 for block in blocks:
                     table = _table(block, schema)
-                    writer.write_table(table)
+                    writer.write_table(spreadsheet_safe(table))
                     count += table.num_rows
         else:
             with open(tmp, "wb") as out:

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 from ..atomic import atomic_path, write_text
 from ..schema.evaluate import Evaluation, Interval, Metrics
+from ..spreadsheet import safe_cell
 
 FILES = ("metrics.json", "per_class.csv", "predictions.csv", "report.html")
 MAX_RECALL_BARS = 50
@@ -271,7 +272,7 @@ def _csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> No
     with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(header)
-        writer.writerows(rows)
+        writer.writerows([safe_cell(v) for v in row] for row in rows)
 
 
 def write(ev: Evaluation, out: Path, thumbs: dict[str, str]) -> list[str]:

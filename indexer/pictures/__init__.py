@@ -3,6 +3,7 @@
   decode     `Decoder`: bytes to an RGB picture, limits checked from the header, reduced at once
   reader     `PictureReader` and `ImageLimits`: bytes, files, PIL images, URLs and IIIF services
   fetch      fetching untrusted URLs safely (one deadline, every redirect checked)
+  fetch_many  several URLs fetched at once, each in its thread, all under one deadline
   addresses  which IP addresses may be fetched from, and what an allow-list admits
   iiif       IIIF Presentation manifests, read from parsed JSON: the pictures each canvas paints
   iiif_image  IIIF Image API services and regions: which URL gives a picture, or a region, at the model's size

@@ -428,7 +428,14 @@ function download(name, type, text) {
   a.remove();
 }
 
-const csvCell = (v) => (v === null || v === undefined ? "" : /[",\n]/.test(String(v)) ? `"${String(v).replace(/"/g, '""')}"` : String(v));
+// Text a spreadsheet would run as a formula (=, +, -, @, tab, carriage return first) gets a ' before it
+// (OWASP's rule, as every CSV clip-gaze writes: indexer/spreadsheet.py); numbers stay numbers.
+const spreadsheetText = (v) => (typeof v === "string" && /^[=+\-@\t\r]/.test(v) ? `'${v}` : v);
+const csvCell = (v) => {
+  if (v === null || v === undefined) return "";
+  const s = String(spreadsheetText(v));
+  return /[",\n\r]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+};
 
 function toCsv(data) {
   const rows = [["vocabulary", "softmax_over", "rank", "phrase", "term", "probability", "cosine", "logit", "external_id"]];

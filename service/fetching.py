@@ -1,0 +1,135 @@
+"""How many URLs a server process fetches at once for requests, and for whom.
+
+A request that names URLs (`image_url`, a batch's `image_urls`) holds a request thread while the
+remote host answers, however slowly it trickles. Unbounded, four such requests took every thread of a
+worker and `/v1/health` waited 28 s behind them. The gate admits a fetching request only while
+
+- fewer than `max_fetches` fetches are in flight in the process (CLIP_GAZE_MAX_FETCHES),
+- its caller has fewer than `per_caller` in flight (CLIP_GAZE_MAX_FETCHES_PER_CALLER), and
+- under gunicorn, fewer than all of the worker's request threads but one are held by fetching
+  requests (that one is never taken by a fetch: health and reads always find a thread);
+
+otherwise it answers 503 `busy` at once, with Retry-After, rather than queueing the request. A batch
+is granted as many fetches as it has URLs, as far as the limits allow (at least one), and fetches
+that many at a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+
+from flask import Flask, current_app, request
+
+from indexer.errors import Busy
+from indexer.settings import Settings
+
+
+class FetchesBusy(Busy):
+    """Every fetch this server (or this caller) may have in flight is taken: try again shortly."""
+
+    retry_after = 5
+
+
+@dataclass
+class Grant:
+    """`slots` fetches held for `caller` until released (once)."""
+
+    gate: FetchGate
+    caller: str
+    slots: int
+    _released: bool = field(default=False, repr=False)
+
+    def release(self) -> None:
+        self.gate._release(self)
+
+    def __enter__(self) -> Grant:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class FetchGate:
+    """The fetches in flight of one process: admitted without waiting, or refused with FetchesBusy."""
+
+    def __init__(self, max_fetches: int, per_caller: int, request_threads: int = 0):
+        self.max_fetches = max(1, max_fetches)
+        self.per_caller = max(1, per_caller)
+        # requests that may wait on fetches at once: every request thread but one (0: no thread limit)
+        self.max_requests = max(1, request_threads - 1) if request_threads > 0 else 0
+        self._lock = threading.Lock()
+        self.in_flight = 0
+        self.requests = 0
+        self._by_caller: Counter[str] = Counter()
+
+    def admit(self, caller: str, wanted: int = 1) -> Grant:
+        """Up to `wanted` fetches for `caller` (at least one), or FetchesBusy saying which limit is reached."""
+        with self._lock:
+            if self.max_requests and self.requests >= self.max_requests:
+                raise FetchesBusy(
+                    f"the server is busy: {self.requests} requests are waiting on URLs they named (every request "
+                    "thread but one); try again shortly, or send the picture itself")
+            free = self.max_fetches - self.in_flight
+            if free < 1:
+                raise FetchesBusy(
+                    f"the server is busy: {self.in_flight} URLs are being fetched, the most it fetches at once "
+                    "(CLIP_GAZE_MAX_FETCHES); try again shortly, or send the picture itself")
+            mine = self.per_caller - self._by_caller[caller]
+            if mine < 1:
+                raise FetchesBusy(
+                    f"you have {self._by_caller[caller]} URLs being fetched already, the most one caller may have "
+                    "(CLIP_GAZE_MAX_FETCHES_PER_CALLER); try again when they are done")
+            slots = max(1, min(wanted, free, mine))
+            self.in_flight += slots
+            self.requests += 1
+            self._by_caller[caller] += slots
+            return Grant(self, caller, slots)
+
+    def _release(self, grant: Grant) -> None:
+        with self._lock:
+            if grant._released:
+                return
+            grant._released = True
+            self.in_flight -= grant.slots
+            self.requests -= 1
+            self._by_caller[grant.caller] -= grant.slots
+            if self._by_caller[grant.caller] <= 0:
+                del self._by_caller[grant.caller]
+
+
+def init_app(app: Flask, settings: Settings) -> None:
+    app.extensions["clip_gaze_fetches"] = FetchGate(settings.max_fetches, settings.max_fetches_per_caller,
+                                                    settings.serve_threads)
+
+
+def fetch_gate() -> FetchGate:
+    return current_app.extensions["clip_gaze_fetches"]  # type: ignore[no-any-return]
+
+
+def caller() -> str:
+    """Who is asking, for the per-caller limit: the bearer token sent (as a hash), else the client's
+    address; behind a proxy on this machine or a private network (nginx in docker-compose), the address
+    the proxy appended to X-Forwarded-For."""
+    header = request.headers.get("Authorization", "")
+    if header.startswith("Bearer ") and header[7:].strip():
+        return "token:" + hashlib.sha256(header[7:].strip().encode()).hexdigest()[:16]
+    peer = request.remote_addr or "?"
+    forwarded = request.headers.get("X-Forwarded-For", "")
+    if forwarded and _is_proxy(peer):
+        return "addr:" + forwarded.split(",")[-1].strip()
+    return "addr:" + peer
+
+
+def _is_proxy(address: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return ip.is_loopback or ip.is_private
+
+
+__all__ = ["FetchGate", "FetchesBusy", "Grant", "caller", "fetch_gate", "init_app"]
