@@ -3,7 +3,8 @@
 http and https only, no credentials in the URL. The host is resolved once and refused when any of
 its addresses is not public (an IPv4 address inside IPv6 is judged as that IPv4 address), unless
 CLIP_GAZE_FETCH_ALLOW lists it; the connection goes to the checked address (https still checks the
-certificate against the name, `Host:` still carries it). Redirects are followed by hand, each hop
+certificate against the name, `Host:` still carries it). A refusal names the host as the caller gave
+it and says its address is not allowed, never what the name resolves to (that goes to the debug log). Redirects are followed by hand, each hop
 checked again. One deadline covers the whole fetch, so a server that trickles is cut off; a body over
 the limit is refused from its Content-Length, or cut off while read. Standard library only; no proxy.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import http.client
 import json
+import logging
 import math
 import re
 import socket
@@ -40,6 +42,7 @@ JSON_IF_IT_PARSES = ("text/plain", *OCTET_STREAMS)  # what some IIIF servers sen
 CHUNK = 64 * 1024
 URL_IN_MESSAGES = 200  # characters of a URL shown in a message
 USER_AGENT = f"clip-gaze/{__version__}"
+log = logging.getLogger("clip_gaze.fetch")
 _HOST = re.compile(r"[a-z0-9._-]+|[0-9a-f:.]+")  # a name (lowercase, IDNA-encoded) or an IPv6 literal, no zone id
 
 
@@ -139,11 +142,12 @@ def guard(host: str, port: int, policy: FetchPolicy, url: str = "", *, shown: st
     for info in infos:
         address = str(info[4][0])
         kind = refusal(address)
-        if kind is not None:
-            said = "is" if address == host else f"resolves to {address}, which is"
+        if kind is not None:  # what a name resolves to is never told to the caller: the log has it, at debug
+            log.debug("refused %s: host %s resolves to %s, a %s address", shown, host, address, kind)
             article = "an" if kind[0] in "aeiou" else "a"
+            said = f"is {article} {kind} address" if address == host else "has an address that is not allowed"
             raise FetchError(
-                f"{shown}: refused, host {host} {said} {article} {kind} address; "
+                f"{shown}: refused, host {host} {said}; "
                 f"list {host} (or {_hostport(host, port)}) in CLIP_GAZE_FETCH_ALLOW to admit it",
                 url=url, code="url_refused",
             )
