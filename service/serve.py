@@ -6,6 +6,7 @@ import ctypes
 import dataclasses
 import ipaddress
 import os
+import signal
 from typing import Any
 
 from indexer.errors import ClipGazeError
@@ -78,10 +79,36 @@ def _access_logger() -> Any:
 
 
 def _post_worker_init(worker: Any) -> None:
-    worker.wsgi.extensions["clip_gaze"].start_warm_up()
+    """After gunicorn set the worker's signals: its SIGTERM (a graceful stop) also tells the running
+    jobs to stop at their next checkpoint, then gunicorn stops taking connections as it does."""
+    state = worker.wsgi.extensions["clip_gaze"]
+    graceful = signal.getsignal(signal.SIGTERM)
+
+    def on_term(sig: int, frame: Any) -> None:
+        state.stop_jobs()
+        if callable(graceful):
+            graceful(sig, frame)
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.siginterrupt(signal.SIGTERM, False)
+    state.start_warm_up()
 
 
-def gunicorn_options(host: str, port: int, workers: int, threads: int) -> dict[str, Any]:
+def _worker_exit(server: Any, worker: Any) -> None:
+    """In the worker, as it exits: jobs reach a checkpoint (within CLIP_GAZE_SHUTDOWN_GRACE of the
+    SIGTERM) or are handed back for the next start to resume."""
+    state = getattr(getattr(worker, "wsgi", None), "extensions", {}).get("clip_gaze")
+    if state is not None:
+        state.shutdown_jobs()
+
+
+def graceful_timeout(shutdown_grace: float) -> int:
+    """gunicorn's graceful_timeout: jobs get `shutdown_grace` to reach a checkpoint, requests 30 s, and
+    a margin for the worker to hand its jobs back before the arbiter kills it."""
+    return int(max(30.0, shutdown_grace + 10.0))
+
+
+def gunicorn_options(host: str, port: int, workers: int, threads: int, shutdown_grace: float = 20.0) -> dict[str, Any]:
     bind_host = f"[{host}]" if ":" in host and not host.startswith("[") else host
     return {
         "bind": f"{bind_host}:{port}",
@@ -89,8 +116,9 @@ def gunicorn_options(host: str, port: int, workers: int, threads: int) -> dict[s
         "threads": threads,
         "worker_class": "gthread",
         "timeout": 300,  # a large batch on CPU may take a while
-        "graceful_timeout": 30,
+        "graceful_timeout": graceful_timeout(shutdown_grace),
         "post_worker_init": _post_worker_init,
+        "worker_exit": _worker_exit,
         "accesslog": "-",
         # gunicorn's default format logs %(u)s, the Basic-auth user name: `curl -u TOKEN:` would put a
         # token in the log. No credentials are ever logged.
@@ -113,7 +141,7 @@ def run(host: str, port: int, workers: int, threads: int, settings: Settings) ->
 
     class ClipGazeApplication(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
-            for key, value in gunicorn_options(host, port, workers, threads).items():
+            for key, value in gunicorn_options(host, port, workers, threads, settings.shutdown_grace).items():
                 self.cfg.set(key, value)
 
         def load(self) -> Any:

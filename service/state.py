@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Literal
 
 from flask import Flask, current_app
@@ -33,6 +34,7 @@ class ServiceState:
         self.warm_error: str | None = None
         self.warming = False  # a warm-up was started (gunicorn workers): ready means it finished
         self.ready = False
+        self.stopping_since: float | None = None  # time.monotonic() of the worker's SIGTERM
 
     @property
     def engine(self) -> Engine:
@@ -51,8 +53,30 @@ class ServiceState:
             engine = self.engine
             with self._lock:
                 if self._collections is None:
-                    self._collections = Collections(engine)
+                    self._collections = Collections(engine, resume_jobs=self.settings.resume_jobs)
         return self._collections
+
+    # -- jobs across restarts (indexer.collections.jobs) ------------------------------------------
+    def start_jobs(self) -> None:
+        """Jobs no live worker owns (a previous process's) are resumed or interrupted, now and while
+        this worker runs."""
+        if self.stopping_since is None:
+            self.collections.jobs.watch()
+
+    def stop_jobs(self) -> None:
+        """At SIGTERM (in the signal handler: sets flags only): running jobs stop at their next checkpoint."""
+        if self.stopping_since is None:
+            self.stopping_since = time.monotonic()
+        if self._collections is not None:
+            self._collections.jobs.stop()
+
+    def shutdown_jobs(self) -> None:
+        """As the worker exits: its jobs get until CLIP_GAZE_SHUTDOWN_GRACE after SIGTERM to reach a
+        checkpoint; what is left is handed back for the next start to resume."""
+        self.stop_jobs()
+        if self._collections is not None:
+            assert self.stopping_since is not None
+            self._collections.jobs.shutdown(self.stopping_since + self.settings.shutdown_grace)
 
     def warm_up(self) -> None:
         try:
@@ -63,6 +87,10 @@ class ServiceState:
         except Exception as exc:  # reported by /v1/health; requests still try (and fail clearly)
             self.warm_error = str(getattr(exc, "message", exc))
             log.exception("warm-up failed")
+        try:
+            self.start_jobs()
+        except Exception:  # a store that cannot be opened: requests say so
+            log.exception("resuming jobs failed")
 
     def start_warm_up(self) -> threading.Thread:
         self.warming = True

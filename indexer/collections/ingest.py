@@ -4,7 +4,16 @@ process (`add_locally`, here) or Ray Data tasks and actors (`on_ray`).
 
 The rules, the same whichever distributor runs them:
 - Sources already stored with an embedding for the model are not read again: their external id and
-  metadata follow the latest naming (relabelled); they count as skipped.
+  metadata follow the latest naming (relabelled); they count as skipped. A file is read again when its
+  size or modification time (ns) differs from those stored with it (it was replaced at its path): its
+  picture takes the new content's hash, size and embedding (the old content's embedding stays, keyed
+  by its hash); it counts as added, and as refreshed. A file stored before sizes and times were kept
+  is not read again for that alone: its size and time are stored as they are now (reading every
+  picture of an upgraded store again would cost as much as the first add).
+- Concurrent adds into one collection (threads, workers, processes) read each source once: a run
+  claims in the store the sources it will read (`add_claims`, with a lease its process renews); a
+  source another live run claimed is waited for, and counts as skipped once that run stored it (read
+  here if that run went without storing it). Ray's distributor claims nothing.
 - Rows that name no picture (a bad row, a missing source) are recorded as failures at once.
 - A source named twice is read once, as its last naming says; the report counts every naming.
 - A picture is keyed by the sha256 of its bytes: content already embedded with the model (in any
@@ -19,11 +28,13 @@ encoder, so they overlap with it; pictures are encoded in batches.
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import time
 from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import nullcontext
-from typing import Callable, Iterable, Sequence
+from contextlib import contextmanager, nullcontext
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -34,10 +45,23 @@ from ..pictures.sources import Ignored, Item, PictureRef, SourceFailure
 from ..schema.collections import AddReport, PictureInfo
 from ..store.image_store import ImageStore, Picture
 from ..vocabularies.embedder import ProgressFactory
+from .jobs import LEASE, Leases, dead_owners
 
 EmbedFn = Callable[[Sequence[DecodedImage]], npt.NDArray[np.float32]]
 ReadFn = Callable[[PictureRef], DecodedImage]
 MAX_ERRORS = 20  # failures listed in a report (all are stored)
+POLL = 0.2  # seconds between looks at the sources other runs are reading
+Stat = tuple[int, int]  # a file's size and modification time (ns)
+
+
+def file_stat(ref: PictureRef) -> Stat | None:
+    if ref.kind != "file":
+        return None
+    try:
+        st = os.stat(ref.location)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
 
 
 def picture_info(p: Picture) -> PictureInfo:
@@ -50,34 +74,118 @@ class AddRun:
     counted as the run goes (a job shows it while it runs): `total` namings of pictures and rows,
     `added` namings of pictures stored by this run, `skipped` (already stored with an embedding for the
     model; `relabelled` of those got a new external id or metadata), `failed`, `encoded` (new content);
-    `ignored` files a folder held that its rules pass over (hidden, text and metadata), outside `total`."""
+    `refreshed`, of the added, files read again because they changed at their path; `ignored` files a
+    folder held that its rules pass over (hidden, text and metadata), outside `total`.
+
+    With an `owner` (`jobs.run_owner()`), the run claims the sources it reads (see the module's
+    docstring). As a job's run (`carry`), each batch also writes the job's counts, carried on from the
+    job's earlier runs, in its transaction."""
 
     def __init__(self, images: ImageStore, collection_id: int, model_key: str, items: Iterable[Item],
-                 collection: str = "", model: str = ""):
+                 collection: str = "", model: str = "", owner: str | None = None):
         self.images = images
         self.collection_id = collection_id
         self.model_key = model_key
+        self.owner = owner
+        self.stats: dict[str, Stat] = {}  # of the files to read, as they were when planned
+        self.stale: set[str] = set()  # stored files that changed: read again
+        self.waiting: dict[str, PictureRef] = {}  # sources another live run is reading
+        self.job: str | None = None
+        self.carried: dict[str, int] = {}
         named = list(items)
         self.items = [it for it in named if not isinstance(it, Ignored)]
         self.namings = Counter(it.source for it in self.items if isinstance(it, PictureRef))
         self.report = AddReport(collection=collection, model=model or model_key, total=len(self.items), added=0,
-                                skipped=0, failed=0, encoded=0, ignored=len(named) - len(self.items),
+                                skipped=0, failed=0, encoded=0, refreshed=0, ignored=len(named) - len(self.items),
                                 seconds=0.0, errors=[])
         self.recorded: set[str] = set()  # sources stored by this run
         self.started = time.perf_counter()
 
     def plan(self) -> list[PictureRef]:
         """The pictures to read, each source once (its last naming, at its first place); the sources
-        that name none are recorded as failures, and those already stored are relabelled, now."""
-        done = self.images.embedded_sources(self.collection_id, self.model_key)
+        that name none are recorded as failures, and those already stored are relabelled, now (and
+        with an owner, the sources to read are claimed: those another run reads are `waiting`)."""
+        stored_stats = self.images.embedded_stats(self.collection_id, self.model_key)
         self.record([Picture(it.source, it.external_id, it.metadata, error_code=it.code, error=it.error)
                      for it in self.items if isinstance(it, SourceFailure)], {})
-        stored = [Picture(it.source, it.external_id, it.metadata) for it in self.items
-                  if isinstance(it, PictureRef) and it.source in done and it.source not in self.recorded]
+        refs = [it for it in self.items if isinstance(it, PictureRef)]
+        unkept: list[tuple[str, int, int]] = []
+        for ref in {ref.source: ref for ref in refs}.values():
+            stat = file_stat(ref)
+            if stat is None:
+                continue
+            self.stats[ref.source] = stat
+            if ref.source in stored_stats:
+                kept = stored_stats[ref.source]
+                if kept == (None, None):
+                    unkept.append((ref.source, *stat))
+                elif kept != stat:
+                    self.stale.add(ref.source)
+        self.images.set_file_stats(self.collection_id, unkept)
+        done = set(stored_stats) - self.stale
+        stored = [Picture(it.source, it.external_id, it.metadata) for it in refs
+                  if it.source in done and it.source not in self.recorded]
         self.report.skipped = len(stored)
         self.report.relabelled = self.images.relabel(self.collection_id, stored)
-        last = {it.source: it for it in self.items if isinstance(it, PictureRef) and it.source not in done}
-        return list(last.values())
+        todo = list({it.source: it for it in refs if it.source not in done}.values())
+        return self._claim(todo)
+
+    def _claim(self, refs: list[PictureRef]) -> list[PictureRef]:
+        """Of `refs`, those this run reads (claimed); the others wait for the run that claimed them."""
+        if self.owner is None or not refs:
+            return refs
+        now = time.time()
+        theirs = self.images.claim(self.collection_id, [r.source for r in refs], self.owner, now + LEASE, now,
+                                   dead_owners(self.images.claim_owners()))
+        self.waiting.update((r.source, r) for r in refs if r.source in theirs)
+        return [r for r in refs if r.source not in theirs]
+
+    def settle(self) -> list[PictureRef]:
+        """The waiting sources whose claim went: those stored count as skipped (relabelled to this
+        run's naming); the others come back, claimed for this run to read."""
+        if not self.waiting:
+            return []
+        live = self.images.claimed(self.collection_id, time.time())
+        dead = set(dead_owners(set(live.values())))
+        gone = [s for s in self.waiting if s not in live or live[s] in dead]
+        if not gone:
+            return []
+        stored = self.images.embedded_among(self.collection_id, self.model_key, gone)
+        named = [it for it in self.items if isinstance(it, PictureRef) and it.source in stored]
+        self.report.skipped += len(named)
+        self.report.relabelled += self.images.relabel(self.collection_id,
+                                                      [Picture(it.source, it.external_id, it.metadata) for it in named])
+        again = [self.waiting[s] for s in gone if s not in stored]
+        for s in gone:
+            del self.waiting[s]
+        return self._claim(again)
+
+    @contextmanager
+    def claiming(self) -> Iterator[None]:
+        """While the run runs, its claims' lease is renewed; at its end, what it still claims goes."""
+        if self.owner is None:
+            yield
+            return
+        leases = Leases.of(self.images)
+        leases.hold(self.owner)
+        try:
+            yield
+        finally:
+            leases.drop(self.owner)
+            self.images.release_claims(self.owner)
+
+    def carry(self, job_id: str, earlier: dict[str, Any]) -> None:
+        """This run is job `job_id`'s, resumed after runs that counted `earlier` (the stored job)."""
+        self.job = job_id
+        self.carried = {k: int(earlier.get(k) or 0) for k in ("done", "refreshed")}
+
+    def job_counts(self, report: AddReport | None = None) -> dict[str, Any]:
+        """The job's counts: pictures added by its earlier runs are skipped by this one (they are
+        stored), so they count as done, not as skipped: done + skipped + failed = total."""
+        r = report or self.report
+        before = self.carried.get("done", 0)
+        return {"total": r.total, "done": before + r.added, "skipped": max(0, r.skipped - before), "failed": r.failed,
+                "refreshed": self.carried.get("refreshed", 0) + r.refreshed}
 
     def known(self, shas: Sequence[str]) -> dict[str, npt.NDArray[np.float32]]:
         """The stored embeddings of these contents for the model (they are not encoded again)."""
@@ -90,16 +198,20 @@ class AddRun:
         report.encoded += encoded
         if not pictures:
             return
-        self.images.record(self.collection_id, pictures, self.model_key, embeddings)
+        pictures = [dataclasses.replace(p, file_size=stat[0], file_mtime_ns=stat[1])
+                    if (stat := self.stats.get(p.source)) and p.sha256 else p for p in pictures]
         for p in pictures:
             n = self.namings.get(p.source, 1)
             if p.sha256:
                 report.added += n
+                report.refreshed += n if p.source in self.stale else 0
                 self.recorded.add(p.source)
             else:
                 report.failed += n
                 if len(report.errors) < MAX_ERRORS:
                     report.errors.append(picture_info(p))
+        self.images.record(self.collection_id, pictures, self.model_key, embeddings, claims=self.owner,
+                           job=(self.job, self.job_counts()) if self.job else None)
 
     def finish(self) -> AddReport:
         """The report, with the run's time."""
@@ -119,12 +231,30 @@ def add_locally(
 ) -> AddReport:
     """The local distributor: the pictures `run.plan()` names read in a pool of `workers` threads
     (`read`: load and decode, and preprocess when it can), embedded `batch_size` at a time (`embed`),
-    recorded batch by batch; a picture that cannot be read is recorded as a failure."""
-    todo = run.plan()
-    if on_batch is not None:
-        on_batch(run.report)
-    bar = progress(len(todo), "adding pictures") if progress and todo else nullcontext(None)
-    window = max(workers, 2 * batch_size)
+    recorded batch by batch; a picture that cannot be read is recorded as a failure. Then the sources
+    other runs were reading are waited for (`run.settle`), and read here if those runs went without
+    them. `on_batch` sees the report after each batch (and while waiting); what it raises stops the
+    run there, after a whole batch."""
+    with run.claiming():
+        todo = run.plan()
+        if on_batch is not None:
+            on_batch(run.report)
+        bar = progress(len(todo), "adding pictures") if progress and todo else nullcontext(None)
+        with bar as b, ThreadPoolExecutor(max_workers=workers, thread_name_prefix="clip-gaze-read") as pool:
+            _read_all(run, todo, pool, read, embed, batch_size, max(workers, 2 * batch_size), b, on_batch)
+            while run.waiting:
+                more = run.settle()
+                if more:
+                    _read_all(run, more, pool, read, embed, batch_size, max(workers, 2 * batch_size), b, on_batch)
+                else:
+                    time.sleep(POLL)
+                    if on_batch is not None:
+                        on_batch(run.report)
+    return run.finish()
+
+
+def _read_all(run: AddRun, todo: Sequence[PictureRef], pool: ThreadPoolExecutor, read: ReadFn, embed: EmbedFn,
+              batch_size: int, window: int, b: Any, on_batch: Callable[[AddReport], None] | None) -> None:
     batch: list[tuple[PictureRef, DecodedImage]] = []
     failures: list[Picture] = []
 
@@ -144,17 +274,17 @@ def add_locally(
         if on_batch is not None:
             on_batch(run.report)
 
-    with bar as b, ThreadPoolExecutor(max_workers=workers, thread_name_prefix="clip-gaze-read") as pool:
-        pending: deque[tuple[PictureRef, Future[DecodedImage]]] = deque()
-        queue = iter(todo)
+    pending: deque[tuple[PictureRef, Future[DecodedImage]]] = deque()
+    queue = iter(todo)
 
-        def top_up() -> None:
-            while len(pending) < window:
-                ref = next(queue, None)
-                if ref is None:
-                    return
-                pending.append((ref, pool.submit(read, ref)))
+    def top_up() -> None:
+        while len(pending) < window:
+            ref = next(queue, None)
+            if ref is None:
+                return
+            pending.append((ref, pool.submit(read, ref)))
 
+    try:
         top_up()
         while pending:
             ref, future = pending.popleft()
@@ -170,7 +300,10 @@ def add_locally(
                 flush()
         if batch or failures:
             flush()
-    return run.finish()
+    except BaseException:
+        for _, future in pending:  # stopping: reads not started never start
+            future.cancel()
+        raise
 
 
-__all__ = ["AddRun", "add_locally", "picture_info"]
+__all__ = ["AddRun", "add_locally", "file_stat", "picture_info"]

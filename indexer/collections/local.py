@@ -36,6 +36,7 @@ from ..scoring.softmax import scores_from_cosine_columns
 from ..store.image_store import CollectionRow, VectorColumns
 from ..vocabularies.index_cache import LoadedIndex
 from .ingest import AddRun, add_locally, picture_info
+from .jobs import Jobs, run_owner
 from .search import SearchIndexes
 from .tables import PhraseColumns, analysis_block
 
@@ -52,10 +53,13 @@ CHUNK = 8192  # pictures scored at a time
 class Collections:
     """The collections of the engine's store, for the engine's model."""
 
-    def __init__(self, engine: "Engine"):
+    def __init__(self, engine: "Engine", resume_jobs: bool = True):
         self.engine = engine
         self.images = engine.images
         self._search = SearchIndexes(self.images)
+        self.jobs = Jobs(self.images, lambda name, request: self.run(name, request, claim=True),
+                         lambda run, on_batch: add_locally(run, read=self.read_prepared, embed=self.engine.encode_pictures,
+                                                           on_batch=on_batch), resume=resume_jobs)
 
     # -- managing ---------------------------------------------------------------------------------
     @staticmethod
@@ -91,13 +95,15 @@ class Collections:
         decoded = self.read(ref)
         return dataclasses.replace(decoded, pixels=self.engine.model.image_array(decoded.image))
 
-    def run(self, name: str, request: AddSources) -> AddRun:
-        """An add of the request's sources to collection `name` (expanded now), for the engine's model."""
+    def run(self, name: str, request: AddSources, claim: bool = False) -> AddRun:
+        """An add of the request's sources to collection `name` (expanded now), for the engine's model;
+        with `claim`, one that claims what it reads (concurrent adds read each source once)."""
         row = self.images.get(name)
         _ = self.engine.model  # a model that cannot load stops here, not as a failure recorded per picture
         policy = self.engine.limits.fetch
         items = (item for source in request.sources for item in expand(source, policy))
-        return AddRun(self.images, row.id, self.engine.model_key, items, collection=name, model=self.engine.spec.name)
+        return AddRun(self.images, row.id, self.engine.model_key, items, collection=name, model=self.engine.spec.name,
+                      owner=run_owner() if claim else None)
 
     def add(
         self,
@@ -107,29 +113,18 @@ class Collections:
         on_batch: Callable[[AddReport], None] | None = None,
         batch_size: int = 16,
     ) -> AddReport:
-        return add_locally(self.run(name, request), read=self.read_prepared, embed=self.engine.encode_pictures,
+        return add_locally(self.run(name, request, claim=True), read=self.read_prepared, embed=self.engine.encode_pictures,
                            batch_size=batch_size, progress=progress, on_batch=on_batch)
 
     def start_add(self, name: str, request: AddSources) -> JobInfo:
-        """`add` as a background job in this process; its state is in the store, so any worker answers for it."""
+        """`add` as a background job of this process (`jobs`: leased, stopped at a checkpoint, resumed);
+        its state is in the store, so any worker answers for it."""
         self.images.get(name)
-        job_id = self.images.create_job("add_sources", name)
-
-        def run() -> None:
-            self.images.update_job(job_id, state="running")
-            try:
-                report = self.add(name, request, on_batch=lambda r: self.images.update_job(
-                    job_id, total=r.total, done=r.added, failed=r.failed, skipped=r.skipped))
-                self.images.update_job(job_id, state="done", total=report.total, done=report.added,
-                                       failed=report.failed, skipped=report.skipped)
-            except Exception as exc:  # reported by the job, never lost
-                self.images.update_job(job_id, state="failed", error=str(getattr(exc, "message", exc)))
-
-        threading.Thread(target=run, name=f"clip-gaze-job-{job_id}", daemon=True).start()
-        return self.job(job_id)
+        return self.job(self.jobs.start(name, request))
 
     def job(self, job_id: str) -> JobInfo:
-        return JobInfo(**self.images.job(job_id))
+        """The job as stored; one whose worker is gone is resumed (or interrupted) here first."""
+        return self.jobs.info(job_id)
 
     # -- scoring ----------------------------------------------------------------------------------
     def _embedded(self, row: CollectionRow) -> None:

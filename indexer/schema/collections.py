@@ -129,6 +129,8 @@ class AddReport(Answer):
     relabelled: int = Field(0, description="Of those, how many took a new external_id or metadata from the source")
     failed: int
     encoded: int = Field(description="Pictures the model encoded (content not seen before)")
+    refreshed: int = Field(0, description="Of those added, files read again because their size or modification "
+                                          "time changed since they were stored (replaced at their path)")
     ignored: int = Field(0, description="Files of a folder passed over by rule, not named in `total`: hidden "
                                         "ones (a name starting with \".\") and text or metadata files (.txt, .csv, .json, .xml, …)")
     seconds: float
@@ -136,10 +138,14 @@ class AddReport(Answer):
 
 
 class JobInfo(Answer):
+    """A background job. `running` only while a live worker owns it (a lease it renews); a job whose
+    worker stopped is resumed by the next worker (`resumed` counts how often) or, with
+    CLIP_GAZE_RESUME_JOBS=0, `interrupted` with a `reason`. Its counts are carried across resumes."""
+
     id: str
     kind: str
     collection: str | None
-    state: Literal["queued", "running", "done", "failed"]
+    state: Literal["queued", "running", "done", "failed", "interrupted"]
     total: int | None
     done: int
     failed: int
@@ -147,6 +153,9 @@ class JobInfo(Answer):
     error: str | None
     created_at: str
     updated_at: str
+    resumed: int = Field(0, description="Times the job was resumed after its worker stopped")
+    reason: str | None = Field(None, description="Why the job is interrupted")
+    refreshed: int = Field(0, description="Of `done`, files read again because they changed at their path")
 
 
 class JobAnswer(Answer):

@@ -3,7 +3,11 @@
 In the same SQLite database as the vocabularies (migration 002). A picture is keyed by the sha256 of
 its bytes: its embedding is computed once per model, ever, whatever collection or request brings it.
 A collection's pictures are keyed by their source (a path or URL): adding a source again is a no-op
-for pictures already embedded with the model, so an interrupted run resumes where it stopped.
+for pictures already embedded with the model (a file that changed at its path aside: its size and
+modification time are stored with it), so an interrupted run resumes where it stopped.
+
+Beside them (migration 004): the claims adds in flight hold on the sources they read, and each job's
+request, owner and lease (`collections.jobs` says how they are used).
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ class Picture:
     error_code: str | None = None
     error: str | None = None
     id: int = 0
+    file_size: int | None = None  # a file's size and modification time when it was read (None: not a file)
+    file_mtime_ns: int | None = None
 
 
 @dataclass
@@ -123,10 +129,40 @@ class ImageStore:
         )
         return {r[0] for r in rows}
 
+    def embedded_stats(self, collection_id: int, model_key: str) -> dict[str, tuple[int | None, int | None]]:
+        """`embedded_sources`, each with the size and modification time (ns) its file had when read
+        (None, None for URLs and for pictures stored before they were kept)."""
+        rows = self.db.execute(
+            "SELECT i.source, i.file_size, i.file_mtime_ns FROM collection_images i JOIN image_embeddings e "
+            "ON e.model = ? AND e.sha256 = i.sha256 WHERE i.collection_id = ?", [model_key, collection_id],
+        )
+        return {r[0]: (r[1], r[2]) for r in rows}
+
+    def embedded_among(self, collection_id: int, model_key: str, sources: Sequence[str]) -> set[str]:
+        """Those of `sources` stored in the collection with an embedding for the model."""
+        found: set[str] = set()
+        for start in range(0, len(sources), 500):
+            part = list(sources[start:start + 500])
+            rows = self.db.execute(
+                "SELECT i.source FROM collection_images i JOIN image_embeddings e ON e.model = ? AND e.sha256 = i.sha256 "
+                f"WHERE i.collection_id = ? AND i.source IN ({', '.join('?' for _ in part)})", [model_key, collection_id, *part])
+            found.update(r[0] for r in rows)
+        return found
+
+    def set_file_stats(self, collection_id: int, stats: Sequence[tuple[str, int, int]]) -> None:
+        """(source, size, mtime_ns) of stored files that had none (stored before they were kept)."""
+        if stats:
+            with self.store.transaction() as db:
+                db.conn.executemany("UPDATE collection_images SET file_size = ?, file_mtime_ns = ? WHERE collection_id = ? "
+                                    "AND source = ?", [(size, mtime, collection_id, source) for source, size, mtime in stats])
+
     def record(self, collection_id: int, pictures: Sequence[Picture], model_key: str,
-               embeddings: dict[str, npt.NDArray[np.float32]]) -> None:
+               embeddings: dict[str, npt.NDArray[np.float32]], claims: str | None = None,
+               job: tuple[str, dict[str, Any]] | None = None) -> None:
         """One batch, one transaction: pictures (stored or failed, replacing what the source gave
-        before) and the embeddings of new content. A run killed between batches keeps whole batches."""
+        before) and the embeddings of new content. A run killed between batches keeps whole batches.
+        In the same transaction: the `claims` owner's claims on these sources go, and `job` (its id
+        and counts) is updated, so a job's counts are always those of what is stored."""
         if not pictures:
             return
         now = timestamp()
@@ -134,12 +170,20 @@ class ImageStore:
             _insert_embeddings(db, model_key, embeddings)
             db.conn.executemany(
                 "INSERT INTO collection_images (collection_id, source, external_id, sha256, width, height, metadata, "
-                "error_code, error, added_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (collection_id, source) DO UPDATE SET "
+                "error_code, error, added_at, file_size, file_mtime_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (collection_id, source) DO UPDATE SET "
                 "external_id = excluded.external_id, sha256 = excluded.sha256, width = excluded.width, height = excluded.height, "
-                "metadata = excluded.metadata, error_code = excluded.error_code, error = excluded.error, added_at = excluded.added_at",
+                "metadata = excluded.metadata, error_code = excluded.error_code, error = excluded.error, added_at = excluded.added_at, "
+                "file_size = excluded.file_size, file_mtime_ns = excluded.file_mtime_ns",
                 [(collection_id, p.source, p.external_id, p.sha256, p.width, p.height,
-                  json.dumps(p.metadata, ensure_ascii=False) if p.metadata else None, p.error_code, p.error, now) for p in pictures],
+                  json.dumps(p.metadata, ensure_ascii=False) if p.metadata else None, p.error_code, p.error, now,
+                  p.file_size, p.file_mtime_ns) for p in pictures],
             )
+            if claims is not None:
+                db.conn.executemany("DELETE FROM add_claims WHERE collection_id = ? AND source = ? AND owner = ?",
+                                    [(collection_id, p.source, claims) for p in pictures])
+            if job is not None:
+                _update_job(db, job[0], job[1])
             if any(p.sha256 for p in pictures):
                 db.execute("UPDATE collections SET version = version + 1, updated_at = ? WHERE id = ?", [now, collection_id])
 
@@ -220,25 +264,98 @@ class ImageStore:
             rows = [r[:-1] for r in rows]  # the embeddings' own bytes go: the matrix holds a copy
             yield [d[0] for d in cursor.description], rows, matrix
 
+    # -- claims: the sources adds in flight are reading ----------------------------------------
+    def claim(self, collection_id: int, sources: Sequence[str], owner: str, until: float, now: float,
+              dead: Sequence[str] = ()) -> set[str]:
+        """Claims `sources` for `owner` (an add run) until `until`, over claims whose lease passed or
+        whose owner is `dead`; returns those another live run holds (it reads them, not this one)."""
+        with self.store.transaction() as db:
+            db.execute("DELETE FROM add_claims WHERE collection_id = ? AND lease_until < ?", [collection_id, now])
+            db.conn.executemany("DELETE FROM add_claims WHERE owner = ?", [(d,) for d in dead])
+            db.conn.executemany("INSERT OR IGNORE INTO add_claims (collection_id, source, owner, lease_until) VALUES (?, ?, ?, ?)",
+                                [(collection_id, s, owner, until) for s in sources])
+            rows = db.execute("SELECT source FROM add_claims WHERE collection_id = ? AND owner != ?", [collection_id, owner])
+            wanted = set(sources)
+            return {r[0] for r in rows if r[0] in wanted}
+
+    def claimed(self, collection_id: int, now: float) -> dict[str, str]:
+        """The collection's live claims: source → owner."""
+        rows = self.db.execute("SELECT source, owner FROM add_claims WHERE collection_id = ? AND lease_until >= ?",
+                               [collection_id, now])
+        return {r[0]: r[1] for r in rows}
+
+    def claim_owners(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT DISTINCT owner FROM add_claims")]
+
+    def release_claims(self, owner: str) -> None:
+        with self.store.transaction() as db:
+            db.execute("DELETE FROM add_claims WHERE owner = ?", [owner])
+
+    def renew(self, owners: Sequence[str], until: float) -> None:
+        """The leases of these owners' claims and running jobs, renewed until `until` (a heartbeat)."""
+        if owners:
+            with self.store.transaction() as db:
+                db.conn.executemany("UPDATE add_claims SET lease_until = ? WHERE owner = ?", [(until, o) for o in owners])
+                db.conn.executemany("UPDATE jobs SET lease_until = ? WHERE owner = ? AND state IN ('queued', 'running')",
+                                    [(until, o) for o in owners])
+
     # -- jobs -------------------------------------------------------------------------------------
-    def create_job(self, kind: str, collection: str | None) -> str:
+    def create_job(self, kind: str, collection: str | None, request: str | None = None, owner: str | None = None,
+                   lease_until: float | None = None) -> str:
         job_id = secrets.token_hex(8)
         now = timestamp()
         with self.store.transaction() as db:
-            db.execute("INSERT INTO jobs (id, kind, collection, state, created_at, updated_at) VALUES (?, ?, ?, 'queued', ?, ?)",
-                       [job_id, kind, collection, now, now])
+            db.execute("INSERT INTO jobs (id, kind, collection, state, created_at, updated_at, request, owner, lease_until) "
+                       "VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?)", [job_id, kind, collection, now, now, request, owner, lease_until])
         return job_id
 
     def update_job(self, job_id: str, **fields: Any) -> None:
-        sets = ", ".join(f"{k} = ?" for k in fields)
         with self.store.transaction() as db:
-            db.execute(f"UPDATE jobs SET {sets}, updated_at = ? WHERE id = ?", [*fields.values(), timestamp(), job_id])
+            _update_job(db, job_id, fields)
+
+    def unowned_jobs(self, now: float, dead: Sequence[str] = ()) -> list[str]:
+        """Jobs queued or running that no live worker owns: no owner, a lease passed, or a dead owner."""
+        marks = ", ".join("?" for _ in dead) or "NULL"
+        rows = self.db.execute(
+            "SELECT id FROM jobs WHERE state IN ('queued', 'running') AND (owner IS NULL OR lease_until IS NULL OR "
+            f"lease_until < ? OR owner IN ({marks})) ORDER BY created_at", [now, *dead])
+        return [r[0] for r in rows]
+
+    def job_owners(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT DISTINCT owner FROM jobs WHERE state IN ('queued', 'running') "
+                                              "AND owner IS NOT NULL")]
+
+    def take_job(self, job_id: str, now: float, dead: Sequence[str], fields: dict[str, Any],
+                 owner: str | None = None, resumed: bool = False) -> bool:
+        """Atomically: a job no live worker owns (as `unowned_jobs`) takes `fields` (and `owner`'s
+        claim on it, `resumed` + 1 if resumed); False if another worker owns it (or took it first) or
+        it has ended."""
+        marks = ", ".join("?" for _ in dead) or "NULL"
+        sets = "".join(f"{k} = ?, " for k in fields) + ("resumed = resumed + 1, " if resumed else "")
+        with self.store.transaction() as db:
+            cur = db.execute(
+                f"UPDATE jobs SET {sets}owner = ?, updated_at = ? WHERE id = ? AND state IN ('queued', 'running') AND "
+                f"(owner IS NULL OR lease_until IS NULL OR lease_until < ? OR owner IN ({marks}))",
+                [*fields.values(), owner, timestamp(), job_id, now, *dead])
+            return bool(cur.rowcount == 1)
+
+    def release_job(self, job_id: str, owner: str) -> bool:
+        """A job `owner` holds, handed back: queued with no owner (the next worker to look resumes it)."""
+        with self.store.transaction() as db:
+            cur = db.execute("UPDATE jobs SET state = 'queued', owner = NULL, lease_until = NULL, updated_at = ? "
+                             "WHERE id = ? AND owner = ? AND state IN ('queued', 'running')", [timestamp(), job_id, owner])
+            return bool(cur.rowcount == 1)
 
     def job(self, job_id: str) -> dict[str, Any]:
         rows = list(self.db.query("SELECT * FROM jobs WHERE id = ?", [job_id]))
         if not rows:
             raise NotFound(f"no job {job_id!r}", code="unknown_job")
         return rows[0]
+
+
+def _update_job(db: Any, job_id: str, fields: dict[str, Any]) -> None:
+    sets = "".join(f"{k} = ?, " for k in fields)
+    db.execute(f"UPDATE jobs SET {sets}updated_at = ? WHERE id = ?", [*fields.values(), timestamp(), job_id])
 
 
 def _insert_embeddings(db: Any, model_key: str, embeddings: dict[str, npt.NDArray[np.float32]]) -> None:
@@ -250,4 +367,5 @@ def _picture(r: Any) -> Picture:
     return Picture(
         source=r["source"], external_id=r["external_id"], metadata=json.loads(r["metadata"]) if r["metadata"] else None,
         sha256=r["sha256"], width=r["width"], height=r["height"], error_code=r["error_code"], error=r["error"], id=r["id"],
+        file_size=r.get("file_size"), file_mtime_ns=r.get("file_mtime_ns"),
     )

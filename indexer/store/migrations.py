@@ -107,6 +107,37 @@ def _m003(db: sqlite_utils.Database) -> None:
     _run_statements(db, "CREATE INDEX image_embeddings_keys ON image_embeddings (model, sha256)")
 
 
+@migrations(name="004_jobs_resume")
+def _m004(db: sqlite_utils.Database) -> None:
+    """What resuming a job and not repeating work need. Jobs: the request (to run it again), the
+    worker process that owns it and until when (`lease_until`, unix seconds, renewed while it runs),
+    how often it was resumed, why it was interrupted, and pictures refreshed. Pictures read from files:
+    the file's size and modification time (ns) when it was read, so a file replaced at its path is read
+    again. `add_claims`: the sources an add in flight is reading (by run, with a lease), so concurrent
+    adds into one collection read each source once."""
+    _run_statements(
+        db,
+        """
+        ALTER TABLE jobs ADD COLUMN request TEXT;
+        ALTER TABLE jobs ADD COLUMN owner TEXT;
+        ALTER TABLE jobs ADD COLUMN lease_until REAL;
+        ALTER TABLE jobs ADD COLUMN resumed INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE jobs ADD COLUMN reason TEXT;
+        ALTER TABLE jobs ADD COLUMN refreshed INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE collection_images ADD COLUMN file_size INTEGER;
+        ALTER TABLE collection_images ADD COLUMN file_mtime_ns INTEGER;
+        CREATE TABLE add_claims (
+            collection_id INTEGER NOT NULL,
+            source TEXT NOT NULL,
+            owner TEXT NOT NULL,
+            lease_until REAL NOT NULL,
+            PRIMARY KEY (collection_id, source)
+        ) WITHOUT ROWID;
+        CREATE INDEX add_claims_by_owner ON add_claims (owner)
+        """,
+    )
+
+
 def _run_statements(db: sqlite_utils.Database, script: str) -> None:
     """Statement by statement: executescript would COMMIT the migration's transaction."""
     for statement in script.split(";"):

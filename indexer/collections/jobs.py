@@ -1,0 +1,311 @@
+"""Jobs: adds run in the background of a service worker, that never say `running` without one.
+
+A job's state is in the store, so any worker answers for it. A job queued or running is owned by one
+worker process (`owner`: `process_owner()`, the host, PID namespace, PID and a token of the process)
+holding a lease (`lease_until`, unix seconds) that a heartbeat thread (`Leases`) renews every
+`HEARTBEAT` seconds, whatever the speed of the job's batches. A job whose lease passed, or whose
+owner is known to be dead (a process of this machine and namespace that is gone), is owned by no one
+and never answered as running: the first worker that sees it (when it starts, every `WATCH` seconds
+after, or when the job is asked for) takes it atomically (one UPDATE … WHERE no live owner: only one
+worker wins) and resumes it from what is stored (`resumed` + 1; the add's plan skips what earlier runs
+stored, and the counts are carried on: `AddRun.carry`), or, with CLIP_GAZE_RESUME_JOBS=0, marks it
+`interrupted` with a reason. A job stored before jobs kept their request cannot be resumed: it is
+marked interrupted too.
+
+Stopping (a worker's SIGTERM): `stop()` tells the running jobs to stop after the batch they are
+recording (a batch is one transaction, and the job's counts are written in it: a checkpoint);
+`shutdown(deadline)` waits for them until the deadline (CLIP_GAZE_SHUTDOWN_GRACE after the signal),
+then leaves each one this worker owns `queued` with no owner, for the next worker to resume.
+
+The same leases keep an add's claims on the sources it reads (`ingest.AddRun`, owned by the run:
+`run_owner()`), so that concurrent adds into one collection, in threads or processes, read each
+source once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+import weakref
+from collections import Counter
+from typing import Any, Callable, Iterable, Protocol
+
+from ..schema.collections import AddReport, AddSources, JobInfo
+from ..store.image_store import ImageStore
+
+log = logging.getLogger("clip_gaze.jobs")
+
+LEASE = 15.0  # seconds a lease holds without renewal
+HEARTBEAT = 3.0  # seconds between renewals
+WATCH = 5.0  # seconds between a worker's looks for jobs no live worker owns
+INTERRUPTED = "the server stopped while it ran; add the source again to finish"
+UNRESUMABLE = "the server stopped while it ran (a job of an older version: its request was not kept); add the source again to finish"
+JOB_FIELDS = tuple(JobInfo.model_fields)
+
+_identity: tuple[int, str] | None = None
+
+
+def process_owner() -> str:
+    """This process, as an owner of leases: host/pid namespace/pid/token (a forked child is another)."""
+    global _identity
+    pid = os.getpid()
+    if _identity is None or _identity[0] != pid:
+        _identity = (pid, f"{socket.gethostname()}/{_namespace()}/{pid}/{secrets.token_hex(4)}")
+    return _identity[1]
+
+
+def run_owner() -> str:
+    """An owner for one add run of this process."""
+    return f"{process_owner()}#{secrets.token_hex(4)}"
+
+
+def _namespace() -> str:
+    try:
+        return os.readlink("/proc/self/ns/pid").removeprefix("pid:")
+    except OSError:
+        return "-"
+
+
+def owner_alive(owner: str) -> bool | None:
+    """False when `owner`'s process is known to be gone (it ran on this host, in this PID namespace);
+    True when it lives; None when this process cannot tell (another host: its lease tells)."""
+    process = owner.split("#", 1)[0]
+    parts = process.split("/")
+    if len(parts) != 4 or parts[0] != socket.gethostname() or parts[1] != _namespace() or not parts[2].isdigit():
+        return None
+    pid = int(parts[2])
+    if pid == os.getpid():
+        return process == process_owner()
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def dead_owners(owners: Iterable[str]) -> list[str]:
+    return [o for o in owners if owner_alive(o) is False]
+
+
+class Leases:
+    """The heartbeat of one process over one store: every `HEARTBEAT` seconds, the leases of the
+    owners held (jobs and claims) are renewed for `LEASE` seconds. Its thread runs while it holds any."""
+
+    _all: "weakref.WeakKeyDictionary[ImageStore, Leases]" = weakref.WeakKeyDictionary()
+    _made = threading.Lock()
+
+    def __init__(self, images: ImageStore):
+        self.images = images
+        self.held: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def of(cls, images: ImageStore) -> "Leases":
+        with cls._made:
+            if images not in cls._all or cls._all[images]._pid != os.getpid():
+                leases = cls(images)
+                leases._pid = os.getpid()
+                cls._all[images] = leases
+            return cls._all[images]
+
+    _pid = 0
+
+    def hold(self, owner: str) -> None:
+        with self._lock:
+            self.held[owner] += 1
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._beat, name="clip-gaze-leases", daemon=True)
+                self._thread.start()
+
+    def drop(self, owner: str) -> None:
+        with self._lock:
+            self.held[owner] -= 1
+            if self.held[owner] <= 0:
+                del self.held[owner]
+
+    def _beat(self) -> None:
+        try:
+            while True:
+                time.sleep(HEARTBEAT)
+                with self._lock:
+                    owners = list(self.held)
+                    if not owners:
+                        self._thread = None
+                        return
+                try:
+                    self.images.renew(owners, time.time() + LEASE)
+                except Exception:  # a busy or closing store: the next beat tries again
+                    log.warning("renewing leases failed", exc_info=True)
+        finally:
+            self.images.store.close()  # this thread's connection
+
+
+class Stopped(Exception):
+    """Raised in a job's thread at a checkpoint, once the worker is stopping."""
+
+
+class JobRun(Protocol):
+    """What a job runs (`ingest.AddRun`): told its job, it counts for it."""
+
+    def carry(self, job_id: str, earlier: dict[str, Any]) -> None: ...
+
+    def job_counts(self, report: AddReport | None = None) -> dict[str, Any]: ...
+
+
+MakeRun = Callable[[str, AddSources], Any]
+Execute = Callable[[Any, Callable[[AddReport], None]], AddReport]
+
+
+class Jobs:
+    """The jobs of one worker process: started, renewed, stopped at a checkpoint, resumed."""
+
+    def __init__(self, images: ImageStore, make_run: MakeRun, execute: Execute, resume: bool = True):
+        self.images = images
+        self.make_run = make_run
+        self.execute = execute
+        self.resume = resume
+        self.stopping = threading.Event()
+        self.threads: dict[str, threading.Thread] = {}
+        self._lock = threading.Lock()
+        self._watching: threading.Thread | None = None
+
+    @property
+    def owner(self) -> str:
+        return process_owner()
+
+    def start(self, name: str, request: AddSources) -> str:
+        owner = self.owner
+        job_id = self.images.create_job("add_sources", name, request.model_dump_json(), owner, time.time() + LEASE)
+        self._spawn(job_id, name, request, carried={})
+        return job_id
+
+    def info(self, job_id: str) -> JobInfo:
+        """The job as stored; one that no live worker owns is taken here first (resumed or interrupted)."""
+        row = self.images.job(job_id)
+        if row["state"] in ("queued", "running") and not self._owned(row):
+            self.take(job_id)
+            row = self.images.job(job_id)
+        return JobInfo(**{k: row[k] for k in JOB_FIELDS if k in row})
+
+    def _owned(self, row: dict[str, object]) -> bool:
+        owner, lease = row.get("owner"), row.get("lease_until")
+        if not isinstance(owner, str) or not isinstance(lease, (int, float)) or lease < time.time():
+            return False
+        return owner_alive(owner) is not False
+
+    # -- taking over -----------------------------------------------------------------------------
+    def take(self, job_id: str) -> bool:
+        """Resumes (or interrupts) a job that no live worker owns; False if another worker has it."""
+        if self.stopping.is_set():
+            return False
+        row = self.images.job(job_id)
+        dead = dead_owners([row["owner"]] if row.get("owner") else [])
+        now = time.time()
+        request = self._request(row.get("request"))
+        if request is None or not self.resume:
+            reason = UNRESUMABLE if request is None else INTERRUPTED
+            taken = self.images.take_job(job_id, now, dead, {"state": "interrupted", "reason": reason, "lease_until": None})
+            if taken:
+                log.warning("job %s interrupted: %s", job_id, reason)
+            return taken
+        if not self.images.take_job(job_id, now, dead, {"state": "running", "lease_until": now + LEASE}, owner=self.owner,
+                                    resumed=True):
+            return False
+        log.info("resuming job %s (%s)", job_id, row["collection"])
+        self._spawn(job_id, str(row["collection"]), request, carried=dict(row), resumed=True)
+        return True
+
+    @staticmethod
+    def _request(text: object) -> AddSources | None:
+        if not isinstance(text, str):
+            return None
+        try:
+            return AddSources.model_validate_json(text)
+        except ValueError:
+            return None
+
+    def take_unowned(self) -> int:
+        """Every job no live worker owns, taken (resumed or interrupted): how many this worker took."""
+        dead = dead_owners(self.images.job_owners())
+        return sum(self.take(job_id) for job_id in self.images.unowned_jobs(time.time(), dead))
+
+    def watch(self) -> None:
+        """Takes unowned jobs now and every `WATCH` seconds after, until the worker stops."""
+        def loop() -> None:
+            try:
+                while not self.stopping.is_set():
+                    try:
+                        self.take_unowned()
+                    except Exception:  # the store busy: the next look tries again
+                        log.warning("looking for unowned jobs failed", exc_info=True)
+                    self.stopping.wait(WATCH)
+            finally:
+                self.images.store.close()
+
+        if self._watching is None:
+            self._watching = threading.Thread(target=loop, name="clip-gaze-jobs-watch", daemon=True)
+            self._watching.start()
+
+    # -- running ---------------------------------------------------------------------------------
+    def _spawn(self, job_id: str, name: str, request: AddSources, carried: dict[str, object], resumed: bool = False) -> None:
+        owner = self.owner
+        leases = Leases.of(self.images)
+        leases.hold(owner)
+
+        def checkpoint(_: AddReport) -> None:
+            if self.stopping.is_set():
+                raise Stopped()
+
+        def run() -> None:
+            try:
+                if not resumed:
+                    self.images.update_job(job_id, state="running")
+                add: JobRun = self.make_run(name, request)
+                add.carry(job_id, carried)
+                report = self.execute(add, checkpoint)
+                self.images.update_job(job_id, state="done", owner=None, lease_until=None, **add.job_counts(report))
+            except Stopped:
+                self.images.release_job(job_id, owner)
+                log.info("job %s stopped at a checkpoint; the next start resumes it", job_id)
+            except Exception as exc:  # reported by the job, never lost
+                self.images.update_job(job_id, state="failed", owner=None, lease_until=None,
+                                       error=str(getattr(exc, "message", exc)))
+            finally:
+                leases.drop(owner)
+                with self._lock:
+                    self.threads.pop(job_id, None)
+                self.images.store.close()  # this thread's connection
+
+        thread = threading.Thread(target=run, name=f"clip-gaze-job-{job_id}", daemon=True)
+        with self._lock:
+            self.threads[job_id] = thread
+        thread.start()
+
+    def stop(self) -> None:
+        """Running jobs stop at their next checkpoint; no job is started or taken after."""
+        self.stopping.set()
+
+    def shutdown(self, deadline: float) -> None:
+        """`stop`, wait for the jobs until `deadline` (time.monotonic()), then hand back to the store
+        every job this worker still owns (`queued`, no owner: the next worker resumes it)."""
+        self.stop()
+        with self._lock:
+            threads = list(self.threads.values())
+        for thread in threads:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            left = list(self.threads)
+        for job_id in left:
+            self.images.release_job(job_id, self.owner)
+            log.warning("job %s did not reach a checkpoint in time; the next start resumes it", job_id)
+
+
+__all__ = ["HEARTBEAT", "INTERRUPTED", "LEASE", "Jobs", "Leases", "Stopped", "dead_owners", "owner_alive",
+           "process_owner", "run_owner"]
