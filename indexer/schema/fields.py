@@ -14,7 +14,7 @@ import binascii
 import json
 import re
 from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Callable, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -133,14 +133,19 @@ class TextRule:
         return {**out, "format": self.format} if self.format else out
 
 
-def _check_name(value: str) -> str:
-    if not re.fullmatch(_NAME, value):  # not re.match(NAME_PATTERN): Python's $ also matches before a final newline
-        raise PydanticCustomError(
-            "invalid_name",
-            f"invalid vocabulary name {value[:80]!r}: use 1 to {MAX_NAME_CHARS} lowercase letters, digits, '-' or '_', "
-            "starting with a letter or digit",
-        )
-    return value
+def _name_rule(what: str) -> Callable[[str], str]:
+    """The name rule (vocabularies and collections share it), its message naming `what` is named."""
+
+    def check(value: str) -> str:
+        if not re.fullmatch(_NAME, value):  # not re.match(NAME_PATTERN): Python's $ also matches before a final newline
+            raise PydanticCustomError(
+                "invalid_name",
+                f"invalid {what} name {value[:80]!r}: use 1 to {MAX_NAME_CHARS} lowercase letters, digits, '-' or '_', "
+                "starting with a letter or digit",
+            )
+        return value
+
+    return check
 
 
 def _check_template(value: str) -> str:
@@ -151,11 +156,9 @@ def _check_template(value: str) -> str:
     return value
 
 
-Name = Annotated[
-    str,
-    AfterValidator(_check_name),
-    WithJsonSchema({"type": "string", "pattern": NAME_PATTERN, "description": "lowercase letters, digits, '-' and '_'"}),
-]
+_NAME_SCHEMA = WithJsonSchema({"type": "string", "pattern": NAME_PATTERN, "description": "lowercase letters, digits, '-' and '_'"})
+Name = Annotated[str, AfterValidator(_name_rule("vocabulary")), _NAME_SCHEMA]  # a vocabulary's
+CollectionName = Annotated[str, AfterValidator(_name_rule("collection")), _NAME_SCHEMA]  # the same rule, said of a collection
 Phrase = Annotated[str, TextRule("phrase", MAX_PHRASE_CHARS, "invalid_phrase", "Text given to CLIP")]
 Term = Annotated[str, TextRule("term", MAX_PHRASE_CHARS, "invalid_phrase", "A vocabulary term (a template turns it into phrases)")]
 Template = Annotated[
@@ -385,12 +388,21 @@ def parse_json(model: type[M], raw: bytes | str) -> M:
 
 
 _NAME_ADAPTER: TypeAdapter[str] = TypeAdapter(Name)
+_COLLECTION_NAME_ADAPTER: TypeAdapter[str] = TypeAdapter(CollectionName)
 
 
 def parse_name(name: object) -> str:
     """A vocabulary name from a URL or the command line, checked like any other."""
     try:
         return _NAME_ADAPTER.validate_python(name)
+    except ValidationError as exc:
+        raise invalid(exc, ("name",)) from None
+
+
+def parse_collection_name(name: object) -> str:
+    """A collection name from a URL or the command line: the vocabulary rule, said of a collection."""
+    try:
+        return _COLLECTION_NAME_ADAPTER.validate_python(name)
     except ValidationError as exc:
         raise invalid(exc, ("name",)) from None
 
@@ -409,7 +421,8 @@ __all__ = [
     "DEFAULT_PAGE_SIZE", "MAX_OFFSET", "MAX_NAME_CHARS", "MAX_PHRASE_CHARS", "MAX_TEMPLATE_CHARS", "MAX_TEMPLATES",
     "MAX_EXTERNAL_ID_CHARS", "MAX_METADATA_BYTES", "MAX_DESCRIPTION_CHARS", "MAX_EXTERNAL_ID_INT", "MIN_EXTERNAL_ID_INT",
     "MAX_URL_CHARS", "BASE64_PATTERN", "NAME_PATTERN", "VOCABULARIES_PATTERN", "TEXT_PATTERN", "TEMPLATE_PATTERN", "URL_PATTERN",
-    "Answer", "Base64Image", "Description", "ExternalId", "ImageUrl", "Images", "Metadata", "Name", "NotNull", "Phrase",
+    "Answer", "Base64Image", "CollectionName", "Description", "ExternalId", "ImageUrl", "Images", "Metadata", "Name", "NotNull", "Phrase",
     "Request", "Template", "Term", "TextRule", "TopK", "UploadedImage",
-    "check_text", "integral", "invalid", "parse", "parse_json", "parse_name", "split_vocabularies",
+    "check_text", "integral", "invalid", "parse", "parse_json", "parse_name", "parse_collection_name",
+    "split_vocabularies",
 ]
