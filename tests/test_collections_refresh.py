@@ -1,0 +1,197 @@
+"""Collections without stale or repeated work: a file replaced at its path is read again (refreshed),
+and concurrent adds of the same pictures into one collection (threads with their own engines, and a
+CLI add in another process) fetch each picture once, their counts adding up."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import subprocess
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from conftest import draw_shape, encode
+from indexer.collections.local import Collections
+from indexer.engine import Engine
+from indexer.pictures.reader import ImageLimits
+from indexer.schema import parse
+from indexer.schema.collections import AddReport, AddSources, CreateCollection
+from indexer.settings import Settings
+from test_e2e_serve import command
+
+COLOURS = ("red", "blue", "green", "yellow", "purple", "orange", "black", "grey")
+SHAPES = ("circle", "square", "triangle")
+
+
+def pictures(n: int) -> list[bytes]:
+    """`n` different PNGs."""
+    return [encode(draw_shape(COLOURS[i % 8], SHAPES[(i // 8) % 3], size=48 + i // 24)) for i in range(n)]
+
+
+def add(engine: Engine, name: str, *sources: str) -> AddReport:
+    return Collections(engine).add(name, parse(AddSources, {"sources": list(sources)}))
+
+
+def stored(home: Path, collection: str = "museum") -> list[tuple[str, str | None, int | None, int | None]]:
+    with sqlite3.connect(home / "clip-gaze.db") as db:
+        return db.execute("SELECT i.source, i.sha256, i.file_size, i.file_mtime_ns FROM collection_images i JOIN "
+                          "collections c ON c.id = i.collection_id WHERE c.name = ? ORDER BY i.source", [collection]).fetchall()
+
+
+# --------------------------------------------------------------------------------- refreshed files
+
+
+def test_a_file_replaced_at_its_path_is_read_again_and_searched_as_its_new_content(engine: Engine, tmp_path: Path):
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    draw_shape("red", "circle").save(scans / "object-1.png")
+    draw_shape("green", "triangle").save(scans / "object-2.png")
+    Collections(engine).create(parse(CreateCollection, {"name": "museum"}))
+    first = add(engine, "museum", str(scans))
+    assert (first.added, first.refreshed, first.encoded) == (2, 0, 2)
+    old_sha = dict((s, sha) for s, sha, *_ in stored(engine.store.home))[str(scans / "object-1.png")]
+
+    before = os.stat(scans / "object-1.png")
+    draw_shape("blue", "square").save(scans / "object-1.png")  # a new photograph of the object, same path
+    os.utime(scans / "object-1.png", ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000_000))
+    new_sha = hashlib.sha256((scans / "object-1.png").read_bytes()).hexdigest()
+
+    again = add(engine, "museum", str(scans))
+    assert (again.total, again.added, again.refreshed, again.skipped, again.encoded) == (2, 1, 1, 1, 1)
+    rows = {s: (sha, size, mtime) for s, sha, size, mtime in stored(engine.store.home)}
+    sha, size, mtime = rows[str(scans / "object-1.png")]
+    assert sha == new_sha != old_sha
+    st = os.stat(scans / "object-1.png")
+    assert (size, mtime) == (st.st_size, st.st_mtime_ns)
+    hit = Collections(engine).search("museum", text="a blue square", top_k=1).hits[0]
+    assert hit.source == str(scans / "object-1.png") and hit.sha256 == new_sha
+    assert engine.images.cached(engine.model_key, [old_sha])  # the old content's embedding stays, by its hash
+
+    third = add(engine, "museum", str(scans))  # unchanged since: nothing is read
+    assert (third.added, third.refreshed, third.skipped, third.encoded) == (0, 0, 2, 0)
+
+
+def test_pictures_stored_before_sizes_were_kept_are_not_read_again_for_that_alone(engine: Engine, tmp_path: Path):
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    draw_shape("red", "circle").save(scans / "object-1.png")
+    Collections(engine).create(parse(CreateCollection, {"name": "museum"}))
+    add(engine, "museum", str(scans))
+    with sqlite3.connect(engine.store.home / "clip-gaze.db") as db:  # as an older version stored it
+        db.execute("UPDATE collection_images SET file_size = NULL, file_mtime_ns = NULL")
+    again = add(engine, "museum", str(scans))
+    assert (again.added, again.skipped, again.refreshed) == (0, 1, 0)
+    (_, _, size, mtime), = stored(engine.store.home)
+    assert (size, mtime) == (os.stat(scans / "object-1.png").st_size, os.stat(scans / "object-1.png").st_mtime_ns)
+
+
+# -------------------------------------------------------------------------------- concurrent adds
+
+
+class _Pictures(ThreadingHTTPServer):
+    daemon_threads = False
+    block_on_close = True
+
+    def __init__(self, bodies: list[bytes], delay: float):
+        super().__init__(("127.0.0.1", 0), _Slow)
+        self.bodies, self.delay = bodies, delay
+        self.fetches: Counter[str] = Counter()
+        self.first = threading.Event()
+        self.lock = threading.Lock()
+
+
+class _Slow(BaseHTTPRequestHandler):
+    server: _Pictures
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        with self.server.lock:
+            self.server.fetches[self.path] += 1
+        self.server.first.set()
+        time.sleep(self.server.delay)
+        i = int(self.path.strip("/").split(".")[0])
+        body = self.server.bodies[i]
+        self.send_response(200)
+        self.send_header("Content-Type", "image/png")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def slow_pictures() -> Iterator[Callable[[int, float], _Pictures]]:
+    servers: list[tuple[_Pictures, threading.Thread]] = []
+
+    def start(n: int, delay: float) -> _Pictures:
+        server = _Pictures(pictures(n), delay)
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+        thread.start()
+        servers.append((server, thread))
+        return server
+
+    yield start
+    for server, thread in servers:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+N = 48
+
+
+def test_concurrent_adds_into_one_collection_fetch_each_picture_once(clean_environ: Path, toy_loader: Callable[..., Any],
+                                                                    slow_pictures: Callable[[int, float], _Pictures],
+                                                                    tmp_path: Path):
+    server = slow_pictures(N, 0.1)
+    port = server.server_address[1]
+    table = tmp_path / "catalogue.csv"
+    table.write_text("image,external_id\n" + "".join(f"http://127.0.0.1:{port}/{i}.png,OBJ-{i}\n" for i in range(N)))
+    limits = ImageLimits.from_settings(Settings.from_env({"CLIP_GAZE_FETCH_ALLOW": f"127.0.0.1:{port}"}))
+
+    def engine() -> Engine:
+        return Engine(clean_environ, "toy", loader=toy_loader, limits=limits)
+
+    Collections(engine()).create(parse(CreateCollection, {"name": "museum"}))
+    engines = [engine() for _ in range(3)]
+    for e in engines:
+        _ = e.model
+    cli = subprocess.Popen(command(["clip-gaze", "collection", "add", "museum", str(table), "--json"]),
+                           env={**os.environ, "CLIP_GAZE_FETCH_ALLOW": f"127.0.0.1:{port}"},
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert server.first.wait(60), "the CLI's add never fetched"  # the CLI reads: the threads start beside it
+    reports: list[AddReport] = []
+    errors: list[BaseException] = []
+
+    def run(e: Engine) -> None:
+        try:
+            reports.append(Collections(e).add("museum", parse(AddSources, {"sources": [str(table)]})))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(e,)) for e in engines]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    out, err = cli.communicate(timeout=120)
+    assert cli.returncode == 0, err
+    assert not errors, errors
+    cli_report = AddReport.model_validate_json(out.strip().splitlines()[-1])
+    every = [*reports, cli_report]
+    print("fetches per picture:", sorted(Counter(server.fetches.values()).items()), "in all:", sum(server.fetches.values()))
+    assert len(server.fetches) == N and set(server.fetches.values()) == {1}, server.fetches
+    for r in every:  # each naming counted once per run, as added, skipped or failed
+        assert (r.total, r.added + r.skipped + r.failed, r.failed) == (N, N, 0), r
+    assert sum(r.added for r in every) == N
+    assert len(stored(clean_environ)) == N
+    with sqlite3.connect(clean_environ / "clip-gaze.db") as db:
+        assert db.execute("SELECT count(*) FROM add_claims").fetchone()[0] == 0  # nothing left claimed
