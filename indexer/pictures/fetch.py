@@ -106,13 +106,24 @@ def fetch_json(url: str, policy: FetchPolicy, max_bytes: int | None = None) -> A
     Accepted: application/json, application/ld+json, text/json and any `+json` type; text/plain,
     application/octet-stream or no Content-Type when the body parses. A body that is not JSON (or not
     UTF-8) is FetchError `invalid_json_document`."""
+    return parse_json(fetch_document(url, policy, max_bytes=max_bytes))
+
+
+def fetch_document(url: str, policy: FetchPolicy, also: tuple[str, ...] = (), max_bytes: int | None = None) -> Fetched:
+    """GET a document that `fetch_json` accepts, or one of the content types `also` names (exactly,
+    parameters aside), of at most `max_bytes`: the body and its content type, unparsed."""
 
     def acceptable(ctype: str) -> bool:
-        return ctype in JSON_TYPES or ctype.endswith("+json") or ctype in JSON_IF_IT_PARSES
+        return ctype in JSON_TYPES or ctype.endswith("+json") or ctype in JSON_IF_IT_PARSES or ctype in also
 
     if max_bytes is not None:
         policy = dataclasses.replace(policy, max_bytes=max_bytes)
-    got = _Fetch(url, policy, acceptable, "application/ld+json, application/json;q=0.9, */*;q=0.1").run()
+    wanted = "".join(f", {t};q=0.9" for t in also)
+    return _Fetch(url, policy, acceptable, f"application/ld+json, application/json;q=0.9{wanted}, */*;q=0.1").run()
+
+
+def parse_json(got: Fetched) -> Any:
+    """A fetched body as JSON, or FetchError `invalid_json_document` (not UTF-8, not JSON)."""
     try:
         text = got.data.decode("utf-8-sig")
         return json.loads(text)
@@ -417,4 +428,4 @@ def _show(url: str) -> str:
     return _clip(_without_credentials(url), URL_IN_MESSAGES)
 
 
-__all__ = ["FetchError", "FetchPolicy", "Fetched", "fetch", "fetch_json", "guard", "is_allowed", "is_public", "refusal", "ssl_context"]
+__all__ = ["FetchError", "FetchPolicy", "Fetched", "fetch", "fetch_document", "fetch_json", "guard", "parse_json", "is_allowed", "is_public", "refusal", "ssl_context"]

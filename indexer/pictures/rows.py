@@ -66,30 +66,45 @@ class _Lines:
         return line
 
 
+def table_kind(name: str) -> str | None:
+    """"csv", "tsv" or "lines" (JSON Lines) for a file name or URL path by its suffix; None for others."""
+    suffix = name.lower().rsplit("/", 1)[-1]
+    suffix = suffix[suffix.rfind("."):] if "." in suffix else ""
+    if suffix in LINES_SUFFIXES:
+        return "lines"
+    return {".csv": "csv", ".tsv": "tsv"}.get(suffix)
+
+
 def read_rows(path: Path) -> Iterator[Union[Row, BadRow]]:
     """The rows of a .csv, .tsv, .jsonl or .ndjson file, each a Row or a BadRow saying why not.
 
     InvalidInput for the whole file: not UTF-8, or a CSV without an `image` column."""
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        yield from read_text_rows(f, str(path), table_kind(path.name) or "csv")
+
+
+def read_text_rows(f: IO[str], name: str, kind: str) -> Iterator[Union[Row, BadRow]]:
+    """The rows of text `f` (a file's, or a table fetched by URL), `kind` "csv", "tsv" or "lines", with
+    the same caps whatever it comes from; `name` (its path or URL) is how messages name it."""
     try:
-        with open(path, encoding="utf-8-sig", newline="") as f:
-            if path.suffix.lower() in LINES_SUFFIXES:
-                yield from _json_lines(path, _Lines(f, MAX_LINE_BYTES))
-            else:
-                yield from _csv_rows(path, _Lines(f, MAX_LINE_BYTES), TABLE_SUFFIXES[path.suffix.lower()])
+        if kind == "lines":
+            yield from _json_lines(name, _Lines(f, MAX_LINE_BYTES))
+        else:
+            yield from _csv_rows(name, _Lines(f, MAX_LINE_BYTES), "\t" if kind == "tsv" else ",")
     except UnicodeDecodeError:
-        raise InvalidInput(f"{path} is not UTF-8 text", code="invalid_source") from None
+        raise InvalidInput(f"{name} is not UTF-8 text", code="invalid_source") from None
 
 
-def _too_long(path: Path, line: int) -> BadRow:
+def _too_long(path: str, line: int) -> BadRow:
     return BadRow(line, f"{path}, line {line}: longer than {MAX_LINE_BYTES // 1024:,} KiB, the limit for a line")
 
 
-def _field_too_long(path: Path, line: int) -> BadRow:
+def _field_too_long(path: str, line: int) -> BadRow:
     return BadRow(line, f"{path}, row at line {line}: a field is longer than {MAX_FIELD_CHARS // 1024:,} KiB, "
                         "the limit for a field")
 
 
-def _json_lines(path: Path, lines: _Lines) -> Iterator[Union[Row, BadRow]]:
+def _json_lines(path: str, lines: _Lines) -> Iterator[Union[Row, BadRow]]:
     while True:
         try:
             line = next(lines)
@@ -111,7 +126,7 @@ def _json_lines(path: Path, lines: _Lines) -> Iterator[Union[Row, BadRow]]:
         yield Row(lines.number, row)
 
 
-def _csv_rows(path: Path, lines: _Lines, delimiter: str) -> Iterator[Union[Row, BadRow]]:
+def _csv_rows(path: str, lines: _Lines, delimiter: str) -> Iterator[Union[Row, BadRow]]:
     # csv.reader starts each row afresh, so after a failure (a line too long, a field too large) it reads on.
     reader = csv.reader(lines, delimiter=delimiter)
     header: list[str] | None = None
@@ -147,4 +162,5 @@ def _csv_rows(path: Path, lines: _Lines, delimiter: str) -> Iterator[Union[Row, 
         yield Row(start, dict(zip(header, cells + [""] * (len(header) - len(cells)))))
 
 
-__all__ = ["BadRow", "LINES_SUFFIXES", "MAX_FIELD_CHARS", "MAX_LINE_BYTES", "Row", "TABLE_SUFFIXES", "read_rows"]
+__all__ = ["BadRow", "LINES_SUFFIXES", "MAX_FIELD_CHARS", "MAX_LINE_BYTES", "Row", "TABLE_SUFFIXES", "read_rows", "read_text_rows",
+           "table_kind"]

@@ -2,7 +2,8 @@
 
 A source is a folder (searched recursively), a CSV/TSV or JSON Lines file with an `image` column (a
 path, relative to the file or absolute, or an http(s) URL; an optional `external_id`; every other column
-kept as metadata), a IIIF Presentation manifest (v2 or v3; a URL or a .json file), a IIIF Image API
+kept as metadata) or such a table by http(s) URL (known by its content type, else by its path's suffix;
+its rows name pictures by URL, a relative one resolved against the table's), a IIIF Presentation manifest (v2 or v3; a URL or a .json file), a IIIF Image API
 service (its URL, with or without /info.json), or one picture file. Problems with a source or a row are
 returned as failures, to be recorded: they never stop a run.
 
@@ -14,22 +15,29 @@ metadata files that sit beside pictures (`NOT_PICTURES`: .txt, .csv, .json, .xml
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Union
+from typing import Any, Callable, Iterator, Union
+from urllib.parse import urljoin, urlsplit
 
 from ..errors import ClipGazeError, InvalidInput
-from .fetch import FetchPolicy, fetch_json
+from .fetch import OCTET_STREAMS, FetchPolicy, fetch_document, parse_json
 from .iiif import is_image_service, is_manifest, manifest_items, manifest_problems
 from .iiif_image import region_fragment
-from .rows import LINES_SUFFIXES, TABLE_SUFFIXES, BadRow, read_rows
+from .rows import LINES_SUFFIXES, TABLE_SUFFIXES, BadRow, Row, read_rows, read_text_rows, table_kind
 
 NOT_PICTURES = frozenset({  # in a folder, passed over and counted: the text and metadata beside pictures
     ".txt", ".md", ".rst", ".csv", ".tsv", ".json", ".jsonl", ".ndjson", ".xml", ".xmp", ".yaml", ".yml",
     ".html", ".htm", ".log",
 })
-MAX_MANIFEST_BYTES = 32 * 1024 * 1024  # a IIIF manifest (or info.json) named as a source, file or URL
+MAX_MANIFEST_BYTES = 32 * 1024 * 1024  # a IIIF manifest (or info.json) named as a source, file or URL; a table by URL
+TABLE_TYPES = {  # a table fetched by URL, by its content type
+    "text/csv": "csv", "text/tab-separated-values": "tsv", "application/x-ndjson": "lines", "application/ndjson": "lines",
+    "application/jsonl": "lines", "application/json-lines": "lines", "application/x-jsonlines": "lines",
+}
+UNTYPED = ("text/plain", *OCTET_STREAMS)  # a table by URL sent as these: the path's suffix says
 
 
 @dataclass(frozen=True)
@@ -87,7 +95,7 @@ def expand(source: str, policy: FetchPolicy) -> Iterator[Item]:
     """The pictures a source names, or failures saying why a source or a row gives none."""
     try:
         if _is_url(source):
-            yield from _iiif_document(source, fetch_json(source, policy, MAX_MANIFEST_BYTES), base=source)
+            yield from _remote(source, policy)
             return
         path = Path(source).expanduser()
         if path.is_dir():
@@ -126,31 +134,59 @@ def _folder(root: Path) -> Iterator[Item]:
             yield PictureRef(str(path.resolve()), "file", external_id=relative.as_posix())
 
 
+def _remote(source: str, policy: FetchPolicy) -> Iterator[Item]:
+    """A source by URL: a table (`TABLE_TYPES`; or a .csv, .tsv, .jsonl or .ndjson path sent as text/plain,
+    application/octet-stream or untyped), else a IIIF document. A table is read within a manifest's cap
+    (`MAX_MANIFEST_BYTES`), its rows within a file's (`rows`)."""
+    got = fetch_document(source, policy, tuple(TABLE_TYPES), MAX_MANIFEST_BYTES)
+    kind = TABLE_TYPES.get(got.content_type)
+    if kind is None and got.content_type in UNTYPED:
+        kind = table_kind(urlsplit(got.url).path) or table_kind(urlsplit(source).path)
+    if kind is None:
+        yield from _iiif_document(source, parse_json(got), base=source)
+        return
+    text = io.TextIOWrapper(io.BytesIO(got.data), encoding="utf-8-sig", newline="")
+    yield from _rows(source, lambda n: f"{source}#line={n}", read_text_rows(text, source, kind), base=got.url)
+
+
 def _table(path: Path) -> Iterator[Item]:
+    yield from _rows(str(path), lambda n: f"{path}:{n}", read_rows(path), folder=path.parent)
+
+
+def _rows(name: str, key: Callable[[int], str], rows: Iterator[Union[Row, BadRow]], *, folder: Path | None = None,
+          base: str = "") -> Iterator[Item]:
+    """The pictures a table's rows name: `key(line)` names a row's failure; a relative `image` is taken
+    relative to `folder` (a file's) or, for a table fetched by URL, resolved as a URL against `base`."""
     try:
-        for row in read_rows(path):
+        for row in rows:
             if isinstance(row, BadRow):
-                yield SourceFailure(f"{path}:{row.line}", "invalid_source", row.error)
+                yield SourceFailure(key(row.line), "invalid_source", row.error)
             else:
-                yield _row_item(path, row.line, row.fields)
+                yield _row_item(name, key(row.line), row.line, row.fields, folder, base)
     except (InvalidInput, OSError) as exc:
-        message = exc.message if isinstance(exc, InvalidInput) else f"cannot read {path}: {exc.strerror or exc}"
-        yield SourceFailure(str(path), "invalid_source", message)
+        message = exc.message if isinstance(exc, InvalidInput) else f"cannot read {name}: {exc.strerror or exc}"
+        yield SourceFailure(name, "invalid_source", message)
 
 
-def _row_item(path: Path, n: int, row: dict[str, Any]) -> Item:
+def _row_item(name: str, key: str, n: int, row: dict[str, Any], folder: Path | None, base: str) -> Item:
     if "image" not in row:
-        return SourceFailure(f"{path}:{n}", "invalid_source", f"{path}, line {n}: no `image` field")
+        return SourceFailure(key, "invalid_source", f"{name}, line {n}: no `image` field")
     image = str(row.pop("image", "") or "").strip()
     ext = row.pop("external_id", None)
     ext = str(ext).strip() if ext not in (None, "") else None
     meta = {k: v for k, v in row.items() if k and v not in (None, "")} or None
     if not image:
-        return SourceFailure(f"{path}:{n}", "invalid_source", f"{path}, row {n}: empty `image`", ext, meta)
+        return SourceFailure(key, "invalid_source", f"{name}, row {n}: empty `image`", ext, meta)
+    if folder is None:  # a table fetched by URL names pictures by URL, never files of this machine
+        url = urljoin(base, image)
+        if not _is_url(url):
+            return SourceFailure(key, "invalid_source", f"{name}, row {n}: {image[:200]!r} is not an http(s) URL "
+                                                        "(a table fetched by URL names its pictures by URL)", ext, meta)
+        return PictureRef.of_url(url, ext, meta)
     if _is_url(image):
         return PictureRef.of_url(image, ext, meta)
     file = Path(image).expanduser()
-    file = file if file.is_absolute() else path.parent / file
+    file = file if file.is_absolute() else folder / file
     return PictureRef(str(file.resolve()), "file", ext, meta)
 
 
