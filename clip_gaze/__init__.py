@@ -17,6 +17,23 @@ from __future__ import annotations
 from typing import Any
 
 from indexer import __version__ as __version__  # one version for the whole package
+from indexer.errors import (  # what gaze(), probabilities() and explain() raise (pure Python: imports nothing heavy)
+    Busy,
+    ClipGazeError,
+    Conflict,
+    ImageTooLarge,
+    InvalidImage,
+    InvalidInput,
+    ModelUnavailable,
+    NotExportable,
+    NotFound,
+    NotIndexed,
+    ReadOnly,
+    UnknownReference,
+)
+
+ERRORS = (ClipGazeError, InvalidInput, InvalidImage, ImageTooLarge, NotFound, UnknownReference, ReadOnly, Conflict,
+          NotIndexed, ModelUnavailable, Busy, NotExportable)
 
 _CONSTANTS = {
     "ARTISTS_BY_NAME": "artists",
@@ -32,7 +49,8 @@ _CONSTANTS = {
     "SITES": "sites",
 }
 
-__all__ = ["gaze", "probabilities", "explain", "Client", "ApiError", *[c for c in _CONSTANTS if c != "SCULTPURE_MATERIALS"]]
+__all__ = ["gaze", "probabilities", "explain", "Client", "ApiError", *[e.__name__ for e in ERRORS],
+           *[c for c in _CONSTANTS if c != "SCULTPURE_MATERIALS"]]
 
 
 def __getattr__(name: str) -> Any:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import functools
+import os
 import sys
-from typing import Any
+from typing import Any, Sequence
 
 import click
 
 from indexer.schema import MAX_PAGE_SIZE, MAX_TOP_K
 
-from .cli_common import MODEL_OPTION, RELATIVE_OPTION, VOCAB_OPTION, confirm_delete, domain_errors, make_collections, say, split_vocabs
+from .cli_common import (MODEL_OPTION, RELATIVE_OPTION, VOCAB_OPTION, confirm_delete, domain_errors, make_collections,
+                         progress_for, say, shown, split_vocabs)
 
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print one JSON object (fields as in the REST answer).")
 ENGINE_OPTION = click.option(
@@ -108,10 +111,12 @@ def add(name: str, sources: tuple[str, ...], model: str | None, batch_size: int,
 
     on_ray = _ray_engine(engine, ray_address)
     request = parse(AddSources, {"sources": [s.strip() for s in sources]})
+    _refuse_missing(request.sources)
     if on_ray is not None:
         report = on_ray.ray_add(make_collections(model), name, request, address=ray_address, batch_size=batch_size)
     else:
-        report = make_collections(model).add(name, request, batch_size=batch_size)
+        report = make_collections(model).add(name, request, batch_size=batch_size,
+                                             progress=functools.partial(progress_for, unit=" pictures"))
     text = (f"{name}: {report.added} pictures added, {report.skipped} already there, {report.failed} failed "
             f"({report.encoded} encoded, {report.seconds:.1f} s)")
     if report.ignored:
@@ -119,6 +124,15 @@ def add(name: str, sources: tuple[str, ...], model: str | None, batch_size: int,
     if report.failed:
         text += f"; see `clip-gaze collection show {name} --errors`"
     _echo(report, as_json, text)
+
+
+def _refuse_missing(sources: Sequence[str]) -> None:
+    """A local path named on the command line that does not exist is a typo, not a failed picture:
+    one `Error:` line before anything starts (URLs are checked when they are fetched)."""
+    for source in sources:
+        if "://" not in source and not os.path.exists(source):
+            raise click.ClickException(shown(f"no such file or folder: {source} (a source is a folder, a file, "
+                                             "or an http(s) URL)"))
 
 
 @collection.command("show")

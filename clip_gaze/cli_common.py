@@ -69,12 +69,12 @@ def load_settings() -> Settings:
 
 
 class _Bar:
-    """tqdm on stderr, as a context manager the engine's indexing accepts."""
+    """tqdm on stderr, as a context manager the engine's indexing and a collection's add accept."""
 
-    def __init__(self, total: int, desc: str):
+    def __init__(self, total: int, desc: str, unit: str = " phrases"):
         from tqdm import tqdm
 
-        self._bar = tqdm(total=total, desc=desc, unit=" phrases", file=sys.stderr, mininterval=0.5,
+        self._bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, mininterval=0.5,
                          dynamic_ncols=True, smoothing=0.05)
 
     def __enter__(self) -> Any:
@@ -84,11 +84,58 @@ class _Bar:
         self._bar.close()
 
 
+class ProgressLines:
+    """Progress for a log rather than a terminal: one plain line on stderr every `every` seconds
+    ("adding pictures: 120 of 3,000 (4%), 11.8 a second, about 4 min left") and one at the end, so a
+    job run by cron, CI or `nohup` shows it is alive without a bar's carriage returns."""
+
+    def __init__(self, total: int, desc: str, every: float = 5.0, clock: Callable[[], float] | None = None,
+                 write: Callable[[str], None] | None = None):
+        import time
+
+        self.total, self.desc, self.every = total, desc, every
+        self._clock = clock or time.monotonic
+        self._write = write or (lambda line: say(line, err=True))
+        self.done = 0
+        self._started = self._last = self._clock()
+
+    def line(self) -> str:
+        elapsed = max(self._clock() - self._started, 1e-9)
+        rate = self.done / elapsed
+        text = f"{self.desc}: {self.done:,} of {self.total:,} ({100 * self.done / max(self.total, 1):.0f}%)"
+        if self.done:
+            text += f", {rate:.1f} a second"
+            left = (self.total - self.done) / rate if rate > 0 else 0
+            if self.done < self.total and left >= 1:
+                text += f", about {left / 60:.0f} min left" if left >= 90 else f", about {left:.0f} s left"
+        return text
+
+    def update(self, n: int) -> None:
+        self.done += n
+        now = self._clock()
+        if now - self._last >= self.every:
+            self._last = now
+            self._write(self.line())
+
+    def __enter__(self) -> "ProgressLines":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._write(self.line())
+
+
+def progress_for(total: int, desc: str, unit: str = " phrases") -> Any:
+    """A bar on a terminal, else a line every few seconds (ProgressLines)."""
+    if sys.stderr.isatty():
+        return _Bar(total, desc, unit)
+    return ProgressLines(total, desc)
+
+
 def make_engine(model: str | None, progress: bool = True) -> "Engine":
     from indexer.engine import Engine
 
     notice = (lambda message: say(message + "…", err=True)) if progress else None
-    return Engine.from_settings(load_settings(), model, progress=_Bar if progress else None, notice=notice)
+    return Engine.from_settings(load_settings(), model, progress=progress_for if progress else None, notice=notice)
 
 
 def make_collections(model: str | None, progress: bool = True) -> "Collections":

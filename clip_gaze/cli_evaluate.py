@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import sys
-from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import click
 
 from indexer.schema import DEFAULT_HUB_METHOD, HUB_METHODS
 
-from .cli_common import MODEL_OPTION, domain_errors, make_engine, say
+from .cli_common import MODEL_OPTION, domain_errors, make_engine, progress_for, say
 
 
-@contextmanager
-def _bar(total: int, desc: str) -> Iterator[Any]:
-    from tqdm import tqdm
-
-    with tqdm(total=total, desc=desc, unit=" pictures", file=sys.stderr, mininterval=0.5, dynamic_ncols=True,
-              disable=None) as bar:
-        yield bar
+def _bar(total: int, desc: str) -> Any:
+    return progress_for(total, desc, unit=" pictures")
 
 
 def _fmt(interval: Any, percent: bool) -> str:

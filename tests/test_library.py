@@ -59,3 +59,20 @@ def test_repeated_calls_reuse_stored_phrase_embeddings(toy, monkeypatch):
 def test_empty_prompts_are_refused():
     with pytest.raises(InvalidInput, match="empty"):
         clip_gaze.probabilities(draw_shape(), ["ok", " "])
+
+
+def test_the_error_classes_are_exported_and_are_what_the_functions_raise(tmp_path):
+    from indexer import errors
+
+    for name in ("ClipGazeError", "InvalidInput", "InvalidImage", "ImageTooLarge", "NotFound", "ModelUnavailable", "Busy"):
+        assert getattr(clip_gaze, name) is getattr(errors, name) and name in clip_gaze.__all__
+    with pytest.raises(clip_gaze.InvalidImage, match="not a picture|unsupported|damaged|decode"):
+        clip_gaze.gaze(b"plain text, not a picture", ["a red circle", "a blue square"])
+    with pytest.raises(clip_gaze.InvalidInput):
+        clip_gaze.gaze(str(tmp_path / "missing.png"), ["a red circle"])
+    with pytest.raises(clip_gaze.NotFound) as raised:
+        clip_gaze.explain(draw_shape(), "no-such-vocabulary")
+    assert raised.value.code == "unknown_vocabulary"
+    with pytest.raises(clip_gaze.ApiError) as unreachable:
+        clip_gaze.Client("http://127.0.0.1:9", retries=0).health()
+    assert (unreachable.value.status, unreachable.value.code) == (0, "unreachable")
