@@ -157,3 +157,43 @@ def test_collection_commands_from_create_to_delete(run, tmp_path: Path):
     assert "deleted collection museum" in run("collection", "delete", "museum", "--yes").stdout
     missing = run("collection", "show", "museum")
     assert missing.exit_code == 1 and "no collection named 'museum'" in missing.stderr
+
+
+def test_a_missing_local_source_is_one_error_line_before_anything_is_added(run, tmp_path: Path):
+    assert run("collection", "create", "scans").exit_code == 0
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    draw_shape().save(folder / "a.png")
+    result = run("collection", "add", "scans", str(folder), str(tmp_path / "scnas"))
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [f"Error: no such file or folder: {tmp_path / 'scnas'} (a source is a folder, "
+                                                  "a file, or an http(s) URL)"]
+    shown = json.loads(run("collection", "show", "scans", "--json").stdout)
+    assert shown["collection"]["size"] == 0 and shown["collection"]["failed"] == 0  # nothing started
+
+
+def test_progress_off_a_terminal_is_a_plain_line_every_few_seconds():
+    from clip_gaze.cli_common import ProgressLines
+
+    now, lines = [0.0], []
+    with ProgressLines(300, "adding pictures", every=5, clock=lambda: now[0], write=lines.append) as bar:
+        for _ in range(30):
+            now[0] += 1
+            bar.update(10)
+    assert lines == ["adding pictures: 50 of 300 (17%), 10.0 a second, about 25 s left",
+                     "adding pictures: 100 of 300 (33%), 10.0 a second, about 20 s left",
+                     "adding pictures: 150 of 300 (50%), 10.0 a second, about 15 s left",
+                     "adding pictures: 200 of 300 (67%), 10.0 a second, about 10 s left",
+                     "adding pictures: 250 of 300 (83%), 10.0 a second, about 5 s left",
+                     "adding pictures: 300 of 300 (100%), 10.0 a second",
+                     "adding pictures: 300 of 300 (100%), 10.0 a second"]
+
+
+def test_collection_add_reports_progress_lines_on_stderr_when_it_is_not_a_terminal(run, tmp_path: Path):
+    (tmp_path / "few").mkdir()
+    for i, colour in enumerate(("red", "blue", "green")):
+        draw_shape(colour).save(tmp_path / "few" / f"{i}.png")
+    assert run("collection", "create", "few").exit_code == 0
+    result = run("collection", "add", "few", str(tmp_path / "few"))
+    assert result.exit_code == 0, result.output
+    assert "adding pictures: 3 of 3 (100%)" in result.stderr and "\r" not in result.stderr
