@@ -1,6 +1,8 @@
 """Pictures: where they come from and how they are read, within limits, from untrusted input.
 
   decode     `Decoder`: bytes to an RGB picture, limits checked from the header, reduced at once
+  decode_memory  `DecodeMemory`: each decode's peak estimated from its header, held against one budget; WebP and JPEG 2000 decoded reduced
+  decode_warnings  decoders' warnings (Pillow's, libtiff's) counted on the picture and logged, never on stderr
   reader     `PictureReader` and `ImageLimits`: bytes, files, PIL images, URLs and IIIF services
   fetch      fetching untrusted URLs safely (one deadline, every redirect checked)
   fetch_many  several URLs fetched at once, each in its thread, all under one deadline

@@ -12,10 +12,15 @@ Every exception a decoder raises on untrusted bytes becomes InvalidImage (`unsup
 
 Memory is bounded whatever arrives: the pixel count is read from the header and checked against
 the per-image limit and the request's budget before anything is decoded (for a file, before it is
-read); a picture much larger than the model's input is reduced by an integer box filter in strips (so
-the RGB copy of a full-size picture never exists) and the full-size picture is dropped at once; a
-process decodes at most a few pictures at a time; and after a large picture, freed memory is handed
-back to the system.
+read); so is the memory the decode will hold at its peak (`decode_memory.estimate`), taken from one
+budget of the process's (CLIP_GAZE_DECODE_MEMORY) before it starts, a decode that does not fit waiting
+for others to finish; a picture much larger than the model's input is decoded reduced where its format
+allows (JPEG by `draft`, WebP by libwebp's scaling, JPEG 2000 by its resolution levels), else reduced
+by an integer box filter in strips (so the RGB copy of a full-size picture never exists) and the
+full-size picture dropped at once; a process decodes at most a few pictures at a time; and after a
+large picture, freed memory is handed back to the system. What decoders warn of (Pillow's warnings,
+libtiff's messages) is counted on the picture (`DecodedImage.warnings`) and logged at debug level,
+never written to stderr (`decode_warnings`).
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ from PIL import Image, UnidentifiedImageError
 
 from ..errors import ImageTooLarge, InvalidImage
 from ..schema import ImageInfo
+from .decode_memory import DEFAULT_DECODE_MEMORY, DecodeMemory, decode_webp, estimate, j2k_reduce, webp_plan
+from .decode_warnings import capturing
 
 FORMATS = {"MPO": "JPEG", "WEBP": "WebP"}  # Pillow's format names, where the answer names them otherwise
 SUPPORTED = "a raster format Pillow decodes (JPEG, PNG, WebP, GIF, TIFF, BMP, AVIF, JPEG 2000, PPM, TGA, PSD, …)"
@@ -70,6 +77,7 @@ class DecodedImage:
     format: str | None
     decode_ms: float = 0.0
     pixels: Any = None  # the model's input (3, size, size) when prepared ahead (collection reads, in the pool)
+    warnings: int = 0  # what the decoder warned of (Pillow's warnings, libtiff's messages), logged at debug level
 
     def info(self) -> ImageInfo:
         return ImageInfo(sha256=self.sha256, width=self.width, height=self.height, format=self.format)
@@ -81,15 +89,17 @@ class PixelBudget:
     def __init__(self, limit: int):
         self.limit = limit
         self.used = 0
+        self._lock = threading.Lock()  # a batch's pictures are fetched, and taken, in threads of their own
 
     def take(self, pixels: int, name: str) -> None:
-        if self.used + pixels > self.limit:
-            raise ImageTooLarge(
-                f"{name}: this request's pictures add up to more than {self.limit:,} pixels "
-                "(CLIP_GAZE_MAX_REQUEST_PIXELS); send fewer or smaller pictures per request",
-                code="request_too_large",
-            )
-        self.used += pixels
+        with self._lock:
+            if self.used + pixels > self.limit:
+                raise ImageTooLarge(
+                    f"{name}: this request's pictures add up to more than {self.limit:,} pixels "
+                    "(CLIP_GAZE_MAX_REQUEST_PIXELS); send fewer or smaller pictures per request",
+                    code="request_too_large",
+                )
+            self.used += pixels
 
 
 @contextmanager
@@ -108,11 +118,13 @@ def _reading(p: Path) -> Iterator[None]:
 class Decoder:
     """Decodes pictures for one model input size, within a process's limits."""
 
-    def __init__(self, max_pixels: int, max_request_pixels: int, concurrency: int = 2, target: int | None = None):
+    def __init__(self, max_pixels: int, max_request_pixels: int, concurrency: int = 2, target: int | None = None,
+                 memory: int | DecodeMemory = DEFAULT_DECODE_MEMORY):
         self.max_pixels = max_pixels
         self.max_request_pixels = max_request_pixels
         self.target = target  # the model's input size; pictures are reduced to at least twice it
         self._slots = threading.BoundedSemaphore(max(1, concurrency))
+        self.memory = memory if isinstance(memory, DecodeMemory) else DecodeMemory(memory)  # shared by copies
         # Each picture's size is checked from its header against max_pixels before anything is decoded;
         # Pillow's own guard stays on for what that check cannot see (the picture inside an ICNS, a
         # later frame), erring past twice MAX_IMAGE_PIXELS: never below this limit, process-wide. Its
@@ -129,34 +141,47 @@ class Decoder:
         if not data:
             raise InvalidImage(f"{name} is empty")
         sha = hashlib.sha256(data).hexdigest()
-        img, fmt = _open(io.BytesIO(data), name)
-        width, height = self._check(img, name)
-        if budget is not None:
-            budget.take(width * height, name)
-        try:
-            orientation = int(img.getexif().get(0x0112, 1))
-        except Exception:  # a damaged EXIF block: the picture is shown as stored
-            orientation = 1
-        with self._slots:
+        with capturing(name) as warned:
+            img, fmt = _open(io.BytesIO(data), name)
+            width, height = self._check(img, name)
+            if budget is not None:
+                budget.take(width * height, name)
             try:
+                orientation = int(img.getexif().get(0x0112, 1))
+            except Exception:  # a damaged EXIF block: the picture is shown as stored
+                orientation = 1
+            try:  # decoded reduced where the format can be (header work only, nothing decoded yet)
                 if self.target and fmt == "JPEG":
                     img.draft("RGB", (2 * self.target, 2 * self.target))
-                img.load()
-                rgb = shrink(central(img), self.target)
-            except (Image.DecompressionBombError, MemoryError):
-                raise ImageTooLarge(f"{name} is too large to decode") from None
-            except Exception as exc:  # whatever a decoder raises on untrusted bytes
+                if fmt == "JPEG2000":
+                    img.reduce = j2k_reduce(data, width, height, self.target)  # type: ignore[assignment,method-assign]
+                box = central_box(img.size)
+                webp = webp_plan(data, img, box, _factor(box, self.target)) if fmt == "WebP" else None
+                need = webp[1] if webp else estimate(img, fmt, self.target)
+            except Exception as exc:  # whatever a plugin raises on untrusted bytes
                 raise _undecodable(name, fmt, exc) from None
-            if rgb is not img:  # drop the full-size picture at once
-                img.close()
-            del img
-            if width * height >= TRIM_AFTER_PIXELS:
-                trim_memory()
+            with self.memory.hold(need), self._slots:
+                try:
+                    if webp:
+                        img.close()
+                        rgb = to_rgb(decode_webp(data, box, webp[0]))
+                    else:
+                        img.load()
+                        rgb = shrink(img, self.target)
+                except (Image.DecompressionBombError, MemoryError):
+                    raise ImageTooLarge(f"{name} is too large to decode") from None
+                except Exception as exc:  # whatever a decoder raises on untrusted bytes
+                    raise _undecodable(name, fmt, exc) from None
+                if rgb is not img:  # drop the full-size picture at once
+                    img.close()
+                del img
+                if width * height >= TRIM_AFTER_PIXELS:
+                    trim_memory()
         if orientation in _TRANSPOSE:
             rgb = rgb.transpose(_TRANSPOSE[orientation])
         if orientation in _ROTATED:
             width, height = height, width
-        return DecodedImage(rgb, sha, width, height, fmt, (time.perf_counter() - t0) * 1000)
+        return DecodedImage(rgb, sha, width, height, fmt, (time.perf_counter() - t0) * 1000, warnings=warned.count)
 
     def _check(self, img: Image.Image, name: str) -> tuple[int, int]:
         width, height = img.size
@@ -170,7 +195,7 @@ class Decoder:
         """A file's format and size, from its header alone: InvalidImage (`unsupported_image` for a
         file that is not a picture this process decodes) or ImageTooLarge before the file is read."""
         p = Path(path)
-        with _reading(p), open(p, "rb") as f:
+        with capturing(str(p)), _reading(p), open(p, "rb") as f:  # its warnings are counted when it is decoded
             img, _ = _open(f, str(p))
             with img:
                 self._check(img, str(p))
@@ -184,7 +209,7 @@ class Decoder:
 
     def from_pil(self, image: Image.Image) -> DecodedImage:
         """A picture already in memory (the library, tests): made RGB and reduced like a decoded one."""
-        rgb = shrink(central(image), self.target)
+        rgb = shrink(image, self.target)
         sha = hashlib.sha256(rgb.tobytes()).hexdigest()
         return DecodedImage(rgb, sha, image.width, image.height, None)
 
@@ -231,47 +256,63 @@ def _undecodable(name: str, fmt: str | None, exc: Exception) -> InvalidImage:
     return InvalidImage(f"{what} is truncated or damaged ({detail})", code="damaged_image")
 
 
-def central(img: Image.Image) -> Image.Image:
-    """The picture, or its central part of MAX_ASPECT:1 when it is longer than that: the model's
+Box = tuple[int, int, int, int]
+
+
+def central_box(size: tuple[int, int]) -> Box:
+    """The whole picture, or its central part of MAX_ASPECT:1 when it is longer than that: the model's
     preprocessing scales the shorter side to its input size, so a strip of 1 × 80,000,000 pixels would
     become 224 × 18 billion before its central square is cut (for CLIP's 'shortest' mode, all the model
     sees); cut first, it stays a few megabytes."""
-    w, h = img.size
+    w, h = size
     short, long = min(w, h), max(w, h)
     if long <= MAX_ASPECT * short:
-        return img
+        return 0, 0, w, h
     keep = MAX_ASPECT * short
     start = (long - keep) // 2
-    return img.crop((start, 0, start + keep, h) if w > h else (0, start, w, start + keep))
+    return (start, 0, start + keep, h) if w > h else (0, start, w, start + keep)
+
+
+def _factor(box: Box, target: int | None) -> int:
+    """The integer factor that keeps the shorter side of `box` at least 2 × target (0 or 1: none)."""
+    return min(box[2] - box[0], box[3] - box[1]) // (2 * target) if target else 0
 
 
 def shrink(img: Image.Image, target: int | None) -> Image.Image:
-    """RGB, box-reduced by an integer factor so the shorter side stays at least 2 × target.
+    """`central_box` of the picture, RGB, box-reduced by an integer factor so the shorter side stays at
+    least 2 × target.
 
-    A large picture is converted and reduced a strip at a time, so no full-size RGB copy is made."""
-    factor = min(img.size) // (2 * target) if target else 0
-    levels = _levels(img)
-    if factor < 2:
+    A large picture is cut, converted and reduced a strip at a time, so neither a full-size RGB copy nor
+    a full-size cut is made."""
+    box = central_box(img.size)
+    factor = max(1, _factor(box, target))
+    levels = _levels(img, box)
+    whole = box == (0, 0, *img.size)
+    if factor == 1 and whole and (img.mode == "RGB" or img.width * img.height <= STRIP_PIXELS):
         return to_rgb(img, levels)
-    width, height = img.size
-    out = Image.new("RGB", (-(-width // factor), -(-height // factor)))
+    x0, y0, x1, y1 = box
+    width = x1 - x0
+    out = Image.new("RGB", (-(-width // factor), -(-(y1 - y0) // factor)))
     rows = max(1, STRIP_PIXELS // (width * factor)) * factor
-    for top in range(0, height, rows):
-        strip = img.crop((0, top, width, min(height, top + rows)))
-        out.paste(to_rgb(strip, levels).reduce(factor), (0, top // factor))
+    for top in range(y0, y1, rows):
+        strip = to_rgb(img.crop((x0, top, x1, min(y1, top + rows))), levels)
+        out.paste(strip.reduce(factor) if factor > 1 else strip, (0, (top - y0) // factor))
     return out
 
 
-def _levels(img: Image.Image) -> tuple[float, float] | None:
-    """The value range of a 16-bit, 32-bit or float picture (for scaling to 8 bits), else None."""
+def _levels(img: Image.Image, box: Box | None = None) -> tuple[float, float] | None:
+    """The value range of a 16-bit, 32-bit or float picture, or of its `box` (for scaling to 8 bits),
+    else None."""
     if img.mode not in _HIGH_DEPTH:
         return None
+    x0, y0, x1, y1 = box or (0, 0, *img.size)
     if img.mode in ("I", "F"):
-        lo, hi = cast(tuple[float, float], img.getextrema())
+        part = img if (x0, y0, x1, y1) == (0, 0, *img.size) else img.crop((x0, y0, x1, y1))
+        lo, hi = cast(tuple[float, float], part.getextrema())
         return float(lo), float(hi)
-    rows = max(1, STRIP_PIXELS // max(1, img.width))
-    ranges = [(float(v.min()), float(v.max())) for top in range(0, img.height, rows)
-              if (v := _values(img.crop((0, top, img.width, min(img.height, top + rows))))).size]
+    rows = max(1, STRIP_PIXELS // max(1, x1 - x0))
+    ranges = [(float(v.min()), float(v.max())) for top in range(y0, y1, rows)
+              if (v := _values(img.crop((x0, top, x1, min(y1, top + rows))))).size]
     return min(r[0] for r in ranges), max(r[1] for r in ranges)
 
 

@@ -3,7 +3,7 @@ one process's limits and reduced to what the model needs; a region of one (a III
 asked of its service or cut here.
 
 `ImageLimits` is those limits as one value (decoding: CLIP_GAZE_MAX_PIXELS, CLIP_GAZE_MAX_REQUEST_PIXELS,
-CLIP_GAZE_MAX_DECODES; fetching: CLIP_GAZE_FETCH_ALLOW, and a fetched picture may be as large as an
+CLIP_GAZE_MAX_DECODES, CLIP_GAZE_DECODE_MEMORY; fetching: CLIP_GAZE_FETCH_ALLOW, and a fetched picture may be as large as an
 upload, CLIP_GAZE_MAX_UPLOAD_MB). It is built once from the settings and carried as it is wherever
 pictures are read: the engine's `PictureReader`, and Ray's reading tasks.
 """
@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Callable, Union
 
 from ..errors import InvalidInput
 from .decode import DecodedImage, Decoder, PixelBudget, shrink
+from .decode_memory import DEFAULT_DECODE_MEMORY
 from .fetch import FetchPolicy, fetch, fetch_json
 from .iiif_image import MAX_INFO_BYTES, Box, ImageRequest, image_url, info_url, region_box, region_fragment, region_request
 from .sources import PictureRef
@@ -41,11 +42,13 @@ class ImageLimits:
     max_request_pixels: int  # one request's pictures together
     decodes: int  # pictures decoded at once in a process
     fetch: FetchPolicy
+    decode_memory: int = DEFAULT_DECODE_MEMORY  # bytes the decodes of a reader hold at once, by their estimates
 
     @classmethod
     def from_settings(cls, settings: "Settings") -> "ImageLimits":
         return cls(max_pixels=settings.max_pixels, max_request_pixels=settings.max_request_pixels,
-                   decodes=settings.max_decodes, fetch=FetchPolicy.from_settings(settings))
+                   decodes=settings.max_decodes, fetch=FetchPolicy.from_settings(settings),
+                   decode_memory=settings.decode_memory_bytes)
 
 
 class PictureReader:
@@ -54,7 +57,8 @@ class PictureReader:
     def __init__(self, limits: ImageLimits, target: int | None = None):
         self.limits = limits
         self.target = target
-        self.decoder = Decoder(limits.max_pixels, limits.max_request_pixels, limits.decodes, target=target)
+        self.decoder = Decoder(limits.max_pixels, limits.max_request_pixels, limits.decodes, target=target,
+                               memory=limits.decode_memory)
 
     def budget(self) -> PixelBudget:
         """The pixels one request may have decoded, all its pictures together."""
@@ -134,7 +138,7 @@ class PictureReader:
                 pass  # said when the decoded picture is cut
             else:
                 wanted = math.ceil(self.target * min(size) / max(1, min(w, h)))
-                if wanted > self.target:  # the same limits and decoding slots, a larger target
+                if wanted > self.target:  # the same limits, decoding slots and memory, a larger target
                     decoder = copy.copy(self.decoder)
                     decoder.target = wanted
         decoded = decoder.decode(data, ref.source, budget)
