@@ -125,7 +125,9 @@ class Client:
         return self._call(JobAnswer, "GET", f"/v1/jobs/{parse.quote(job_id)}").job
 
     def wait(self, job_id: str, timeout: float | None = None, poll: float = 1.0) -> JobInfo:
-        """The job once it is done or failed (ApiError `timeout` after `timeout` seconds)."""
+        """The job once it ended: done, failed, or interrupted (its server stopped while it ran and was
+        started with CLIP_GAZE_RESUME_JOBS=0: `reason` says so). A job whose server restarts is resumed
+        and waited for. After `timeout` seconds (None: no limit), ApiError with code `timeout`."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while (job := self.job(job_id)).state in ("queued", "running"):
             if deadline is not None and time.monotonic() > deadline:
