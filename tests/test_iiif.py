@@ -664,12 +664,12 @@ def test_a_region_is_those_pixels_of_a_picture_clipped_to_it():
 def test_a_service_is_asked_for_a_region_at_the_models_size():
     info = v3_info(3536, 4999)
     assert region_request(info, 224, "1768,2423,1768,2080") == ImageRequest(
-        f"{GOTTINGEN}/1768,2423,1768,2080/224,/0/default.jpg")  # the region's shorter side is its width
+        f"{GOTTINGEN}/1768,2423,1768,2080/224,/0/default.jpg", size=(1768, 2080))  # the region's shorter side is its width
     assert region_request(info, 224, "0,0,3536,400").url == f"{GOTTINGEN}/0,0,3536,400/,224/0/default.jpg"
     assert region_request(info, 224, "pct:50,50,50,50").url == f"{GOTTINGEN}/1768,2500,1768,2499/224,/0/default.jpg"  # in pixels
     assert region_request(info, 224, "square").url == f"{GOTTINGEN}/0,731,3536,3536/224,/0/default.jpg"
     assert region_request(info, 224, "3000,4800,1000,1000").url == f"{GOTTINGEN}/3000,4800,536,199/max/0/default.jpg"  # small: never upscaled
-    assert region_request(info, 224, "0,0,3536,4999") == ImageRequest(image_url(info, 224))  # the whole picture
+    assert region_request(info, 224, "0,0,3536,4999") == ImageRequest(image_url(info, 224), size=(3536, 4999))  # the whole picture
     v2 = v2_info(6000, 4000, maxWidth=100)
     assert region_request(v2, 224, "0,0,2000,1000").url == f"{MUSEUM}/image/SK-A-1718/0,0,2000,1000/,50/0/default.jpg"  # within maxWidth
     with pytest.raises(InvalidInput, match="lies outside the picture") as caught:
@@ -683,4 +683,55 @@ def test_a_level0_service_gives_a_listed_size_with_the_part_to_cut():
     assert asked.url == f"{GOTTINGEN}/full/884,1250/0/default.jpg"  # the region is 442 wide there: enough
     assert asked.crop == pytest.approx((0.5, 2500 / 4999, 0.5, 2499 / 4999))
     bare = region_request(v2_info(6000, 4000, level=0), 224, "pct:0,0,50,50")
-    assert bare == ImageRequest(f"{MUSEUM}/image/SK-A-1718/full/full/0/default.jpg", crop=(0.0, 0.0, 0.5, 0.5))
+    assert bare == ImageRequest(f"{MUSEUM}/image/SK-A-1718/full/full/0/default.jpg", crop=(0.0, 0.0, 0.5, 0.5),
+                                size=(3000, 2000))  # the region's own size, in the picture's pixels
+
+
+# ------------------------------------------------- the picture's own size, from its info.json (issue 27, 5)
+
+
+def test_a_picture_asked_at_the_models_size_keeps_its_own_width_and_height():
+    from indexer.pictures.decode import DecodedImage
+    from indexer.pictures.iiif_image import image_request
+
+    folio = v3_info(7216, 5412)
+    asked = image_request(folio, 224)
+    assert asked == ImageRequest(image_url(folio, 224), size=(7216, 5412)) and asked.url.endswith("/full/,224/0/default.jpg")
+    listed = v3_info(7216, 5412, level=0, sizes=[{"width": 85, "height": 64}, {"width": 902, "height": 677}])
+    assert image_request(listed, 224).size == (7216, 5412)
+    from PIL import Image
+
+    derivative = DecodedImage(Image.new("RGB", (85, 64)), "0" * 64, 85, 64, "JPEG")
+    stored = asked.sized(derivative)
+    assert (stored.width, stored.height, stored.image.size) == (7216, 5412, (85, 64))  # the pixels stay the derivative's
+    assert ImageRequest("x").sized(derivative) is derivative
+
+
+def test_a_collection_stores_a_iiif_pictures_own_size_not_the_derivatives(iiif_engine):
+    """Through the loopback IIIF server of test_iiif_collections (masters of 4000×3000, one server level 0)."""
+    from indexer.collections.local import Collections
+    from indexer.pictures.sources import PictureRef
+    from indexer.schema import parse
+    from indexer.schema.collections import AddSources, CreateCollection
+
+    engine, base = iiif_engine
+    collections = Collections(engine)
+    collections.create(parse(CreateCollection, {"name": "folios"}))
+    report = collections.add("folios", parse(AddSources, {"sources": [f"{base}/manifest.json"]}))
+    assert report.added == 3
+    sizes = {p.external_id: (p.width, p.height) for p in collections.view("folios").pictures}
+    assert sizes == {f"{base}/canvas/{n}": (4000, 3000) for n in ("red", "blue", "green")}, sizes
+    for name in ("red", "green"):  # a region asked of the service, and one cut from a level-0 server's listed size
+        region = collections.read(PictureRef(f"{base}/iiif/{name}#xywh=1000,0,2000,1500", "iiif", region="1000,0,2000,1500"))
+        assert (region.width, region.height) == (2000, 1500) and max(region.image.size) < 2000
+    fetched = engine.fetch_picture(f"{base}/iiif/blue/info.json")
+    assert (fetched.width, fetched.height) == (4000, 3000) and max(fetched.image.size) < 1000
+
+
+@pytest.fixture
+def iiif_engine(clean_environ, toy_loader, monkeypatch):
+    from test_iiif_collections import IIIF, serving, toy_engine
+
+    with serving(IIIF) as base:
+        monkeypatch.setenv("CLIP_GAZE_FETCH_ALLOW", base.removeprefix("http://"))
+        yield toy_engine(toy_loader), base

@@ -1,7 +1,8 @@
 """IIIF Image API services (v1, v2 and v3) and regions of their pictures, read from parsed JSON.
 
 Pure functions: nothing here fetches. `info_url(service)` is the info.json to fetch; `image_url(info,
-target)` the URL of the whole picture at the size the model needs; `region_request(info, target,
+target)` the URL of the whole picture at the size the model needs (`image_request`: with the picture's
+own width and height, which is what is stored of it); `region_request(info, target,
 region)` the URL of a region of it at that size (a level-0 server, which is not asked for regions,
 gives its picture with the part to cut here). A region is written as the Image API writes it, in the
 picture's pixels: `x,y,w,h`, `pct:x,y,w,h` or `square` (`parse_region` reads those and a media
@@ -14,10 +15,11 @@ Errors are `InvalidInput` with code `invalid_image_service` (an info.json withou
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 from ..errors import InvalidInput
 
@@ -27,15 +29,26 @@ _NUMBER = r"\d+(?:\.\d+)?"
 _REGION = re.compile(rf"(?:(pct|percent|pixel):)?({_NUMBER}),({_NUMBER}),({_NUMBER}),({_NUMBER})")
 
 Box = tuple[int, int, int, int]  # x, y, width, height in a picture's pixels
+D = TypeVar("D")  # a DecodedImage (a dataclass with width and height), typed loosely: nothing here decodes
 
 
 @dataclass(frozen=True)
 class ImageRequest:
-    """What to fetch for a region: `url`, and where the server was not asked for the region (level 0),
-    the part of the fetched picture to cut (`crop`: left, top, width, height as fractions of it)."""
+    """What to fetch for a picture or a region: `url`; where the server was not asked for the region
+    (level 0), the part of the fetched picture to cut (`crop`: left, top, width, height as fractions of
+    it); and `size`, the width and height of the picture (or the region) itself, in the picture's pixels
+    as its info.json gives them: what is stored of it, not the size of the derivative fetched."""
 
     url: str
     crop: tuple[float, float, float, float] | None = None
+    size: tuple[int, int] | None = None
+
+    def sized(self, decoded: D) -> D:
+        """`decoded` (a DecodedImage of what `url` gave) with the picture's own width and height (`size`):
+        its pixels stay the derivative's."""
+        if self.size is None:
+            return decoded
+        return dataclasses.replace(decoded, width=self.size[0], height=self.size[1])  # type: ignore[type-var]
 
 
 def _bad_service(message: str) -> InvalidInput:
@@ -208,10 +221,17 @@ def image_url(info: Any, target: int) -> str:
     canonical form static level-0 servers write; v3 as `w,h`), else full/max. Format `default.jpg`.
 
     Raises InvalidInput `invalid_image_service` when `info` has no id or no width and height."""
+    return image_request(info, target).url
+
+
+def image_request(info: Any, target: int) -> ImageRequest:
+    """`image_url`'s URL, with the picture's own width and height from the info.json (`size`)."""
     base, width, height, v3 = _facts(info, target)
     if _level0(info, v3):
-        return f"{base}/full/{_listed(info, v3, width, height, lambda w, h: min(w, h) >= target)}/0/default.jpg"
-    return f"{base}/full/{_size(info, v3, width, height, target)}/0/default.jpg"
+        size = _listed(info, v3, width, height, lambda w, h: min(w, h) >= target)
+    else:
+        size = _size(info, v3, width, height, target)
+    return ImageRequest(f"{base}/full/{size}/0/default.jpg", size=(width, height))
 
 
 def region_request(info: Any, target: int, region: str) -> ImageRequest:
@@ -227,11 +247,12 @@ def region_request(info: Any, target: int, region: str) -> ImageRequest:
     base, width, height, v3 = _facts(info, target)
     x, y, w, h = region_box(region, width, height)
     if (x, y, w, h) == (0, 0, width, height):
-        return ImageRequest(image_url(info, target))
+        return image_request(info, target)
     if _level0(info, v3):
         size = _listed(info, v3, width, height, lambda sw, sh: min(w * sw / width, h * sh / height) >= target)
-        return ImageRequest(f"{base}/full/{size}/0/default.jpg", crop=(x / width, y / height, w / width, h / height))
-    return ImageRequest(f"{base}/{x},{y},{w},{h}/{_size(info, v3, w, h, target)}/0/default.jpg")
+        return ImageRequest(f"{base}/full/{size}/0/default.jpg", crop=(x / width, y / height, w / width, h / height),
+                            size=(w, h))
+    return ImageRequest(f"{base}/{x},{y},{w},{h}/{_size(info, v3, w, h, target)}/0/default.jpg", size=(w, h))
 
 
 def _facts(info: Any, target: int) -> tuple[str, int, int, bool]:
@@ -337,5 +358,5 @@ def _kind(value: Any) -> str:
             float: "a number", dict: "an object"}.get(type(value), type(value).__name__)
 
 
-__all__ = ["IMAGE_SERVICE_TYPES", "MAX_INFO_BYTES", "ImageRequest", "image_url", "info_url", "is_image_service", "parse_region",
+__all__ = ["IMAGE_SERVICE_TYPES", "MAX_INFO_BYTES", "ImageRequest", "image_request", "image_url", "info_url", "is_image_service", "parse_region",
            "region_box", "region_fragment", "region_request", "selector_region", "service_base"]
