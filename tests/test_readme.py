@@ -33,8 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 pytestmark = pytest.mark.xdist_group("readme")
 
-FENCE = re.compile(r"^(?:<!-- readme-test: skip, (?P<reason>.+?) -->\n)?```(?P<lang>[\w-]*)\n(?P<body>.*?)^```$",
-                   re.S | re.M)
+FENCE = re.compile(r"^(?:<!-- readme-test: (?:skip, (?P<reason>.+?)|(?P<printed>printed by the block above)) -->\n)?"
+                   r"```(?P<lang>[\w-]*)\n(?P<body>.*?)^```$", re.S | re.M)
 # Why a block may be left out, and what a block left out for that reason must hold.
 REASONS = {
     "needs Docker": re.compile(r"\bdocker\b"),
@@ -54,11 +54,13 @@ class Block:
     lang: str
     body: str
     skip: str | None
+    printed: bool = False  # a sample of what the run block before it prints, checked line by line
 
 
 def blocks() -> list[Block]:
     text = README.read_text(encoding="utf-8")
-    return [Block(text.count("\n", 0, m.start("lang")) + 1, m["lang"], m["body"], m["reason"]) for m in FENCE.finditer(text)]
+    return [Block(text.count("\n", 0, m.start("lang")) + 1, m["lang"], m["body"], m["reason"], bool(m["printed"]))
+            for m in FENCE.finditer(text)]
 
 
 def commands(body: str) -> list[str]:
@@ -143,10 +145,15 @@ def test_every_block_of_the_readme_runs_as_written(tmp_path: Path):
             server.stop()
         server = Background(command, port, env, work, tmp_path / "serve.log")
 
-    ran = 0
+    ran, printed, last = 0, 0, ""
     try:
         start(quick_start_serve())
         for block in blocks():
+            if block.printed:  # every line of the sample, but "…", is a line the block before printed
+                said = {line.strip() for line in last.splitlines()}
+                assert [line for line in commands(block.body) if line.strip() not in said | {"…"}] == [], \
+                    f"README line {block.line}: the sample differs from what the block before printed:\n{last}"
+                printed += 1
             if block.lang not in RUN or block.skip is not None:
                 continue
             lines = commands(block.body)
@@ -159,9 +166,9 @@ def test_every_block_of_the_readme_runs_as_written(tmp_path: Path):
             done = subprocess.run(argv, cwd=work, env=env, capture_output=True, text=True, timeout=300)
             assert done.returncode == 0, (f"README line {block.line} ({block.lang}) exited {done.returncode}:\n{block.body}\n"
                                           f"--- stdout\n{done.stdout[-3000:]}\n--- stderr\n{done.stderr[-3000:]}")
-            ran += 1
+            ran, last = ran + 1, done.stdout
     finally:
         if server is not None:
             server.stop()
-    assert ran == len([b for b in blocks() if b.lang in RUN and b.skip is None])
+    assert ran == len([b for b in blocks() if b.lang in RUN and b.skip is None]) and printed >= 1
     assert (work / "scores.parquet").stat().st_size > 0 and (work / "shapes-report" / "report.html").is_file()
