@@ -259,15 +259,26 @@ class Jobs:
         leases = Leases.of(self.images)
         leases.hold(owner)
 
+        written: dict[str, Any] = {}
+
         def checkpoint(_: AddReport) -> None:
+            """After the plan, each batch and while waiting for other runs: the counts (a batch wrote
+            them in its transaction; the plan's skipped and relabelled are written here), then a stop."""
+            counts = add.job_counts()
+            if counts != written:
+                self.images.update_job(job_id, **counts)
+                written.update(counts)
             if self.stopping.is_set():
                 raise Stopped()
 
+        add: JobRun
+
         def run() -> None:
+            nonlocal add
             try:
                 if not resumed:
                     self.images.update_job(job_id, state="running")
-                add: JobRun = self.make_run(name, request)
+                add = self.make_run(name, request)
                 add.carry(job_id, carried)
                 report = self.execute(add, checkpoint)
                 self.images.update_job(job_id, state="done", owner=None, lease_until=None, **add.job_counts(report))
