@@ -1,0 +1,270 @@
+"""Decoding bounded by memory (issue #27, finding 4), a request's pixel budget taken from threads, and
+decoders' warnings kept off stderr (finding 7).
+
+The peak resident memory of a decode is measured in a fresh process (so nothing else this session did
+counts): the project's reading path, `PictureReader.read_ref`, as `collection add` reads a file. Set
+CLIP_GAZE_TEST_CHECKOUT to another checkout (e.g. /tmp/before-27) to run those measurements against it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from conftest import encode
+from indexer.errors import ImageTooLarge, InvalidImage
+from indexer.pictures.decode import Decoder, PixelBudget
+from indexer.pictures.decode_memory import DecodeMemory
+from indexer.pictures.decode_warnings import install
+from indexer.pictures.reader import ImageLimits
+from indexer.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+SIDE = 7745  # 60 MP, under CLIP_GAZE_MAX_PIXELS
+RGB_BYTES = SIDE * SIDE * 3
+
+CHILD = r"""
+import io, json, sys, threading
+from PIL import Image
+from indexer.pictures.reader import ImageLimits, PictureReader
+from indexer.pictures.sources import PictureRef
+from indexer.settings import Settings
+
+def status(field):
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) * 1024 for line in fh if line.startswith(field + ":"))
+
+reader = PictureReader(ImageLimits.from_settings(Settings.from_env()), target=224)
+for fmt in ("PNG", "WEBP"):  # a worker that has decoded before
+    buf = io.BytesIO()
+    Image.new("RGB", (1200, 1000), "red").save(buf, fmt)
+    reader.read(buf.getvalue(), "warm-up")
+with open("/proc/self/clear_refs", "w") as fh:
+    fh.write("5")  # the peak, from now
+before = status("VmRSS")
+sizes = []
+def read(path):
+    sizes.append(reader.read_ref(PictureRef(path, "file")).image.size)
+threads = [threading.Thread(target=read, args=(p,)) for p in sys.argv[1:]]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print(json.dumps({"rise": status("VmHWM") - before, "sizes": sizes}))
+"""
+
+
+def peak_rise(files: list[Path], tmp_path: Path, **env: str) -> dict:
+    """The rise of a fresh process's peak RSS while it reads `files` at once (a thread each)."""
+    checkout = os.environ.get("CLIP_GAZE_TEST_CHECKOUT", str(ROOT))
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("CLIP_GAZE_")}
+    environ.update(PYTHONPATH=checkout, CLIP_GAZE_HOME=str(tmp_path / "home"), OMP_NUM_THREADS="1", **env)
+    done = subprocess.run([sys.executable, "-c", CHILD, *map(str, files)], env=environ, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def flat_webp(path: Path) -> Path:
+    """The issue's picture: a lossless WebP of 7,745 × 7,745 flat shapes, a few KB."""
+    img = Image.new("RGB", (SIDE, SIDE), (200, 30, 40))
+    ImageDraw.Draw(img).ellipse((1000, 1000, 6000, 6000), fill=(20, 200, 30))
+    img.save(path, "WEBP", lossless=True, method=0)
+    return path
+
+
+def many_colours_webp(path: Path) -> Path:
+    """A lossless WebP of 7,745 × 7,745 in which every pixel differs from its neighbours' colours, so the
+    encoder has no palette to pack it with: libwebp decodes it as one full-size ARGB buffer."""
+    y, x = np.ogrid[0:SIDE, 0:SIDE]
+    rgb = np.empty((SIDE, SIDE, 3), np.uint8)
+    rgb[..., 0], rgb[..., 1], rgb[..., 2] = (x * 255 // SIDE), (y * 255 // SIDE), (x + y) % 256
+    Image.fromarray(rgb).save(path, "WEBP", lossless=True, method=0)
+    return path
+
+
+needs_proc = pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's /proc peak RSS")
+
+
+@needs_proc
+@pytest.mark.parametrize("make", [flat_webp, many_colours_webp])
+def test_a_60_mp_lossless_webp_raises_the_peak_by_at_most_two_and_a_half_times_its_rgb_size(make, tmp_path: Path):
+    picture = make(tmp_path / "big.webp")
+    got = peak_rise([picture], tmp_path)
+    assert got["sizes"] == [[456, 456]]  # reduced 17 times as it was decoded
+    assert got["rise"] <= 2.5 * RGB_BYTES, f"{got['rise'] / 2**20:.0f} MiB"  # was 917 MiB, 5.3 ×
+
+
+@needs_proc
+def test_four_60_mp_webps_at_once_stay_within_the_decode_budget(tmp_path: Path):
+    """Four decodes allowed at once by count, but each one's estimate (a full-size ARGB buffer, 229 MiB)
+    leaves room for one at a time in 400 MB: the budget, not the count, bounds them."""
+    picture = many_colours_webp(tmp_path / "big.webp")
+    got = peak_rise([picture] * 4, tmp_path, CLIP_GAZE_MAX_DECODES="4", CLIP_GAZE_DECODE_MEMORY="400")
+    assert len(got["sizes"]) == 4
+    assert got["rise"] <= 400 * 2**20, f"{got['rise'] / 2**20:.0f} MiB"
+
+
+# -- the budget itself ----------------------------------------------------------------------------------
+def test_the_decode_budget_holds_decodes_to_its_limit_and_lets_a_larger_one_run_alone():
+    memory = DecodeMemory(100)
+    running: list[int] = []
+    seen: list[list[int]] = []
+    lock = threading.Lock()
+
+    def decode(nbytes: int) -> None:
+        with memory.hold(nbytes):
+            with lock:
+                running.append(nbytes)
+                seen.append(sorted(running))
+            time.sleep(0.02)
+            with lock:
+                running.remove(nbytes)
+
+    sizes = [40, 40, 40, 250, 40, 60, 30, 100]  # 250: more than the whole budget
+    threads = [threading.Thread(target=decode, args=(n,)) for n in sizes]
+    for t in threads:
+        t.start()
+        time.sleep(0.002)
+    for t in threads:
+        t.join(timeout=10)
+    assert not any(t.is_alive() for t in threads)  # no deadlock
+    assert memory.held == 0 and memory.high_water == 250
+    assert [250] in seen and all(sum(s) <= 100 for s in seen if s != [250])  # the large one ran, alone
+    assert max(len(s) for s in seen) >= 2  # and the others ran beside each other
+
+
+def test_the_decode_budget_serves_in_order_so_a_large_decode_is_not_starved():
+    memory = DecodeMemory(100)
+    order: list[str] = []
+    first = memory.hold(60)
+    first.__enter__()
+    large = threading.Thread(target=lambda: _hold(memory, 90, "large", order))
+    large.start()
+    time.sleep(0.05)
+    small = threading.Thread(target=lambda: _hold(memory, 30, "small", order))  # would fit beside the first
+    small.start()
+    time.sleep(0.05)
+    assert order == []  # the small one waits behind the large one, which waits for the first
+    first.__exit__(None, None, None)
+    large.join(5)
+    small.join(5)
+    assert order == ["large", "small"]
+
+
+def _hold(memory: DecodeMemory, nbytes: int, name: str, order: list[str]) -> None:
+    with memory.hold(nbytes):
+        order.append(name)
+
+
+def test_concurrent_decodes_through_a_decoder_never_hold_more_than_its_budget():
+    pictures = [encode(Image.effect_noise((3000, 2000), 60).convert("RGB"), "PNG") for _ in range(2)]
+    memory = DecodeMemory(200 * 2**20)  # two such pictures' estimates (90 MB each), not three
+    decoder = Decoder(60_000_000, 10**12, concurrency=4, target=224, memory=memory)
+    errors: list[BaseException] = []
+
+    def read(data: bytes) -> None:
+        try:
+            decoder.decode(data, "noise.png")
+        except BaseException as exc:  # noqa: BLE001 (reported below)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=read, args=(pictures[i % 2],)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert memory.limit / 2 < memory.high_water <= memory.limit and memory.held == 0  # two at once, not more
+
+
+def test_the_settings_budget_reaches_the_decoder():
+    limits = ImageLimits.from_settings(Settings.from_env({"CLIP_GAZE_DECODE_MEMORY": "300"}))
+    from indexer.pictures.reader import PictureReader
+
+    assert PictureReader(limits, target=224).decoder.memory.limit == 300 * 2**20
+
+
+# -- a request's pixel budget, from threads ---------------------------------------------------------------
+class _Yielding(PixelBudget):
+    """A budget whose limit takes a moment to read: another thread runs between its check and its sum."""
+
+    @property  # type: ignore[override]
+    def limit(self) -> int:
+        time.sleep(0.002)
+        return self._limit
+
+    @limit.setter
+    def limit(self, value: int) -> None:
+        self._limit = value
+
+
+def test_a_request_pixel_budget_taken_from_threads_admits_no_more_than_its_limit():
+    budget = _Yielding(1000)
+    taken, refused = [], []
+    start = threading.Barrier(8)
+
+    def take(i: int) -> None:
+        start.wait()
+        try:
+            budget.take(250, f"picture {i}")
+            taken.append(i)
+        except ImageTooLarge:
+            refused.append(i)
+
+    threads = [threading.Thread(target=take, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert (len(taken), len(refused), budget.used) == (4, 4, 1000)
+
+
+# -- decoders' warnings -----------------------------------------------------------------------------------
+def _odd_exif_jpeg() -> bytes:
+    exif = Image.Exif()
+    exif[0x010E] = "x" * 200  # ImageDescription, its data cut off below
+    buf = io.BytesIO()
+    Image.new("RGB", (300, 200), "red").save(buf, "JPEG", exif=exif.tobytes()[:-150])
+    return buf.getvalue()
+
+
+def _damaged_deflate_tiff() -> bytes:
+    buf = io.BytesIO()
+    Image.effect_noise((256, 256), 50).convert("RGB").save(buf, "TIFF", compression="tiff_deflate")
+    data = bytearray(buf.getvalue())
+    for i in range(300, 2000, 7):
+        data[i] ^= 0x55
+    return bytes(data)
+
+
+def test_a_picture_pillow_warns_of_decodes_with_its_warnings_counted_not_printed(capfd, caplog):
+    with caplog.at_level(logging.DEBUG, logger="clip_gaze.decode"):
+        decoded = Decoder(60_000_000, 10**12, target=224).decode(_odd_exif_jpeg(), "odd-exif.jpg")
+    assert decoded.warnings == 1 and decoded.image.size == (300, 200)
+    assert capfd.readouterr().err == ""
+    assert any("odd-exif.jpg" in r.getMessage() and "Skipping tag 270" in r.getMessage() for r in caplog.records)
+
+
+def test_libtiffs_messages_go_to_the_log_not_to_stderr(capfd, caplog):
+    with caplog.at_level(logging.DEBUG, logger="clip_gaze.decode"), pytest.raises(InvalidImage, match="damaged"):
+        Decoder(60_000_000, 10**12, target=224).decode(_damaged_deflate_tiff(), "damaged.tif")
+    assert capfd.readouterr().err == ""  # libtiff printed "ZIPDecode: Decoding error at scanline 0, ..."
+    assert any("damaged.tif: libtiff error: ZIPDecode" in r.getMessage() for r in caplog.records)
+
+
+def test_warnings_raised_outside_decoding_are_still_pythons():
+    install()  # what decoding routes, routed
+    with pytest.warns(UserWarning, match="Skipping tag 270"):
+        Image.open(io.BytesIO(_odd_exif_jpeg())).getexif()
