@@ -195,3 +195,40 @@ def test_concurrent_adds_into_one_collection_fetch_each_picture_once(clean_envir
     assert len(stored(clean_environ)) == N
     with sqlite3.connect(clean_environ / "clip-gaze.db") as db:
         assert db.execute("SELECT count(*) FROM add_claims").fetchone()[0] == 0  # nothing left claimed
+
+
+@pytest.mark.e2e
+def test_four_api_jobs_and_a_cli_add_of_one_manifest_fetch_each_picture_once(tmp_path: Path):
+    """The issue's case: `clip-gaze serve` (2 workers) running four jobs adding one manifest into one
+    collection, and a CLI add of it beside them."""
+    from clip_gaze import Client
+    from test_e2e_serve import TOKEN, Server, free_port
+    from test_jobs_restart import N as PICTURES
+    from test_jobs_restart import _Pictures
+
+    server = _Pictures()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    allow = {"CLIP_GAZE_FETCH_ALLOW": f"127.0.0.1:{server.server_address[1]}"}
+    srv = Server(tmp_path / "home", free_port(), env=allow).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/manifest.json"
+        api = Client(srv.url, token=TOKEN)
+        api.create_collection("museum")
+        cli = subprocess.Popen(command(["clip-gaze", "collection", "add", "museum", url, "--json"]),
+                               env={**os.environ, **srv.env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        jobs = [api.add_sources("museum", [url]).id for _ in range(4)]
+        done = [api.wait(job, timeout=90, poll=0.2) for job in jobs]
+        out, err = cli.communicate(timeout=90)
+        assert cli.returncode == 0, err
+        added = AddReport.model_validate_json(out.strip().splitlines()[-1])
+        print("fetches per picture:", sorted(Counter(server.fetches.values()).items()), "in all:", sum(server.fetches.values()))
+        assert len(server.fetches) == PICTURES and set(server.fetches.values()) == {1}
+        for job in done:
+            assert (job.state, job.total, job.done + job.skipped, job.failed) == ("done", PICTURES, PICTURES, 0), job
+        assert (added.total, added.added + added.skipped) == (PICTURES, PICTURES)
+        assert sum(job.done for job in done) + added.added == PICTURES
+        assert api.collection("museum").collection.size == PICTURES
+    finally:
+        srv.stop()
+        server.shutdown()
+        server.server_close()
