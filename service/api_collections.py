@@ -1,13 +1,19 @@
-"""The REST API of collections and jobs (GUIDE §4, "Collections"): thin views over the worker's `Collections`."""
+"""The REST API of collections and jobs (GUIDE §4, "Collections"): thin views over the worker's `Collections`.
+
+A caller without write access sees no folder of the server: the local paths of a collection (added by
+the CLI) are shown relative to the folder they share (`sources.local_root`, found once per answer),
+and that folder is taken out of error messages (`sources.shown_source`, `shown_text`); URLs as they are.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 from flask import Blueprint, Response, request, stream_with_context
 
-from indexer.schema import parse, split_vocabularies
+from indexer.schema import Answer, parse, split_vocabularies
 from indexer.schema.collections import (
     AddUrlSources,
     AnalyzeCollection,
@@ -19,12 +25,35 @@ from indexer.schema.collections import (
     SearchQuery,
 )
 
+from indexer.pictures.sources import local_root, shown_source, shown_text
+
 from .api import answer, json_body
-from .auth import require_token
+from .auth import can_write, require_token
 from .errors import named_in_body
 from .state import state
 
 collections_api = Blueprint("collections_api", __name__)
+A = TypeVar("A", bound=Answer)
+_SPAN = ("SELECT (SELECT min(source) FROM collection_images WHERE collection_id = :c AND source >= '/' AND source < '0'), "
+         "(SELECT max(source) FROM collection_images WHERE collection_id = :c AND source >= '/' AND source < '0')")
+
+
+def _shown(name: str | None) -> Callable[[A], A]:
+    """How this caller sees an answer's pictures of collection `name` (`source`, `error`): as stored for a
+    caller who may write; otherwise relative to the collection's local root, found by one query over the
+    (collection_id, source) index (the first and the last absolute path, in text order)."""
+    if can_write():
+        return lambda item: item
+    images = state().collections.images
+    row = images.find(name) if name else None
+    root = local_root(*images.db.execute(_SPAN, {"c": row.id}).fetchone()) if row else None
+
+    def shown(item: A) -> A:
+        fields = {key: (shown_source(value, root) if key == "source" else shown_text(value, root))
+                  for key in ("source", "error", "reason") if isinstance(value := getattr(item, key, None), str)}
+        return item.model_copy(update=fields) if fields else item
+
+    return shown
 
 
 @collections_api.get("/v1/collections")
@@ -42,7 +71,9 @@ def create_collection() -> tuple[Response, int]:
 @collections_api.get("/v1/collections/<name>")
 def show_collection(name: str) -> tuple[Response, int]:
     query = parse(PictureQuery, request.args.to_dict())
-    return answer(state().collections.view(name, query.errors, query.offset, query.limit))
+    view = state().collections.view(name, query.errors, query.offset, query.limit)
+    shown = _shown(name)
+    return answer(view.model_copy(update={"pictures": [shown(p) for p in view.pictures]}))
 
 
 @collections_api.delete("/v1/collections/<name>")
@@ -61,13 +92,16 @@ def add_sources(name: str) -> tuple[Response, int]:
 
 @collections_api.get("/v1/jobs/<job_id>")
 def show_job(job_id: str) -> tuple[Response, int]:
-    return answer(JobAnswer(job=state().collections.job(job_id)))
+    job = state().collections.job(job_id)
+    return answer(JobAnswer(job=_shown(job.collection)(job)))
 
 
 @collections_api.get("/v1/collections/<name>/search")
 def search_collection(name: str) -> tuple[Response, int]:
     query = parse(SearchQuery, request.args.to_dict())
-    return answer(state().collections.search(name, text=query.q, top_k=query.top_k))
+    found = state().collections.search(name, text=query.q, top_k=query.top_k)
+    shown = _shown(name)
+    return answer(found.model_copy(update={"hits": [shown(h) for h in found.hits]}))
 
 
 @collections_api.post("/v1/collections/<name>/analyze")
@@ -78,9 +112,10 @@ def analyze_collection(name: str) -> Response:
     collections.get(name)  # the collection of the path: unknown_collection is 404
     with named_in_body():  # vocabularies, relative_to: 422
         rows = collections.analyze(name, split_vocabularies(params.vocabularies), params.top_k, params.relative_to)
+    shown = _shown(name)
 
     def lines() -> Iterator[str]:
         for row in rows:
-            yield json.dumps(row.json_dict(), ensure_ascii=False) + "\n"
+            yield json.dumps(shown(row).json_dict(), ensure_ascii=False) + "\n"
 
     return Response(stream_with_context(lines()), mimetype="application/x-ndjson")

@@ -30,6 +30,13 @@ def token_ok(tokens: tuple[str, ...], header: str | None) -> bool:
     return any(hmac.compare_digest(given, t.encode()) for t in tokens)
 
 
+def can_write() -> bool:
+    """Whether this request carries a token that may write (as `require_token` checks it: in constant
+    time for each token). Answers show the server's folders only to such callers."""
+    tokens: tuple[str, ...] = current_app.config["CLIP_GAZE_SETTINGS"].api_tokens
+    return bool(tokens) and token_ok(tokens, request.headers.get("Authorization"))
+
+
 def require_token(view: F) -> F:
     @functools.wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:

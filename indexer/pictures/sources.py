@@ -11,12 +11,17 @@ Every file of a folder is a picture to read, whatever its name: its content deci
 a file that is not a picture it decodes as `unsupported_image`), except two kinds, which are `Ignored`
 and counted: hidden files (a name, or a folder on the way, starting with ".") and the text and
 metadata files that sit beside pictures (`NOT_PICTURES`: .txt, .csv, .json, .xml, .xmp, …).
+
+A caller who may not write sees no folder of the server: `shown_source` and `shown_text` give a
+collection's local paths relative to its `local_root` (the folder all of them share).
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Union
@@ -89,6 +94,41 @@ Item = Union[PictureRef, SourceFailure, Ignored]
 
 def _is_url(text: str) -> bool:
     return text.lower().startswith(("http://", "https://"))
+
+
+# -- how sources are shown to a reader who may not write: never the server's folders -------------------
+
+_FOLDERS = re.compile(r"(?<![\w.:/%~-])/(?:[^\s/'\"]+/)+")  # an absolute path's folders in a message (not a URL's)
+
+
+def local_root(first: str | None, last: str | None) -> str | None:
+    """The folder (ending in "/") that holds every absolute local source of a collection, from the first
+    and the last of them in text order (the common prefix of those two is every one's); None for none."""
+    if not first or not last:
+        return None
+    common = os.path.commonprefix([first, last])
+    return common[: common.rfind("/") + 1] or None
+
+
+def shown_source(source: str, root: str | None) -> str:
+    """A source as a caller without write access sees it: a URL (or a path that is not absolute) as it
+    is; an absolute local path relative to the collection's `root` (`local_root`), or its file name
+    when the sources share no folder but "/"."""
+    if _is_url(source) or not source.startswith("/"):
+        return source
+    if root and root != "/" and source.startswith(root) and len(source) > len(root):
+        return source[len(root):]
+    return source.rstrip("/").rsplit("/", 1)[-1] or source
+
+
+def shown_text(text: str | None, root: str | None) -> str | None:
+    """A message (a picture's or a job's error) as a caller without write access sees it: `root` taken
+    out of it, and the folders of any other absolute local path; URLs as they are."""
+    if not text:
+        return text
+    if root and root != "/":
+        text = text.replace(root, "")
+    return _FOLDERS.sub("", text)
 
 
 def expand(source: str, policy: FetchPolicy) -> Iterator[Item]:
