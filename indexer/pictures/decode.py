@@ -43,7 +43,8 @@ from PIL import Image, UnidentifiedImageError
 
 from ..errors import ImageTooLarge, InvalidImage
 from ..schema import ImageInfo
-from .decode_memory import DEFAULT_DECODE_MEMORY, DecodeMemory, decode_webp, estimate, j2k_reduce, webp_plan
+from .decode_memory import (DEFAULT_DECODE_MEMORY, STRIP_PIXELS, DecodeMemory, decode_webp, estimate, j2k_reduce,
+                            webp_plan)
 from .decode_warnings import capturing
 
 FORMATS = {"MPO": "JPEG", "WEBP": "WebP"}  # Pillow's format names, where the answer names them otherwise
@@ -63,7 +64,6 @@ _TRANSPOSE = {
     5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90,
 }
 _ROTATED = {5, 6, 7, 8}  # EXIF orientations that swap width and height
-STRIP_PIXELS = 4_000_000  # converted to RGB at a time while reducing a large picture
 TRIM_AFTER_PIXELS = 16_000_000  # hand memory back after decoding a picture this large
 MAX_ASPECT = 64  # a picture longer than this many times its width is cut to its central part of that shape
 
@@ -297,6 +297,7 @@ def shrink(img: Image.Image, target: int | None) -> Image.Image:
     for top in range(y0, y1, rows):
         strip = to_rgb(img.crop((x0, top, x1, min(y1, top + rows))), levels)
         out.paste(strip.reduce(factor) if factor > 1 else strip, (0, (top - y0) // factor))
+        del strip  # before the next strip is cut
     return out
 
 

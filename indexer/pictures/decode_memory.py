@@ -25,7 +25,8 @@ from typing import Any
 from PIL import Image
 
 DEFAULT_DECODE_MEMORY = 1024 * 1024 * 1024  # CLIP_GAZE_DECODE_MEMORY's default, 1024 MB
-STRIP_BYTES = 4_000_000 * 16  # what `shrink` holds for one strip (a crop, its conversions, white)
+STRIP_PIXELS = 2_000_000  # converted to RGB at a time while reducing a large picture (`decode.shrink`)
+_STRIP_COST = {"RGB": 8, "alpha": 24, "deep": 32, "other": 12}  # bytes a pixel of a strip, at its peak
 _STORED = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2, "I;16S": 2, "I;16BS": 2}
 _DECODER_EXTRA = {  # bytes a pixel the format's decoder holds beside Pillow's picture, at its peak
     "JPEG2000": 16.0,  # OpenJPEG: a 32-bit plane a component (and its tiles' code blocks)
@@ -87,13 +88,25 @@ def estimate(img: Image.Image, fmt: str, target: int | None) -> int:
     width, height = -(-width // (1 << drop)), -(-height // (1 << drop))
     pixels = width * height
     out = 4 * _reduced_pixels(width, height, target)
-    full = stored_bytes(img.mode, pixels)
+    full = stored_bytes(img.mode, pixels) + strip_bytes(img) + out
     if fmt == "TIFF":
-        return full + _tiff_buffer(img) + STRIP_BYTES + out
+        return full + _tiff_buffer(img)
     extra = _DECODER_EXTRA.get(fmt)
     if extra is None:
         extra = 0.0 if fmt in _ROW_DECODERS else 4.0  # another plugin: as much again as a margin
-    return full + int(extra * pixels) + STRIP_BYTES + out
+    return full + int(extra * pixels)
+
+
+def strip_bytes(img: Image.Image) -> int:
+    """What `decode.shrink` holds converting one strip of `img` (its cut, the conversions, white)."""
+    mode = img.mode
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in img.info):
+        kind = "alpha"
+    elif mode in ("I", "F") or mode.startswith("I;16"):
+        kind = "deep"
+    else:
+        kind = "RGB" if mode == "RGB" else "other"
+    return STRIP_PIXELS * _STRIP_COST[kind]
 
 
 def _reduced_pixels(width: int, height: int, target: int | None) -> int:
@@ -106,6 +119,8 @@ def _reduced_pixels(width: int, height: int, target: int | None) -> int:
 def _tiff_buffer(img: Image.Image) -> int:
     """The strip or tile libtiff decodes at a time, uncompressed (a single-strip TIFF: the whole picture)."""
     tags: Any = getattr(img, "tag_v2", {})
+    if img.info.get("compression", "raw") == "raw":  # read by Pillow's own decoder, a row at a time
+        return 0
     width, height = img.size
     bits = tags.get(258, (8,))
     bits_sum = sum(bits) if isinstance(bits, tuple) else int(bits) * int(tags.get(277, 1))
@@ -252,7 +267,7 @@ def webp_plan(data: bytes, img: Image.Image, box: tuple[int, int, int, int],
     size = max(1, -(-(x1 - (x0 & ~1)) // factor)), max(1, -(-(y1 - (y0 & ~1)) // factor))
     pixels = img.size[0] * img.size[1]
     lossless = data[12:16] == b"VP8L" or data.find(b"VP8L", 12, 1 << 16) >= 0
-    return size, (4 * pixels if lossless else pixels) + 3 * 4 * size[0] * size[1] + STRIP_BYTES // 8
+    return size, (4 * pixels if lossless else pixels) + 3 * 4 * size[0] * size[1] + (8 << 20)
 
 
 def decode_webp(data: bytes, box: tuple[int, int, int, int], size: tuple[int, int]) -> Image.Image:
