@@ -267,7 +267,7 @@ def webp_plan(data: bytes, img: Image.Image, box: tuple[int, int, int, int],
     size = max(1, -(-(x1 - (x0 & ~1)) // factor)), max(1, -(-(y1 - (y0 & ~1)) // factor))
     pixels = img.size[0] * img.size[1]
     lossless = data[12:16] == b"VP8L" or data.find(b"VP8L", 12, 1 << 16) >= 0
-    return size, (4 * pixels if lossless else pixels) + 3 * 4 * size[0] * size[1] + (8 << 20)
+    return size, (4 * pixels if lossless else pixels) + 3 * 4 * size[0] * size[1] + (24 << 20)
 
 
 def decode_webp(data: bytes, box: tuple[int, int, int, int], size: tuple[int, int]) -> Image.Image:
