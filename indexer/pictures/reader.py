@@ -23,7 +23,7 @@ from ..errors import InvalidInput
 from .decode import DecodedImage, Decoder, PixelBudget, shrink
 from .decode_memory import DEFAULT_DECODE_MEMORY
 from .fetch import FetchPolicy, fetch, fetch_json
-from .iiif_image import MAX_INFO_BYTES, Box, ImageRequest, image_url, info_url, region_box, region_fragment, region_request
+from .iiif_image import MAX_INFO_BYTES, Box, ImageRequest, image_request, info_url, region_box, region_fragment, region_request
 from .sources import PictureRef
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -97,31 +97,31 @@ class PictureReader:
     def read_ref(self, ref: PictureRef, budget: PixelBudget | None = None) -> DecodedImage:
         """The picture a source names (file, URL or IIIF at the model's size), decoded; for a region
         (`ref.region`), that region: served by the IIIF service, else cut here from the picture."""
+        if ref.kind == "iiif":  # its width and height are the picture's (or region's) own, from its info.json
+            asked = self._asked(ref)
+            return asked.sized(self._read_asked(asked, ref, budget))
         if ref.region is None:
             return self.read(self.load(ref), name=ref.source, budget=budget)
         region = ref.region
-        if ref.kind == "iiif":
-            asked = self._asked(ref)
-            data = fetch(asked.url, self.limits.fetch).data
-            if asked.crop is None:  # the service cut it
-                return self.read(data, name=ref.source, budget=budget)
-            fx, fy, fw, fh = asked.crop
+        return self._cut(self.load(ref), ref, lambda w, h: region_box(region, w, h), budget)
 
-            def box(w: int, h: int) -> Box:  # a level-0 server's listed size: the region's share of it
-                x, y = min(w - 1, round(fx * w)), min(h - 1, round(fy * h))
-                return x, y, max(1, min(w - x, round(fw * w))), max(1, min(h - y, round(fh * h)))
-        else:
-            data = self.load(ref)
+    def _read_asked(self, asked: ImageRequest, ref: PictureRef, budget: PixelBudget | None) -> DecodedImage:
+        """What a IIIF service gave for the picture or its region, decoded (a level-0 server's listed size cut)."""
+        data = fetch(asked.url, self.limits.fetch).data
+        if asked.crop is None:  # the whole picture, or a region the service cut
+            return self.read(data, name=ref.source, budget=budget)
+        fx, fy, fw, fh = asked.crop
 
-            def box(w: int, h: int) -> Box:
-                return region_box(region, w, h)
+        def box(w: int, h: int) -> Box:  # a level-0 server's listed size: the region's share of it
+            x, y = min(w - 1, round(fx * w)), min(h - 1, round(fy * h))
+            return x, y, max(1, min(w - x, round(fw * w))), max(1, min(h - y, round(fh * h)))
         return self._cut(data, ref, box, budget)
 
     def _asked(self, ref: PictureRef) -> ImageRequest:
         """What to fetch from a IIIF service for the picture, or its region, at the model's size."""
         info = fetch_json(info_url(ref.location), self.limits.fetch, MAX_INFO_BYTES)
         if ref.region is None:
-            return ImageRequest(image_url(info, self.target or 0))  # no target: image_url says so
+            return image_request(info, self.target or 0)  # no target: image_request says so
         return region_request(info, self.target or 0, ref.region)
 
     def _cut(self, data: bytes, ref: PictureRef, box: Callable[[int, int], Box],
