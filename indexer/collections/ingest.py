@@ -131,14 +131,29 @@ class AddRun:
         return self._claim(todo)
 
     def _claim(self, refs: list[PictureRef]) -> list[PictureRef]:
-        """Of `refs`, those this run reads (claimed); the others wait for the run that claimed them."""
+        """Of `refs`, those this run reads (claimed); those another run claimed wait for it, and those
+        another run stored since the plan looked are skipped (checked in the claim's transaction)."""
         if self.owner is None or not refs:
             return refs
         now = time.time()
-        theirs = self.images.claim(self.collection_id, [r.source for r in refs], self.owner, now + LEASE, now,
-                                   dead_owners(self.images.claim_owners()))
+        theirs, stored = self.images.claim(self.collection_id, [r.source for r in refs], self.owner, now + LEASE, now,
+                                           dead_owners(self.images.claim_owners()), self.model_key, self._fresh)
+        self._skip(stored)
         self.waiting.update((r.source, r) for r in refs if r.source in theirs)
-        return [r for r in refs if r.source not in theirs]
+        return [r for r in refs if r.source not in theirs and r.source not in stored]
+
+    def _fresh(self, source: str, stat: tuple[int | None, int | None]) -> bool:
+        """A source stored by another run is this run's to skip, unless it is a changed file stored
+        as it was before (not yet refreshed)."""
+        return source not in self.stale or stat == self.stats.get(source)
+
+    def _skip(self, sources: set[str]) -> None:
+        """Sources another run stored: skipped, relabelled to this run's naming."""
+        if sources:
+            named = [it for it in self.items if isinstance(it, PictureRef) and it.source in sources]
+            self.report.skipped += len(named)
+            self.report.relabelled += self.images.relabel(
+                self.collection_id, [Picture(it.source, it.external_id, it.metadata) for it in named])
 
     def settle(self) -> list[PictureRef]:
         """The waiting sources whose claim went: those stored count as skipped (relabelled to this
@@ -150,11 +165,9 @@ class AddRun:
         gone = [s for s in self.waiting if s not in live or live[s] in dead]
         if not gone:
             return []
-        stored = self.images.embedded_among(self.collection_id, self.model_key, gone)
-        named = [it for it in self.items if isinstance(it, PictureRef) and it.source in stored]
-        self.report.skipped += len(named)
-        self.report.relabelled += self.images.relabel(self.collection_id,
-                                                      [Picture(it.source, it.external_id, it.metadata) for it in named])
+        stored = {s for s, stat in self.images.embedded_among(self.collection_id, self.model_key, gone).items()
+                  if self._fresh(s, stat)}
+        self._skip(stored)
         again = [self.waiting[s] for s in gone if s not in stored]
         for s in gone:
             del self.waiting[s]
@@ -184,7 +197,8 @@ class AddRun:
         stored), so they count as done, not as skipped: done + skipped + failed = total."""
         r = report or self.report
         before = self.carried.get("done", 0)
-        return {"total": r.total, "done": before + r.added, "skipped": max(0, r.skipped - before), "failed": r.failed,
+        done = min(before + r.added, max(0, r.total - r.failed))
+        return {"total": r.total, "done": done, "skipped": max(0, r.skipped - before), "failed": r.failed,
                 "refreshed": self.carried.get("refreshed", 0) + r.refreshed}
 
     def known(self, shas: Sequence[str]) -> dict[str, npt.NDArray[np.float32]]:

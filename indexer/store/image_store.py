@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import secrets
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -138,16 +138,10 @@ class ImageStore:
         )
         return {r[0]: (r[1], r[2]) for r in rows}
 
-    def embedded_among(self, collection_id: int, model_key: str, sources: Sequence[str]) -> set[str]:
-        """Those of `sources` stored in the collection with an embedding for the model."""
-        found: set[str] = set()
-        for start in range(0, len(sources), 500):
-            part = list(sources[start:start + 500])
-            rows = self.db.execute(
-                "SELECT i.source FROM collection_images i JOIN image_embeddings e ON e.model = ? AND e.sha256 = i.sha256 "
-                f"WHERE i.collection_id = ? AND i.source IN ({', '.join('?' for _ in part)})", [model_key, collection_id, *part])
-            found.update(r[0] for r in rows)
-        return found
+    def embedded_among(self, collection_id: int, model_key: str, sources: Sequence[str]) -> dict[str, tuple[int | None, int | None]]:
+        """Those of `sources` stored in the collection with an embedding for the model, each with its
+        file's size and modification time as stored."""
+        return _embedded_among(self.db, collection_id, model_key, sources)
 
     def set_file_stats(self, collection_id: int, stats: Sequence[tuple[str, int, int]]) -> None:
         """(source, size, mtime_ns) of stored files that had none (stored before they were kept)."""
@@ -266,17 +260,25 @@ class ImageStore:
 
     # -- claims: the sources adds in flight are reading ----------------------------------------
     def claim(self, collection_id: int, sources: Sequence[str], owner: str, until: float, now: float,
-              dead: Sequence[str] = ()) -> set[str]:
-        """Claims `sources` for `owner` (an add run) until `until`, over claims whose lease passed or
-        whose owner is `dead`; returns those another live run holds (it reads them, not this one)."""
+              dead: Sequence[str] = (), model_key: str | None = None,
+              fresh: Callable[[str, tuple[int | None, int | None]], bool] | None = None) -> tuple[set[str], set[str]]:
+        """In one transaction: of `sources`, those now stored with an embedding for `model_key` (and
+        `fresh`, given the stored file size and time) are not claimed; the others are claimed for
+        `owner` (an add run) until `until`, over claims whose lease passed or whose owner is `dead`.
+        Returns those another live run holds (it reads them, not this one) and those stored."""
         with self.store.transaction() as db:
             db.execute("DELETE FROM add_claims WHERE collection_id = ? AND lease_until < ?", [collection_id, now])
             db.conn.executemany("DELETE FROM add_claims WHERE owner = ?", [(d,) for d in dead])
+            stored = set()
+            if model_key is not None:
+                stored = {s for s, stat in _embedded_among(db, collection_id, model_key, sources).items()
+                          if fresh is None or fresh(s, stat)}
+            wanted = [s for s in sources if s not in stored]
             db.conn.executemany("INSERT OR IGNORE INTO add_claims (collection_id, source, owner, lease_until) VALUES (?, ?, ?, ?)",
-                                [(collection_id, s, owner, until) for s in sources])
+                                [(collection_id, s, owner, until) for s in wanted])
             rows = db.execute("SELECT source FROM add_claims WHERE collection_id = ? AND owner != ?", [collection_id, owner])
-            wanted = set(sources)
-            return {r[0] for r in rows if r[0] in wanted}
+            keep = set(wanted)
+            return {r[0] for r in rows if r[0] in keep}, stored
 
     def claimed(self, collection_id: int, now: float) -> dict[str, str]:
         """The collection's live claims: source → owner."""
@@ -351,6 +353,19 @@ class ImageStore:
         if not rows:
             raise NotFound(f"no job {job_id!r}", code="unknown_job")
         return rows[0]
+
+
+def _embedded_among(db: Any, collection_id: int, model_key: str, sources: Sequence[str]
+                    ) -> dict[str, tuple[int | None, int | None]]:
+    found: dict[str, tuple[int | None, int | None]] = {}
+    for start in range(0, len(sources), 500):
+        part = list(sources[start:start + 500])
+        rows = db.execute(
+            "SELECT i.source, i.file_size, i.file_mtime_ns FROM collection_images i JOIN image_embeddings e ON e.model = ? "
+            f"AND e.sha256 = i.sha256 WHERE i.collection_id = ? AND i.source IN ({', '.join('?' for _ in part)})",
+            [model_key, collection_id, *part])
+        found.update((r[0], (r[1], r[2])) for r in rows)
+    return found
 
 
 def _update_job(db: Any, job_id: str, fields: dict[str, Any]) -> None:
