@@ -182,7 +182,12 @@ def test_concurrent_adds_into_one_collection_fetch_each_picture_once(clean_envir
         t.start()
     for t in threads:
         t.join(timeout=120)
-    out, err = cli.communicate(timeout=120)
+    try:
+        out, err = cli.communicate(timeout=120)
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.communicate()
     assert cli.returncode == 0, err
     assert not errors, errors
     cli_report = AddReport.model_validate_json(out.strip().splitlines()[-1])
@@ -210,6 +215,7 @@ def test_four_api_jobs_and_a_cli_add_of_one_manifest_fetch_each_picture_once(tmp
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     allow = {"CLIP_GAZE_FETCH_ALLOW": f"127.0.0.1:{server.server_address[1]}"}
     srv = Server(tmp_path / "home", free_port(), env=allow).start()
+    cli: subprocess.Popen[str] | None = None
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/manifest.json"
         api = Client(srv.url, token=TOKEN)
@@ -229,6 +235,9 @@ def test_four_api_jobs_and_a_cli_add_of_one_manifest_fetch_each_picture_once(tmp
         assert sum(job.done for job in done) + added.added == PICTURES
         assert api.collection("museum").collection.size == PICTURES
     finally:
+        if cli is not None and cli.poll() is None:
+            cli.kill()
+            cli.communicate()
         srv.stop()
         server.shutdown()
         server.server_close()

@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 from werkzeug.serving import make_server
@@ -53,11 +53,14 @@ class _Slow(BaseHTTPRequestHandler):
                 self.server.fetches[self.path] += 1
             time.sleep(0.05)
             body, ctype = self.server.bodies[int(self.path.strip("/").split(".")[0])], "image/png"
-        self.send_response(200)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the worker that asked was killed
 
 
 class _Pictures(ThreadingHTTPServer):
@@ -91,6 +94,20 @@ def pictures() -> Iterator[_Pictures]:
     yield server
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def servers(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], Server]]:
+    """Servers on one home, each started on its own port; any still running is stopped at the end."""
+    started: list[Server] = []
+
+    def start(env: dict[str, str]) -> Server:
+        started.append(Server(tmp_path / "home", free_port(), env=env))
+        return started[-1].start()
+
+    yield start
+    for srv in started:
+        srv.stop()
 
 
 def stored(home: Path, job_id: str, collection: str) -> tuple[int, dict[str, Any]]:
@@ -130,30 +147,25 @@ def add_and_stop(srv: Server, pictures: _Pictures, collection: str, how: str) ->
 
 
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
-def test_a_job_stopped_with_its_server_is_resumed_at_the_next_start_or_interrupted(tmp_path: Path, pictures: _Pictures,
-                                                                                  how: str):
-    home = tmp_path / "home"
+def test_a_job_stopped_with_its_server_is_resumed_at_the_next_start_or_interrupted(
+        servers: Callable[[dict[str, str]], Server], pictures: _Pictures, how: str):
     env = {"CLIP_GAZE_FETCH_ALLOW": f"127.0.0.1:{pictures.server_address[1]}", "CLIP_GAZE_SHUTDOWN_GRACE": str(GRACE)}
-    first, count = add_and_stop(Server(home, free_port(), env=env).start(), pictures, "first", how)
+    first, count = add_and_stop(servers(env), pictures, "first", how)
 
-    srv = Server(home, free_port(), env={**env, "CLIP_GAZE_RESUME_JOBS": "0"}).start()
+    srv = servers({**env, "CLIP_GAZE_RESUME_JOBS": "0"})
     job = Client(srv.url).wait(first, timeout=20, poll=0.2)  # returns: interrupted is an end
     assert (job.state, job.reason, job.resumed, job.done) == ("interrupted", INTERRUPTED, 0, count)
     assert Client(srv.url).collection("first").collection.size == count
     pictures.fetches.clear()
     second, _ = add_and_stop(srv, pictures, "second", how)
 
-    srv = Server(home, free_port(), env=env).start()
-    try:
-        api = Client(srv.url, token=TOKEN)
-        job = api.wait(second, timeout=60, poll=0.2)
-        assert (job.state, job.resumed, job.total, job.done, job.skipped, job.failed) == ("done", 1, N, N, 0, 0), job
-        assert api.collection("second").collection.size == N  # nothing doubled
-        assert len(pictures.fetches) == N
-        assert sum(pictures.fetches.values()) <= N + 64  # at most the batches in flight read again
-        assert api.job(first).state == "interrupted"  # an end: never taken up again
-    finally:
-        srv.stop()
+    api = Client(servers(env).url, token=TOKEN)
+    job = api.wait(second, timeout=60, poll=0.2)
+    assert (job.state, job.resumed, job.total, job.done, job.skipped, job.failed) == ("done", 1, N, N, 0, 0), job
+    assert api.collection("second").collection.size == N  # nothing doubled
+    assert len(pictures.fetches) == N
+    assert sum(pictures.fetches.values()) <= N + 64  # at most the batches in flight read again
+    assert api.job(first).state == "interrupted"  # an end: never taken up again
 
 
 # ------------------------------------------------------------------- in one process, no server
