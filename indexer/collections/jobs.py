@@ -171,7 +171,8 @@ class Jobs:
         self.make_run = make_run
         self.execute = execute
         self.resume = resume
-        self.stopping = threading.Event()
+        self.halting = False  # set by `stop`, in a signal handler: a plain flag, no lock taken
+        self.stopping = threading.Event()  # set by `shutdown`: wakes the watcher
         self.threads: dict[str, threading.Thread] = {}
         self._lock = threading.Lock()
         self._watching: threading.Thread | None = None
@@ -203,7 +204,7 @@ class Jobs:
     # -- taking over -----------------------------------------------------------------------------
     def take(self, job_id: str) -> bool:
         """Resumes (or interrupts) a job that no live worker owns; False if another worker has it."""
-        if self.stopping.is_set():
+        if self.halting:
             return False
         row = self.images.job(job_id)
         dead = dead_owners([row["owner"]] if row.get("owner") else [])
@@ -240,7 +241,7 @@ class Jobs:
         """Takes unowned jobs now and every `WATCH` seconds after, until the worker stops."""
         def loop() -> None:
             try:
-                while not self.stopping.is_set():
+                while not self.halting:
                     try:
                         self.take_unowned()
                     except Exception:  # the store busy: the next look tries again
@@ -268,7 +269,7 @@ class Jobs:
             if counts != written:
                 self.images.update_job(job_id, **counts)
                 written.update(counts)
-            if self.stopping.is_set():
+            if self.halting:
                 raise Stopped()
 
         add: JobRun
@@ -300,13 +301,16 @@ class Jobs:
         thread.start()
 
     def stop(self) -> None:
-        """Running jobs stop at their next checkpoint; no job is started or taken after."""
-        self.stopping.set()
+        """Running jobs stop at their next checkpoint; no job is taken after. Safe in a signal handler
+        (a SIGTERM may come twice, from the supervisor and from gunicorn's arbiter, the second one
+        inside the first): it only sets a flag, never a lock (an Event's would deadlock there)."""
+        self.halting = True
 
     def shutdown(self, deadline: float) -> None:
         """`stop`, wait for the jobs until `deadline` (time.monotonic()), then hand back to the store
         every job this worker still owns (`queued`, no owner: the next worker resumes it)."""
         self.stop()
+        self.stopping.set()
         with self._lock:
             threads = list(self.threads.values())
         for thread in threads:
