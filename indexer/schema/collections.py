@@ -15,8 +15,8 @@ from .fields import (
     MAX_PAGE_SIZE,
     URL_PATTERN,
     Answer,
+    CollectionName,
     Description,
-    Name,
     Phrase,
     Request,
     TextRule,
@@ -32,7 +32,7 @@ Source = Annotated[str, TextRule("source", MAX_SOURCE_CHARS, "invalid_source",
 
 
 class CreateCollection(Request):
-    name: Name
+    name: CollectionName
     description: Description = ""
 
 
