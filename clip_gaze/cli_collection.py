@@ -121,6 +121,8 @@ def add(name: str, sources: tuple[str, ...], model: str | None, batch_size: int,
             f"({report.encoded} encoded, {report.seconds:.1f} s)")
     if report.ignored:
         text += f"; {report.ignored} hidden or text/metadata files passed over"
+    if report.warnings:
+        text += f"; {report.warnings} decoder warnings (logged at debug level)"
     if report.failed:
         text += f"; see `clip-gaze collection show {name} --errors`"
     _echo(report, as_json, text)

@@ -197,3 +197,19 @@ def test_collection_add_reports_progress_lines_on_stderr_when_it_is_not_a_termin
     result = run("collection", "add", "few", str(tmp_path / "few"))
     assert result.exit_code == 0, result.output
     assert "adding pictures: 3 of 3 (100%)" in result.stderr and "\r" not in result.stderr
+
+
+def test_collection_add_counts_decoder_warnings_in_its_report_and_prints_none_of_them(run, tmp_path: Path, capfd):
+    from test_decode_memory import _odd_exif_jpeg
+
+    (tmp_path / "odd").mkdir()
+    (tmp_path / "odd" / "odd-exif.jpg").write_bytes(_odd_exif_jpeg())
+    draw_shape().save(tmp_path / "odd" / "plain.png")
+    assert run("collection", "create", "odd").exit_code == 0
+    result = run("collection", "add", "odd", str(tmp_path / "odd"), "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert (report["added"], report["failed"], report["warnings"]) == (2, 0, 1)
+    assert "Skipping tag" not in capfd.readouterr().err and "Skipping tag" not in result.stderr
+    text = run("collection", "add", "odd", str(tmp_path / "odd" / "odd-exif.jpg"))
+    assert "decoder warnings" not in text.stdout  # already stored: nothing decoded, nothing to warn of

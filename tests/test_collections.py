@@ -151,9 +151,15 @@ def test_parquet_csv_json_lines_and_the_api_stream_hold_the_same_rows(engine: En
     assert [r.model_dump() for r in Collections(engine).analyze("museum", vocabs, top_k=3)] == rows
     options = pacsv.ConvertOptions(column_types=_arrow_schema(AnalysisRow), strings_can_be_null=True)
     assert pacsv.read_csv(tmp_path / "s.csv", convert_options=options).to_pylist() == rows
-    client = create_app(Settings.from_env(), engine=engine).test_client()
-    streamed = client.post("/v1/collections/museum/analyze", json={"vocabularies": "shapes,qualities", "top_k": 3})
+    import dataclasses
+
+    client = create_app(dataclasses.replace(Settings.from_env(), api_tokens=("t",)), engine=engine).test_client()
+    body = {"vocabularies": "shapes,qualities", "top_k": 3}
+    streamed = client.post("/v1/collections/museum/analyze", json=body, headers={"Authorization": "Bearer t"})
     assert streamed.status_code == 200 and streamed.get_data(as_text=True) == text
+    # a reader without write access: the same rows, the paths relative to the folder they share
+    anonymous = client.post("/v1/collections/museum/analyze", json=body)
+    assert anonymous.get_data(as_text=True) == text.replace(f"{folder.resolve()}/", "")
 
 
 def test_json_lines_are_what_json_dumps_writes_row_by_row():

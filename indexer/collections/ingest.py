@@ -280,6 +280,7 @@ def _read_all(run: AddRun, todo: Sequence[PictureRef], pool: ThreadPoolExecutor,
             if new:
                 embeddings = dict(zip(new, embed(list(new.values()))))
         pictures = [Picture(ref.source, ref.external_id, ref.metadata, d.sha256, d.width, d.height) for ref, d in batch]
+        run.report.warnings += sum(d.warnings for _, d in batch)
         run.record(pictures + failures, embeddings, encoded=len(embeddings))
         if b is not None:
             b.update(len(batch) + len(failures))

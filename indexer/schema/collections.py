@@ -131,6 +131,8 @@ class AddReport(Answer):
     encoded: int = Field(description="Pictures the model encoded (content not seen before)")
     refreshed: int = Field(0, description="Of those added, files read again because their size or modification "
                                           "time changed since they were stored (replaced at their path)")
+    warnings: int = Field(0, description="What the decoders warned of while reading this run's pictures (Pillow's "
+                                         "warnings, libtiff's messages): logged at debug level, never printed")
     ignored: int = Field(0, description="Files of a folder passed over by rule, not named in `total`: hidden "
                                         "ones (a name starting with \".\") and text or metadata files (.txt, .csv, .json, .xml, …)")
     seconds: float
