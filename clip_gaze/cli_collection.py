@@ -132,7 +132,7 @@ def _refuse_missing(sources: Sequence[str]) -> None:
     """A local path named on the command line that does not exist is a typo, not a failed picture:
     one `Error:` line before anything starts (URLs are checked when they are fetched)."""
     for source in sources:
-        if "://" not in source and not os.path.exists(source):
+        if "://" not in source and not os.path.exists(os.path.expanduser(source)):  # `~/scans` as the add reads it
             raise click.ClickException(shown(f"no such file or folder: {source} (a source is a folder, a file, "
                                              "or an http(s) URL)"))
 

@@ -6,6 +6,7 @@ import ctypes
 import dataclasses
 import ipaddress
 import os
+import re
 import signal
 from typing import Any
 
@@ -57,11 +58,16 @@ ACCESS_LOG_FORMAT = '%(h)s %(t)s "%(r)s" %(s)s %(b)s %(M)sms "%(a)s"'
 
 def redacted_request_line(method: str, path: str, query: str, protocol: str) -> str:
     """The request line for the access log with each query value replaced by `…`: a credential sent
-    in a query string (refused, but sent) never reaches the log; the parameters' names still do."""
+    in a query string (refused, but sent) never reaches the log; the parameters' names still do. The
+    path is decoded (WSGI's PATH_INFO), so what would end a log line or fake a field (a control
+    character, a `"`, a backslash) is written as a `\\xNN` escape: no request can forge a log line."""
     if query:
         names = [part.split("=", 1)[0] for part in query.split("&") if part]
         path += "?" + "&".join(f"{name}=…" for name in names)
-    return f"{method} {path} {protocol}"
+    return _UNLOGGED.sub(lambda m: f"\\x{ord(m.group()):02x}", f"{method} {path} {protocol}")
+
+
+_UNLOGGED = re.compile(r'[\x00-\x1f\x7f-\x9f"\\\u2028\u2029]')
 
 
 def _access_logger() -> Any:

@@ -172,6 +172,17 @@ def test_a_missing_local_source_is_one_error_line_before_anything_is_added(run, 
     assert shown["collection"]["size"] == 0 and shown["collection"]["failed"] == 0  # nothing started
 
 
+
+def test_a_source_under_the_home_folder_may_be_named_with_a_tilde(run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "photos").mkdir()
+    draw_shape().save(tmp_path / "photos" / "a.png")
+    assert run("collection", "create", "home").exit_code == 0
+    result = run("collection", "add", "home", "~/photos", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["added"] == 1
+
+
 def test_progress_off_a_terminal_is_a_plain_line_every_few_seconds():
     from clip_gaze.cli_common import ProgressLines
 

@@ -295,3 +295,12 @@ def test_every_write_answers_the_vocabulary_as_an_object(file_model_app):
     shapes = [(a.status_code, a.get_json()["vocabulary"]["name"], a.get_json()["vocabulary"]["size"]) for a in answers]
     assert shapes == [(201, "saints", 1), (200, "saints", 2), (200, "saints", 1), (200, "saints", 1)]
     assert answers[-1].get_json()["deleted"] == "saints" and answers[1].get_json()["version"] == 2
+
+
+def test_no_request_path_forges_an_access_log_line():
+    from service.serve import redacted_request_line
+
+    forged = redacted_request_line("GET", '/v1/health\n1.2.3.4 - "GET /admin HTTP/1.1" 200\r\\', "a=1", "HTTP/1.1")
+    assert "\n" not in forged and "\r" not in forged and '"' not in forged
+    assert forged == 'GET /v1/health\\x0a1.2.3.4 - \\x22GET /admin HTTP/1.1\\x22 200\\x0d\\x5c?a=… HTTP/1.1'
+    assert redacted_request_line("GET", "/v1/vocabularies/saint-jérôme", "", "HTTP/1.1") == "GET /v1/vocabularies/saint-jérôme HTTP/1.1"

@@ -45,6 +45,10 @@ def test_a_message_loses_the_root_and_any_other_folder_but_keeps_its_urls():
     url = "http://127.0.0.1:9/pics/a.png: refused, host 127.0.0.1 is a loopback address; 1/2 and/or"
     assert shown_text(url, root) == url and shown_text(None, root) is None
     assert shown_text("cannot read /a/x.png", "/") == "cannot read x.png"
+    # folders whose names hold spaces go whole; the words after a path stay
+    assert shown_text("cannot read /home/alice/My Scans/x.png", None) == "cannot read x.png"
+    assert shown_text("copy /opt/a b/c.png to /d e/f.png: done", None) == "copy c.png to f.png: done"
+    assert shown_text("/srv/in box/catalogue.csv, row 4: empty `image`", None) == "catalogue.csv, row 4: empty `image`"
 
 
 @pytest.fixture

@@ -98,7 +98,10 @@ def _is_url(text: str) -> bool:
 
 # -- how sources are shown to a reader who may not write: never the server's folders -------------------
 
-_FOLDERS = re.compile(r"(?<![\w.:/%~-])/(?:[^\s/'\"]+/)+")  # an absolute path's folders in a message (not a URL's)
+# An absolute path's folders in a message (not a URL's): each folder's name may hold spaces ("My Scans"),
+# but neither starts nor ends with one nor holds ": " or ", ", so the words after a path stay.
+_FOLDER = r"[^/\s'\"](?:(?!: |, )[^/'\"\n])*(?<=[^/\s'\"])"
+_FOLDERS = re.compile(r"(?<![\w.:/%~-])/(?:" + _FOLDER + r"/)+")
 
 
 def local_root(first: str | None, last: str | None) -> str | None:
