@@ -92,6 +92,53 @@ def test_pictures_stored_before_sizes_were_kept_are_not_read_again_for_that_alon
     assert (size, mtime) == (os.stat(scans / "object-1.png").st_size, os.stat(scans / "object-1.png").st_mtime_ns)
 
 
+def test_a_changed_file_whose_new_read_fails_keeps_its_stored_picture(engine: Engine, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch):
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    one, two = scans / "object-1.png", scans / "object-2.png"
+    draw_shape("red", "circle").save(one)
+    draw_shape("green", "triangle").save(two)
+    collections = Collections(engine)
+    collections.create(parse(CreateCollection, {"name": "museum"}))
+    add(engine, "museum", str(scans))
+    good = {s: row for s, *row in stored(engine.store.home)}
+
+    def search_finds_it() -> None:
+        hit = Collections(engine).search("museum", text="a red circle", top_k=1).hits[0]
+        assert (hit.source, hit.sha256) == (str(one), good[str(one)][0])
+        info = Collections(engine).get("museum")
+        assert (info.size, info.failed) == (2, 0)
+
+    one.write_bytes(b"not a picture any more, and a different size")  # changed, and no longer readable
+    again = add(engine, "museum", str(scans))
+    assert (again.total, again.added, again.refreshed, again.skipped, again.failed) == (2, 0, 0, 1, 1)
+    assert [e.source for e in again.errors] == [str(one)] and again.errors[0].error_code
+    assert {s: row for s, *row in stored(engine.store.home)} == good  # its old hash, size and time
+    search_finds_it()
+
+    draw_shape("blue", "square").save(one)  # changed again: stat'ed by the plan, gone when read
+    read = Collections.read_prepared
+
+    def deleted_first(self: Collections, ref: Any) -> Any:
+        if ref.source == str(one):
+            one.unlink(missing_ok=True)
+        return read(self, ref)
+
+    monkeypatch.setattr(Collections, "read_prepared", deleted_first)
+    third = add(engine, "museum", str(scans))
+    assert (third.added, third.refreshed, third.skipped, third.failed) == (0, 0, 1, 1)
+    assert [e.source for e in third.errors] == [str(one)]
+    assert {s: row for s, *row in stored(engine.store.home)} == good
+    search_finds_it()
+
+    monkeypatch.setattr(Collections, "read_prepared", read)
+    draw_shape("blue", "square").save(one)  # back, readable: the next add tries it again and refreshes it
+    fourth = add(engine, "museum", str(scans))
+    assert (fourth.added, fourth.refreshed, fourth.skipped, fourth.failed) == (1, 1, 1, 0)
+    assert dict((s, sha) for s, sha, *_ in stored(engine.store.home))[str(one)] != good[str(one)][0]
+
+
 # -------------------------------------------------------------------------------- concurrent adds
 
 

@@ -320,3 +320,36 @@ def test_a_driver_killed_mid_run_leaves_whole_shards_and_a_rerun_does_not_redo_m
         for pid in _ray_processes(ray_tmp):
             os.kill(pid, signal.SIGKILL)
         shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def test_a_ray_add_refreshes_a_file_replaced_at_its_path_once_and_keeps_one_it_cannot_read_again(
+        ray_cluster, tmp_path: Path, toy_loader):
+    engine = Engine(tmp_path / "home", "toy", loader=toy_loader)
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    one, two, three = scans / "a.png", scans / "b.png", scans / "c.png"
+    draw_shape("red", "circle").save(one)
+    draw_shape("blue", "square").save(two)
+    draw_shape("yellow", "triangle").save(three)
+    new(engine)
+    first = ray_add(engine, "museum", str(scans), batch_size=4)
+    assert (first.added, first.refreshed) == (3, 0)
+    before = {p[0]: p[3] for p in stored(engine)["pictures"]}
+
+    for path, stamp in ((one, 1), (three, 1)):
+        st = os.stat(path)
+        if path == one:
+            draw_shape("green", "triangle").save(path)  # a new photograph, same path
+        else:
+            path.write_bytes(b"no longer a picture")  # changed and unreadable: the stored one stays
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + stamp * 1_000_000_000))
+    second = ray_add(engine, "museum", str(scans), batch_size=4)
+    assert (second.total, second.added, second.refreshed, second.skipped, second.failed) == (3, 1, 1, 1, 1), second
+    assert [e.source for e in second.errors] == [str(three)]
+    after = {p[0]: p[3] for p in stored(engine)["pictures"]}
+    assert after[str(one)] != before[str(one)]
+    assert after[str(two)] == before[str(two)] and after[str(three)] == before[str(three)]
+    assert stored(engine)["errors"] == []
+
+    third = ray_add(engine, "museum", str(scans), batch_size=4)  # the refreshed one is skipped, the unreadable tried again
+    assert (third.added, third.refreshed, third.skipped, third.failed) == (0, 0, 2, 1), third

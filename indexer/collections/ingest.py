@@ -9,7 +9,10 @@ The rules, the same whichever distributor runs them:
   picture takes the new content's hash, size and embedding (the old content's embedding stays, keyed
   by its hash); it counts as added, and as refreshed. A file stored before sizes and times were kept
   is not read again for that alone: its size and time are stored as they are now (reading every
-  picture of an upgraded store again would cost as much as the first add).
+  picture of an upgraded store again would cost as much as the first add). A changed file whose
+  new read fails (deleted or unreadable since it was looked at, or no longer a picture) keeps its
+  stored picture as it was, with the size and time stored with it (so the next add tries it again):
+  the failure counts in the report (`failed`, `errors`), not in the collection's failures.
 - Concurrent adds into one collection (threads, workers, processes) read each source once: a run
   claims in the store the sources it will read (`add_claims`, with a lease its process renews); a
   source another live run claimed is waited for, and counts as skipped once that run stored it (read
@@ -214,6 +217,7 @@ class AddRun:
             return
         pictures = [dataclasses.replace(p, file_size=stat[0], file_mtime_ns=stat[1])
                     if (stat := self.stats.get(p.source)) and p.sha256 else p for p in pictures]
+        kept: list[str] = []  # changed files whose new read failed: their stored picture stays
         for p in pictures:
             n = self.namings.get(p.source, 1)
             if p.sha256:
@@ -224,8 +228,11 @@ class AddRun:
                 report.failed += n
                 if len(report.errors) < MAX_ERRORS:
                     report.errors.append(picture_info(p))
-        self.images.record(self.collection_id, pictures, self.model_key, embeddings, claims=self.owner,
-                           job=(self.job, self.job_counts()) if self.job else None)
+                if p.source in self.stale and p.source not in self.recorded:
+                    kept.append(p.source)
+        self.images.record(self.collection_id, [p for p in pictures if p.source not in kept or p.sha256],
+                           self.model_key, embeddings, claims=self.owner,
+                           job=(self.job, self.job_counts()) if self.job else None, kept=kept)
 
     def finish(self) -> AddReport:
         """The report, with the run's time."""

@@ -152,15 +152,19 @@ class ImageStore:
 
     def record(self, collection_id: int, pictures: Sequence[Picture], model_key: str,
                embeddings: dict[str, npt.NDArray[np.float32]], claims: str | None = None,
-               job: tuple[str, dict[str, Any]] | None = None) -> None:
+               job: tuple[str, dict[str, Any]] | None = None, kept: Sequence[str] = ()) -> None:
         """One batch, one transaction: pictures (stored or failed, replacing what the source gave
         before) and the embeddings of new content. A run killed between batches keeps whole batches.
-        In the same transaction: the `claims` owner's claims on these sources go, and `job` (its id
-        and counts) is updated, so a job's counts are always those of what is stored."""
-        if not pictures:
+        In the same transaction: the `claims` owner's claims on these sources (and on `kept`, sources
+        read in vain whose stored rows stay as they are) go, and `job` (its id and counts) is updated,
+        so a job's counts are always those of what is stored."""
+        if not pictures and not kept:
             return
         now = timestamp()
         with self.store.transaction() as db:
+            if claims is not None and kept:
+                db.conn.executemany("DELETE FROM add_claims WHERE collection_id = ? AND source = ? AND owner = ?",
+                                    [(collection_id, s, claims) for s in kept])
             _insert_embeddings(db, model_key, embeddings)
             db.conn.executemany(
                 "INSERT INTO collection_images (collection_id, source, external_id, sha256, width, height, metadata, "

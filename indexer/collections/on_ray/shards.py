@@ -73,7 +73,8 @@ def make_shard_sink(folder: Path, model_key: str, collection: str, min_rows: int
 
 class Merger:
     """Merges whole shards into the store, one transaction per shard, and deletes each once merged.
-    Rows for sources already stored with an embedding for the shard's model are skipped; an embedding
+    Rows for sources already stored with an embedding for the shard's model are skipped (but for files
+    the run reads again as changed: `_skips`); an embedding
     already stored for a sha256 is not replaced. Merging a shard twice changes nothing. Shards of the
     run's model count in its report; a leftover shard of another model is stored, not counted."""
 
@@ -88,6 +89,14 @@ class Merger:
         if model_key not in self._done:
             self._done[model_key] = self.run.images.embedded_sources(self.run.collection_id, model_key)
         return self._done[model_key]
+
+    def _skips(self, source: str, done: set[str], model_key: str) -> bool:
+        """A row whose source is stored is skipped, but for a file the run reads again because it
+        changed (`AddRun.stale`): its first re-read row is merged (refreshed), later ones skipped."""
+        if source not in done:
+            return False
+        run = self.run
+        return model_key != run.model_key or source not in run.stale or source in run.recorded
 
     def merge(self, path: Path, count_encoded: bool = True) -> None:
         import pyarrow.parquet as pq
@@ -104,7 +113,7 @@ class Merger:
         encoded = 0
         for r in table.to_pylist():
             encoded += bool(count_encoded and r["encoded"])
-            if r["source"] in done:
+            if self._skips(r["source"], done, model_key):
                 continue
             meta = json.loads(r["metadata"]) if r["metadata"] else None
             pictures.append(Picture(r["source"], r["external_id"], meta, r["sha256"], r["width"], r["height"],
