@@ -25,7 +25,7 @@ from PIL import Image, ImageDraw
 from conftest import encode
 from indexer.errors import ImageTooLarge, InvalidImage
 from indexer.pictures.decode import Decoder, PixelBudget
-from indexer.pictures.decode_memory import DecodeMemory
+from indexer.pictures.decode_memory import DecodeMemory, webp_bitstream, webp_plan
 from indexer.pictures.decode_warnings import install
 from indexer.pictures.reader import ImageLimits
 from indexer.settings import Settings
@@ -268,3 +268,86 @@ def test_warnings_raised_outside_decoding_are_still_pythons():
     install()  # what decoding routes, routed
     with pytest.warns(UserWarning, match="Skipping tag 270"):
         Image.open(io.BytesIO(_odd_exif_jpeg())).getexif()
+
+
+# -- WebP: what a file's chunks say its picture is ---------------------------------------------------------
+ICC_SIDE = 2000
+
+
+def _webp(lossless: bool, icc: bytes = b"") -> bytes:
+    buf = io.BytesIO()
+    img = Image.new("RGB", (ICC_SIDE, ICC_SIDE), (200, 30, 40))
+    ImageDraw.Draw(img).ellipse((300, 300, 1700, 1700), fill=(20, 200, 30))
+    img.save(buf, "WEBP", lossless=lossless, quality=60, method=0, icc_profile=icc)
+    return buf.getvalue()
+
+
+def _held(data: bytes) -> int:
+    """The bytes a decode of `data` held against its decoder's memory budget."""
+    decoder = Decoder(60_000_000, 10**12, target=224, memory=10**12)
+    assert decoder.decode(data, "p.webp").image.size == (ICC_SIDE // 4, ICC_SIDE // 4)
+    return decoder.memory.high_water
+
+
+BIG_ICC = bytes(range(256)) * 280  # a 70 KB profile: the picture's chunk starts past the first 64 KiB
+
+
+@pytest.mark.skipif(webp_plan(b"", Image.new("RGB", (8, 8)), (0, 0, 8, 8), 2) is None,
+                    reason="needs libwebp's own decoder")
+@pytest.mark.parametrize("lossless", [True, False])
+def test_a_webp_with_a_big_icc_profile_before_its_picture_is_held_as_what_its_picture_is(lossless: bool) -> None:
+    plain, with_icc = _webp(lossless), _webp(lossless, BIG_ICC)
+    assert with_icc[12:16] == b"VP8X" and with_icc.index(b"ICCP") < 64 and len(with_icc) > 70_000
+    assert webp_bitstream(with_icc) == webp_bitstream(plain) == ("VP8L" if lossless else "VP8 ")
+    assert _held(with_icc) == _held(plain)
+    if lossless:  # libwebp's full-size ARGB copy: was held as one byte a pixel
+        assert _held(with_icc) >= 4 * ICC_SIDE * ICC_SIDE
+
+
+def _with_size(data: bytes, at: int, size: int) -> bytes:
+    return data[:at + 4] + size.to_bytes(4, "little") + data[at + 8:]
+
+
+def test_webp_chunks_that_cannot_be_followed_say_nothing_and_the_walk_ends() -> None:
+    data = _webp(True, BIG_ICC)
+    icc = data.index(b"ICCP")
+    assert webp_bitstream(data[:icc + 40_000]) is None  # truncated inside the profile
+    assert webp_bitstream(data[:icc + 6]) is None  # inside a chunk's header
+    assert webp_bitstream(_with_size(data, icc, 0xFFFF_FFFF)) is None  # a size past the end
+    assert webp_bitstream(_with_size(data, 4, 20)) is None  # a RIFF that ends before the picture
+    assert webp_bitstream(b"RIFF\xff\xff\xff\xffWEBP" + b"\0" * 8 * 200_000) is None  # empty chunks, to the end
+    assert webp_bitstream(b"RIFF\x20\0\0\0WEBPXYZW\x01\0\0\0\0\0VP8L\x04\0\0\0") == "VP8L"  # an odd size, padded
+    assert webp_bitstream(b"RIFF\x20\0\0\0WEBPANIM\x06\0\0\0" + bytes(6) + b"VP8L") == "animation"
+    assert webp_bitstream(b"GIF89a" + bytes(30)) is None
+    # a picture whose chunks do not lead to its picture is held at the lossless (larger) estimate
+    img, box = Image.new("RGB", (ICC_SIDE, ICC_SIDE)), (0, 0, ICC_SIDE, ICC_SIDE)
+    lossy = webp_plan(b"RIFF\x20\0\0\0WEBPVP8 \x04\0\0\0" + bytes(4), img, box, 4)
+    unknown = webp_plan(data[:icc + 40_000], img, box, 4)
+    if lossy is not None and unknown is not None:
+        assert unknown[1] - lossy[1] == 3 * ICC_SIDE * ICC_SIDE
+
+
+def test_a_webp_whose_chunks_lie_or_end_early_is_a_project_error_or_a_picture_never_a_hang() -> None:
+    data = _webp(True, BIG_ICC)
+    icc = data.index(b"ICCP")
+    hostile = [data[:n] for n in (16, 21, 30, icc + 6, icc + 40_000, len(data) - 10)]
+    hostile += [_with_size(data, icc, n) for n in (0, 1, 2, 8, len(BIG_ICC) - 2, len(BIG_ICC) + 1, 0xFFFF_FFFF)]
+    hostile += [_with_size(data, 4, n) for n in (0, 4, 40, len(data), 0xFFFF_FFFF)]
+    outcomes: list[str] = []
+
+    def run() -> None:
+        decoder = Decoder(60_000_000, 10**12, target=224, memory=10**12)
+        for bad in hostile:
+            try:
+                decoder.decode(bad, "bad.webp")
+                outcomes.append("read")
+            except (InvalidImage, ImageTooLarge) as exc:
+                outcomes.append(type(exc).__name__)
+            except Exception as exc:  # anything else: what this test is for
+                outcomes.append(f"unexpected {type(exc).__name__}: {exc}")
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(60)
+    assert not worker.is_alive(), f"still decoding after {len(outcomes)} of {len(hostile)}"
+    assert len(outcomes) == len(hostile) and not [o for o in outcomes if o.startswith("unexpected")], outcomes

@@ -258,16 +258,41 @@ def webp_plan(data: bytes, img: Image.Image, box: tuple[int, int, int, int],
               factor: int) -> tuple[tuple[int, int], int] | None:
     """The size a still WebP picture's `box` comes out at, reduced `factor` times by libwebp as it
     decodes (`decode_webp`), and the peak bytes that holds: a lossless picture's ARGB copy (libwebp's
-    working memory), else its rows (and a lossy picture's alpha plane). None where that is not how it is
-    decoded: no libwebp found, an animation, a factor below 2."""
+    working memory), else its rows (and a lossy picture's alpha plane); which it is, from the file's
+    chunks (`webp_bitstream`; chunks it cannot follow: held as lossless). None where that is not how it
+    is decoded: no libwebp found, an animation, a factor below 2."""
     animated = data[12:16] == b"VP8X" and len(data) > 20 and data[20] & 0x02
-    if factor < 2 or animated or _libwebp() is None:
+    bitstream = webp_bitstream(data)
+    if factor < 2 or animated or bitstream == "animation" or _libwebp() is None:
         return None
     x0, y0, x1, y1 = box
     size = max(1, -(-(x1 - (x0 & ~1)) // factor)), max(1, -(-(y1 - (y0 & ~1)) // factor))
     pixels = img.size[0] * img.size[1]
-    lossless = data[12:16] == b"VP8L" or data.find(b"VP8L", 12, 1 << 16) >= 0
-    return size, (4 * pixels if lossless else pixels) + 3 * 4 * size[0] * size[1] + (24 << 20)
+    lossy = bitstream == "VP8 "  # a layout not understood is held at the lossless (larger) estimate
+    return size, (pixels if lossy else 4 * pixels) + 3 * 4 * size[0] * size[1] + (24 << 20)
+
+
+_ANIMATION_CHUNKS = (b"ANIM", b"ANMF")
+
+
+def webp_bitstream(data: bytes) -> str | None:
+    """What a WebP file's picture is stored as, read from its RIFF chunks (a FourCC, a little-endian
+    size, the payload padded to an even length) from the first to the first picture chunk: "VP8L"
+    (lossless), "VP8 " (lossy), "animation" (an ANIM or ANMF chunk first); None where the chunks do not
+    lead to one (not RIFF/WEBP, truncated, a size running past the file's or the RIFF's end). Never raises."""
+    if len(data) < 20 or data[:4] != b"RIFF" or data[8:12] != b"WEBP":
+        return None
+    (riff_size,) = struct.unpack_from("<I", data, 4)
+    pos, end = 12, min(len(data), 8 + riff_size)  # libwebp reads no chunk past the RIFF's own size
+    while pos + 8 <= end:  # every step moves on by 8 bytes at least: it ends
+        fourcc = bytes(data[pos:pos + 4])
+        if fourcc in (b"VP8 ", b"VP8L"):
+            return fourcc.decode("ascii")
+        if fourcc in _ANIMATION_CHUNKS:
+            return "animation"
+        (length,) = struct.unpack_from("<I", data, pos + 4)
+        pos += 8 + length + (length & 1)
+    return None
 
 
 def decode_webp(data: bytes, box: tuple[int, int, int, int], size: tuple[int, int]) -> Image.Image:
@@ -316,4 +341,4 @@ def _decode_frame(webp: Any, frame: _Iterator, box: tuple[int, int, int, int], s
 
 
 __all__ = ["DEFAULT_DECODE_MEMORY", "DecodeMemory", "decode_webp", "estimate", "j2k_reduce", "stored_bytes",
-           "webp_plan"]
+           "webp_bitstream", "webp_plan"]
