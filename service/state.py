@@ -13,6 +13,7 @@ from flask import Flask, current_app
 from indexer.collections.local import Collections
 from indexer.engine import Engine
 from indexer.models.registry import public_model_name
+from indexer.pictures.sources import shown_text
 from indexer.schema import Batching, Health
 from indexer.settings import Settings
 
@@ -111,7 +112,8 @@ class ServiceState:
         else:
             status = "loading"
         return Health(
-            status=status, model_loaded=loaded, model=public_model_name(self.settings.model), error=self.warm_error,
+            status=status, model_loaded=loaded, model=public_model_name(self.settings.model),
+            error=shown_text(self.warm_error, None),  # no server folder to anyone: the log has the whole error
             batching=engine.batching if engine is not None else Batching(batches=0, images=0),
             backends=engine.backends() if engine is not None else None,
         )

@@ -123,3 +123,12 @@ def test_a_jobs_error_loses_the_collections_folders_for_a_reader(museum):
     gone = images.create_job("add_sources", "deleted-since")
     images.update_job(gone, state="failed", error="cannot read /srv/museum/scans/y.png")
     assert client.get(f"/v1/jobs/{gone}").get_json()["job"]["error"] == "cannot read y.png"
+
+
+def test_a_failed_warm_up_is_reported_by_health_without_the_servers_folders():
+    from service.state import ServiceState
+
+    state = ServiceState(Settings.from_env())
+    state.warm_error = "no weights for vit-b-32 in /root/.cache/huggingface/hub/models--timm--vit (offline)"
+    health = state.health()
+    assert health.status == "error" and health.error == "no weights for vit-b-32 in models--timm--vit (offline)"
