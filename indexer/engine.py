@@ -13,8 +13,6 @@ Features over the engine (collections, explanations, evaluations) are handed it:
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import functools
 import threading
 import time
@@ -177,20 +175,16 @@ class Engine:
 
     def fetch_picture(self, url: str, budget: PixelBudget | None = None, deadline: float | None = None) -> DecodedImage:
         """A picture from a URL: an image, or a IIIF Image API service (asked for the model's size); by
-        `deadline` (time.monotonic()) when one is given, else within the fetch timeout."""
-        reader = self.reader
-        if deadline is not None:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise FetchError(f"{url}: not fetched within the request's {reader.limits.fetch.timeout:g} s for its URLs",
-                                 url=url, code="fetch_timeout")
-            reader = copy.copy(reader)  # the same decoder and its slots, a shorter fetch deadline
-            reader.limits = dataclasses.replace(reader.limits, fetch=dataclasses.replace(reader.limits.fetch, timeout=left))
-        return reader.fetch(url, budget)
+        `deadline` (time.monotonic()) when one is given, else within the fetch timeout: one deadline for
+        every fetch it makes (a IIIF service's info.json and picture, redirects included)."""
+        return self._fetching(url, budget, deadline)()
 
-    def _fetch_all(self, urls: Sequence[str], budget: PixelBudget, width: int) -> FetchMany:
-        return FetchMany(lambda url, deadline: self.fetch_picture(url, budget, deadline), urls, width,
-                         self.reader.limits.fetch.timeout)
+    def _fetching(self, url: str, budget: PixelBudget | None, deadline: float | None) -> Callable[[], DecodedImage]:
+        reader = self.reader
+        if deadline is not None and deadline <= time.monotonic():
+            raise FetchError(f"{url}: not fetched within the request's {reader.limits.fetch.timeout:g} s for its URLs",
+                             url=url, code="fetch_timeout")
+        return reader.fetching(url, budget, deadline)
 
     def embed_images(self, images: Sequence[DecodedImage]) -> npt.NDArray[np.float32]:
         """Each picture's embedding: stored ones by content hash (a picture is encoded once per model,
@@ -292,24 +286,32 @@ class Engine:
 
     def analyze_batch(
         self, uploads: Sequence[tuple[str, bytes | str]], vocabularies: Sequence[str] | None = None, top_k: int = DEFAULT_TOP_K,
-        relative_to: str | None = None, fetches: int = 8,
+        relative_to: str | None = None, fetches: int = 8, fetched: Callable[[], None] | None = None,
     ) -> BatchAnswer:
         """Several pictures (bytes, or a URL as text); a bad picture gets its own error entry.
 
         URLs are fetched `fetches` at a time, beside the uploads' decoding, under one deadline for the
         whole batch (the fetch timeout, CLIP_GAZE_FETCH's 30 s): a batch of slow URLs answers within it,
-        each URL not fetched by then its own `fetch_timeout` entry, the others scored."""
+        each URL not fetched by then its own `fetch_timeout` entry, the others scored. `fetched` is called
+        once every fetch has ended, which may be after the answer (a slow URL runs to the deadline): at
+        once when there are none, or when the batch fails before fetching."""
         t_start = time.perf_counter()
-        names = self._names(vocabularies, relative_to)
-        budget = self.reader.budget()
+        urls = [(i, name, data) for i, (name, data) in enumerate(uploads) if isinstance(data, str)]
+        many: FetchMany[DecodedImage] | None = None
+        try:
+            names = self._names(vocabularies, relative_to)
+            budget = self.reader.budget()
+            many = FetchMany(lambda url, deadline: self._fetching(url, budget, deadline), [u for _, _, u in urls],
+                             fetches, self.reader.limits.fetch.timeout, fetched) if urls else None
+        finally:
+            if many is None and fetched is not None:
+                fetched()
         items: list[BatchItem | BatchFailure] = []
         good: list[tuple[int, str, DecodedImage]] = []
 
         def failed(i: int, name: str, exc: ClipGazeError) -> None:
             items.append(BatchFailure(index=i, name=name, status=exc.status, code=exc.code, error=exc.message))
 
-        urls = [(i, name, data) for i, (name, data) in enumerate(uploads) if isinstance(data, str)]
-        fetched = self._fetch_all([url for _, _, url in urls], budget, fetches) if urls else None
         try:
             for i, (name, data) in enumerate(uploads):
                 if isinstance(data, bytes):
@@ -317,14 +319,14 @@ class Engine:
                         good.append((i, name, self.read(data, name, budget)))
                     except ClipGazeError as exc:
                         failed(i, name, exc)
-            for (i, name, _), outcome in zip(urls, fetched.results() if fetched else ()):
+            for (i, name, _), outcome in zip(urls, many.results() if many else ()):
                 if isinstance(outcome, ClipGazeError):
                     failed(i, name, outcome)
                 else:
                     good.append((i, name, outcome))
         finally:
-            if fetched is not None:
-                fetched.close()
+            if many is not None:
+                many.close()
         good.sort(key=lambda g: g[0])
         if good:
             results, _ = self._score_images([d for _, _, d in good], names, top_k, relative_to)

@@ -3,7 +3,6 @@ answer; every shape and limit comes from `indexer.schema`."""
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Any, TypeVar
 
 from flask import Blueprint, Response, jsonify, request
@@ -168,9 +167,16 @@ def analyze_batch() -> tuple[Response, int]:
         params = form(BatchForm, image=[data for _, data in files] or None, image_url=urls or None)
         items = [*files, *((url, url) for url in params.image_url or [])]
     wanted = sum(1 for _, data in items if isinstance(data, str))
-    with named_in_body(), (fetch_gate().admit(caller(), wanted) if wanted else nullcontext()) as grant:
-        return answer(engine.analyze_batch(items, split_vocabularies(params.vocabularies), params.top_k,
-                                           params.relative_to, fetches=grant.slots if grant else 1))
+    vocabularies = split_vocabularies(params.vocabularies)
+    grant = fetch_gate().admit(caller(), wanted) if wanted else None
+    try:  # the grant's slots are given back by the engine once every fetch thread has ended, maybe after this answer
+        with named_in_body():
+            batch = engine.analyze_batch(items, vocabularies, params.top_k, params.relative_to,
+                                         fetches=grant.slots if grant else 1, fetched=grant.release if grant else None)
+    finally:
+        if grant is not None:
+            grant.end_request()
+    return answer(batch)
 
 
 @api.post("/v1/compare")

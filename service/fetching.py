@@ -36,15 +36,24 @@ class FetchesBusy(Busy):
 
 @dataclass
 class Grant:
-    """`slots` fetches held for `caller` until released (once)."""
+    """`slots` fetches held for `caller`, and a request thread waiting on them, until released (once).
+    A batch ends its request (`end_request`) when it answers, and releases its slots only when its
+    fetch threads have ended (a slow fetch may outlive the answer, to its deadline): fetches in flight
+    never exceed what the gate admits."""
 
     gate: FetchGate
     caller: str
     slots: int
     _released: bool = field(default=False, repr=False)
+    _request_ended: bool = field(default=False, repr=False)
 
     def release(self) -> None:
+        """The slots given back (and the request ended, if it was not)."""
         self.gate._release(self)
+
+    def end_request(self) -> None:
+        """The request thread is free again; the slots stay held until `release`."""
+        self.gate._end_request(self)
 
     def __enter__(self) -> Grant:
         return self
@@ -95,10 +104,19 @@ class FetchGate:
                 return
             grant._released = True
             self.in_flight -= grant.slots
-            self.requests -= 1
             self._by_caller[grant.caller] -= grant.slots
             if self._by_caller[grant.caller] <= 0:
                 del self._by_caller[grant.caller]
+            self._end_request_locked(grant)
+
+    def _end_request(self, grant: Grant) -> None:
+        with self._lock:
+            self._end_request_locked(grant)
+
+    def _end_request_locked(self, grant: Grant) -> None:
+        if not grant._request_ended:
+            grant._request_ended = True
+            self.requests -= 1
 
 
 def init_app(app: Flask, settings: Settings) -> None:

@@ -86,30 +86,33 @@ class Fetched:
 # ---------------------------------------------------------------------------------------------- public
 
 
-def fetch(url: str, policy: FetchPolicy, accept: tuple[str, ...] = ("image/",)) -> Fetched:
+def fetch(url: str, policy: FetchPolicy, accept: tuple[str, ...] = ("image/",), *, deadline: float | None = None) -> Fetched:
     """GET `url` within `policy`: the body, its content type and the final URL, or FetchError.
 
     A Content-Type must start with one of `accept`; when `accept` names images, a missing Content-Type
-    and application/octet-stream are accepted too (the decoder checks the bytes)."""
+    and application/octet-stream are accepted too (the decoder checks the bytes). `deadline` (a
+    time.monotonic() value) ends the fetch sooner than the policy's timeout would: the one deadline of
+    several fetches (a IIIF service's info.json and picture, a batch's URLs)."""
     images = any(a.startswith("image/") for a in accept)
 
     def acceptable(ctype: str) -> bool:
         return any(ctype.startswith(a) for a in accept) or (images and ctype in OCTET_STREAMS)
 
-    return _Fetch(url, policy, acceptable, ", ".join(_accept_header(a) for a in accept)).run()
+    return _Fetch(url, policy, acceptable, ", ".join(_accept_header(a) for a in accept), deadline).run()
 
 
-def fetch_json(url: str, policy: FetchPolicy, max_bytes: int | None = None) -> Any:
+def fetch_json(url: str, policy: FetchPolicy, max_bytes: int | None = None, *, deadline: float | None = None) -> Any:
     """GET `url` and parse it as JSON (a IIIF manifest or info.json), of at most `max_bytes` (the
     policy's limit when None): a larger body is refused (`too_large`) as soon as it passes the cap.
 
     Accepted: application/json, application/ld+json, text/json and any `+json` type; text/plain,
     application/octet-stream or no Content-Type when the body parses. A body that is not JSON (or not
-    UTF-8) is FetchError `invalid_json_document`."""
-    return parse_json(fetch_document(url, policy, max_bytes=max_bytes))
+    UTF-8) is FetchError `invalid_json_document`. `deadline` as for `fetch`."""
+    return parse_json(fetch_document(url, policy, max_bytes=max_bytes, deadline=deadline))
 
 
-def fetch_document(url: str, policy: FetchPolicy, also: tuple[str, ...] = (), max_bytes: int | None = None) -> Fetched:
+def fetch_document(url: str, policy: FetchPolicy, also: tuple[str, ...] = (), max_bytes: int | None = None, *,
+                   deadline: float | None = None) -> Fetched:
     """GET a document that `fetch_json` accepts, or one of the content types `also` names (exactly,
     parameters aside), of at most `max_bytes`: the body and its content type, unparsed."""
 
@@ -119,7 +122,7 @@ def fetch_document(url: str, policy: FetchPolicy, also: tuple[str, ...] = (), ma
     if max_bytes is not None:
         policy = dataclasses.replace(policy, max_bytes=max_bytes)
     wanted = "".join(f", {t};q=0.9" for t in also)
-    return _Fetch(url, policy, acceptable, f"application/ld+json, application/json;q=0.9{wanted}, */*;q=0.1").run()
+    return _Fetch(url, policy, acceptable, f"application/ld+json, application/json;q=0.9{wanted}, */*;q=0.1", deadline).run()
 
 
 def parse_json(got: Fetched) -> Any:
@@ -212,12 +215,15 @@ def _parse(url: str, shown: str) -> _Target:
 
 
 class _Fetch:
-    def __init__(self, url: str, policy: FetchPolicy, acceptable: Callable[[str], bool], accept_header: str):
+    def __init__(self, url: str, policy: FetchPolicy, acceptable: Callable[[str], bool], accept_header: str,
+                 deadline: float | None = None):
         self.original = url
         self.policy = policy
         self.acceptable = acceptable
         self.accept_header = accept_header
-        self.deadline = time.monotonic() + policy.timeout
+        own = time.monotonic() + policy.timeout
+        self.shared = deadline is not None and deadline < own  # the caller's deadline ends it, not its own timeout
+        self.deadline = min(own, deadline) if deadline is not None else own
 
     def run(self) -> Fetched:
         url = self.original
@@ -313,6 +319,10 @@ class _Fetch:
                           url=url, code="too_large", status=413)
 
     def _timeout(self, url: str) -> FetchError:
+        if self.shared:
+            return FetchError(f"{self._show(url)}: not fetched by its deadline (one {self.policy.timeout:g} s deadline covers "
+                              "every fetch of a read, a IIIF service's info.json and picture, and a batch's URLs together)",
+                              url=url, code="fetch_timeout")
         return FetchError(f"{self._show(url)}: took longer than {self.policy.timeout:g} s (the whole fetch, redirects included)",
                           url=url, code="fetch_timeout")
 

@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import io
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Union
@@ -76,12 +77,13 @@ class PictureReader:
             return self.decoder.decode(bytes(source), name or "image", budget)
         return self.decoder.decode_file(source, budget)
 
-    def load(self, ref: PictureRef) -> bytes:
+    def load(self, ref: PictureRef, deadline: float | None = None) -> bytes:
         """A picture's bytes: a file read, a URL fetched, or a IIIF service asked for the size the model
         needs (`target` pixels on the shorter side; the nearest listed size on a level-0 server). A
         region of a service's picture (`ref.region`) is asked of the service (a level-0 server gives its
-        listed size, which `read_ref` cuts); of a URL's, the URL is fetched whole."""
-        policy = self.limits.fetch
+        listed size, which `read_ref` cuts); of a URL's, the URL is fetched whole. Every fetch of it (a
+        service's info.json, then the picture) by one `deadline` (time.monotonic()), by default the fetch
+        timeout from now."""
         if ref.kind == "file":
             self.decoder.check_file(ref.source)  # its header: a file that is not a picture is not read whole
             try:
@@ -90,24 +92,38 @@ class PictureReader:
                 raise InvalidInput(f"no such file: {ref.source}", code="file_not_found") from None
             except OSError as exc:
                 raise InvalidInput(f"cannot read {ref.source}: {exc.strerror or exc}", code="file_not_found") from None
+        deadline = self._deadline(deadline)
         if ref.kind == "iiif":
-            return fetch(self._asked(ref).url, policy).data
-        return fetch(ref.location, policy).data
+            return fetch(self._asked(ref, deadline).url, self.limits.fetch, deadline=deadline).data
+        return fetch(ref.location, self.limits.fetch, deadline=deadline).data
 
-    def read_ref(self, ref: PictureRef, budget: PixelBudget | None = None) -> DecodedImage:
+    def read_ref(self, ref: PictureRef, budget: PixelBudget | None = None, deadline: float | None = None) -> DecodedImage:
         """The picture a source names (file, URL or IIIF at the model's size), decoded; for a region
-        (`ref.region`), that region: served by the IIIF service, else cut here from the picture."""
-        if ref.kind == "iiif":  # its width and height are the picture's (or region's) own, from its info.json
-            asked = self._asked(ref)
-            return asked.sized(self._read_asked(asked, ref, budget))
-        if ref.region is None:
-            return self.read(self.load(ref), name=ref.source, budget=budget)
-        region = ref.region
-        return self._cut(self.load(ref), ref, lambda w, h: region_box(region, w, h), budget)
+        (`ref.region`), that region: served by the IIIF service, else cut here from the picture. Its
+        fetches by one `deadline`, as `load` says."""
+        return self.fetch_ref(ref, budget, deadline)()
 
-    def _read_asked(self, asked: ImageRequest, ref: PictureRef, budget: PixelBudget | None) -> DecodedImage:
+    def fetch_ref(self, ref: PictureRef, budget: PixelBudget | None = None,
+                  deadline: float | None = None) -> Callable[[], DecodedImage]:
+        """What `read_ref` does in two steps: the fetching (or file reading) done now, by one `deadline`
+        for all its fetches; the decoding left to do, returned (so that a batch can tell a picture
+        still being fetched from one fetched and being decoded)."""
+        if ref.kind == "iiif":  # its width and height are the picture's (or region's) own, from its info.json
+            deadline = self._deadline(deadline)
+            asked = self._asked(ref, deadline)
+            data = fetch(asked.url, self.limits.fetch, deadline=deadline).data
+            return lambda: asked.sized(self._read_asked(data, asked, ref, budget))
+        data = self.load(ref, deadline)
+        if ref.region is None:
+            return lambda: self.read(data, name=ref.source, budget=budget)
+        region = ref.region
+        return lambda: self._cut(data, ref, lambda w, h: region_box(region, w, h), budget)
+
+    def _deadline(self, deadline: float | None) -> float:
+        return time.monotonic() + self.limits.fetch.timeout if deadline is None else deadline
+
+    def _read_asked(self, data: bytes, asked: ImageRequest, ref: PictureRef, budget: PixelBudget | None) -> DecodedImage:
         """What a IIIF service gave for the picture or its region, decoded (a level-0 server's listed size cut)."""
-        data = fetch(asked.url, self.limits.fetch).data
         if asked.crop is None:  # the whole picture, or a region the service cut
             return self.read(data, name=ref.source, budget=budget)
         fx, fy, fw, fh = asked.crop
@@ -117,9 +133,9 @@ class PictureReader:
             return x, y, max(1, min(w - x, round(fw * w))), max(1, min(h - y, round(fh * h)))
         return self._cut(data, ref, box, budget)
 
-    def _asked(self, ref: PictureRef) -> ImageRequest:
+    def _asked(self, ref: PictureRef, deadline: float) -> ImageRequest:
         """What to fetch from a IIIF service for the picture, or its region, at the model's size."""
-        info = fetch_json(info_url(ref.location), self.limits.fetch, MAX_INFO_BYTES)
+        info = fetch_json(info_url(ref.location), self.limits.fetch, MAX_INFO_BYTES, deadline=deadline)
         if ref.region is None:
             return image_request(info, self.target or 0)  # no target: image_request says so
         return region_request(info, self.target or 0, ref.region)
@@ -149,9 +165,15 @@ class PictureReader:
         sha = hashlib.sha256(f"{decoded.sha256}#{region_fragment(ref.region or '')}".encode()).hexdigest()
         return dataclasses.replace(decoded, image=shrink(cut, self.target), sha256=sha, width=w, height=h)
 
-    def fetch(self, url: str, budget: PixelBudget | None = None) -> DecodedImage:
-        """A picture from a URL: an image, or a IIIF Image API service (…/info.json)."""
-        return self.read_ref(PictureRef.of_url(url), budget)
+    def fetch(self, url: str, budget: PixelBudget | None = None, deadline: float | None = None) -> DecodedImage:
+        """A picture from a URL: an image, or a IIIF Image API service (…/info.json), every fetch by one
+        `deadline` (by default the fetch timeout from now)."""
+        return self.read_ref(PictureRef.of_url(url), budget, deadline)
+
+    def fetching(self, url: str, budget: PixelBudget | None = None,
+                 deadline: float | None = None) -> Callable[[], DecodedImage]:
+        """`fetch` in two steps (`fetch_ref`): fetched now, the decoding returned."""
+        return self.fetch_ref(PictureRef.of_url(url), budget, deadline)
 
 
 def _header_size(data: bytes) -> tuple[int, int] | None:
