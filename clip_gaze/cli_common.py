@@ -84,16 +84,22 @@ class _Bar:
         self._bar.close()
 
 
+PROGRESS_EVERY = 5.0  # seconds between two progress lines off a terminal
+
+
 class ProgressLines:
     """Progress for a log rather than a terminal: one plain line on stderr every `every` seconds
-    ("adding pictures: 120 of 3,000 (4%), 11.8 a second, about 4 min left") and one at the end, so a
-    job run by cron, CI or `nohup` shows it is alive without a bar's carriage returns."""
+    ("adding pictures: 120 of 3,000 (4%), 11.8 a second, about 4 min left") and, after those, one at
+    the end, so a job run by cron, CI or `nohup` shows it is alive without a bar's carriage returns. A
+    run shorter than `every` prints nothing, and one stopped by an error no last line."""
 
-    def __init__(self, total: int, desc: str, every: float = 5.0, clock: Callable[[], float] | None = None,
+    def __init__(self, total: int, desc: str, every: float | None = None, clock: Callable[[], float] | None = None,
                  write: Callable[[str], None] | None = None):
         import time
 
-        self.total, self.desc, self.every = total, desc, every
+        self.total, self.desc = total, desc
+        self.every = PROGRESS_EVERY if every is None else every
+        self.said = 0
         self._clock = clock or time.monotonic
         self._write = write or (lambda line: say(line, err=True))
         self.done = 0
@@ -115,13 +121,15 @@ class ProgressLines:
         now = self._clock()
         if now - self._last >= self.every:
             self._last = now
+            self.said += 1
             self._write(self.line())
 
     def __enter__(self) -> "ProgressLines":
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self._write(self.line())
+    def __exit__(self, kind: object, *exc: object) -> None:
+        if self.said and kind is None:
+            self._write(self.line())
 
 
 def progress_for(total: int, desc: str, unit: str = " phrases") -> Any:

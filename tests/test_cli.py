@@ -187,6 +187,9 @@ def test_progress_off_a_terminal_is_a_plain_line_every_few_seconds():
     from clip_gaze.cli_common import ProgressLines
 
     now, lines = [0.0], []
+    with ProgressLines(3, "quick", every=5, clock=lambda: now[0], write=lines.append) as bar:
+        bar.update(3)
+    assert lines == []  # a run shorter than a line's interval says nothing
     with ProgressLines(300, "adding pictures", every=5, clock=lambda: now[0], write=lines.append) as bar:
         for _ in range(30):
             now[0] += 1
@@ -200,7 +203,11 @@ def test_progress_off_a_terminal_is_a_plain_line_every_few_seconds():
                      "adding pictures: 300 of 300 (100%), 10.0 a second"]
 
 
-def test_collection_add_reports_progress_lines_on_stderr_when_it_is_not_a_terminal(run, tmp_path: Path):
+def test_collection_add_reports_progress_lines_on_stderr_when_it_is_not_a_terminal(run, tmp_path: Path,
+                                                                                   monkeypatch: pytest.MonkeyPatch):
+    import clip_gaze.cli_common
+
+    monkeypatch.setattr(clip_gaze.cli_common, "PROGRESS_EVERY", 0.0)  # a line at every batch
     (tmp_path / "few").mkdir()
     for i, colour in enumerate(("red", "blue", "green")):
         draw_shape(colour).save(tmp_path / "few" / f"{i}.png")
