@@ -11,6 +11,8 @@ import json
 import os
 import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -24,11 +26,11 @@ from werkzeug.serving import make_server
 
 from clip_gaze import ApiError, Client
 from conftest import draw_shape, encode
-from indexer.collections.jobs import INTERRUPTED, process_owner
+from indexer.collections.jobs import HEARTBEAT, INTERRUPTED, LEASE, Jobs, job_owner_alive, owner_alive, process_owner
 from indexer.collections.local import Collections
 from indexer.engine import Engine
 from indexer.schema import parse
-from indexer.schema.collections import CreateCollection
+from indexer.schema.collections import AddSources, CreateCollection
 from indexer.settings import Settings
 from service import create_app
 from test_e2e_serve import TOKEN, Server, free_port
@@ -208,3 +210,100 @@ def test_client_wait_returns_on_interrupted_and_times_out_clearly(engine: Engine
     finally:
         server.shutdown()
         server.server_close()
+
+
+# ------------------------------------------------------- one run per job, whatever its lease says
+
+
+class _CountingRun:
+    """A job's run that counts its checkpoints as done."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.owner: str | None = None
+
+    def carry(self, job_id: str, earlier: dict[str, Any], owner: str | None = None) -> None:
+        self.owner = owner
+
+    def job_counts(self, report: Any = None) -> dict[str, Any]:
+        return {"done": self.n}
+
+
+def _counting_jobs(engine: Engine, steps: int, pause: float) -> tuple[Jobs, list[_CountingRun]]:
+    runs: list[_CountingRun] = []
+
+    def make_run(name: str, request: AddSources) -> _CountingRun:
+        runs.append(_CountingRun())
+        return runs[-1]
+
+    def execute(run: _CountingRun, checkpoint: Callable[[Any], None]) -> Any:
+        for _ in range(steps):
+            time.sleep(pause)
+            run.n += 1
+            checkpoint(None)
+        return None
+
+    return Jobs(engine.images, make_run, execute), runs
+
+
+def _wait_for(jobs: Jobs, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while jobs.threads and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not jobs.threads
+
+
+def test_a_job_whose_lease_lapsed_while_its_run_lives_is_never_taken_nor_run_twice(engine: Engine):
+    Collections(engine).create(parse(CreateCollection, {"name": "museum"}))
+    images = engine.images
+    jobs, runs = _counting_jobs(engine, 20, 0.1)
+    job_id = jobs.start("museum", parse(AddSources, {"sources": ["http://127.0.0.1:9/m.json"]}))
+    time.sleep(0.3)
+    images.update_job(job_id, lease_until=time.time() - 1)  # a heartbeat missed (a store busy longer than a lease)
+    assert jobs.take_unowned() == 0 and not jobs.take(job_id)
+    other = Jobs(images, lambda *_: pytest.fail("a second run of the job"), lambda *_: None)  # another worker's view
+    assert other.take_unowned() == 0 and other.info(job_id).state == "running"
+    _wait_for(jobs, 10)
+    job = images.job(job_id)
+    assert (len(runs), job["state"], job["done"], job["resumed"], job["owner"]) == (1, "done", 20, 0, None)
+
+
+def test_a_run_whose_job_was_taken_from_it_stops_at_its_next_checkpoint_and_writes_the_job_no_more(engine: Engine):
+    Collections(engine).create(parse(CreateCollection, {"name": "museum"}))
+    images = engine.images
+    jobs, runs = _counting_jobs(engine, 50, 0.05)
+    job_id = jobs.start("museum", parse(AddSources, {"sources": ["http://127.0.0.1:9/m.json"]}))
+    time.sleep(0.3)
+    mine = images.job(job_id)["owner"]
+    assert runs[0].owner == mine and "#" in mine
+    assert images.update_job(job_id, held_by="elsewhere/1/2/3", done=99) is False  # a write for another owner: none
+    assert images.job(job_id)["done"] != 99
+    images.update_job(job_id, owner="elsewhere/1/2/3#x", done=7)  # another host's worker took it over
+    _wait_for(jobs, 5)
+    assert runs[0].n < 50  # stopped at its next checkpoint, not run to its end
+    job = images.job(job_id)
+    assert (job["state"], job["owner"], job["done"]) == ("running", "elsewhere/1/2/3#x", 7)  # left to its new owner
+    held = images.record(Collections(engine).images.get("museum").id, [], engine.model_key, {},
+                         job=(job_id, {"done": 8}, mine), kept=["x"])
+    assert held is False and images.job(job_id)["done"] == 7  # a batch of the old run counts for it no more
+
+
+def test_a_lease_outlasts_the_stores_busy_timeout_and_a_heartbeat(engine: Engine):
+    busy = engine.store.db.execute("PRAGMA busy_timeout").fetchone()[0] / 1000
+    assert LEASE > busy + HEARTBEAT  # a renewal waiting on a busy store comes before the lease lapses
+    assert (HEARTBEAT, LEASE) == (3.0, 75.0)  # as the README says
+
+
+def test_a_pid_reused_by_another_process_is_not_the_owner_alive():
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        me = process_owner().split("/")
+        with open(f"/proc/{child.pid}/stat") as fh:
+            started = fh.read().rsplit(")", 1)[1].split()[19]
+        assert owner_alive(f"{me[0]}/{me[1]}/{child.pid}/{started}.abcd#run") is True
+        assert owner_alive(f"{me[0]}/{me[1]}/{child.pid}/{int(started) - 1}.abcd#run") is False  # its PID, not it
+        assert owner_alive(f"{me[0]}/{me[1]}/{child.pid}/abcd") is True  # an owner stored before start times were kept
+    finally:
+        child.kill()
+        child.wait()
+    assert job_owner_alive(process_owner() + "#ended") is None  # a run of this process that is not running: the lease tells

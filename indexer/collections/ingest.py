@@ -94,6 +94,7 @@ class AddRun:
         self.stale: set[str] = set()  # stored files that changed: read again
         self.waiting: dict[str, PictureRef] = {}  # sources another live run is reading
         self.job: str | None = None
+        self.job_owner: str | None = None  # the owner the job's counts are written for (None: any)
         self.carried: dict[str, int] = {}
         named = list(items)
         self.items = [it for it in named if not isinstance(it, Ignored)]
@@ -190,9 +191,11 @@ class AddRun:
             leases.drop(self.owner)
             self.images.release_claims(self.owner)
 
-    def carry(self, job_id: str, earlier: dict[str, Any]) -> None:
-        """This run is job `job_id`'s, resumed after runs that counted `earlier` (the stored job)."""
+    def carry(self, job_id: str, earlier: dict[str, Any], owner: str | None = None) -> None:
+        """This run is job `job_id`'s, resumed after runs that counted `earlier` (the stored job); its
+        batches write the job's counts only while `owner` holds the job."""
         self.job = job_id
+        self.job_owner = owner
         self.carried = {k: int(earlier.get(k) or 0) for k in ("done", "refreshed")}
 
     def job_counts(self, report: AddReport | None = None) -> dict[str, Any]:
@@ -232,7 +235,7 @@ class AddRun:
                     kept.append(p.source)
         self.images.record(self.collection_id, [p for p in pictures if p.source not in kept or p.sha256],
                            self.model_key, embeddings, claims=self.owner,
-                           job=(self.job, self.job_counts()) if self.job else None, kept=kept)
+                           job=(self.job, self.job_counts(), self.job_owner) if self.job else None, kept=kept)
 
     def finish(self) -> AddReport:
         """The report, with the run's time."""

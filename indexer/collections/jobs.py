@@ -1,16 +1,22 @@
 """Jobs: adds run in the background of a service worker, that never say `running` without one.
 
 A job's state is in the store, so any worker answers for it. A job queued or running is owned by one
-worker process (`owner`: `process_owner()`, the host, PID namespace, PID and a token of the process)
-holding a lease (`lease_until`, unix seconds) that a heartbeat thread (`Leases`) renews every
-`HEARTBEAT` seconds, whatever the speed of the job's batches. A job whose lease passed, or whose
-owner is known to be dead (a process of this machine and namespace that is gone), is owned by no one
-and never answered as running: the first worker that sees it (when it starts, every `WATCH` seconds
-after, or when the job is asked for) takes it atomically (one UPDATE … WHERE no live owner: only one
-worker wins) and resumes it from what is stored (`resumed` + 1; the add's plan skips what earlier runs
-stored, and the counts are carried on: `AddRun.carry`), or, with CLIP_GAZE_RESUME_JOBS=0, marks it
-`interrupted` with a reason. A job stored before jobs kept their request cannot be resumed: it is
-marked interrupted too.
+run of one worker process (`owner`: `process_owner()`, the host, PID namespace, PID and a token of the
+process with its start time, then `#` and the run's token) holding a lease (`lease_until`, unix
+seconds) that a heartbeat thread (`Leases`) renews every `HEARTBEAT` seconds, whatever the speed of
+the job's batches. `LEASE` is longer than the store's busy timeout (60 s) and a beat: a renewal
+waiting on a busy store still comes before the lease lapses. A job whose owner is known alive (a
+process of this machine and namespace that lives, or a run of this process still running) is never
+taken, whatever its lease. A job whose owner is known dead (such a process gone, its PID reused by
+another), or of an owner this process cannot see (another host or namespace) whose lease passed, is
+owned by no one and never answered as running: the first worker that sees it (when it starts,
+every `WATCH` seconds after, or when the job is asked for) takes it atomically (one UPDATE … WHERE no
+live owner: only one worker wins) and resumes it from what is stored (`resumed` + 1; the add's plan
+skips what earlier runs stored, and the counts are carried on: `AddRun.carry`), or, with
+CLIP_GAZE_RESUME_JOBS=0, marks it `interrupted` with a reason. A job stored before jobs kept their
+request cannot be resumed: it is marked interrupted too. A run writes its job only while it owns
+it (every write is `WHERE owner = ?`): a run whose job was taken from it or handed back stops at
+its next checkpoint (`Lost`), leaving the job to its new owner.
 
 Stopping (a worker's SIGTERM): `stop()` tells the running jobs to stop after the batch they are
 recording (a batch is one transaction, and the job's counts are written in it: a checkpoint);
@@ -39,7 +45,7 @@ from ..store.image_store import ImageStore
 
 log = logging.getLogger("clip_gaze.jobs")
 
-LEASE = 15.0  # seconds a lease holds without renewal
+LEASE = 75.0  # seconds a lease holds without renewal: more than the store's busy timeout (60 s) and a beat
 HEARTBEAT = 3.0  # seconds between renewals
 WATCH = 5.0  # seconds between a worker's looks for jobs no live worker owns
 INTERRUPTED = "the server stopped while it ran; add the source again to finish"
@@ -50,12 +56,25 @@ _identity: tuple[int, str] | None = None
 
 
 def process_owner() -> str:
-    """This process, as an owner of leases: host/pid namespace/pid/token (a forked child is another)."""
+    """This process, as an owner of leases: host/pid namespace/pid/token (a forked child is another);
+    the token begins with the process's start time (`_started`), so a PID reused is told apart."""
     global _identity
     pid = os.getpid()
     if _identity is None or _identity[0] != pid:
-        _identity = (pid, f"{socket.gethostname()}/{_namespace()}/{pid}/{secrets.token_hex(4)}")
+        started = _started(pid)
+        token = f"{started}.{secrets.token_hex(4)}" if started else secrets.token_hex(4)
+        _identity = (pid, f"{socket.gethostname()}/{_namespace()}/{pid}/{token}")
     return _identity[1]
+
+
+def _started(pid: int) -> str | None:
+    """The start time of process `pid` (clock ticks since boot, /proc/<pid>/stat's 22nd field)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()
+        return fields[19].decode()
+    except (OSError, IndexError, UnicodeDecodeError):
+        return None
 
 
 def run_owner() -> str:
@@ -85,12 +104,34 @@ def owner_alive(owner: str) -> bool | None:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass
+    started = parts[3].split(".", 1)[0] if "." in parts[3] else None
+    if started is not None and (now := _started(pid)) is not None and now != started:
+        return False  # the PID is another process's now
     return True
 
 
 def dead_owners(owners: Iterable[str]) -> list[str]:
     return [o for o in owners if owner_alive(o) is False]
+
+
+_live_runs: set[str] = set()  # owners of the job runs of this process whose thread runs
+_live_lock = threading.Lock()
+
+
+def job_owner_alive(owner: str) -> bool | None:
+    """`owner_alive` for a job's owner: one of this process is alive while its run runs (this process
+    cannot tell otherwise: its lease tells)."""
+    if owner.split("#", 1)[0] == process_owner():
+        with _live_lock:
+            return True if owner in _live_runs else None
+    return owner_alive(owner)
+
+
+def _liveness(owners: Iterable[str]) -> tuple[list[str], list[str]]:
+    """Of job owners, those known dead and those known alive."""
+    seen = {o: job_owner_alive(o) for o in owners}
+    return [o for o, a in seen.items() if a is False], [o for o, a in seen.items() if a is True]
 
 
 class Leases:
@@ -151,10 +192,15 @@ class Stopped(Exception):
     """Raised in a job's thread at a checkpoint, once the worker is stopping."""
 
 
+class Lost(Stopped):
+    """Raised in a job's thread at a checkpoint when its run no longer owns the job (another worker
+    took it, or it was handed back): the run stops, and writes the job no more."""
+
+
 class JobRun(Protocol):
     """What a job runs (`ingest.AddRun`): told its job, it counts for it."""
 
-    def carry(self, job_id: str, earlier: dict[str, Any]) -> None: ...
+    def carry(self, job_id: str, earlier: dict[str, Any], owner: str | None = None) -> None: ...
 
     def job_counts(self, report: AddReport | None = None) -> dict[str, Any]: ...
 
@@ -174,6 +220,7 @@ class Jobs:
         self.halting = False  # set by `stop`, in a signal handler: a plain flag, no lock taken
         self.stopping = threading.Event()  # set by `shutdown`: wakes the watcher
         self.threads: dict[str, threading.Thread] = {}
+        self.owners: dict[str, str] = {}  # job → the owner its run here holds it as
         self._lock = threading.Lock()
         self._watching: threading.Thread | None = None
 
@@ -181,10 +228,26 @@ class Jobs:
     def owner(self) -> str:
         return process_owner()
 
+    def _new_owner(self) -> str:
+        """An owner for one run of a job here, alive (`job_owner_alive`) until the run ends."""
+        owner = f"{process_owner()}#{secrets.token_hex(4)}"
+        with _live_lock:
+            _live_runs.add(owner)
+        return owner
+
+    @staticmethod
+    def _ended(owner: str) -> None:
+        with _live_lock:
+            _live_runs.discard(owner)
+
     def start(self, name: str, request: AddSources) -> str:
-        owner = self.owner
-        job_id = self.images.create_job("add_sources", name, request.model_dump_json(), owner, time.time() + LEASE)
-        self._spawn(job_id, name, request, carried={})
+        owner = self._new_owner()
+        try:
+            job_id = self.images.create_job("add_sources", name, request.model_dump_json(), owner, time.time() + LEASE)
+        except BaseException:
+            self._ended(owner)
+            raise
+        self._spawn(job_id, name, request, carried={}, owner=owner)
         return job_id
 
     def info(self, job_id: str) -> JobInfo:
@@ -197,9 +260,12 @@ class Jobs:
 
     def _owned(self, row: dict[str, object]) -> bool:
         owner, lease = row.get("owner"), row.get("lease_until")
-        if not isinstance(owner, str) or not isinstance(lease, (int, float)) or lease < time.time():
+        if not isinstance(owner, str):
             return False
-        return owner_alive(owner) is not False
+        alive = job_owner_alive(owner)
+        if alive is not None:
+            return alive
+        return isinstance(lease, (int, float)) and lease >= time.time()
 
     # -- taking over -----------------------------------------------------------------------------
     def take(self, job_id: str) -> bool:
@@ -207,20 +273,28 @@ class Jobs:
         if self.halting:
             return False
         row = self.images.job(job_id)
-        dead = dead_owners([row["owner"]] if row.get("owner") else [])
+        dead, alive = _liveness([row["owner"]] if row.get("owner") else [])
         now = time.time()
         request = self._request(row.get("request"))
         if request is None or not self.resume:
             reason = UNRESUMABLE if request is None else INTERRUPTED
-            taken = self.images.take_job(job_id, now, dead, {"state": "interrupted", "reason": reason, "lease_until": None})
+            taken = self.images.take_job(job_id, now, dead, {"state": "interrupted", "reason": reason, "lease_until": None},
+                                         alive=alive)
             if taken:
                 log.warning("job %s interrupted: %s", job_id, reason)
             return taken
-        if not self.images.take_job(job_id, now, dead, {"state": "running", "lease_until": now + LEASE}, owner=self.owner,
-                                    resumed=True):
+        owner = self._new_owner()
+        try:
+            taken = self.images.take_job(job_id, now, dead, {"state": "running", "lease_until": now + LEASE}, owner=owner,
+                                         resumed=True, alive=alive)
+        except BaseException:
+            self._ended(owner)
+            raise
+        if not taken:
+            self._ended(owner)
             return False
         log.info("resuming job %s (%s)", job_id, row["collection"])
-        self._spawn(job_id, str(row["collection"]), request, carried=dict(row), resumed=True)
+        self._spawn(job_id, str(row["collection"]), request, carried=dict(row), owner=owner, resumed=True)
         return True
 
     @staticmethod
@@ -234,8 +308,8 @@ class Jobs:
 
     def take_unowned(self) -> int:
         """Every job no live worker owns, taken (resumed or interrupted): how many this worker took."""
-        dead = dead_owners(self.images.job_owners())
-        return sum(self.take(job_id) for job_id in self.images.unowned_jobs(time.time(), dead))
+        dead, alive = _liveness(self.images.job_owners())
+        return sum(self.take(job_id) for job_id in self.images.unowned_jobs(time.time(), dead, alive))
 
     def watch(self) -> None:
         """Takes unowned jobs now and every `WATCH` seconds after, until the worker stops."""
@@ -255,8 +329,9 @@ class Jobs:
             self._watching.start()
 
     # -- running ---------------------------------------------------------------------------------
-    def _spawn(self, job_id: str, name: str, request: AddSources, carried: dict[str, object], resumed: bool = False) -> None:
-        owner = self.owner
+    def _spawn(self, job_id: str, name: str, request: AddSources, carried: dict[str, object], owner: str,
+               resumed: bool = False) -> None:
+        """The job's run in a thread of its own, as `owner` (alive until it ends)."""
         leases = Leases.of(self.images)
         leases.hold(owner)
 
@@ -264,11 +339,15 @@ class Jobs:
 
         def checkpoint(_: AddReport) -> None:
             """After the plan, each batch and while waiting for other runs: the counts (a batch wrote
-            them in its transaction; the plan's skipped and relabelled are written here), then a stop."""
+            them in its transaction; the plan's skipped and relabelled are written here), then a stop,
+            or the end of a run that no longer owns its job."""
             counts = add.job_counts()
             if counts != written:
-                self.images.update_job(job_id, **counts)
+                if not self.images.update_job(job_id, held_by=owner, **counts):
+                    raise Lost()
                 written.update(counts)
+            elif self.images.job_owner(job_id) != owner:
+                raise Lost()
             if self.halting:
                 raise Stopped()
 
@@ -277,27 +356,34 @@ class Jobs:
         def run() -> None:
             nonlocal add
             try:
-                if not resumed:
-                    self.images.update_job(job_id, state="running")
+                if not resumed and not self.images.update_job(job_id, held_by=owner, state="running"):
+                    raise Lost()
                 add = self.make_run(name, request)
-                add.carry(job_id, carried)
+                add.carry(job_id, carried, owner=owner)
                 report = self.execute(add, checkpoint)
-                self.images.update_job(job_id, state="done", owner=None, lease_until=None, **add.job_counts(report))
+                if not self.images.update_job(job_id, held_by=owner, state="done", owner=None, lease_until=None,
+                                              **add.job_counts(report)):
+                    raise Lost()
+            except Lost:
+                log.warning("job %s was taken over by another worker (or handed back); this run of it stops", job_id)
             except Stopped:
                 self.images.release_job(job_id, owner)
                 log.info("job %s stopped at a checkpoint; the next start resumes it", job_id)
             except Exception as exc:  # reported by the job, never lost
-                self.images.update_job(job_id, state="failed", owner=None, lease_until=None,
+                self.images.update_job(job_id, held_by=owner, state="failed", owner=None, lease_until=None,
                                        error=str(getattr(exc, "message", exc)))
             finally:
+                self._ended(owner)
                 leases.drop(owner)
                 with self._lock:
                     self.threads.pop(job_id, None)
+                    self.owners.pop(job_id, None)
                 self.images.store.close()  # this thread's connection
 
         thread = threading.Thread(target=run, name=f"clip-gaze-job-{job_id}", daemon=True)
         with self._lock:
             self.threads[job_id] = thread
+            self.owners[job_id] = owner
         thread.start()
 
     def stop(self) -> None:
@@ -316,11 +402,11 @@ class Jobs:
         for thread in threads:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
         with self._lock:
-            left = list(self.threads)
-        for job_id in left:
-            self.images.release_job(job_id, self.owner)
+            left = dict(self.owners)
+        for job_id, owner in left.items():
+            self.images.release_job(job_id, owner)
             log.warning("job %s did not reach a checkpoint in time; the next start resumes it", job_id)
 
 
-__all__ = ["HEARTBEAT", "INTERRUPTED", "LEASE", "Jobs", "Leases", "Stopped", "dead_owners", "owner_alive",
-           "process_owner", "run_owner"]
+__all__ = ["HEARTBEAT", "INTERRUPTED", "LEASE", "Jobs", "Leases", "Lost", "Stopped", "dead_owners", "job_owner_alive",
+           "owner_alive", "process_owner", "run_owner"]

@@ -152,14 +152,16 @@ class ImageStore:
 
     def record(self, collection_id: int, pictures: Sequence[Picture], model_key: str,
                embeddings: dict[str, npt.NDArray[np.float32]], claims: str | None = None,
-               job: tuple[str, dict[str, Any]] | None = None, kept: Sequence[str] = ()) -> None:
+               job: tuple[str, dict[str, Any], str | None] | None = None, kept: Sequence[str] = ()) -> bool:
         """One batch, one transaction: pictures (stored or failed, replacing what the source gave
         before) and the embeddings of new content. A run killed between batches keeps whole batches.
         In the same transaction: the `claims` owner's claims on these sources (and on `kept`, sources
-        read in vain whose stored rows stay as they are) go, and `job` (its id and counts) is updated,
-        so a job's counts are always those of what is stored."""
+        read in vain whose stored rows stay as they are) go, and `job` (its id, counts and the owner it
+        is updated for: None, any) is updated, so a job's counts are always those of what is stored.
+        False when that owner no longer holds the job (its pictures are stored all the same)."""
+        held = True
         if not pictures and not kept:
-            return
+            return held
         now = timestamp()
         with self.store.transaction() as db:
             if claims is not None and kept:
@@ -181,9 +183,10 @@ class ImageStore:
                 db.conn.executemany("DELETE FROM add_claims WHERE collection_id = ? AND source = ? AND owner = ?",
                                     [(collection_id, p.source, claims) for p in pictures])
             if job is not None:
-                _update_job(db, job[0], job[1])
+                held = _update_job(db, job[0], job[1], job[2])
             if any(p.sha256 for p in pictures):
                 db.execute("UPDATE collections SET version = version + 1, updated_at = ? WHERE id = ?", [now, collection_id])
+        return held
 
     def relabel(self, collection_id: int, pictures: Sequence[Picture]) -> int:
         """Stored pictures named again (a rerun, a catalogue file): their external id and metadata
@@ -315,16 +318,22 @@ class ImageStore:
                        "VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?)", [job_id, kind, collection, now, now, request, owner, lease_until])
         return job_id
 
-    def update_job(self, job_id: str, **fields: Any) -> None:
+    def update_job(self, job_id: str, held_by: str | None = None, **fields: Any) -> bool:
+        """The job's `fields` written; with `held_by`, only while that owner holds it (a run writes
+        its job only so): False when it does not (another worker took it, or it was handed back)."""
         with self.store.transaction() as db:
-            _update_job(db, job_id, fields)
+            return _update_job(db, job_id, fields, held_by)
 
-    def unowned_jobs(self, now: float, dead: Sequence[str] = ()) -> list[str]:
-        """Jobs queued or running that no live worker owns: no owner, a lease passed, or a dead owner."""
-        marks = ", ".join("?" for _ in dead) or "NULL"
-        rows = self.db.execute(
-            "SELECT id FROM jobs WHERE state IN ('queued', 'running') AND (owner IS NULL OR lease_until IS NULL OR "
-            f"lease_until < ? OR owner IN ({marks})) ORDER BY created_at", [now, *dead])
+    def job_owner(self, job_id: str) -> str | None:
+        row = self.db.execute("SELECT owner FROM jobs WHERE id = ?", [job_id]).fetchone()
+        return row[0] if row else None
+
+    def unowned_jobs(self, now: float, dead: Sequence[str] = (), alive: Sequence[str] = ()) -> list[str]:
+        """Jobs queued or running that no live worker owns: no owner, a dead owner, or a lease passed
+        of an owner not known `alive` (a live owner's job is never taken, whatever its lease)."""
+        where, args = _unowned(now, dead, alive)
+        rows = self.db.execute(f"SELECT id FROM jobs WHERE state IN ('queued', 'running') AND {where} ORDER BY created_at",
+                               args)
         return [r[0] for r in rows]
 
     def job_owners(self) -> list[str]:
@@ -332,17 +341,16 @@ class ImageStore:
                                               "AND owner IS NOT NULL")]
 
     def take_job(self, job_id: str, now: float, dead: Sequence[str], fields: dict[str, Any],
-                 owner: str | None = None, resumed: bool = False) -> bool:
+                 owner: str | None = None, resumed: bool = False, alive: Sequence[str] = ()) -> bool:
         """Atomically: a job no live worker owns (as `unowned_jobs`) takes `fields` (and `owner`'s
         claim on it, `resumed` + 1 if resumed); False if another worker owns it (or took it first) or
         it has ended."""
-        marks = ", ".join("?" for _ in dead) or "NULL"
         sets = "".join(f"{k} = ?, " for k in fields) + ("resumed = resumed + 1, " if resumed else "")
+        where, args = _unowned(now, dead, alive)
         with self.store.transaction() as db:
             cur = db.execute(
-                f"UPDATE jobs SET {sets}owner = ?, updated_at = ? WHERE id = ? AND state IN ('queued', 'running') AND "
-                f"(owner IS NULL OR lease_until IS NULL OR lease_until < ? OR owner IN ({marks}))",
-                [*fields.values(), owner, timestamp(), job_id, now, *dead])
+                f"UPDATE jobs SET {sets}owner = ?, updated_at = ? WHERE id = ? AND state IN ('queued', 'running') AND {where}",
+                [*fields.values(), owner, timestamp(), job_id, *args])
             return bool(cur.rowcount == 1)
 
     def release_job(self, job_id: str, owner: str) -> bool:
@@ -372,9 +380,20 @@ def _embedded_among(db: Any, collection_id: int, model_key: str, sources: Sequen
     return found
 
 
-def _update_job(db: Any, job_id: str, fields: dict[str, Any]) -> None:
+def _update_job(db: Any, job_id: str, fields: dict[str, Any], held_by: str | None = None) -> bool:
     sets = "".join(f"{k} = ?, " for k in fields)
-    db.execute(f"UPDATE jobs SET {sets}updated_at = ? WHERE id = ?", [*fields.values(), timestamp(), job_id])
+    held = " AND owner = ?" if held_by is not None else ""
+    cur = db.execute(f"UPDATE jobs SET {sets}updated_at = ? WHERE id = ?{held}",
+                     [*fields.values(), timestamp(), job_id, *([held_by] if held_by is not None else [])])
+    return bool(cur.rowcount == 1)
+
+
+def _unowned(now: float, dead: Sequence[str], alive: Sequence[str]) -> tuple[str, list[Any]]:
+    """The condition on a job row that no live worker owns it, and its arguments."""
+    dead_marks = ", ".join("?" for _ in dead) or "NULL"
+    spared = f" AND owner NOT IN ({', '.join('?' for _ in alive)})" if alive else ""
+    return (f"(owner IS NULL OR owner IN ({dead_marks}) OR ((lease_until IS NULL OR lease_until < ?){spared}))",
+            [*dead, now, *alive])
 
 
 def _insert_embeddings(db: Any, model_key: str, embeddings: dict[str, npt.NDArray[np.float32]]) -> None:
