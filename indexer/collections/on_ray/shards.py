@@ -74,9 +74,9 @@ def make_shard_sink(folder: Path, model_key: str, collection: str, min_rows: int
 class Merger:
     """Merges whole shards into the store, one transaction per shard, and deletes each once merged.
     Rows for sources already stored with an embedding for the shard's model are skipped (but for files
-    the run reads again as changed: `_skips`); an embedding
-    already stored for a sha256 is not replaced. Merging a shard twice changes nothing. Shards of the
-    run's model count in its report; a leftover shard of another model is stored, not counted."""
+    the run reads again as changed: `_skips`); an embedding already stored for a sha256 is not
+    replaced. Merging a shard twice changes nothing. Shards of the run's model count in its report; a
+    leftover shard of another model is stored, not counted."""
 
     def __init__(self, run: AddRun):
         self.run = run
