@@ -592,3 +592,52 @@ def test_a_refusal_names_the_host_given_never_what_it_resolves_to(caplog: pytest
     assert any("127.0.0.1" in r.getMessage() or "::1" in r.getMessage() for r in logged)
     with pytest.raises(FetchError, match=r"host 127\.0\.0\.1 is a loopback address"):  # the caller wrote the address
         fetch("http://127.0.0.1:9/secret.png", FetchPolicy())
+
+
+# ------------------------------------------------------------------ one deadline for several fetches
+
+
+class _SlowIIIF(Handler):
+    """A IIIF service whose info.json takes 0.6 s, and whose picture trickles one byte every 50 ms."""
+
+    def answer(self) -> None:
+        if self.path.endswith("/info.json"):
+            if self.server.stop.wait(0.6):
+                return
+            info = {"@context": "http://iiif.io/api/image/3/context.json", "id": f"{self.server.url}/iiif/a",
+                    "type": "ImageService3", "protocol": "http://iiif.io/api/image", "profile": "level2",
+                    "width": 1000, "height": 1000}
+            self.send(body=json.dumps(info).encode(), ctype="application/json")
+            return
+        if self.path == "/hop":
+            self.send(302, b"", None, Location="/iiif/a/full/max/0/default.jpg")
+            return
+        self.wfile.write(b"HTTP/1.0 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: 100000\r\n\r\n")
+        while not self.server.stop.wait(0.05):
+            self.wfile.write(b"x")
+            self.wfile.flush()
+
+
+def test_a_deadline_given_ends_a_fetch_before_its_own_timeout_redirects_included(serve: Callable[..., _Server]) -> None:
+    server = serve(_SlowIIIF)
+    start = time.monotonic()
+    with pytest.raises(FetchError, match="not fetched by its deadline") as caught:
+        fetch(f"{server.url}/hop", LOOPBACK, deadline=time.monotonic() + 0.5)  # LOOPBACK's own timeout: 5 s
+    assert caught.value.code == "fetch_timeout"
+    assert 0.45 < time.monotonic() - start < 1.2
+
+
+def test_a_iiif_read_fetches_its_info_and_picture_by_one_deadline(serve: Callable[..., _Server]) -> None:
+    """Its info.json (0.6 s) and its picture (never ending) together within the one 1 s timeout, not 1 s each."""
+    from indexer.pictures.reader import ImageLimits, PictureReader
+
+    server = serve(_SlowIIIF)
+    reader = PictureReader(ImageLimits(10**8, 10**8, 2, FetchPolicy(allow=LOOPBACK.allow, timeout=1.0)), target=64)
+    for given in (False, True):  # the fetch timeout from now, or the deadline given
+        start = time.monotonic()
+        with pytest.raises(FetchError) as caught:
+            url = f"{server.url}/iiif/a/info.json"
+            reader.fetch(url, deadline=start + 1.0) if given else reader.fetch(url)
+        took = time.monotonic() - start
+        assert caught.value.code == "fetch_timeout", caught.value.message
+        assert 0.9 < took < 1.4, took

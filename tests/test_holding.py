@@ -198,3 +198,153 @@ def test_the_access_log_line_keeps_query_names_but_never_their_values():
     assert line == "GET /v1/collections?token=…&limit=… HTTP/1.1"
     assert "s3cret" not in line
     assert redacted_request_line("GET", "/v1/health", "", "HTTP/1.1") == "GET /v1/health HTTP/1.1"
+
+
+# -- who a caller is -------------------------------------------------------------------------------------
+def _caller_of(headers: dict[str, str], peer: str) -> str:
+    from types import SimpleNamespace
+
+    from flask import Flask
+
+    from service.fetching import caller
+
+    app = Flask("caller")
+    app.config["CLIP_GAZE_SETTINGS"] = SimpleNamespace(api_tokens=("the-token",))
+    with app.test_request_context(headers=headers, environ_base={"REMOTE_ADDR": peer}):
+        return caller()
+
+
+def test_a_caller_is_a_valid_token_or_else_its_address(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("FORWARDED_ALLOW_IPS", raising=False)
+    valid = _caller_of({"Authorization": "Bearer the-token"}, "203.0.113.7")
+    assert valid.startswith("token:") and "the-token" not in valid
+    assert valid == _caller_of({"Authorization": "Bearer the-token"}, "198.51.100.1")  # the token, wherever from
+    made_up = {_caller_of({"Authorization": f"Bearer random-{i}"}, "203.0.113.7") for i in range(5)}
+    assert made_up == {"addr:203.0.113.7"}  # a made-up token per request is no fresh caller
+
+
+def test_x_forwarded_for_is_believed_only_from_a_trusted_proxy(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("FORWARDED_ALLOW_IPS", raising=False)
+    spoofed = {"X-Forwarded-For": "1.2.3.4, 198.51.100.9"}  # the client's own entry, then what the proxy appended
+    assert _caller_of(spoofed, "127.0.0.1") == "addr:198.51.100.9"  # a proxy on this machine
+    assert _caller_of(spoofed, "::1") == "addr:198.51.100.9"
+    for peer in ("10.1.2.3", "172.18.0.4", "192.168.1.20", "203.0.113.7"):  # anyone else names itself
+        assert _caller_of(spoofed, peer) == f"addr:{peer}"
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "172.18.0.0/16, 10.9.9.9")  # gunicorn's own list of front ends
+    assert _caller_of(spoofed, "172.18.0.4") == "addr:198.51.100.9"
+    assert _caller_of(spoofed, "10.9.9.9") == "addr:198.51.100.9"
+    assert _caller_of(spoofed, "10.1.2.3") == "addr:10.1.2.3"
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "*")
+    assert _caller_of(spoofed, "10.1.2.3") == "addr:198.51.100.9"
+
+
+def test_made_up_tokens_share_their_address_s_fetches(quick_deadline_app: Any, trickling: str):
+    quick_deadline_app.extensions["clip_gaze_fetches"] = FetchGate(max_fetches=8, per_caller=1)
+    client = quick_deadline_app.test_client()
+    with ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(client.post, "/v1/analyze", json={"image_url": f"{trickling}/slow"},
+                           headers={"Authorization": "Bearer made-up-1"})
+        deadline = time.monotonic() + 5
+        while _Trickling.open_now < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        resp = client.post("/v1/analyze", json={"image_url": f"{trickling}/good.png"},
+                           headers={"Authorization": "Bearer made-up-2"})
+        assert resp.status_code == 503 and "CLIP_GAZE_MAX_FETCHES_PER_CALLER" in resp.get_json()["error"]
+        _Trickling.release.set()
+        slow.result(timeout=10)
+
+
+# -- fetches outlive no grant, a read keeps one deadline, a decoding picture is no fetch timeout -----------
+def test_a_batch_holds_its_fetches_until_its_fetch_threads_end(quick_deadline_app: Any, monkeypatch: pytest.MonkeyPatch):
+    """A fetch that does not end by the deadline (a host name slow to resolve, say) outlives the answer: its
+    slot stays taken until it ends, so fetches in flight never exceed CLIP_GAZE_MAX_FETCHES."""
+    import indexer.pictures.reader as reader_module
+
+    gate = quick_deadline_app.extensions["clip_gaze_fetches"] = FetchGate(max_fetches=2, per_caller=2)
+    stuck = threading.Event()
+
+    def never_by_the_deadline(url: str, *args: Any, **kwargs: Any) -> Any:
+        stuck.wait(20)
+        raise reader_module.InvalidInput("given up")
+
+    monkeypatch.setattr(reader_module, "fetch", never_by_the_deadline)
+    client = quick_deadline_app.test_client()
+    try:
+        resp = client.post("/v1/analyze/batch", json={"image_urls": ["http://127.0.0.1:9/a.png", "http://127.0.0.1:9/b.png"],
+                                                      "vocabularies": "qualities"})
+        assert resp.status_code == 200
+        assert [item["code"] for item in resp.get_json()["results"]] == ["fetch_timeout"] * 2
+        assert (gate.in_flight, gate.requests) == (2, 0)  # answered, its thread free, its fetches still counted
+        refused = client.post("/v1/analyze", json={"image_url": "http://127.0.0.1:9/c.png"})
+        assert refused.status_code == 503 and "CLIP_GAZE_MAX_FETCHES" in refused.get_json()["error"]
+    finally:
+        stuck.set()
+    deadline = time.monotonic() + 5
+    while gate.in_flight and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert (gate.in_flight, gate.requests) == (0, 0)
+
+
+def test_a_picture_fetched_by_the_deadline_but_still_decoding_is_no_fetch_timeout(quick_deadline_app: Any, trickling: str):
+    engine = quick_deadline_app.extensions["clip_gaze"].engine
+    reader = engine.reader
+    read = reader.read
+
+    def slow_read(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(2.8)  # fetched at once, decoded past the 2 s deadline and its half second for the last bytes
+        return read(*args, **kwargs)
+
+    reader.read = slow_read
+    try:
+        resp = quick_deadline_app.test_client().post(
+            "/v1/analyze/batch", json={"image_urls": [f"{trickling}/good.png", f"{trickling}/slow"], "vocabularies": "qualities"})
+    finally:
+        del reader.read
+    items = resp.get_json()["results"]
+    assert items[0]["ok"], items[0]  # waited for: it was fetched
+    assert items[1]["code"] == "fetch_timeout"
+
+
+def test_a_picture_still_decoding_after_the_grace_is_answered_busy():
+    from indexer.pictures.fetch_many import FetchMany
+
+    release = threading.Event()
+    ended = threading.Event()
+
+    def fetch(url: str, deadline: float) -> Any:
+        return lambda: release.wait(10)  # fetched at once, its decoding never done in time
+
+    many = FetchMany(fetch, ["http://example.test/a.png"], width=1, timeout=0.1, done=ended.set, grace=0.2)
+    try:
+        (outcome,) = many.results()
+        assert getattr(outcome, "code", None) == "busy" and "fetched, but still being decoded" in outcome.message
+        assert not ended.is_set()  # its thread still runs: not done
+    finally:
+        release.set()
+        many.close()
+    assert ended.wait(5)
+
+
+# -- one request thread ---------------------------------------------------------------------------------
+def test_with_one_request_thread_a_fetch_may_take_it_and_the_log_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                        caplog: pytest.LogCaptureFixture):
+    import dataclasses
+
+    from flask import Flask
+
+    from service.fetching import init_app
+
+    monkeypatch.setenv("CLIP_GAZE_HOME", str(tmp_path / "home"))
+    settings = Settings.from_env()
+    for threads, admitted in ((1, 1), (2, 1), (4, 3)):
+        gate = FetchGate(max_fetches=8, per_caller=8, request_threads=threads)
+        grants = [gate.admit(f"c{i}") for i in range(admitted)]
+        with pytest.raises(FetchesBusy):
+            gate.admit("another")
+        for grant in grants:
+            grant.release()
+    with caplog.at_level("WARNING", logger="clip_gaze.service"):
+        init_app(Flask("four"), dataclasses.replace(settings, serve_threads=4))
+        assert not caplog.records
+        init_app(Flask("one"), dataclasses.replace(settings, serve_threads=1))
+    assert any("--threads 1" in r.getMessage() and "health and reads wait" in r.getMessage() for r in caplog.records)
