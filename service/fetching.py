@@ -14,7 +14,8 @@ worker and `/v1/health` waited 28 s behind them. The gate admits a fetching requ
 
 otherwise it answers 503 `busy` at once, with Retry-After, rather than queueing the request. A batch
 is granted as many fetches as it has URLs, as far as the limits allow (at least one), and fetches
-that many at a time.
+that many at a time; it gives its request back when it answers, its fetches only when their threads
+have ended (a fetch that outlives the answer is still counted).
 """
 
 from __future__ import annotations
