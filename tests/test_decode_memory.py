@@ -116,6 +116,81 @@ def test_four_60_mp_webps_at_once_stay_within_the_decode_budget(tmp_path: Path):
     assert got["rise"] <= 400 * 2**20, f"{got['rise'] / 2**20:.0f} MiB"
 
 
+def one_strip_tiff(path: Path, mode: str = "RGBA") -> Path:
+    """A 7,745 × 7,745 TIFF of flat shapes whose picture is one deflate strip (libtiff decodes a strip
+    whole: it was 458 MiB, 2.67 × its RGB size, for RGBA)."""
+    img = Image.new("RGB", (SIDE, SIDE), (200, 30, 40))
+    ImageDraw.Draw(img).ellipse((1000, 1000, 6000, 6000), fill=(20, 200, 30))
+    img = img.convert(mode)
+    if mode == "RGBA":
+        img.putalpha(200)
+    img.save(path, "TIFF", compression="tiff_deflate", strip_size=2**31)
+    return path
+
+
+@needs_proc
+def test_a_60_mp_one_strip_rgba_tiff_raises_the_peak_by_at_most_two_and_a_half_times_its_rgb_size(tmp_path: Path):
+    got = peak_rise([one_strip_tiff(tmp_path / "big.tif")], tmp_path)
+    assert got["sizes"] == [[456, 456]]
+    assert got["rise"] <= 2.5 * RGB_BYTES, f"{got['rise'] / 2**20:.0f} MiB"  # was 458 MiB, 2.67 ×
+
+
+def _tiff(img: Image.Image, **options: object) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "TIFF", compression="tiff_deflate", strip_size=2**31, **options)
+    return buf.getvalue()
+
+
+def _noise(mode: str, size: tuple[int, int]) -> Image.Image:
+    bands = len(mode)
+    values = np.random.default_rng(7).integers(0, 256, (size[1], size[0], bands), dtype=np.uint8)
+    return Image.fromarray(values[..., 0] if bands == 1 else values, mode)
+
+
+@pytest.mark.parametrize(("mode", "size", "predictor"), [
+    ("RGB", (1503, 1001), 1), ("RGBA", (1503, 1001), 2), ("L", (901, 1203), 2), ("LA", (700, 650), 1),
+    ("RGBA", (300, 30000), 2),  # cut to its central 64:1 part, the rows above it inflated and dropped
+])
+def test_a_one_strip_tiff_decoded_by_bands_is_the_picture_pillow_decodes(mode: str, size: tuple[int, int],
+                                                                          predictor: int) -> None:
+    from indexer.pictures.decode import shrink
+    from indexer.pictures.decode_tiff import strip_plan
+
+    data = _tiff(_noise(mode, size), tiffinfo={317: predictor})
+    assert strip_plan(Image.open(io.BytesIO(data)), len(data)) is not None  # taken by bands, not by libtiff
+    got = Decoder(60_000_000, 10**12, target=224).decode(data, "one-strip.tif").image
+    want = shrink(Image.open(io.BytesIO(data)), 224)
+    assert got.size == want.size and np.array_equal(np.asarray(got), np.asarray(want))
+
+
+def _retagged(data: bytes, tag: int, value: int) -> bytes:
+    """`data` with the LONG value of its first IFD's `tag` replaced (a lying header)."""
+    first = int.from_bytes(data[4:8], "little")
+    count = int.from_bytes(data[first:first + 2], "little")
+    out = bytearray(data)
+    for i in range(count):
+        entry = first + 2 + 12 * i
+        if int.from_bytes(data[entry:entry + 2], "little") == tag:
+            out[entry + 8:entry + 12] = value.to_bytes(4, "little")
+            return bytes(out)
+    raise AssertionError(f"no tag {tag}")
+
+
+def test_a_one_strip_tiff_that_lies_or_is_damaged_is_a_damaged_picture_never_anything_else() -> None:
+    data = _tiff(_noise("RGB", (640, 480)))
+    strip = 8  # Pillow writes the strip first, the directory after it
+    assert _retagged(data, 273, strip) == data
+    decoder = Decoder(60_000_000, 10**12, target=224)
+    short = _retagged(data, 279, 1000)  # a strip of 1,000 bytes: too few for its rows
+    beyond = _retagged(data, 273, len(data) + 10)  # a strip past the file's end
+    corrupt = bytearray(data)
+    corrupt[strip + 2000:strip + 2100] = bytes(100)
+    for bad in (short, beyond, bytes(corrupt)):
+        with pytest.raises(InvalidImage) as caught:
+            decoder.decode(bad, "lying.tif")
+        assert caught.value.code == "damaged_image"
+
+
 # -- the budget itself ----------------------------------------------------------------------------------
 def test_the_decode_budget_holds_decodes_to_its_limit_and_lets_a_larger_one_run_alone():
     memory = DecodeMemory(100)

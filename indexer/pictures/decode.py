@@ -45,6 +45,7 @@ from ..errors import ImageTooLarge, InvalidImage
 from ..schema import ImageInfo
 from .decode_memory import (DEFAULT_DECODE_MEMORY, STRIP_PIXELS, DecodeMemory, decode_webp, estimate, j2k_reduce,
                             webp_plan)
+from .decode_tiff import StripPlan, bands, strip_plan
 from .decode_warnings import capturing
 
 FORMATS = {"MPO": "JPEG", "WEBP": "WebP"}  # Pillow's format names, where the answer names them otherwise
@@ -157,7 +158,8 @@ class Decoder:
                     img.reduce = j2k_reduce(data, width, height, self.target)  # type: ignore[assignment,method-assign]
                 box = central_box(img.size)
                 webp = webp_plan(data, img, box, _factor(box, self.target)) if fmt == "WebP" else None
-                need = webp[1] if webp else estimate(img, fmt, self.target)
+                tiff = strip_plan(img, len(data)) if fmt == "TIFF" else None
+                need = webp[1] if webp else estimate(img, fmt, self.target, tiff)
             except Exception as exc:  # whatever a plugin raises on untrusted bytes
                 raise _undecodable(name, fmt, exc) from None
             with self.memory.hold(need), self._slots:
@@ -165,6 +167,8 @@ class Decoder:
                     if webp:
                         img.close()
                         rgb = to_rgb(decode_webp(data, box, webp[0]))
+                    elif tiff:
+                        rgb = _shrink_strip(data, tiff, self.target)
                     else:
                         img.load()
                         rgb = shrink(img, self.target)
@@ -290,15 +294,36 @@ def shrink(img: Image.Image, target: int | None) -> Image.Image:
     whole = box == (0, 0, *img.size)
     if factor == 1 and whole and (img.mode == "RGB" or img.width * img.height <= STRIP_PIXELS):
         return to_rgb(img, levels)
+    rows = strip_rows(box, factor)
+    return _paste(((img.crop((box[0], top, box[2], min(box[3], top + rows))), top) for top in range(box[1], box[3], rows)),
+                  box, factor, levels)
+
+
+def strip_rows(box: Box, factor: int) -> int:
+    """The rows of `box` that `shrink` converts at a time: about STRIP_PIXELS, a multiple of `factor`."""
+    return max(1, STRIP_PIXELS // ((box[2] - box[0]) * factor)) * factor
+
+
+def _paste(strips: Iterator[tuple[Image.Image, int]], box: Box, factor: int,
+           levels: tuple[float, float] | None) -> Image.Image:
+    """The reduced RGB picture of `box`, from its strips (each cut to the box's columns) and their top rows."""
     x0, y0, x1, y1 = box
-    width = x1 - x0
-    out = Image.new("RGB", (-(-width // factor), -(-(y1 - y0) // factor)))
-    rows = max(1, STRIP_PIXELS // (width * factor)) * factor
-    for top in range(y0, y1, rows):
-        strip = to_rgb(img.crop((x0, top, x1, min(y1, top + rows))), levels)
+    out = Image.new("RGB", (-(-(x1 - x0) // factor), -(-(y1 - y0) // factor)))
+    for cut, top in strips:
+        strip = to_rgb(cut, levels)
         out.paste(strip.reduce(factor) if factor > 1 else strip, (0, (top - y0) // factor))
-        del strip  # before the next strip is cut
+        del strip, cut  # before the next strip is cut
     return out
+
+
+def _shrink_strip(data: bytes, plan: StripPlan, target: int | None) -> Image.Image:
+    """`shrink` of a one-strip TIFF, its strip inflated a band at a time (`decode_tiff`)."""
+    box = central_box((plan.width, plan.height))
+    factor = max(1, _factor(box, target))
+    rows = strip_rows(box, factor)
+    cuts = ((band if band.width == box[2] - box[0] else band.crop((box[0], 0, box[2], band.height)), top)
+            for band, top in zip(bands(data, plan, box[1], box[3], rows), range(box[1], box[3], rows)))
+    return _paste(cuts, box, factor, None)
 
 
 def _levels(img: Image.Image, box: Box | None = None) -> tuple[float, float] | None:

@@ -24,6 +24,8 @@ from typing import Any
 
 from PIL import Image
 
+from .decode_tiff import StripPlan
+
 DEFAULT_DECODE_MEMORY = 1024 * 1024 * 1024  # CLIP_GAZE_DECODE_MEMORY's default, 1024 MB
 STRIP_PIXELS = 2_000_000  # converted to RGB at a time while reducing a large picture (`decode.shrink`)
 _STRIP_COST = {"RGB": 8, "alpha": 24, "deep": 32, "other": 12}  # bytes a pixel of a strip, at its peak
@@ -79,7 +81,7 @@ def stored_bytes(mode: str, pixels: int) -> int:
     return pixels * _STORED.get(mode, 4)
 
 
-def estimate(img: Image.Image, fmt: str, target: int | None) -> int:
+def estimate(img: Image.Image, fmt: str, target: int | None, tiff: StripPlan | None = None) -> int:
     """The peak bytes Pillow's decoding of `img` (opened, not loaded; a JPEG already drafted, a JPEG 2000
     given its `reduce`) will hold: the picture as Pillow stores it, what its format's decoder holds
     beside it, a strip of `shrink`'s and the reduced RGB copy made from it."""
@@ -88,6 +90,9 @@ def estimate(img: Image.Image, fmt: str, target: int | None) -> int:
     width, height = -(-width // (1 << drop)), -(-height // (1 << drop))
     pixels = width * height
     out = 4 * _reduced_pixels(width, height, target)
+    if tiff is not None:  # a one-strip TIFF inflated a band at a time: a band, a strip of shrink's, the output
+        factor = max(1, min(width, height) // (2 * target)) if target else 1
+        return out + strip_bytes(img) + tiff.band_bytes(max(1, STRIP_PIXELS // (width * factor)) * factor)
     full = stored_bytes(img.mode, pixels) + strip_bytes(img) + out
     if fmt == "TIFF":
         return full + _tiff_buffer(img)
