@@ -24,6 +24,7 @@ from PIL import Image, ImageDraw
 
 from conftest import encode
 from indexer.errors import ImageTooLarge, InvalidImage
+from indexer.pictures import decode_avif
 from indexer.pictures.decode import Decoder, PixelBudget
 from indexer.pictures.decode_memory import DecodeMemory, webp_bitstream, webp_plan
 from indexer.pictures.decode_warnings import install
@@ -189,6 +190,54 @@ def test_a_one_strip_tiff_that_lies_or_is_damaged_is_a_damaged_picture_never_any
         with pytest.raises(InvalidImage) as caught:
             decoder.decode(bad, "lying.tif")
         assert caught.value.code == "damaged_image"
+
+
+needs_libavif = pytest.mark.skipif(not decode_avif.available(), reason="needs libavif 1.x, as Pillow loaded it")
+
+
+@needs_proc
+@needs_libavif
+def test_a_60_mp_avif_raises_the_peak_by_at_most_two_and_a_half_times_its_rgb_size(tmp_path: Path):
+    img = Image.new("RGB", (SIDE, SIDE), (200, 30, 40))
+    ImageDraw.Draw(img).ellipse((1000, 1000, 6000, 6000), fill=(20, 200, 30))
+    img.save(tmp_path / "big.avif", "AVIF", speed=10, quality=50)
+    del img
+    got = peak_rise([tmp_path / "big.avif"], tmp_path)
+    assert got["sizes"] == [[456, 456]]
+    assert got["rise"] <= 2.5 * RGB_BYTES, f"{got['rise'] / 2**20:.0f} MiB"  # was 526 MiB, 3.07 ×
+
+
+def _avif(mode: str, size: tuple[int, int]) -> bytes:
+    buf = io.BytesIO()
+    _noise(mode, size).save(buf, "AVIF", quality=90, speed=10)
+    return buf.getvalue()
+
+
+@needs_libavif
+@pytest.mark.parametrize(("mode", "size"), [("RGB", (1503, 1001)), ("RGBA", (1001, 1503)), ("L", (999, 777)),
+                                            ("RGB", (200, 15001))])  # cut to its central 64:1 part
+def test_an_avif_converted_by_bands_is_the_picture_pillow_decodes(mode: str, size: tuple[int, int]) -> None:
+    from indexer.pictures.decode import shrink
+
+    data = _avif(mode, size)
+    got = Decoder(60_000_000, 10**12, target=224).decode(data, "p.avif").image
+    want = shrink(Image.open(io.BytesIO(data)), 224)
+    diff = np.abs(np.asarray(got, dtype=int) - np.asarray(want, dtype=int))
+    assert got.size == want.size and diff.mean() < 0.01  # the same but where a band's chroma rows meet an odd cut
+
+
+def test_an_avif_decodes_through_pillow_where_libavif_cannot_be_used(monkeypatch) -> None:
+    monkeypatch.setattr(decode_avif, "available", lambda: False)
+    assert Decoder(60_000_000, 10**12, target=224).decode(_avif("RGB", (900, 700)), "p.avif").image.size == (900, 700)
+
+
+@needs_libavif
+def test_an_avif_whose_planes_do_not_decode_is_a_damaged_picture() -> None:
+    data = _avif("RGB", (400, 300))
+    at = data.index(b"mdat") + 4
+    with pytest.raises(InvalidImage, match="damaged") as caught:
+        Decoder(60_000_000, 10**12, target=224).decode(data[:at] + b"\xff" * 64 + data[at + 64:], "bad.avif")
+    assert caught.value.code == "damaged_image"
 
 
 # -- the budget itself ----------------------------------------------------------------------------------

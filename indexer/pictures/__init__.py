@@ -2,6 +2,7 @@
 
   decode     `Decoder`: bytes to an RGB picture, limits checked from the header, reduced at once
   decode_memory  `DecodeMemory`: each decode's peak estimated from its header, held against one budget; WebP and JPEG 2000 decoded reduced
+  decode_avif  AVIF decoded by libavif through ctypes, its planes converted to RGB a band of rows at a time
   decode_tiff  one-strip deflate TIFFs inflated a band of rows at a time, so the full-size picture never exists
   decode_warnings  decoders' warnings (Pillow's, libtiff's) counted on the picture and logged, never on stderr
   reader     `PictureReader` and `ImageLimits`: bytes, files, PIL images, URLs and IIIF services

@@ -17,7 +17,8 @@ budget of the process's (CLIP_GAZE_DECODE_MEMORY) before it starts, a decode tha
 for others to finish; a picture much larger than the model's input is decoded reduced where its format
 allows (JPEG by `draft`, WebP by libwebp's scaling, JPEG 2000 by its resolution levels), else reduced
 by an integer box filter in strips (so the RGB copy of a full-size picture never exists) and the
-full-size picture dropped at once; a process decodes at most a few pictures at a time; and after a
+full-size picture dropped at once; a one-strip TIFF (`decode_tiff`) and an AVIF (`decode_avif`) are
+decoded a band of rows at a time into those strips, so their full-size picture never exists; a process decodes at most a few pictures at a time; and after a
 large picture, freed memory is handed back to the system. What decoders warn of (Pillow's warnings,
 libtiff's messages) is counted on the picture (`DecodedImage.warnings`) and logged at debug level,
 never written to stderr (`decode_warnings`).
@@ -31,7 +32,7 @@ import io
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +46,8 @@ from ..errors import ImageTooLarge, InvalidImage
 from ..schema import ImageInfo
 from .decode_memory import (DEFAULT_DECODE_MEMORY, STRIP_PIXELS, DecodeMemory, decode_webp, estimate, j2k_reduce,
                             webp_plan)
-from .decode_tiff import StripPlan, bands, strip_plan
+from . import decode_avif
+from .decode_tiff import bands, strip_plan
 from .decode_warnings import capturing
 
 FORMATS = {"MPO": "JPEG", "WEBP": "WebP"}  # Pillow's format names, where the answer names them otherwise
@@ -159,7 +161,8 @@ class Decoder:
                 box = central_box(img.size)
                 webp = webp_plan(data, img, box, _factor(box, self.target)) if fmt == "WebP" else None
                 tiff = strip_plan(img, len(data)) if fmt == "TIFF" else None
-                need = webp[1] if webp else estimate(img, fmt, self.target, tiff)
+                avif = fmt == "AVIF" and decode_avif.available()
+                need = webp[1] if webp else estimate(img, fmt, self.target, tiff, avif)
             except Exception as exc:  # whatever a plugin raises on untrusted bytes
                 raise _undecodable(name, fmt, exc) from None
             with self.memory.hold(need), self._slots:
@@ -168,7 +171,11 @@ class Decoder:
                         img.close()
                         rgb = to_rgb(decode_webp(data, box, webp[0]))
                     elif tiff:
-                        rgb = _shrink_strip(data, tiff, self.target)
+                        rgb = _shrink_bands(lambda t, b, r: bands(data, tiff, t, b, r), img.size, self.target)
+                    elif avif:
+                        size = img.size
+                        img.close()
+                        rgb = _shrink_bands(lambda t, b, r: decode_avif.bands(data, size, t, b, r), size, self.target)
                     else:
                         img.load()
                         rgb = shrink(img, self.target)
@@ -316,13 +323,18 @@ def _paste(strips: Iterator[tuple[Image.Image, int]], box: Box, factor: int,
     return out
 
 
-def _shrink_strip(data: bytes, plan: StripPlan, target: int | None) -> Image.Image:
-    """`shrink` of a one-strip TIFF, its strip inflated a band at a time (`decode_tiff`)."""
-    box = central_box((plan.width, plan.height))
+def _shrink_bands(bands_of: Callable[[int, int, int], Iterator[Image.Image] | None], size: tuple[int, int],
+                  target: int | None) -> Image.Image:
+    """`shrink` of a picture its decoder gives a band of full-width rows at a time (`bands_of(top, bottom,
+    rows)`: a one-strip TIFF, an AVIF), so the full-size picture never exists."""
+    box = central_box(size)
     factor = max(1, _factor(box, target))
     rows = strip_rows(box, factor)
+    given = bands_of(box[1], box[3], rows)
+    if given is None:
+        raise ValueError("its decoder is not available")
     cuts = ((band if band.width == box[2] - box[0] else band.crop((box[0], 0, box[2], band.height)), top)
-            for band, top in zip(bands(data, plan, box[1], box[3], rows), range(box[1], box[3], rows)))
+            for band, top in zip(given, range(box[1], box[3], rows)))
     return _paste(cuts, box, factor, None)
 
 

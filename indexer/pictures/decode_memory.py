@@ -5,8 +5,9 @@ resolution levels; JPEG by `draft`, in `decode`).
 
 The estimates are Pillow's own storage (4 bytes a pixel for every mode of three or four bands, 1 for
 L and P, 2 for the 16-bit modes) plus what the format's decoder holds beside it, measured with
-bench/decode_memory.py on 60 MP pictures: a TIFF strip's buffer (a whole picture for a single-strip
-TIFF), OpenJPEG's 32-bit planes (about 16 bytes a pixel at the resolution decoded), libavif's planes.
+bench/decode_memory.py on 60 MP pictures: a TIFF strip's buffer, OpenJPEG's 32-bit planes (about 16
+bytes a pixel at the resolution decoded), libavif's planes. A picture decoded by bands (a one-strip
+deflate TIFF, an AVIF through libavif) holds no full-size picture: its band, and for AVIF the planes.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ _STRIP_COST = {"RGB": 8, "alpha": 24, "deep": 32, "other": 12}  # bytes a pixel 
 _STORED = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2, "I;16S": 2, "I;16BS": 2}
 _DECODER_EXTRA = {  # bytes a pixel the format's decoder holds beside Pillow's picture, at its peak
     "JPEG2000": 16.0,  # OpenJPEG: a 32-bit plane a component (and its tiles' code blocks)
-    "AVIF": 6.0,  # libavif: the YUV planes and an RGBA copy
+    "AVIF": 6.0,  # libavif through Pillow (where `decode_avif` cannot be used): the YUV planes and an RGBA copy
     "WebP": 12.0,  # Pillow's WebP: libwebp's two RGBA canvases and the frame's bytes
 }
 _ROW_DECODERS = {"PNG", "BMP", "DIB", "GIF", "PPM", "TGA", "SGI", "PCX", "QOI", "TIFF", "JPEG", "ICO", "DDS",
@@ -81,7 +82,7 @@ def stored_bytes(mode: str, pixels: int) -> int:
     return pixels * _STORED.get(mode, 4)
 
 
-def estimate(img: Image.Image, fmt: str, target: int | None, tiff: StripPlan | None = None) -> int:
+def estimate(img: Image.Image, fmt: str, target: int | None, tiff: StripPlan | None = None, avif: bool = False) -> int:
     """The peak bytes Pillow's decoding of `img` (opened, not loaded; a JPEG already drafted, a JPEG 2000
     given its `reduce`) will hold: the picture as Pillow stores it, what its format's decoder holds
     beside it, a strip of `shrink`'s and the reduced RGB copy made from it."""
@@ -93,6 +94,11 @@ def estimate(img: Image.Image, fmt: str, target: int | None, tiff: StripPlan | N
     if tiff is not None:  # a one-strip TIFF inflated a band at a time: a band, a strip of shrink's, the output
         factor = max(1, min(width, height) // (2 * target)) if target else 1
         return out + strip_bytes(img) + tiff.band_bytes(max(1, STRIP_PIXELS // (width * factor)) * factor)
+    if avif:  # libavif's planes converted a band at a time (`decode_avif`): while it decodes, dav1d's planes
+        # and libavif's copy of them, at most 4 bytes a pixel each (8 bits, 4:4:4 and alpha), and a band
+        factor = max(1, min(width, height) // (2 * target)) if target else 1
+        band = (max(1, STRIP_PIXELS // (width * factor)) * factor + 1) * width
+        return out + strip_bytes(img) + 8 * pixels + 12 * band
     full = stored_bytes(img.mode, pixels) + strip_bytes(img) + out
     if fmt == "TIFF":
         return full + _tiff_buffer(img)
