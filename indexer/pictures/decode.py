@@ -17,11 +17,11 @@ budget of the process's (CLIP_GAZE_DECODE_MEMORY) before it starts, a decode tha
 for others to finish; a picture much larger than the model's input is decoded reduced where its format
 allows (JPEG by `draft`, WebP by libwebp's scaling, JPEG 2000 by its resolution levels), else reduced
 by an integer box filter in strips (so the RGB copy of a full-size picture never exists) and the
-full-size picture dropped at once; a one-strip TIFF (`decode_tiff`) and an AVIF (`decode_avif`) are
-decoded a band of rows at a time into those strips, so their full-size picture never exists; a process decodes at most a few pictures at a time; and after a
-large picture, freed memory is handed back to the system. What decoders warn of (Pillow's warnings,
-libtiff's messages) is counted on the picture (`DecodedImage.warnings`) and logged at debug level,
-never written to stderr (`decode_warnings`).
+full-size picture dropped at once (a one-strip TIFF, `decode_tiff`, and an AVIF, `decode_avif`, are
+decoded a band of rows at a time into those strips, so their full-size picture never exists); a
+process decodes at most a few pictures at a time; and after a large picture, freed memory is handed
+back to the system. What decoders warn of (Pillow's warnings, libtiff's messages) is counted on the
+picture (`DecodedImage.warnings`) and logged at debug level, never written to stderr (`decode_warnings`).
 """
 
 from __future__ import annotations
@@ -44,9 +44,9 @@ from PIL import Image, UnidentifiedImageError
 
 from ..errors import ImageTooLarge, InvalidImage
 from ..schema import ImageInfo
+from . import decode_avif
 from .decode_memory import (DEFAULT_DECODE_MEMORY, STRIP_PIXELS, DecodeMemory, decode_webp, estimate, j2k_reduce,
                             webp_plan)
-from . import decode_avif
 from .decode_tiff import bands, strip_plan
 from .decode_warnings import capturing
 
@@ -302,8 +302,8 @@ def shrink(img: Image.Image, target: int | None) -> Image.Image:
     if factor == 1 and whole and (img.mode == "RGB" or img.width * img.height <= STRIP_PIXELS):
         return to_rgb(img, levels)
     rows = strip_rows(box, factor)
-    return _paste(((img.crop((box[0], top, box[2], min(box[3], top + rows))), top) for top in range(box[1], box[3], rows)),
-                  box, factor, levels)
+    cuts = ((img.crop((box[0], top, box[2], min(box[3], top + rows))), top) for top in range(box[1], box[3], rows))
+    return _paste(cuts, box, factor, levels)
 
 
 def strip_rows(box: Box, factor: int) -> int:

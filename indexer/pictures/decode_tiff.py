@@ -21,7 +21,8 @@ import numpy as np
 from PIL import Image
 
 _DEFLATE = {8, 32946}  # Adobe deflate and the older code for it
-_MODES = {("L", 1, 1): "L", ("LA", 1, 2): "LA", ("RGB", 2, 3): "RGB", ("RGBA", 2, 4): "RGBA"}  # mode, photometric, samples
+_MODES = {  # Pillow's mode, the photometric interpretation and samples a pixel: the mode decoded
+    ("L", 1, 1): "L", ("LA", 1, 2): "LA", ("RGB", 2, 3): "RGB", ("RGBA", 2, 4): "RGBA"}
 _CHUNK = 1 << 16  # compressed bytes handed to zlib at a time
 
 
