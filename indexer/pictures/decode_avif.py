@@ -24,7 +24,8 @@ from PIL import Image
 from .decode_memory import loaded_library
 
 _STRICT_ENABLED, _STRICT_PIXI, _STRICT_CLAP = 7, 1, 2
-_DECODER_DEFAULTS = {4: 1, 28: 16384 * 16384, 32: 32768, 36: 12 * 3600 * 60, 40: _STRICT_ENABLED}  # offset: value
+_DECODER_DEFAULTS = {  # avifDecoder's offset: its default (maxThreads, imageSizeLimit, imageDimensionLimit,
+    4: 1, 28: 16384 * 16384, 32: 32768, 36: 12 * 3600 * 60, 40: _STRICT_ENABLED}  # imageCountLimit, strictFlags)
 _RGB, _RGBA = 0, 1  # avifRGBFormat
 MAX_THREADS = 4  # dav1d's threads for one picture
 
@@ -105,6 +106,8 @@ def _bands(lib: Any, data: bytes, size: tuple[int, int], top: int, bottom: int, 
             raise MemoryError("libavif")
         C.c_int.from_address(decoder + 4).value = MAX_THREADS
         C.c_uint32.from_address(decoder + 40).value = _STRICT_ENABLED & ~(_STRICT_PIXI | _STRICT_CLAP)
+        C.c_uint32.from_address(decoder + 28).value = min(2**32 - 1, max(1, size[0] * size[1]))  # no more than the header said
+        C.c_uint32.from_address(decoder + 32).value = min(2**32 - 1, max(1, *size))
         _check(lib, lib.avifDecoderReadMemory(decoder, image, data, len(data)), "decoding")
         lib.avifDecoderDestroy(decoder)  # and dav1d's buffers: the planes are the image's own copy
         decoder = None
