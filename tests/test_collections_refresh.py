@@ -9,9 +9,7 @@ import os
 import sqlite3
 import subprocess
 import threading
-import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -25,6 +23,7 @@ from indexer.schema import parse
 from indexer.schema.collections import AddReport, AddSources, CreateCollection
 from indexer.settings import Settings
 from test_e2e_serve import command
+from test_jobs_restart import _Pictures
 
 COLOURS = ("red", "blue", "green", "yellow", "purple", "orange", "black", "grey")
 SHAPES = ("circle", "square", "triangle")
@@ -142,38 +141,6 @@ def test_a_changed_file_whose_new_read_fails_keeps_its_stored_picture(engine: En
 # -------------------------------------------------------------------------------- concurrent adds
 
 
-class _Pictures(ThreadingHTTPServer):
-    daemon_threads = False
-    block_on_close = True
-
-    def __init__(self, bodies: list[bytes], delay: float):
-        super().__init__(("127.0.0.1", 0), _Slow)
-        self.bodies, self.delay = bodies, delay
-        self.fetches: Counter[str] = Counter()
-        self.first = threading.Event()
-        self.lock = threading.Lock()
-
-
-class _Slow(BaseHTTPRequestHandler):
-    server: _Pictures
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        with self.server.lock:
-            self.server.fetches[self.path] += 1
-        self.server.first.set()
-        time.sleep(self.server.delay)
-        i = int(self.path.strip("/").split(".")[0])
-        body = self.server.bodies[i]
-        self.send_response(200)
-        self.send_header("Content-Type", "image/png")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-
 @pytest.fixture
 def slow_pictures() -> Iterator[Callable[[int, float], _Pictures]]:
     servers: list[tuple[_Pictures, threading.Thread]] = []
@@ -256,7 +223,6 @@ def test_four_api_jobs_and_a_cli_add_of_one_manifest_fetch_each_picture_once(tmp
     from clip_gaze import Client
     from test_e2e_serve import TOKEN, Server, free_port
     from test_jobs_restart import N as PICTURES
-    from test_jobs_restart import _Pictures
 
     server = _Pictures()
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()

@@ -31,7 +31,21 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 PICTURES = {"red": ("red", "circle"), "blue": ("blue", "square"), "green": ("green", "triangle")}
 
 
-class IIIF(http.server.BaseHTTPRequestHandler):
+class QuietHandler(http.server.BaseHTTPRequestHandler):
+    """A loopback handler that logs nothing and answers with `_send`."""
+
+    def _send(self, status: int, ctype: str, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class IIIF(QuietHandler):
     """Image API services for three pictures (two level 2 with 4000×3000 masters, one level 0 with
     listed sizes), a v3 manifest of them plus a canvas without a picture, and a log of every request."""
 
@@ -59,16 +73,6 @@ class IIIF(http.server.BaseHTTPRequestHandler):
 
     def _json(self, doc: Any) -> None:
         self._send(200, "application/json", json.dumps(doc).encode())
-
-    def _send(self, status: int, ctype: str, body: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
 
 
 def manifest(base: str) -> dict[str, Any]:

@@ -49,11 +49,12 @@ class _Slow(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         base = f"http://127.0.0.1:{self.server.server_address[1]}"
         if self.path == "/manifest.json":
-            body, ctype = json.dumps(manifest(base)).encode(), "application/json"
+            body, ctype = json.dumps(manifest(base, len(self.server.bodies))).encode(), "application/json"
         else:
             with self.server.lock:
                 self.server.fetches[self.path] += 1
-            time.sleep(0.05)
+            self.server.first.set()
+            time.sleep(self.server.delay)
             body, ctype = self.server.bodies[int(self.path.strip("/").split(".")[0])], "image/png"
         try:
             self.send_response(200)
@@ -66,18 +67,25 @@ class _Slow(BaseHTTPRequestHandler):
 
 
 class _Pictures(ThreadingHTTPServer):
-    daemon_threads = True
+    """`/<i>.png`, the i-th of `bodies` (N shapes unless given), each after `delay` seconds and counted in
+    `fetches` (`first` set at the first), and `/manifest.json`, a IIIF manifest of them all."""
 
-    def __init__(self) -> None:
+    daemon_threads = False
+    block_on_close = True  # closing waits for the requests it answers
+
+    def __init__(self, bodies: list[bytes] | None = None, delay: float = 0.05) -> None:
         super().__init__(("127.0.0.1", 0), _Slow)
         colours = ("red", "blue", "green", "yellow", "purple", "orange")
-        self.bodies = [encode(draw_shape(colours[i % 6], ("circle", "square", "triangle")[i // 6 % 3], size=40 + i // 18))
-                       for i in range(N)]
+        self.bodies = bodies if bodies is not None else [
+            encode(draw_shape(colours[i % 6], ("circle", "square", "triangle")[i // 6 % 3], size=40 + i // 18))
+            for i in range(N)]
+        self.delay = delay
         self.fetches: Counter[str] = Counter()
+        self.first = threading.Event()
         self.lock = threading.Lock()
 
 
-def manifest(base: str) -> dict[str, Any]:
+def manifest(base: str, n: int = N) -> dict[str, Any]:
     def canvas(i: int) -> dict[str, Any]:
         return {"id": f"{base}/canvas/{i}", "type": "Canvas", "width": 40, "height": 40, "items": [{
             "id": f"{base}/page/{i}", "type": "AnnotationPage", "items": [{
@@ -85,7 +93,7 @@ def manifest(base: str) -> dict[str, Any]:
                 "body": {"id": f"{base}/{i}.png", "type": "Image", "format": "image/png"}}]}]}
 
     return {"@context": "http://iiif.io/api/presentation/3/context.json", "id": f"{base}/manifest.json",
-            "type": "Manifest", "label": {"en": ["Slow shapes"]}, "items": [canvas(i) for i in range(N)]}
+            "type": "Manifest", "label": {"en": ["Slow shapes"]}, "items": [canvas(i) for i in range(n)]}
 
 
 @pytest.fixture
@@ -253,12 +261,18 @@ def _wait_for(jobs: Jobs, seconds: float) -> None:
     assert not jobs.threads
 
 
-def test_a_job_whose_lease_lapsed_while_its_run_lives_is_never_taken_nor_run_twice(engine: Engine):
+def _running_job(engine: Engine, steps: int, pause: float) -> tuple[Jobs, list[_CountingRun], str]:
+    """A counting job of `steps` checkpoints `pause` seconds apart into a new collection, 0.3 s into its run."""
     Collections(engine).create(parse(CreateCollection, {"name": "museum"}))
-    images = engine.images
-    jobs, runs = _counting_jobs(engine, 20, 0.1)
+    jobs, runs = _counting_jobs(engine, steps, pause)
     job_id = jobs.start("museum", parse(AddSources, {"sources": ["http://127.0.0.1:9/m.json"]}))
     time.sleep(0.3)
+    return jobs, runs, job_id
+
+
+def test_a_job_whose_lease_lapsed_while_its_run_lives_is_never_taken_nor_run_twice(engine: Engine):
+    images = engine.images
+    jobs, runs, job_id = _running_job(engine, 20, 0.1)
     images.update_job(job_id, lease_until=time.time() - 1)  # a heartbeat missed (a store busy longer than a lease)
     assert jobs.take_unowned() == 0 and not jobs.take(job_id)
     other = Jobs(images, lambda *_: pytest.fail("a second run of the job"), lambda *_: None)  # another worker's view
@@ -269,11 +283,8 @@ def test_a_job_whose_lease_lapsed_while_its_run_lives_is_never_taken_nor_run_twi
 
 
 def test_a_run_whose_job_was_taken_from_it_stops_at_its_next_checkpoint_and_writes_the_job_no_more(engine: Engine):
-    Collections(engine).create(parse(CreateCollection, {"name": "museum"}))
     images = engine.images
-    jobs, runs = _counting_jobs(engine, 50, 0.05)
-    job_id = jobs.start("museum", parse(AddSources, {"sources": ["http://127.0.0.1:9/m.json"]}))
-    time.sleep(0.3)
+    jobs, runs, job_id = _running_job(engine, 50, 0.05)
     mine = images.job(job_id)["owner"]
     assert runs[0].owner == mine and "#" in mine
     assert images.update_job(job_id, held_by="elsewhere/1/2/3", done=99) is False  # a write for another owner: none

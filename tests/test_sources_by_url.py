@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from conftest import draw_shape, encode
-from test_iiif_collections import serving, toy_engine
+from test_iiif_collections import QuietHandler, serving, toy_engine
 
 import indexer.pictures.sources as sources
 from indexer.collections.local import Collections
@@ -31,9 +31,7 @@ LINES = [{"image": "../pics/red.png", "external_id": 7, "room": 3}, "not json", 
 
 
 def handler() -> Any:
-    import http.server
-
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         requests: list[str] = []
         port = 0
 
@@ -73,16 +71,6 @@ def handler() -> Any:
                 return
             data = "image\nå.png\n".encode("latin-1") if body is None else body.encode()
             self._send(200, ctype, data)
-
-        def _send(self, status: int, ctype: str, body: bytes) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
 
     return Handler
 
