@@ -12,8 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-FORMULA_START = "=+-@\t\r"
-FORMULA_PATTERN = "^[=+\\-@\t\r]"  # the same, as a regular expression (for Arrow's compute functions)
+FORMULA_PATTERN = "^[=+\\-@\t\r]"  # a regular expression, for Arrow's compute functions too
 _FORMULA = re.compile(FORMULA_PATTERN)
 
 
@@ -24,4 +23,4 @@ def safe_cell(value: Any) -> Any:
     return value
 
 
-__all__ = ["FORMULA_PATTERN", "FORMULA_START", "safe_cell"]
+__all__ = ["FORMULA_PATTERN", "safe_cell"]

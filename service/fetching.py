@@ -35,7 +35,7 @@ from flask import Flask, current_app, request
 from indexer.errors import Busy
 from indexer.settings import Settings
 
-from .auth import token_ok
+from .auth import can_write
 
 
 log = logging.getLogger("clip_gaze.service")
@@ -160,11 +160,8 @@ def caller() -> str:
     name itself a fresh caller per request. In docker-compose nginx reaches the API over the compose
     network, so the API is given FORWARDED_ALLOW_IPS there (only nginx reaches its port); without it
     every client behind nginx shares nginx's address, one caller."""
-    header = request.headers.get("Authorization")
-    tokens: tuple[str, ...] = current_app.config["CLIP_GAZE_SETTINGS"].api_tokens
-    if tokens and token_ok(tokens, header):
-        assert header is not None
-        return "token:" + hashlib.sha256(header[7:].strip().encode()).hexdigest()[:16]
+    if can_write():
+        return "token:" + hashlib.sha256(request.headers["Authorization"][7:].strip().encode()).hexdigest()[:16]
     peer = request.remote_addr or "?"
     forwarded = request.headers.get("X-Forwarded-For", "")
     if forwarded and _is_proxy(peer, _trusted_proxies()):

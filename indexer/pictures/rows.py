@@ -72,7 +72,7 @@ def table_kind(name: str) -> str | None:
     suffix = suffix[suffix.rfind("."):] if "." in suffix else ""
     if suffix in LINES_SUFFIXES:
         return "lines"
-    return {".csv": "csv", ".tsv": "tsv"}.get(suffix)
+    return suffix[1:] if suffix in TABLE_SUFFIXES else None
 
 
 def read_rows(path: Path) -> Iterator[Union[Row, BadRow]]:
@@ -90,7 +90,7 @@ def read_text_rows(f: IO[str], name: str, kind: str) -> Iterator[Union[Row, BadR
         if kind == "lines":
             yield from _json_lines(name, _Lines(f, MAX_LINE_BYTES))
         else:
-            yield from _csv_rows(name, _Lines(f, MAX_LINE_BYTES), "\t" if kind == "tsv" else ",")
+            yield from _csv_rows(name, _Lines(f, MAX_LINE_BYTES), TABLE_SUFFIXES["." + kind])
     except UnicodeDecodeError:
         raise InvalidInput(f"{name} is not UTF-8 text", code="invalid_source") from None
 

@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterator, Union
 from urllib.parse import urljoin, urlsplit
 
 from ..errors import ClipGazeError, InvalidInput
-from .fetch import OCTET_STREAMS, FetchPolicy, fetch_document, parse_json
+from .fetch import JSON_IF_IT_PARSES, FetchPolicy, fetch_document, parse_json
 from .iiif import is_image_service, is_manifest, manifest_items, manifest_problems
 from .iiif_image import region_fragment
 from .rows import LINES_SUFFIXES, TABLE_SUFFIXES, BadRow, Row, read_rows, read_text_rows, table_kind
@@ -42,7 +42,7 @@ TABLE_TYPES = {  # a table fetched by URL, by its content type
     "text/csv": "csv", "text/tab-separated-values": "tsv", "application/x-ndjson": "lines", "application/ndjson": "lines",
     "application/jsonl": "lines", "application/json-lines": "lines", "application/x-jsonlines": "lines",
 }
-UNTYPED = ("text/plain", *OCTET_STREAMS)  # a table by URL sent as these: the path's suffix says
+UNTYPED = JSON_IF_IT_PARSES  # a table by URL sent as these (as loosely as JSON is taken): the path's suffix says
 
 
 @dataclass(frozen=True)
