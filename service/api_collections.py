@@ -34,19 +34,15 @@ from .state import state
 
 collections_api = Blueprint("collections_api", __name__)
 A = TypeVar("A", bound=Answer)
-_SPAN = ("SELECT (SELECT min(source) FROM collection_images WHERE collection_id = :c AND source >= '/' AND source < '0'), "
-         "(SELECT max(source) FROM collection_images WHERE collection_id = :c AND source >= '/' AND source < '0')")
 
 
 def _shown(name: str | None) -> Callable[[A], A]:
     """How this caller sees an answer's pictures of collection `name` (`source`, `error`): as stored for a
     caller who may write; otherwise relative to the collection's local root, found by one query over the
-    (collection_id, source) index (the first and the last absolute path, in text order)."""
+    (collection_id, source) index (ImageStore.local_span)."""
     if can_write():
         return lambda item: item
-    images = state().collections.images
-    row = images.find(name) if name else None
-    root = local_root(*images.db.execute(_SPAN, {"c": row.id}).fetchone()) if row else None
+    root = local_root(*state().collections.images.local_span(name)) if name else None
 
     def shown(item: A) -> A:
         fields = {key: (shown_source(value, root) if key == "source" else shown_text(value, root))

@@ -97,6 +97,16 @@ class ImageStore:
         rows = list(self.db.query(self._SELECT + " WHERE c.name = ?", [name]))
         return self._row(rows[0]) if rows else None
 
+    def local_span(self, name: str) -> tuple[str | None, str | None]:
+        """The first and the last absolute local source of collection `name`, in text order ((None, None)
+        for none or no such collection): the folder they share is every local source's
+        (`pictures.sources.local_root`). Two lookups on the (collection_id, source) index."""
+        found = self.db.execute(
+            "SELECT (SELECT min(source) FROM collection_images WHERE collection_id = c.id AND source >= '/' AND source < '0'), "
+            "(SELECT max(source) FROM collection_images WHERE collection_id = c.id AND source >= '/' AND source < '0') "
+            "FROM collections c WHERE c.name = ?", [name]).fetchone()
+        return (found[0], found[1]) if found else (None, None)
+
     def get(self, name: str) -> CollectionRow:
         row = self.find(name)
         if row is None:
