@@ -173,11 +173,11 @@ class Engine:
         """A picture from bytes, a file, a PIL image or an already decoded one, within the limits."""
         return self.reader.read(source, name, budget)
 
-    def fetch_picture(self, url: str, budget: PixelBudget | None = None, deadline: float | None = None) -> DecodedImage:
-        """A picture from a URL: an image, or a IIIF Image API service (asked for the model's size); by
-        `deadline` (time.monotonic()) when one is given, else within the fetch timeout: one deadline for
-        every fetch it makes (a IIIF service's info.json and picture, redirects included)."""
-        return self._fetching(url, budget, deadline)()
+    def fetch_picture(self, url: str, budget: PixelBudget | None = None) -> DecodedImage:
+        """A picture from a URL: an image, or a IIIF Image API service (asked for the model's size), within
+        the fetch timeout: one deadline for every fetch it makes (a IIIF service's info.json and picture,
+        redirects included)."""
+        return self.reader.fetch(url, budget)
 
     def _fetching(self, url: str, budget: PixelBudget | None, deadline: float | None) -> Callable[[], DecodedImage]:
         reader = self.reader
@@ -297,36 +297,33 @@ class Engine:
         once when there are none, or when the batch fails before fetching."""
         t_start = time.perf_counter()
         urls = [(i, name, data) for i, (name, data) in enumerate(uploads) if isinstance(data, str)]
-        many: FetchMany[DecodedImage] | None = None
         try:
             names = self._names(vocabularies, relative_to)
             budget = self.reader.budget()
             many = FetchMany(lambda url, deadline: self._fetching(url, budget, deadline), [u for _, _, u in urls],
-                             fetches, self.reader.limits.fetch.timeout, fetched) if urls else None
-        finally:
-            if many is None and fetched is not None:
+                             fetches, self.reader.limits.fetch.timeout, fetched)  # none: `fetched` at once
+        except BaseException:
+            if fetched is not None:
                 fetched()
+            raise
         items: list[BatchItem | BatchFailure] = []
         good: list[tuple[int, str, DecodedImage]] = []
 
         def failed(i: int, name: str, exc: ClipGazeError) -> None:
             items.append(BatchFailure(index=i, name=name, status=exc.status, code=exc.code, error=exc.message))
 
-        try:
+        with many:
             for i, (name, data) in enumerate(uploads):
                 if isinstance(data, bytes):
                     try:
                         good.append((i, name, self.read(data, name, budget)))
                     except ClipGazeError as exc:
                         failed(i, name, exc)
-            for (i, name, _), outcome in zip(urls, many.results() if many else ()):
+            for (i, name, _), outcome in zip(urls, many.results()):
                 if isinstance(outcome, ClipGazeError):
                     failed(i, name, outcome)
                 else:
                     good.append((i, name, outcome))
-        finally:
-            if many is not None:
-                many.close()
         good.sort(key=lambda g: g[0])
         if good:
             results, _ = self._score_images([d for _, _, d in good], names, top_k, relative_to)

@@ -323,18 +323,15 @@ def _paste(strips: Iterator[tuple[Image.Image, int]], box: Box, factor: int,
     return out
 
 
-def _shrink_bands(bands_of: Callable[[int, int, int], Iterator[Image.Image] | None], size: tuple[int, int],
+def _shrink_bands(bands_of: Callable[[int, int, int], Iterator[Image.Image]], size: tuple[int, int],
                   target: int | None) -> Image.Image:
     """`shrink` of a picture its decoder gives a band of full-width rows at a time (`bands_of(top, bottom,
     rows)`: a one-strip TIFF, an AVIF), so the full-size picture never exists."""
     box = central_box(size)
     factor = max(1, _factor(box, target))
     rows = strip_rows(box, factor)
-    given = bands_of(box[1], box[3], rows)
-    if given is None:
-        raise ValueError("its decoder is not available")
     cuts = ((band if band.width == box[2] - box[0] else band.crop((box[0], 0, box[2], band.height)), top)
-            for band, top in zip(given, range(box[1], box[3], rows)))
+            for band, top in zip(bands_of(box[1], box[3], rows), range(box[1], box[3], rows)))
     return _paste(cuts, box, factor, None)
 
 

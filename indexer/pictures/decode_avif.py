@@ -88,12 +88,13 @@ def _check(lib: Any, result: int, what: str) -> None:
         raise ValueError(f"libavif {what}: {(lib.avifResultToString(result) or b'error').decode(errors='replace')}")
 
 
-def bands(data: bytes, size: tuple[int, int], top: int, bottom: int, rows: int) -> Iterator[Image.Image] | None:
+def bands(data: bytes, size: tuple[int, int], top: int, bottom: int, rows: int) -> Iterator[Image.Image]:
     """Rows `top`…`bottom` of the AVIF picture in `data` (of `size`, as Pillow read its header), `rows`
-    at a time, each a full-width RGB or RGBA picture; None where libavif cannot be used here (Pillow
-    decodes then). The planes are decoded when the first band is asked for."""
+    at a time, each a full-width RGB or RGBA picture; only where `available()` (else Pillow decodes).
+    The planes are decoded when the first band is asked for."""
     lib = _libavif()
-    return None if lib is None else _bands(lib, data, size, top, bottom, rows)
+    assert lib is not None, "decode_avif.bands without libavif: check available() first"
+    return _bands(lib, data, size, top, bottom, rows)
 
 
 def _bands(lib: Any, data: bytes, size: tuple[int, int], top: int, bottom: int, rows: int) -> Iterator[Image.Image]:

@@ -64,12 +64,6 @@ class FetchMany(Generic[T]):
         if done is not None:
             done()
 
-    @property
-    def running(self) -> int:
-        """URLs whose work has not ended (fetching or decoding, or not started)."""
-        with self._lock:
-            return self._left
-
     def results(self) -> list[T | ClipGazeError]:
         """Each URL's result or error, in order, by the deadline (and a moment for the last bytes; a
         picture fetched by then and still decoding, a moment more)."""

@@ -78,12 +78,9 @@ class PictureReader:
         return self.decoder.decode_file(source, budget)
 
     def load(self, ref: PictureRef, deadline: float | None = None) -> bytes:
-        """A picture's bytes: a file read, a URL fetched, or a IIIF service asked for the size the model
-        needs (`target` pixels on the shorter side; the nearest listed size on a level-0 server). A
-        region of a service's picture (`ref.region`) is asked of the service (a level-0 server gives its
-        listed size, which `read_ref` cuts); of a URL's, the URL is fetched whole. Every fetch of it (a
-        service's info.json, then the picture) by one `deadline` (time.monotonic()), by default the fetch
-        timeout from now."""
+        """The bytes of a file or URL source (a URL's region is fetched whole, for `read_ref` to cut),
+        fetched by `deadline` (time.monotonic()), by default the fetch timeout from now. A IIIF source
+        is `fetch_ref`'s: it asks the service for the size the model needs."""
         if ref.kind == "file":
             self.decoder.check_file(ref.source)  # its header: a file that is not a picture is not read whole
             try:
@@ -92,15 +89,15 @@ class PictureReader:
                 raise InvalidInput(f"no such file: {ref.source}", code="file_not_found") from None
             except OSError as exc:
                 raise InvalidInput(f"cannot read {ref.source}: {exc.strerror or exc}", code="file_not_found") from None
-        deadline = self._deadline(deadline)
-        if ref.kind == "iiif":
-            return fetch(self._asked(ref, deadline).url, self.limits.fetch, deadline=deadline).data
-        return fetch(ref.location, self.limits.fetch, deadline=deadline).data
+        return fetch(ref.location, self.limits.fetch, deadline=self._deadline(deadline)).data
 
     def read_ref(self, ref: PictureRef, budget: PixelBudget | None = None, deadline: float | None = None) -> DecodedImage:
         """The picture a source names (file, URL or IIIF at the model's size), decoded; for a region
-        (`ref.region`), that region: served by the IIIF service, else cut here from the picture. Its
-        fetches by one `deadline`, as `load` says."""
+        (`ref.region`), that region: served by the IIIF service, else cut here from the picture. A IIIF
+        service is asked for the size the model needs (`target` pixels on the shorter side; the nearest
+        listed size on a level-0 server, which is cut here for a region). Every fetch of it (a service's
+        info.json, then the picture) by one `deadline` (time.monotonic()), by default the fetch timeout
+        from now."""
         return self.fetch_ref(ref, budget, deadline)()
 
     def fetch_ref(self, ref: PictureRef, budget: PixelBudget | None = None,
