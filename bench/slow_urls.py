@@ -17,7 +17,6 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from common import ROOT, header
+
+from concurrency import free_port  # noqa: E402
 
 ATTACK = 8
 
@@ -80,11 +81,6 @@ def call(url: str, body: dict[str, Any] | None = None, timeout: float = 200) -> 
         return err.code, time.monotonic() - t0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 def main() -> None:
     parser = argparse.ArgumentParser()
@@ -110,7 +106,8 @@ def main() -> None:
                     if call(f"{base}/v1/health", timeout=2)[0] == 200:
                         break
                 except OSError:
-                    time.sleep(0.3)
+                    pass
+                time.sleep(0.3)
             with ThreadPoolExecutor(ATTACK) as pool:
                 attack = [pool.submit(call, f"{base}/v1/analyze", {"image_url": f"http://{host}/slow{i}"})
                           for i in range(ATTACK)]
