@@ -229,6 +229,7 @@ class _CountingRun:
     def __init__(self) -> None:
         self.n = 0
         self.owner: str | None = None
+        self.job_written: dict[str, Any] | None = None
 
     def carry(self, job_id: str, earlier: dict[str, Any], owner: str | None = None) -> None:
         self.owner = owner

@@ -96,9 +96,14 @@ class AddRun:
         self.job: str | None = None
         self.job_owner: str | None = None  # the owner the job's counts are written for (None: any)
         self.carried: dict[str, int] = {}
+        self.job_written: dict[str, Any] | None = None  # the job's counts as last stored by this run
         named = list(items)
         self.items = [it for it in named if not isinstance(it, Ignored)]
-        self.namings = Counter(it.source for it in self.items if isinstance(it, PictureRef))
+        self.named: dict[str, list[PictureRef]] = {}  # each source's namings, in order
+        for it in self.items:
+            if isinstance(it, PictureRef):
+                self.named.setdefault(it.source, []).append(it)
+        self.namings = Counter({source: len(refs) for source, refs in self.named.items()})
         self.report = AddReport(collection=collection, model=model or model_key, total=len(self.items), added=0,
                                 skipped=0, failed=0, encoded=0, refreshed=0, ignored=len(named) - len(self.items),
                                 seconds=0.0, errors=[])
@@ -154,7 +159,7 @@ class AddRun:
     def _skip(self, sources: set[str]) -> None:
         """Sources another run stored: skipped, relabelled to this run's naming."""
         if sources:
-            named = [it for it in self.items if isinstance(it, PictureRef) and it.source in sources]
+            named = [it for source in sources for it in self.named.get(source, ())]
             self.report.skipped += len(named)
             self.report.relabelled += self.images.relabel(
                 self.collection_id, [Picture(it.source, it.external_id, it.metadata) for it in named])
@@ -233,9 +238,11 @@ class AddRun:
                     report.errors.append(picture_info(p))
                 if p.source in self.stale and p.source not in self.recorded:
                     kept.append(p.source)
-        self.images.record(self.collection_id, [p for p in pictures if p.source not in kept or p.sha256],
-                           self.model_key, embeddings, claims=self.owner,
-                           job=(self.job, self.job_counts(), self.job_owner) if self.job else None, kept=kept)
+        job = (self.job, self.job_counts(), self.job_owner) if self.job else None
+        held = self.images.record(self.collection_id, [p for p in pictures if p.source not in kept or p.sha256],
+                                  self.model_key, embeddings, claims=self.owner, job=job, kept=kept)
+        if job is not None:
+            self.job_written = job[1] if held else None  # stored with the batch: its checkpoint need not write them
 
     def finish(self) -> AddReport:
         """The report, with the run's time."""

@@ -204,6 +204,8 @@ class JobRun(Protocol):
 
     def job_counts(self, report: AddReport | None = None) -> dict[str, Any]: ...
 
+    job_written: dict[str, Any] | None  # the job's counts as last stored for it (by a batch or a checkpoint)
+
 
 MakeRun = Callable[[str, AddSources], Any]
 Execute = Callable[[Any, Callable[[AddReport], None]], AddReport]
@@ -224,13 +226,9 @@ class Jobs:
         self._lock = threading.Lock()
         self._watching: threading.Thread | None = None
 
-    @property
-    def owner(self) -> str:
-        return process_owner()
-
     def _new_owner(self) -> str:
         """An owner for one run of a job here, alive (`job_owner_alive`) until the run ends."""
-        owner = f"{process_owner()}#{secrets.token_hex(4)}"
+        owner = run_owner()
         with _live_lock:
             _live_runs.add(owner)
         return owner
@@ -335,17 +333,15 @@ class Jobs:
         leases = Leases.of(self.images)
         leases.hold(owner)
 
-        written: dict[str, Any] = {}
-
         def checkpoint(_: AddReport) -> None:
             """After the plan, each batch and while waiting for other runs: the counts (a batch wrote
             them in its transaction; the plan's skipped and relabelled are written here), then a stop,
             or the end of a run that no longer owns its job."""
             counts = add.job_counts()
-            if counts != written:
+            if counts != add.job_written:
                 if not self.images.update_job(job_id, held_by=owner, **counts):
                     raise Lost()
-                written.update(counts)
+                add.job_written = counts
             elif self.images.job_owner(job_id) != owner:
                 raise Lost()
             if self.halting:
