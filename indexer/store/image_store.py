@@ -133,11 +133,7 @@ class ImageStore:
     # -- pictures ---------------------------------------------------------------------------------
     def embedded_sources(self, collection_id: int, model_key: str) -> set[str]:
         """Sources of the collection whose picture has an embedding for this model: nothing to redo."""
-        rows = self.db.execute(
-            "SELECT i.source FROM collection_images i JOIN image_embeddings e ON e.model = ? AND e.sha256 = i.sha256 "
-            "WHERE i.collection_id = ?", [model_key, collection_id],
-        )
-        return {r[0] for r in rows}
+        return set(self.embedded_stats(collection_id, model_key))
 
     def embedded_stats(self, collection_id: int, model_key: str) -> dict[str, tuple[int | None, int | None]]:
         """`embedded_sources`, each with the size and modification time (ns) its file had when read
@@ -174,9 +170,6 @@ class ImageStore:
             return held
         now = timestamp()
         with self.store.transaction() as db:
-            if claims is not None and kept:
-                db.conn.executemany("DELETE FROM add_claims WHERE collection_id = ? AND source = ? AND owner = ?",
-                                    [(collection_id, s, claims) for s in kept])
             _insert_embeddings(db, model_key, embeddings)
             db.conn.executemany(
                 "INSERT INTO collection_images (collection_id, source, external_id, sha256, width, height, metadata, "
@@ -191,7 +184,7 @@ class ImageStore:
             )
             if claims is not None:
                 db.conn.executemany("DELETE FROM add_claims WHERE collection_id = ? AND source = ? AND owner = ?",
-                                    [(collection_id, p.source, claims) for p in pictures])
+                                    [(collection_id, source, claims) for source in (*kept, *(p.source for p in pictures))])
             if job is not None:
                 held = _update_job(db, job[0], job[1], job[2])
             if any(p.sha256 for p in pictures):
