@@ -45,8 +45,9 @@ from PIL import Image, UnidentifiedImageError
 from ..errors import ImageTooLarge, InvalidImage
 from ..schema import ImageInfo
 from . import decode_avif
-from .decode_memory import (DEFAULT_DECODE_MEMORY, STRIP_PIXELS, DecodeMemory, decode_webp, estimate, j2k_reduce,
-                            webp_plan)
+from .decode_memory import (DEFAULT_DECODE_MEMORY, STRIP_PIXELS, Box, DecodeMemory, decode_webp, estimate, j2k_reduce,
+                            strip_rows, webp_plan)
+from .decode_memory import reduction as _factor
 from .decode_tiff import bands, strip_plan
 from .decode_warnings import capturing
 
@@ -267,9 +268,6 @@ def _undecodable(name: str, fmt: str | None, exc: Exception) -> InvalidImage:
     return InvalidImage(f"{what} is truncated or damaged ({detail})", code="damaged_image")
 
 
-Box = tuple[int, int, int, int]
-
-
 def central_box(size: tuple[int, int]) -> Box:
     """The whole picture, or its central part of MAX_ASPECT:1 when it is longer than that: the model's
     preprocessing scales the shorter side to its input size, so a strip of 1 × 80,000,000 pixels would
@@ -282,11 +280,6 @@ def central_box(size: tuple[int, int]) -> Box:
     keep = MAX_ASPECT * short
     start = (long - keep) // 2
     return (start, 0, start + keep, h) if w > h else (0, start, w, start + keep)
-
-
-def _factor(box: Box, target: int | None) -> int:
-    """The integer factor that keeps the shorter side of `box` at least 2 × target (0 or 1: none)."""
-    return min(box[2] - box[0], box[3] - box[1]) // (2 * target) if target else 0
 
 
 def shrink(img: Image.Image, target: int | None) -> Image.Image:
@@ -304,11 +297,6 @@ def shrink(img: Image.Image, target: int | None) -> Image.Image:
     rows = strip_rows(box, factor)
     cuts = ((img.crop((box[0], top, box[2], min(box[3], top + rows))), top) for top in range(box[1], box[3], rows))
     return _paste(cuts, box, factor, levels)
-
-
-def strip_rows(box: Box, factor: int) -> int:
-    """The rows of `box` that `shrink` converts at a time: about STRIP_PIXELS, a multiple of `factor`."""
-    return max(1, STRIP_PIXELS // ((box[2] - box[0]) * factor)) * factor
 
 
 def _paste(strips: Iterator[tuple[Image.Image, int]], box: Box, factor: int,

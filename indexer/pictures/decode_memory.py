@@ -29,6 +29,17 @@ from .decode_tiff import StripPlan
 
 DEFAULT_DECODE_MEMORY = 1024 * 1024 * 1024  # CLIP_GAZE_DECODE_MEMORY's default, 1024 MB
 STRIP_PIXELS = 2_000_000  # converted to RGB at a time while reducing a large picture (`decode.shrink`)
+Box = tuple[int, int, int, int]  # left, top, right, bottom
+
+
+def reduction(box: Box, target: int | None) -> int:
+    """The integer factor that keeps the shorter side of `box` at least 2 × target (0 or 1: none)."""
+    return min(box[2] - box[0], box[3] - box[1]) // (2 * target) if target else 0
+
+
+def strip_rows(box: Box, factor: int) -> int:
+    """The rows of `box` that `decode.shrink` converts at a time: about STRIP_PIXELS, a multiple of `factor`."""
+    return max(1, STRIP_PIXELS // ((box[2] - box[0]) * factor)) * factor
 _STRIP_COST = {"RGB": 8, "alpha": 24, "deep": 32, "other": 12}  # bytes a pixel of a strip, at its peak
 _STORED = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2, "I;16S": 2, "I;16BS": 2}
 _DECODER_EXTRA = {  # bytes a pixel the format's decoder holds beside Pillow's picture, at its peak
@@ -91,14 +102,13 @@ def estimate(img: Image.Image, fmt: str, target: int | None, tiff: StripPlan | N
     width, height = -(-width // (1 << drop)), -(-height // (1 << drop))
     pixels = width * height
     out = 4 * _reduced_pixels(width, height, target)
+    whole = (0, 0, width, height)
+    rows = strip_rows(whole, max(1, reduction(whole, target)))  # a band's rows, as `decode.shrink` takes them
     if tiff is not None:  # a one-strip TIFF inflated a band at a time: a band, a strip of shrink's, the output
-        factor = max(1, min(width, height) // (2 * target)) if target else 1
-        return out + strip_bytes(img) + tiff.band_bytes(max(1, STRIP_PIXELS // (width * factor)) * factor)
+        return out + strip_bytes(img) + tiff.band_bytes(rows)
     if avif:  # libavif's planes converted a band at a time (`decode_avif`): while it decodes, dav1d's planes
         # and libavif's copy of them, at most 4 bytes a pixel each (8 bits, 4:4:4 and alpha), and a band
-        factor = max(1, min(width, height) // (2 * target)) if target else 1
-        band = (max(1, STRIP_PIXELS // (width * factor)) * factor + 1) * width
-        return out + strip_bytes(img) + 8 * pixels + 12 * band
+        return out + strip_bytes(img) + 8 * pixels + 12 * (rows + 1) * width
     full = stored_bytes(img.mode, pixels) + strip_bytes(img) + out
     if fmt == "TIFF":
         return full + _tiff_buffer(img)
@@ -351,5 +361,5 @@ def _decode_frame(webp: Any, frame: _Iterator, box: tuple[int, int, int, int], s
         webp.WebPFreeDecBuffer(ctypes.byref(config.output))
 
 
-__all__ = ["DEFAULT_DECODE_MEMORY", "DecodeMemory", "decode_webp", "estimate", "j2k_reduce", "stored_bytes",
-           "webp_bitstream", "webp_plan"]
+__all__ = ["DEFAULT_DECODE_MEMORY", "Box", "DecodeMemory", "decode_webp", "estimate", "j2k_reduce", "reduction",
+           "stored_bytes", "strip_rows", "webp_bitstream", "webp_plan"]
