@@ -44,6 +44,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CLIP_GAZE_RESUME_JOBS", lambda: "1", "1: at start, jobs a stopped or killed server left unfinished are resumed from what was stored; 0: they are marked `interrupted`, with the reason."),
     Setting("CLIP_GAZE_ANONYMOUS", lambda: "read,analyze", "What a caller without a key may do: comma-separated scopes (read, analyze), or none for a closed deployment where every route but health, the document and the page needs a key."),
     Setting("CLIP_GAZE_RATE_LIMIT", lambda: "0", "Requests per minute one caller (a key, else a client address) may make to each server process; a computing route (analyze, explain, …) counts as 5, a read or write as 1. Beyond it: 429 `rate_limited` with Retry-After. 0: no limit."),
+    Setting("CLIP_GAZE_FETCH_AUTH_FILE", lambda: "", "A JSON file of credentials per host (host or host:port, each with one of bearer, basic as user:password, or header as an object of header names and values), sent when fetching pictures, manifests and IIIF services from that host only, never after a redirect to another host, never logged or answered."),
     Setting("CLIP_GAZE_DECODE_MEMORY", lambda: "1024", "Memory, in MB, that the decodes of one process may hold together, each estimated from its size and mode before it starts; a decode that does not fit waits for others to finish."),
 )
 
@@ -71,6 +72,7 @@ class Settings:
     decode_memory_bytes: int
     anonymous: tuple[str, ...] = ("read", "analyze")  # scopes of a caller without a key (CLIP_GAZE_ANONYMOUS)
     rate_limit: int = 0  # requests (cost units) per minute per caller and process; 0: none
+    fetch_auth_file: str = ""  # per-host credentials for fetching (indexer.pictures.credentials)
     models: tuple[str, ...] = ()  # every model served, the default (`model`) first
     serve_threads: int = 0  # request threads of a `serve` worker (0: not under gunicorn); set by `serve`, not by a variable
 
@@ -99,6 +101,7 @@ class Settings:
             decode_memory_bytes=int(max(1.0, _float(raw, "CLIP_GAZE_DECODE_MEMORY")) * 1024 * 1024),
             anonymous=_scopes(raw, "CLIP_GAZE_ANONYMOUS"),
             rate_limit=max(0, _int(raw, "CLIP_GAZE_RATE_LIMIT")),
+            fetch_auth_file=raw["CLIP_GAZE_FETCH_AUTH_FILE"].strip(),
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
         several = tuple(m.strip() for m in raw["CLIP_GAZE_MODELS"].split(",") if m.strip())

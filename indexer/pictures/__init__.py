@@ -7,6 +7,7 @@
   decode_warnings  decoders' warnings (Pillow's, libtiff's) counted on the picture and logged, never on stderr
   reader     `PictureReader` and `ImageLimits`: bytes, files, PIL images, URLs and IIIF services
   fetch      fetching untrusted URLs safely (one deadline, every redirect checked)
+  credentials  what a fetch sends to one host (CLIP_GAZE_FETCH_AUTH_FILE), and to no other
   fetch_many  several URLs fetched at once, each in its thread, all under one deadline
   addresses  which IP addresses may be fetched from, and what an allow-list admits
   iiif       IIIF Presentation manifests, read from parsed JSON: the pictures each canvas paints

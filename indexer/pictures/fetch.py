@@ -28,6 +28,7 @@ from urllib.parse import SplitResult, quote, urljoin, urlsplit
 
 from .. import __version__
 from .addresses import is_allowed, is_public, refusal
+from .credentials import Credentials
 from ..errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -66,6 +67,7 @@ class FetchPolicy:
     max_bytes: int = 32 * 1024 * 1024
     timeout: float = 30.0  # for the whole fetch, all redirects included
     max_redirects: int = 5
+    credentials: Credentials = Credentials()  # per host (CLIP_GAZE_FETCH_AUTH_FILE), each hop sent its own host's only
 
     @classmethod
     def from_settings(cls, settings: "Settings") -> FetchPolicy:
@@ -73,7 +75,7 @@ class FetchPolicy:
         fetched picture may be as large as a sent one."""
         allow = frozenset(a.strip().lower() for a in settings.fetch_allow if a.strip())
         max_bytes = settings.max_upload_bytes or cls.max_bytes
-        return cls(allow=allow, max_bytes=int(max_bytes))
+        return cls(allow=allow, max_bytes=int(max_bytes), credentials=Credentials.load(settings.fetch_auth_file))
 
 
 @dataclass(frozen=True)
@@ -250,7 +252,8 @@ class _Fetch:
             conn = _Connection(target, infos, self.deadline)
             conn.putrequest("GET", target.path, skip_accept_encoding=True)
             for name, value in (("User-Agent", USER_AGENT), ("Accept", self.accept_header),
-                                ("Accept-Encoding", "identity"), ("Connection", "close")):
+                                ("Accept-Encoding", "identity"), ("Connection", "close"),
+                                *self.policy.credentials.headers(target.host, target.port)):
                 conn.putheader(name, value)
             conn.endheaders()
             response = conn.getresponse()
