@@ -56,14 +56,16 @@ def _echo(model: Any, as_json: bool, text: str) -> None:
 @collection.command("create")
 @click.argument("name")
 @click.option("--description", "-d", default="", help="What the collection is.")
+@click.option("--private", is_flag=True, help="Seen through the API only by admin keys and keys granted it (`keys create --collections`).")
 @JSON_OPTION
 @domain_errors
-def create(name: str, description: str, as_json: bool) -> None:
+def create(name: str, description: str, private: bool, as_json: bool) -> None:
     """Create an empty collection NAME.
 
     \b
-    Example:
+    Examples:
         clip-gaze collection create paintings -d "Paintings, 1400-1900"
+        clip-gaze collection create unpublished --private
     """
     from indexer.schema import parse
     from indexer.schema.collections import CreateCollection
@@ -71,6 +73,8 @@ def create(name: str, description: str, as_json: bool) -> None:
     body: dict[str, Any] = {"name": name}
     if description:
         body["description"] = description
+    if private:
+        body["private"] = True
     info = make_collections(None, progress=False).create(parse(CreateCollection, body))
     _echo(info, as_json, f"created collection {info.name}")
 

@@ -96,10 +96,12 @@ def _read_items(file: str | None, terms: Sequence[str]) -> list[Any]:
 @click.option("--file", "-f", "file", type=click.Path(dir_okay=False, allow_dash=True), help="One term a line (.txt), or term,external_id rows (.csv/.tsv); - for stdin.")
 @click.option("--template", "-t", "templates", multiple=True, help="Phrase template with {} for the term, e.g. 'by {}'; may be repeated.")
 @click.option("--description", "-d", default="", help="What the list is.")
+@click.option("--private", is_flag=True, help="Seen through the API only by admin keys and keys granted it (`keys create --vocabularies`).")
 @click.argument("terms", nargs=-1)
 @MODEL_OPTION
 @domain_errors
-def vocab_create(name: str, file: str | None, templates: tuple[str, ...], description: str, terms: tuple[str, ...], model: str | None) -> None:
+def vocab_create(name: str, file: str | None, templates: tuple[str, ...], description: str, private: bool,
+                 terms: tuple[str, ...], model: str | None) -> None:
     """Create vocabulary NAME from a file and/or TERMS, embedding its phrases.
 
     \b
@@ -115,6 +117,8 @@ def vocab_create(name: str, file: str | None, templates: tuple[str, ...], descri
         body["templates"] = list(templates)
     if description:
         body["description"] = description
+    if private:
+        body["private"] = True
     result = make_engine(model).create_vocabulary(parse(CreateVocabulary, body))
     say(f"created {name}: {result.added} phrases")
 

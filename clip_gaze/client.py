@@ -1,7 +1,7 @@
 """`Client`: the clip-gaze REST API from Python (urllib; answers parsed into the API's own models).
 
     >>> from clip_gaze import Client
-    >>> api = Client("http://127.0.0.1:8000", token="s3cret")
+    >>> api = Client("http://127.0.0.1:8000", token="s3cret")  # a key (clip-gaze keys create) or a token
     >>> api.analyze("painting.jpg", vocabularies=["movements"], top_k=3).results["movements"].matches[0].phrase
 """
 
@@ -30,6 +30,7 @@ from indexer.schema import (
     VocabularyPage,
     WriteAnswer,
 )
+from indexer.schema.access import AuditList, KeyAnswer, KeyCreated, KeyInfo, KeyList
 from indexer.schema.collections import (
     AnalysisRow,
     CollectionAnswer,
@@ -43,7 +44,7 @@ from indexer.schema.collections import (
 
 ImageArg = Union[str, Path, bytes, Any]  # a path, encoded bytes, or a PIL image
 M = TypeVar("M", bound=BaseModel)
-RETRY_STATUSES = {502, 503, 504}  # the server (or nginx in front of it) says: not now
+RETRY_STATUSES = {429, 502, 503, 504}  # the server (or nginx in front of it) says: not now
 MAX_RETRY_AFTER = 60.0
 
 
@@ -112,8 +113,10 @@ class Client:
         query = parse.urlencode({"errors": str(errors).lower(), "offset": offset, "limit": limit})
         return self._call(CollectionView, "GET", f"/v1/collections/{parse.quote(name)}?{query}")
 
-    def create_collection(self, name: str, description: str | None = None) -> CollectionAnswer:
-        body = {"name": name, **({"description": description} if description is not None else {})}
+    def create_collection(self, name: str, description: str | None = None, private: bool = False) -> CollectionAnswer:
+        body: dict[str, Any] = {"name": name, **({"description": description} if description is not None else {})}
+        if private:
+            body["private"] = True
         return self._call(CollectionAnswer, "POST", "/v1/collections", json_body=body, retry=False)
 
     def add_sources(self, name: str, sources: Sequence[str]) -> JobInfo:
@@ -166,13 +169,16 @@ class Client:
 
     # -- custom vocabularies (need a token) -----------------------------------------------------
     def create_vocabulary(
-        self, name: str, phrases: Sequence[Any] = (), description: str | None = None, template: str | None = None
+        self, name: str, phrases: Sequence[Any] = (), description: str | None = None, template: str | None = None,
+        private: bool = False,
     ) -> WriteAnswer:
         body: dict[str, Any] = {"name": name, "phrases": list(phrases)}
         if description is not None:
             body["description"] = description
         if template is not None:
             body["template"] = template
+        if private:
+            body["private"] = True
         return self._call(WriteAnswer, "POST", "/v1/vocabularies", json_body=body, retry=False)
 
     def add_phrases(self, name: str, phrases: Sequence[Any]) -> WriteAnswer:
@@ -190,6 +196,26 @@ class Client:
 
     def delete_vocabulary(self, name: str) -> WriteAnswer:
         return self._call(WriteAnswer, "DELETE", f"/v1/vocabularies/{parse.quote(name)}")
+
+    # -- access (an admin key) -------------------------------------------------------------------
+    def keys(self) -> list[KeyInfo]:
+        return self._call(KeyList, "GET", "/v1/keys").keys
+
+    def create_key(self, name: str, scopes: Sequence[str], collections: Sequence[str] | None = None,
+                   vocabularies: Sequence[str] | None = None, expires: str | None = None) -> KeyCreated:
+        """A new key; its `secret` is in this answer only."""
+        body: dict[str, Any] = {"name": name, "scopes": list(scopes)}
+        for field, value in (("collections", collections), ("vocabularies", vocabularies), ("expires", expires)):
+            if value is not None:
+                body[field] = value if isinstance(value, str) else list(value)
+        return self._call(KeyCreated, "POST", "/v1/keys", json_body=body, retry=False)
+
+    def revoke_key(self, name: str) -> KeyAnswer:
+        return self._call(KeyAnswer, "DELETE", f"/v1/keys/{parse.quote(name)}")
+
+    def audit(self, since: str | None = None, after: int = 0, limit: int = 100) -> AuditList:
+        query = parse.urlencode({k: v for k, v in (("since", since), ("after", after), ("limit", limit)) if v is not None})
+        return self._call(AuditList, "GET", f"/v1/audit?{query}")
 
     # -- transport ------------------------------------------------------------------------------
     def _call(

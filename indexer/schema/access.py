@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import re
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field, WithJsonSchema
+from pydantic_core import PydanticCustomError
 
 from ..settings import SCOPES
 from .fields import MAX_NAME_CHARS, Answer, CollectionName, KeyName, Name, Request
@@ -14,9 +16,26 @@ MAX_AUDIT_PAGE = 1000
 
 Scope = Literal["read", "analyze", "write", "admin"]
 assert set(Scope.__args__) == set(SCOPES)  # type: ignore[attr-defined]
-Expiry = Annotated[str, Field(min_length=2, max_length=40, pattern=r"^(\d{1,5}[hdw]|\d{4}-\d{2}-\d{2}(T[0-9:+Z.-]{2,25})?)$",
-                              description="How long the key lasts (90d, 12h, 2w) or until when (an ISO 8601 date or time, UTC "
-                                          "unless it says otherwise)")]
+_DURATION = r"\d{1,5}[hdw]"
+_TIME = r"\d{4}-\d{2}-\d{2}(T[0-9:+Z.-]{2,25})?"
+
+
+def _matching(pattern: str, code: str, what: str) -> Any:
+    def check(value: str) -> str:
+        if not re.fullmatch(pattern, value):
+            raise PydanticCustomError(code, f"{value[:40]!r} is not {what}")
+        return value
+
+    return AfterValidator(check)
+
+
+Expiry = Annotated[str, _matching(f"{_DURATION}|{_TIME}", "invalid_expiry", "a duration (90d, 12h, 2w) or an ISO 8601 date or time"),
+                   WithJsonSchema({"type": "string", "pattern": f"^({_DURATION}|{_TIME})$", "maxLength": 40,
+                                   "description": "How long the key lasts (90d, 12h, 2w) or until when (an ISO 8601 date or "
+                                                  "time, UTC unless it says otherwise)"})]
+Since = Annotated[str, _matching(_TIME, "invalid_time", "an ISO 8601 date or time (2026-12-01, 2026-12-01T09:30)"),
+                  WithJsonSchema({"type": "string", "pattern": f"^{_TIME}$", "maxLength": 40,
+                                  "description": "Entries at or after this ISO 8601 date or time (UTC unless it says otherwise)"})]
 
 
 class CreateKey(Request):
@@ -63,8 +82,7 @@ class KeyAnswer(Answer):
 
 
 class AuditQuery(Request):
-    since: Annotated[str, Field(max_length=40, pattern=r"^\d{4}-\d{2}-\d{2}(T[0-9:+Z.-]{2,25})?$",
-                                description="Entries at or after this ISO 8601 date or time (UTC unless it says otherwise)")] | None = None
+    since: Since | None = None
     after: Annotated[int, Field(ge=0, description="Entries after this id (next_after of the page before)")] = 0
     limit: Annotated[int, Field(ge=1, le=MAX_AUDIT_PAGE)] = 100
 

@@ -12,11 +12,9 @@ async function api(method, path, { json, form, auth } = {}) {
   let body;
   if (json !== undefined) { headers["Content-Type"] = "application/json"; body = JSON.stringify(json); }
   if (form !== undefined) body = form;
-  if (auth) {
-    const token = $("token").value.trim();
-    if (!token) throw new Error("Type the API token first: changing vocabularies needs it.");
-    headers.Authorization = `Bearer ${token}`;
-  }
+  const token = $("token").value.trim();  // sent with every request once given: a closed service needs it to read
+  if (auth && !token) throw new Error("Type the API key first: changing vocabularies needs it.");
+  if (token) headers.Authorization = `Bearer ${token}`;
   let resp;
   try {
     resp = await fetch(path, { method, headers, body });
@@ -25,6 +23,7 @@ async function api(method, path, { json, form, auth } = {}) {
   }
   let data;
   try { data = await resp.json(); } catch (e) { data = null; }
+  if (resp.status === 401) askForKey(data && data.error);
   if (!resp.ok || !data || data.ok === false) {
     const err = new Error(plainError(resp.status, data));
     err.status = resp.status;
@@ -37,10 +36,27 @@ async function api(method, path, { json, form, auth } = {}) {
 function plainError(status, data) {
   const msg = data && data.error ? data.error : `the server answered ${status}`;
   const lead = {
-    400: "That did not work", 401: "The API token was refused", 403: "Not allowed", 404: "Not found",
+    400: "That did not work", 401: "An API key is needed", 429: "Too many requests", 403: "Not allowed", 404: "Not found",
     409: "Conflict", 413: "Too large", 500: "The server failed", 503: "The server is not ready",
   }[status] || "Error";
   return `${lead}: ${msg}`;
+}
+
+// The service answered 401 (no key, or one it does not accept): ask for one, then load again with it.
+function askForKey(message) {
+  $("key-reason").textContent = `This service needs an API key${message ? `: ${message}` : "."}`;
+  $("key").value = $("token").value;
+  $("key-form").hidden = false;
+  $("key").focus();
+}
+
+function useKey(e) {
+  e.preventDefault();
+  $("token").value = $("key").value.trim();
+  sessionStorage.setItem(TOKEN_KEY, $("token").value);
+  $("key-form").hidden = true;
+  loadModel();
+  loadVocabularies();
 }
 
 // -- start ----------------------------------------------------------------------------------------
@@ -551,6 +567,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("token").value = sessionStorage.getItem(TOKEN_KEY) || "";
   $("token").addEventListener("input", () => sessionStorage.setItem(TOKEN_KEY, $("token").value));
   $("create-form").addEventListener("submit", createVocabulary);
+  $("key-form").addEventListener("submit", useKey);
   $("versus-form").addEventListener("submit", contrast);
   loadModel();
   loadVocabularies();
