@@ -15,7 +15,7 @@ enforced, and a route whose operation declares no scope is refused. In order:
 7. a key without the route's scope: 403 `forbidden`. A key with a grant of collections (or vocabularies)
    acts on those only; on any other it may do what an anonymous caller may.
 
-After a write (`write` and `admin` routes) that succeeded, the audit trail records the key that made it.
+After a write (a POST, PUT, PATCH or DELETE of a `write` or `admin` route) that succeeded, the audit trail records the key that made it.
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ def check(limiter: RateLimiter | None) -> None:
 def audit(response: Response) -> Response:
     """A write that succeeded, recorded with the key that made it (never a body, a query or a secret)."""
     rule = request.url_rule
-    if rule is None or response.status_code >= 400:
+    if rule is None or response.status_code >= 400 or request.method in ("GET", "HEAD", "OPTIONS"):
         return response
     op = operation_for(rule.rule, request.method)
     if op is None or op.scope not in WRITES:
