@@ -42,6 +42,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CLIP_GAZE_SHUTDOWN_GRACE", lambda: "20", "Seconds a stopping server (SIGTERM) gives running jobs to reach a stored checkpoint before it exits; a job stopped there is resumed at the next start."),
     Setting("CLIP_GAZE_RESUME_JOBS", lambda: "1", "1: at start, jobs a stopped or killed server left unfinished are resumed from what was stored; 0: they are marked `interrupted`, with the reason."),
     Setting("CLIP_GAZE_DECODE_MEMORY", lambda: "1024", "Memory, in MB, that the decodes of one process may hold together, each estimated from its size and mode before it starts; a decode that does not fit waits for others to finish."),
+    Setting("CLIP_GAZE_PUBLIC_URL", lambda: "", "The address clients reach the service at (e.g. https://clip-gaze.museum.org), for the ids of annotation pages; empty: the address each request came to, and for the CLI http://127.0.0.1:8000."),
 )
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ class Settings:
     resume_jobs: bool
     decode_memory_bytes: int
     serve_threads: int = 0  # request threads of a `serve` worker (0: not under gunicorn); set by `serve`, not by a variable
+    public_url: str = ""  # where clients reach the service ("": where each request came to)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> "Settings":
@@ -91,6 +93,7 @@ class Settings:
             shutdown_grace=max(0.0, _float(raw, "CLIP_GAZE_SHUTDOWN_GRACE")),
             resume_jobs=_bool(raw, "CLIP_GAZE_RESUME_JOBS"),
             decode_memory_bytes=int(max(1.0, _float(raw, "CLIP_GAZE_DECODE_MEMORY")) * 1024 * 1024),
+            public_url=raw["CLIP_GAZE_PUBLIC_URL"].strip().rstrip("/"),
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
