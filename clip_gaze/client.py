@@ -163,13 +163,15 @@ class Client:
                     yield AnalysisRow.model_validate_json(line)
 
     def annotations(self, name: str, vocabularies: Iterable[str] | None = None, top_k: int | None = None,
-                    min_probability: float | None = None, manifest: str | None = None, regions: bool = False) -> dict[str, Any]:
+                    min_probability: float | None = None, manifest: str | None = None, regions: bool = False,
+                    canvas: str | None = None) -> dict[str, Any]:
         """A IIIF Presentation 3 AnnotationPage (JSON-LD, as a dict): of the pictures read from `manifest`,
-        else of those read from no manifest (whose `seeAlso` names the manifests' pages)."""
+        else of those read from no manifest (whose `seeAlso` names the manifests' pages); with `canvas`, of that
+        canvas of `manifest` only."""
         args: dict[str, Any] = {}
         if vocabularies is not None:
             args["vocabularies"] = vocabularies if isinstance(vocabularies, str) else ",".join(vocabularies)
-        for key, value in (("top_k", top_k), ("min_probability", min_probability), ("manifest", manifest)):
+        for key, value in (("top_k", top_k), ("min_probability", min_probability), ("manifest", manifest), ("canvas", canvas)):
             if value is not None:
                 args[key] = value
         if regions:

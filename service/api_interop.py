@@ -60,7 +60,8 @@ def annotation_page(name: str) -> Response:
     wanted = split_vocabularies(query.vocabularies)
     with named_in_body():  # vocabularies named in the query: 422
         annotator = Annotator(collections, name, Request(tuple(wanted) if wanted else None, query.top_k, query.min_probability,
-                                                         query.manifest, query.regions), base_url(), limit_regions=True)
+                                                         query.manifest, query.regions, query.canvas), base_url(),
+                                limit_regions=True)
     return _linked_data(stream_with_context(page_text(annotator)), PAGE_TYPE)
 
 

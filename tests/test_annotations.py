@@ -225,20 +225,22 @@ class Museum(http.server.BaseHTTPRequestHandler):
     480×480 pictures, each answered at any region and size (as OpenSeadragon asks), with CORS."""
 
     port = 0
+    annotations: dict[str, str] = {}  # canvas (its picture's name) → the annotation page it names
+    files: dict[str, tuple[bytes, str]] = {}  # other files served: name → (body, content type)
 
     def do_GET(self) -> None:  # noqa: N802
         base = f"http://127.0.0.1:{self.port}"
         parts = self.path.split("?")[0].strip("/").split("/")
         if parts[0] in ("m1.json", "m2.json"):
             names = ["red-circle", "blue-square"] if parts[0] == "m1.json" else ["green-triangle"]
-            return self._json(museum_manifest(base, parts[0], names, getattr(type(self), "annotations", {}).get(parts[0])))
+            return self._json(museum_manifest(base, parts[0], names, type(self).annotations))
         if len(parts) == 3 and parts[0] == "iiif" and parts[2] == "info.json" and parts[1] in SHAPES:
             return self._json({"@context": "http://iiif.io/api/image/3/context.json", "id": f"{base}/iiif/{parts[1]}",
                                "type": "ImageService3", "protocol": "http://iiif.io/api/image", "profile": "level1",
                                "width": 480, "height": 480})
         if len(parts) == 6 and parts[0] == "iiif" and parts[1] in SHAPES:
             return self._send(200, "image/jpeg", region(parts[1], parts[2], parts[3]))
-        if parts[0] in getattr(type(self), "files", {}):
+        if parts[0] in type(self).files:
             body, ctype = type(self).files[parts[0]]
             return self._send(200, ctype, body)
         self._send(404, "text/plain", b"not here")
@@ -273,7 +275,7 @@ def region(name: str, area: str, size: str) -> bytes:
     return encode(img.convert("RGB"), "JPEG")
 
 
-def museum_manifest(base: str, name: str, pictures: list[str], annotations: str | None = None) -> dict[str, Any]:
+def museum_manifest(base: str, name: str, pictures: list[str], annotations: dict[str, str]) -> dict[str, Any]:
     def canvas(picture: str) -> dict[str, Any]:
         out = {"id": f"{base}/canvas/{picture}", "type": "Canvas", "label": {"en": [picture]}, "width": 480, "height": 480,
                "items": [{"id": f"{base}/page/{picture}", "type": "AnnotationPage", "items": [{
@@ -282,8 +284,8 @@ def museum_manifest(base: str, name: str, pictures: list[str], annotations: str 
                    "body": {"id": f"{base}/iiif/{picture}/full/max/0/default.jpg", "type": "Image", "format": "image/jpeg",
                             "width": 480, "height": 480,
                             "service": [{"id": f"{base}/iiif/{picture}", "type": "ImageService3", "profile": "level1"}]}}]}]}
-        if annotations:
-            out["annotations"] = [{"id": annotations, "type": "AnnotationPage"}]
+        if picture in annotations:
+            out["annotations"] = [{"id": annotations[picture], "type": "AnnotationPage"}]
         return out
 
     return {"@context": "http://iiif.io/api/presentation/3/context.json", "id": f"{base}/{name}", "type": "Manifest",
@@ -349,12 +351,16 @@ def test_pages_per_manifest_target_canvases_over_the_api(iiif_app: Any, museum: 
     two = json.loads(client.get(rest["seeAlso"][1]["id"].removeprefix("http://localhost")).get_data(as_text=True))
     assert {a["body"][0]["value"] for a in two["items"] if a["score"]["rank"] == 1} == {"a green triangle"}
 
+    one = client.get(f"/v1/collections/demo/annotations?vocabularies=shapes&top_k=1&manifest={museum}/m1.json"
+                     f"&canvas={museum}/canvas/blue-square")
+    assert [a["body"][0]["value"] for a in json.loads(one.get_data(as_text=True))["items"]] == ["a blue square"]
     as_json = client.get("/v1/collections/demo/annotations?vocabularies=shapes", headers={"Accept": "application/json"})
     assert as_json.headers["Content-Type"] == "application/json"
     for url, status, code in [(f"/v1/collections/demo/annotations?manifest={museum}/nope.json", 422, "unknown_manifest"),
                               ("/v1/collections/nope/annotations", 404, "unknown_collection"),
                               ("/v1/collections/demo/annotations?vocabularies=nope", 422, "unknown_vocabulary"),
                               ("/v1/collections/demo/annotations?top_k=0", 400, None),
+                              (f"/v1/collections/demo/annotations?canvas={museum}/canvas/red-circle", 422, "unknown_canvas"),
                               ("/v1/collections/demo/annotations?min_probability=2", 400, None)]:
         bad = client.get(url)
         assert (bad.status_code, bad.json["ok"]) == (status, False), (url, bad.json)

@@ -52,6 +52,7 @@ class Request:
     min_probability: float = 0.0
     manifest: str | None = None
     regions: bool = False
+    canvas: str | None = None  # only the pictures of this canvas (for a canvas's `annotations`)
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,11 @@ def stored_pictures(collections: "Collections", collection_id: int) -> dict[str,
     return {r[0]: StoredPicture(*r) for r in rows}
 
 
+def canvas_of(picture: StoredPicture) -> str:
+    """The canvas a IIIF picture is painted on: its external id, less a placement's fragment."""
+    return (picture.external_id or picture.source).split("#", 1)[0]
+
+
 def page_url(base_url: str, name: str, request: Request) -> str:
     """The URL the service answers this page at: the page's `id` (arguments in a fixed order)."""
     args: list[tuple[str, str]] = []
@@ -89,6 +95,8 @@ def page_url(base_url: str, name: str, request: Request) -> str:
         args.append(("min_probability", repr(request.min_probability)))
     if request.manifest is not None:
         args.append(("manifest", request.manifest))
+    if request.canvas is not None:
+        args.append(("canvas", request.canvas))
     if request.regions:
         args.append(("regions", "true"))
     return f"{base_url.rstrip('/')}/v1/collections/{quote(name)}/annotations?{urlencode(args)}"
@@ -110,6 +118,12 @@ class Annotator:
         self.pictures = stored if every else {s: p for s, p in stored.items() if p.manifest == request.manifest}
         if request.manifest is not None and not self.pictures:
             raise NotFound(f"no picture of {name!r} was read from the manifest {request.manifest}", code="unknown_manifest")
+        if request.canvas is not None:
+            self.pictures = {s: p for s, p in self.pictures.items() if p.manifest and canvas_of(p) == request.canvas}
+            if not self.pictures:
+                raise NotFound(f"no picture of {name!r} is painted on the canvas {request.canvas}"
+                               + (f" of {request.manifest}" if request.manifest else " (give its manifest too)"),
+                               code="unknown_canvas")
         if request.regions and limit_regions and len(self.pictures) > MAX_REGION_PICTURES:
             raise ClipGazeError(
                 f"regions=true reads and explains every picture again: at most {MAX_REGION_PICTURES} a request, and "
@@ -192,8 +206,7 @@ class Annotator:
 
     def target(self, picture: StoredPicture, fragment: str | None) -> dict[str, Any]:
         if picture.manifest:
-            canvas = (picture.external_id or picture.source).split("#", 1)[0]
-            source: dict[str, Any] = {"id": canvas, "type": "Canvas", "partOf": [{"id": picture.manifest, "type": "Manifest"}]}
+            source: dict[str, Any] = {"id": canvas_of(picture), "type": "Canvas", "partOf": [{"id": picture.manifest, "type": "Manifest"}]}
             where = placed(picture.external_id)
             if fragment is None and where is not None:  # painted on part of its canvas: that part
                 fragment = on_target((0.0, 0.0, where[2], where[3]), int(where[2]), int(where[3]), where)
@@ -239,13 +252,15 @@ class Annotator:
         return out
 
     def header(self, manifest: str | None) -> dict[str, Any]:
-        request = Request(**{**self.request.__dict__, "manifest": manifest})
+        request = Request(**{**self.request.__dict__, "manifest": manifest,
+                             "canvas": self.request.canvas if manifest == self.request.manifest else None})
         what = ", ".join(self.names)
         head: dict[str, Any] = {
             "@context": contexts(self.base), "id": page_url(self.base, self.name, request), "type": "AnnotationPage",
             "label": {"none": [f"clip-gaze: {what} on {self.name}" + (f", {manifest}" if manifest else "")]}}
         if manifest is None and self.manifests:  # the pages of the pictures read from manifests
-            head["seeAlso"] = [{"id": page_url(self.base, self.name, Request(**{**self.request.__dict__, "manifest": m})),
+            head["seeAlso"] = [{"id": page_url(self.base, self.name, Request(**{**self.request.__dict__, "manifest": m,
+                                                                                 "canvas": None})),
                                 "type": "AnnotationPage", "label": {"none": [m]}} for m in self.manifests]
         return head
 

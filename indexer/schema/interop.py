@@ -28,6 +28,9 @@ class AnnotationsQuery(Request):
     manifest: Annotated[str | SkipJsonSchema[None], NotNull, Field(
         max_length=2000, pattern=URL_PATTERN,
         description="Only the pictures read from this IIIF manifest (its URL, as added); without it, every picture")] = None
+    canvas: Annotated[str | SkipJsonSchema[None], NotNull, Field(
+        max_length=2000, pattern=URL_PATTERN,
+        description="Only the pictures painted on this canvas of `manifest` (a page for the canvas's `annotations`)")] = None
     regions: Annotated[bool, Field(description=f"Target the region where the explanation's map peaks (each picture is "
                                                f"read again and explained; at most {MAX_REGION_PICTURES} pictures a request)")] = False
 
