@@ -26,6 +26,7 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting("CLIP_GAZE_HOME", _default_home, "Data directory: the SQLite store and the FAISS indexes."),
     Setting("CLIP_GAZE_MODEL", lambda: "vit-b-32", "Model: a preset (see `clip-gaze models`), ARCH:PRETRAINED or ARCH:/path/to/checkpoint."),
+    Setting("CLIP_GAZE_MODELS", lambda: "", "Several models served side by side, comma-separated (e.g. vit-b-32,sd15,sdxl): the first is the default, the others answer requests that name them (`model`). Empty: CLIP_GAZE_MODEL alone; set, it is used in its place."),
     Setting("CLIP_GAZE_API_TOKENS", lambda: "", "Comma-separated bearer tokens that may write through the API. Empty: writes are refused and the server binds to loopback only."),
     Setting("CLIP_GAZE_BACKEND", lambda: "auto", "What runs the model: onnx (ONNX Runtime over an export in CLIP_GAZE_HOME, made once from the open_clip model), torch (open_clip itself), or auto (onnx where the model can be exported, else torch)."),
     Setting("CLIP_GAZE_DEVICE", lambda: "auto", "Device: auto (a GPU when present: ONNX Runtime's CUDA provider with onnxruntime-gpu, else torch's CUDA), cpu or cuda."),
@@ -67,6 +68,7 @@ class Settings:
     shutdown_grace: float
     resume_jobs: bool
     decode_memory_bytes: int
+    models: tuple[str, ...] = ()  # every model served, the default (`model`) first
     serve_threads: int = 0  # request threads of a `serve` worker (0: not under gunicorn); set by `serve`, not by a variable
     public_url: str = ""  # where clients reach the service ("": where each request came to)
 
@@ -96,7 +98,19 @@ class Settings:
             public_url=raw["CLIP_GAZE_PUBLIC_URL"].strip().rstrip("/"),
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
+        several = tuple(m.strip() for m in raw["CLIP_GAZE_MODELS"].split(",") if m.strip())
+        if "models" in overrides and overrides["models"] is not None:
+            several = tuple(overrides["models"])  # type: ignore[arg-type]
+        if several and overrides.get("model") is None:
+            values["model"] = several[0]
+        values["models"] = several_models(str(values["model"]), several)
         return cls(**values)  # type: ignore[arg-type]
+
+
+def several_models(default: str, models: tuple[str, ...]) -> tuple[str, ...]:
+    """The served models: `default` first, then the others of `models` once each, in their order."""
+    rest = [m for m in models if m != default]
+    return (default, *dict.fromkeys(rest))
 
 
 def _int(raw: Mapping[str, str], key: str) -> int:

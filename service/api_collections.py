@@ -30,7 +30,7 @@ from indexer.pictures.sources import local_root, shown_source, shown_text
 from .api import answer, json_body
 from .auth import can_write, require_token
 from .errors import named_in_body
-from .state import state
+from .state import collections_for, state
 
 collections_api = Blueprint("collections_api", __name__)
 A = TypeVar("A", bound=Answer)
@@ -95,7 +95,7 @@ def show_job(job_id: str) -> tuple[Response, int]:
 @collections_api.get("/v1/collections/<name>/search")
 def search_collection(name: str) -> tuple[Response, int]:
     query = parse(SearchQuery, request.args.to_dict())
-    found = state().collections.search(name, text=query.q, top_k=query.top_k)
+    found = collections_for(query.model).search(name, text=query.q, top_k=query.top_k)
     shown = _shown(name)
     return answer(found.model_copy(update={"hits": [shown(h) for h in found.hits]}))
 
@@ -104,7 +104,7 @@ def search_collection(name: str) -> tuple[Response, int]:
 def analyze_collection(name: str) -> Response:
     """JSON Lines, one row per picture and match, streamed as they are scored."""
     params = json_body(AnalyzeCollection) if request.get_data(cache=True) else AnalyzeCollection()
-    collections = state().collections
+    collections = collections_for(params.model)
     collections.get(name)  # the collection of the path: unknown_collection is 404
     with named_in_body():  # vocabularies, relative_to: 422
         rows = collections.analyze(name, split_vocabularies(params.vocabularies), params.top_k, params.relative_to)

@@ -56,7 +56,8 @@ ERRORS = {
     401: "Missing or wrong bearer token",
     403: "Refused by policy: a read-only vocabulary, writes disabled on this server, or an image_url the fetch "
          "guard refuses (url_refused)",
-    404: "The vocabulary, collection or job the path names does not exist",
+    404: "The vocabulary, collection or job the path names does not exist, or the request's `model` is not one this "
+         "server serves (unknown_model)",
     409: "In conflict with what the server holds: exists already, not indexed for this model, or a reference "
          "collection with no pictures (empty_collection)",
     413: "Body, image or the request's pictures together too large",
@@ -110,10 +111,11 @@ class Operation:
 
 # 403: an image_url refused (for a batch, in the picture's own entry); 409: not indexed for this model,
 # or relative_to names an empty collection; 422: `vocabularies` or `relative_to` name nothing.
-_ANALYSIS_ERRORS = (400, 403, 409, 413, 422, 503)
+# 404: `model` names no model this server serves (unknown_model).
+_ANALYSIS_ERRORS = (400, 403, 404, 409, 413, 422, 503)
 OPERATIONS = (
     Operation("get", "/v1/health", "Health: ready once the model and indexes are loaded", Health),
-    Operation("get", "/v1/models", "The model this server uses, and the presets", ModelsAnswer),
+    Operation("get", "/v1/models", "The models this server serves (its default first), and the presets", ModelsAnswer),
     Operation("get", "/openapi.json", "This document", None),
     Operation("get", "/v1/vocabularies", "Every vocabulary, built-in and custom", VocabularyList),
     Operation("get", "/v1/vocabularies/{name}", "A vocabulary and a page of its phrases", VocabularyPage,
@@ -133,11 +135,11 @@ OPERATIONS = (
     Operation("post", "/v1/analyze", "Relative likelihoods of each vocabulary's phrases for one image", Analysis,
               json=AnalyzeJson, multipart=AnalyzeForm, errors=_ANALYSIS_ERRORS),
     Operation("post", "/v1/analyze/batch", "Several images; each picture that fails gets its own error entry",
-              BatchAnswer, json=BatchJson, multipart=BatchForm, errors=(400, 409, 413, 422, 503)),
+              BatchAnswer, json=BatchJson, multipart=BatchForm, errors=(400, 404, 409, 413, 422, 503)),
     Operation("post", "/v1/compare", "Softmax over exactly the phrases given; nothing is stored", Analysis,
-              json=CompareJson, multipart=CompareForm, errors=(400, 403, 413, 503)),
+              json=CompareJson, multipart=CompareForm, errors=(400, 403, 404, 413, 503)),
     Operation("post", "/v1/explain", "An analysis with a map for every match (format=png: the overlay, image/png)",
-              Explanation, json=ExplainJson, multipart=ExplainForm, query=ExplainQuery, errors=(400, 409, 413, 422, 503),
+              Explanation, json=ExplainJson, multipart=ExplainForm, query=ExplainQuery, errors=(400, 404, 409, 413, 422, 503),
               picture=True),
 )
 
@@ -218,7 +220,8 @@ def _operation(op: Operation) -> dict[str, Any]:
     if op.query is not None:
         schema = op.query.model_json_schema()
         for key, prop in schema["properties"].items():
-            params.append({"name": key, "in": "query", "required": key in schema.get("required", []), "schema": prop})
+            params.append({"name": key, "in": "query", "required": key in schema.get("required", []),
+                           "schema": _drop_null_defaults(prop)})
     if params:
         out["parameters"] = params
     content: dict[str, Any] = {}

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field
 from pydantic_core import PydanticCustomError
 
-from .analysis import ModelInfo, RelativeTo, Vocabularies
+from .analysis import ModelInfo, RelativeTo, RequestModel, Vocabularies
 from .fields import (
     DEFAULT_PAGE_SIZE,
     DEFAULT_TOP_K,
@@ -65,11 +65,13 @@ class AnalyzeCollection(Request):
     vocabularies: Vocabularies = None
     top_k: TopK = DEFAULT_TOP_K
     relative_to: RelativeTo = None
+    model: RequestModel = None
 
 
 class SearchQuery(Request):
     q: Phrase
     top_k: TopK = DEFAULT_TOP_K
+    model: RequestModel = None
 
 
 class CollectionInfo(Answer):
