@@ -23,9 +23,9 @@ from indexer.store.reviews import Reviews
 from indexer.schema.interop import SHA256_PATTERN, AnnotationsQuery, ReviewAnswer, ReviewRequest
 
 from .api import answer, json_body
-from .auth import require_token
+from .access import check_named
 from .errors import named_in_body
-from .state import state
+from .state import collections_for, state
 
 interop_api = Blueprint("interop_api", __name__)
 _SHA = re.compile(SHA256_PATTERN)
@@ -55,9 +55,10 @@ def annotation_page(name: str) -> Response:
     """A IIIF Presentation 3 AnnotationPage: a manifest's pictures' matches (`manifest`), else those of
     the pictures read from no manifest, naming the manifests' pages (`seeAlso`); streamed."""
     query = parse(AnnotationsQuery, request.args.to_dict())
-    collections = state().collections
+    collections = collections_for(query.model)
     collections.get(name)  # the collection of the path: unknown_collection is 404
     wanted = split_vocabularies(query.vocabularies)
+    check_named(wanted)  # a private vocabulary not granted is one that does not exist
     with named_in_body():  # vocabularies named in the query: 422
         annotator = Annotator(collections, name, Request(tuple(wanted) if wanted else None, query.top_k, query.min_probability,
                                                          query.manifest, query.regions, query.canvas), base_url(),
@@ -66,7 +67,6 @@ def annotation_page(name: str) -> Response:
 
 
 @interop_api.post("/v1/collections/<name>/pictures/<sha256>/review")
-@require_token
 def review_picture(name: str, sha256: str) -> tuple[Response, int]:
     """A person's verdict on a term for a picture (accepted or rejected), replacing an earlier one."""
     if not _SHA.match(sha256):
@@ -74,6 +74,7 @@ def review_picture(name: str, sha256: str) -> tuple[Response, int]:
     body = json_body(ReviewRequest)
     collections = state().collections
     Reviews(collections.engine.store).picture_in(collections.images.get(name).id, sha256)  # the path's: 404
+    check_named([body.vocabulary])
     with named_in_body():  # the body's vocabulary: 422
         found = review(collections, name, sha256, body)
     return answer(ReviewAnswer(review=found))

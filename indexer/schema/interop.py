@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 from pydantic.json_schema import SkipJsonSchema
 
-from .analysis import FormVocabularies
+from .analysis import FormVocabularies, RequestModel
 from .fields import DEFAULT_TOP_K, URL_PATTERN, Answer, Name, NotNull, Phrase, Request, TextRule, TopK
 
 MAX_NOTE_CHARS = 2000
@@ -31,6 +31,7 @@ class AnnotationsQuery(Request):
     canvas: Annotated[str | SkipJsonSchema[None], NotNull, Field(
         max_length=2000, pattern=URL_PATTERN,
         description="Only the pictures painted on this canvas of `manifest` (a page for the canvas's `annotations`)")] = None
+    model: RequestModel = None
     regions: Annotated[bool, Field(description=f"Target the region where the explanation's map peaks (each picture is "
                                                f"read again and explained; at most {MAX_REGION_PICTURES} pictures a request)")] = False
 

@@ -6,4 +6,6 @@
   image_store   `ImageStore`: collections, their pictures, each picture's embedding by content, jobs
   reviews       `Reviews`: people's verdicts (accepted, rejected) on a picture's terms
   index_files   `IndexFiles`: one FAISS index per model and vocabulary version, written atomically
+  keys          `KeyStore`: API keys with scopes and grants, their secrets only as hashes
+  audit         `Audit`: the trail of writes, with the key that made each
 """
