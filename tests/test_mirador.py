@@ -21,7 +21,7 @@ from indexer.schema import parse
 from indexer.schema.collections import AddSources, CreateCollection
 from indexer.settings import Settings
 from service import create_app
-from test_annotations import Museum, shapes_vocabulary
+from test_annotations import Museum, needs_manifests, shapes_vocabulary
 
 pytestmark = pytest.mark.browser
 
@@ -48,6 +48,7 @@ PAGE = """<!DOCTYPE html><html><head><meta charset="utf-8"><title>Mirador</title
 </script></body></html>"""
 
 
+@needs_manifests
 def test_mirador_shows_each_canvas_its_top_term(toy_loader: Any, monkeypatch: pytest.MonkeyPatch):
     assert hashlib.sha256(MIRADOR.read_bytes()).hexdigest() == MIRADOR_SHA256, "the vendored Mirador is not the pinned one"
     server = __import__("http.server").server.ThreadingHTTPServer(("127.0.0.1", 0), Museum)
