@@ -46,6 +46,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CLIP_GAZE_RATE_LIMIT", lambda: "0", "Requests per minute one caller (a key, else a client address) may make to each server process; a computing route (analyze, explain, …) counts as 5, a read or write as 1. Beyond it: 429 `rate_limited` with Retry-After. 0: no limit."),
     Setting("CLIP_GAZE_FETCH_AUTH_FILE", lambda: "", "A JSON file of credentials per host (host or host:port, each with one of bearer, basic as user:password, or header as an object of header names and values), sent when fetching pictures, manifests and IIIF services from that host only, never after a redirect to another host, never logged or answered."),
     Setting("CLIP_GAZE_DECODE_MEMORY", lambda: "1024", "Memory, in MB, that the decodes of one process may hold together, each estimated from its size and mode before it starts; a decode that does not fit waits for others to finish."),
+    Setting("CLIP_GAZE_PUBLIC_URL", lambda: "", "The address clients reach the service at (e.g. https://clip-gaze.museum.org), for the ids of annotation pages; empty: the address each request came to, and for the CLI http://127.0.0.1:8000."),
 )
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ class Settings:
     fetch_auth_file: str = ""  # per-host credentials for fetching (indexer.pictures.credentials)
     models: tuple[str, ...] = ()  # every model served, the default (`model`) first
     serve_threads: int = 0  # request threads of a `serve` worker (0: not under gunicorn); set by `serve`, not by a variable
+    public_url: str = ""  # where clients reach the service ("": where each request came to)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> "Settings":
@@ -102,6 +104,7 @@ class Settings:
             anonymous=_scopes(raw, "CLIP_GAZE_ANONYMOUS"),
             rate_limit=max(0, _int(raw, "CLIP_GAZE_RATE_LIMIT")),
             fetch_auth_file=raw["CLIP_GAZE_FETCH_AUTH_FILE"].strip(),
+            public_url=raw["CLIP_GAZE_PUBLIC_URL"].strip().rstrip("/"),
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
         several = tuple(m.strip() for m in raw["CLIP_GAZE_MODELS"].split(",") if m.strip())
