@@ -40,6 +40,10 @@ def keys() -> None:
     Scopes: read (the GETs), analyze (the computing POSTs), write (vocabularies,
     collections, sources), admin (keys and the audit trail; every scope, every
     private collection). Send a key as 'Authorization: Bearer <secret>'.
+
+    \b
+    Example:
+        clip-gaze keys create admin --scopes admin
     """
 
 
