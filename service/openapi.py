@@ -49,6 +49,7 @@ from indexer.schema.collections import (
     SearchQuery,
 )
 from indexer.schema.explain import ExplainForm, ExplainJson, ExplainQuery, Explanation
+from indexer.schema.interrogate import InterrogateForm, InterrogateJson, Interrogation
 
 ERRORS = {
     400: "Bad input (the message says which field and why)",
@@ -137,6 +138,8 @@ OPERATIONS = (
     Operation("post", "/v1/explain", "An analysis with a map for every match (format=png: the overlay, image/png)",
               Explanation, json=ExplainJson, multipart=ExplainForm, query=ExplainQuery, errors=(400, 409, 413, 422, 503),
               picture=True),
+    Operation("post", "/v1/interrogate", "The prompt a generator built on CLIP would answer to, each part scored",
+              Interrogation, json=InterrogateJson, multipart=InterrogateForm, errors=_ANALYSIS_ERRORS),
 )
 
 _COLLECTIONS = (

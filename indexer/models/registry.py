@@ -30,6 +30,8 @@ class Preset:
     pretrained: str
     description: str
     config: str | None = None
+    # the lists whose best phrases start `interrogate`'s prompt when no caption is given
+    start_vocabularies: tuple[str, ...] = ("genres", "subjects", "scenes")
 
 
 PRESETS: dict[str, Preset] = {
@@ -45,6 +47,7 @@ PRESETS: dict[str, Preset] = {
             str(TOY_CHECKPOINT),
             "clip-gaze's own tiny model of coloured shapes: a test instrument for offline tests and demos, not an art model",
             config=str(TOY_CONFIG),
+            start_vocabularies=(),  # it knows shapes, colours and grounds: art lists would mislead it
         ),
     )
 }
