@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Sequence
 from indexer.interrogate.modes import Options
 from indexer.interrogate.modes import interrogate as _interrogate
 
-from .library import ImageLike, clean_prompts, get_engine
+from .library import ImageLike, caption_text, get_engine
 
 if TYPE_CHECKING:  # pragma: no cover
     from indexer.schema.interrogate import Interrogation
@@ -34,7 +34,7 @@ def interrogate(image: ImageLike, mode: str = "best", caption: str | None = None
         vocabularies = [v.strip() for v in vocabularies.split(",") if v.strip()]
     if isinstance(start_vocabularies, str):
         start_vocabularies = [v.strip() for v in start_vocabularies.split(",") if v.strip()]
-    text = clean_prompts([caption])[0] if caption is not None else None
+    text = caption_text(caption)
     options = Options(mode=mode, caption=text, vocabularies=vocabularies, start_vocabularies=start_vocabularies,
                       forced=forced, max_steps=max_steps, pool=pool, captioner=captioner)
     return _interrogate(engine, image, options)
