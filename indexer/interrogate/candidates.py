@@ -49,7 +49,7 @@ def ranked(engine: "Engine", names: Sequence[str], image: F32, k: int | None, lo
     out: list[Candidate] = []
     seen: set[str] = set()
     counts: dict[str, int] = {}
-    for key, _rank, _pos, name, pid in picked:
+    for sort_key, _rank, _pos, name, pid in picked:
         row = rows[pid]
         if row["phrase"] in seen:
             continue
@@ -57,7 +57,8 @@ def ranked(engine: "Engine", names: Sequence[str], image: F32, k: int | None, lo
             continue
         seen.add(row["phrase"])
         counts[name] = counts.get(name, 0) + 1
-        out.append(Candidate(row["phrase"], name, row["term"], row["external_id"], -key if not lowest else key))
+        out.append(Candidate(row["phrase"], name, row["term"], row["external_id"],
+                             -sort_key if not lowest else sort_key))
     return out
 
 

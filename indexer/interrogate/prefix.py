@@ -225,7 +225,7 @@ class TorchPrefixEncoder:
         x = self._embed(tokens, start)
         out = []
         for i, block in enumerate(self.model.transformer.resblocks):
-            past = cache[i] if start else None
+            past = cache[i] if start and cache is not None else None
             x, k, v = self._block(block, x, past, mask)
             out.append((torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)) if past is not None else (k, v))
         self._last = (key, out)
