@@ -15,14 +15,14 @@ from indexer.schema.interrogate import InterrogateForm, InterrogateJson
 from .api import answer, api, form, json_body, one_upload
 from .errors import named_in_body
 from .fetching import caller, fetch_gate
-from .state import state
+from .access import check_named
+from .state import engine_for
 
 interrogate_api = Blueprint("interrogate", __name__)
 
 
 @interrogate_api.post("/v1/interrogate")
 def interrogate() -> tuple[Response, int]:
-    engine = state().engine
     params: InterrogateJson | InterrogateForm
     if request.is_json:
         params = json_body(InterrogateJson)
@@ -31,9 +31,12 @@ def interrogate() -> tuple[Response, int]:
         name, upload = one_upload()
         params = form(InterrogateForm, image=upload)
         data = params.image
+    engine = engine_for(params.model)
+    check_named(split_vocabularies(params.vocabularies))
     start = None if params.start_vocabularies is None else split_vocabularies(params.start_vocabularies) or []
     options = Options(mode=params.mode, caption=params.caption, vocabularies=split_vocabularies(params.vocabularies),
                       start_vocabularies=start, forced=params.forced, max_steps=params.max_steps, pool=params.pool)
+    check_named(start)
     if params.image_url is not None:
         with fetch_gate().admit(caller()):
             picture = engine.fetch_picture(params.image_url)

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import BeforeValidator, Field, model_serializer, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
-from .analysis import FormVocabularies, ImageInfo, ModelInfo, Vocabularies
+from .analysis import FormVocabularies, ImageInfo, ModelInfo, RequestModel, Vocabularies
 from .fields import Answer, Base64Image, ImageUrl, NotNull, Phrase, Request, UploadedImage, integral, one_image, one_of
 
 Mode = Literal["best", "classic", "fast", "negative"]
@@ -49,6 +49,7 @@ class _Options(Request):
     forced: Forced = 8
     max_steps: Annotated[Steps | SkipJsonSchema[None], NotNull] = None
     pool: Pool = 2048
+    model: RequestModel = None
 
 
 class InterrogateJson(_Options):
