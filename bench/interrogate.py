@@ -54,23 +54,27 @@ def main() -> None:
     ap.add_argument("--pictures", type=int, default=2)
     ap.add_argument("--ci-steps", type=int, default=2)
     ap.add_argument("--ci", default="/tmp/24-ci")
+    ap.add_argument("--quick", action="store_true",
+                    help="No indexing: the candidates are the first 2,048 phrases of ci-flavors (the chain's cost does not "
+                         "depend on how they were chosen); best and fast are then timed on the chain itself")
     args = ap.parse_args()
 
     import torch
 
     from indexer.engine import Engine
     from indexer.interrogate.candidates import ranked
-    from indexer.interrogate.chain import Prompts, run_chain
     from indexer.interrogate.modes import Options, interrogate
-    from indexer.interrogate.prefix import TorchPrefixEncoder
 
     torch.set_num_threads(2)
     engine = Engine(args.home, model_name(), backend="torch")
+    caption = "a photograph of a landscape"
+    if args.quick:
+        quick(engine, args, caption)
+        return
     t = time.perf_counter()
     engine.index(LISTS)
     print(f"candidate lists embedded or found in {time.perf_counter() - t:.1f} s "
           f"({sum(engine.vocabulary(n).size for n in LISTS):,} phrases)")
-    caption = "a photograph of a landscape"
     for i in range(args.pictures):
         image = picture(i)
         t = time.perf_counter()
@@ -83,14 +87,45 @@ def main() -> None:
               f"{best.reused_prefix:,} after a cached prefix, cosine {best.cosine:.4f}, {best.tokens} tokens); "
               f"fast {t_fast:.3f} s (cosine {fast.cosine:.4f}); peak RSS {rss_mb():.0f} MB")
 
-    # the same chain, step for step, against clip-interrogator's
-    sys.path.insert(0, args.ci)
-    from clip_interrogator import clip_interrogator as ci_module
-
     loaded = engine.torch_model
     image = picture(0)
     emb = loaded.encode_images([image])[0]
-    pool = [c.phrase for c in ranked(engine, LISTS, emb, 2048)]
+    against(loaded, emb, [c.phrase for c in ranked(engine, LISTS, emb, 2048)], caption, args)
+
+
+def quick(engine, args, caption) -> None:
+    import torch
+
+    from indexer.catalog import catalog
+    from indexer.interrogate.chain import Prompts, run_chain
+    from indexer.interrogate.prefix import TorchPrefixEncoder
+
+    loaded = engine.torch_model
+    pool = [p.phrase for p in catalog().get("ci-flavors").phrases()][:2048]
+    for i in range(args.pictures):
+        image = picture(i)
+        t = time.perf_counter()
+        emb = loaded.encode_images([image])[0]
+        enc = TorchPrefixEncoder(loaded)
+        done = run_chain(enc, Prompts(loaded.tokenizer), emb, pool, caption, forced=8, max_steps=32)
+        t_best = time.perf_counter() - t
+        print(f"picture {i}: the best chain over {len(pool):,} candidates {t_best:.2f} s ({len(done.steps)} steps, "
+              f"{enc.counts.encodes:,} text encodes, {enc.counts.by_suffix:,} after a cached prefix, "
+              f"{enc.counts.tokens:,} token positions run); peak RSS {rss_mb():.0f} MB")
+    del torch
+    against(loaded, loaded.encode_images([picture(0)])[0], pool, caption, args)
+
+
+def against(loaded, emb, pool, caption, args) -> None:
+    """The same chain, step for step, against clip-interrogator's."""
+    import torch
+
+    from indexer.interrogate.chain import Prompts, run_chain
+    from indexer.interrogate.prefix import TorchPrefixEncoder
+
+    sys.path.insert(0, args.ci)
+    from clip_interrogator import clip_interrogator as ci_module
+
     ci = ci_module.Interrogator.__new__(ci_module.Interrogator)
     ci.config = ci_module.Config(device="cpu", quiet=True, caption_model_name=None)
     ci.device, ci.dtype = "cpu", torch.float32
