@@ -58,6 +58,8 @@ class PictureRef:
     external_id: str | None = None
     metadata: dict[str, Any] | None = None
     region: str | None = None  # the part of the picture to read (x,y,w,h; pct:x,y,w,h; square); None: all of it
+    manifest: str | None = None  # the IIIF manifest it was read from (its URL as named; a file's: its http(s) id, else its path)
+    image_service: str | None = None  # its IIIF Image API service (no /info.json), when it has one
 
     @property
     def location(self) -> str:
@@ -68,7 +70,8 @@ class PictureRef:
     def of_url(cls, url: str, external_id: str | None = None, metadata: dict[str, Any] | None = None) -> "PictureRef":
         """A picture's URL, or a IIIF Image API service's (a URL ending in /info.json, which goes)."""
         if url.rstrip("/").endswith("/info.json"):
-            return cls(url.rstrip("/").removesuffix("/info.json"), "iiif", external_id, metadata)
+            service = url.rstrip("/").removesuffix("/info.json")
+            return cls(service, "iiif", external_id, metadata, image_service=service)
         return cls(url, "url", external_id, metadata)
 
 
@@ -79,6 +82,7 @@ class SourceFailure:
     error: str
     external_id: str | None = None
     metadata: dict[str, Any] | None = field(default=None)
+    manifest: str | None = None  # a problem of a IIIF manifest: that manifest (as `PictureRef.manifest`)
 
 
 @dataclass(frozen=True)
@@ -157,7 +161,9 @@ def expand(source: str, policy: FetchPolicy) -> Iterator[Item]:
             except (ValueError, UnicodeDecodeError, RecursionError) as exc:
                 yield SourceFailure(source, "invalid_manifest", f"{source} is not a JSON document ({str(exc)[:200]})")
                 return
-            yield from _iiif_document(source, doc, base=None)
+            ident = doc.get("id") or doc.get("@id") if isinstance(doc, dict) else None
+            named = ident if isinstance(ident, str) and _is_url(ident) else str(path.resolve())
+            yield from _iiif_document(source, doc, base=None, manifest=named)
         else:  # a picture, by its content: the reader says if it is not one
             yield PictureRef(str(path.resolve()), "file", external_id=path.name)
     except ClipGazeError as exc:
@@ -186,7 +192,7 @@ def _remote(source: str, policy: FetchPolicy) -> Iterator[Item]:
     if kind is None and got.content_type in UNTYPED:
         kind = table_kind(urlsplit(got.url).path) or table_kind(urlsplit(source).path)
     if kind is None:
-        yield from _iiif_document(source, parse_json(got), base=source)
+        yield from _iiif_document(source, parse_json(got), base=source, manifest=source)
         return
     text = io.TextIOWrapper(io.BytesIO(got.data), encoding="utf-8-sig", newline="")
     yield from _rows(source, lambda n: f"{source}#line={n}", read_text_rows(text, source, kind), base=got.url)
@@ -233,10 +239,12 @@ def _row_item(name: str, key: str, n: int, row: dict[str, Any], folder: Path | N
     return PictureRef(str(file.resolve()), "file", ext, meta)
 
 
-def _iiif_document(source: str, doc: Any, base: str | None) -> Iterator[Item]:
+def _iiif_document(source: str, doc: Any, base: str | None, manifest: str | None = None) -> Iterator[Item]:
+    """A IIIF document's pictures: an Image API service's one, or a manifest's (each with `manifest`,
+    where the manifest was read from, and its image service)."""
     if is_image_service(doc):
-        service = base or str(doc.get("id") or doc.get("@id") or "")
-        yield PictureRef(service.rstrip("/").removesuffix("/info.json"), "iiif", external_id=source)
+        service = (base or str(doc.get("id") or doc.get("@id") or "")).rstrip("/").removesuffix("/info.json")
+        yield PictureRef(service, "iiif", external_id=source, image_service=service)
         return
     if not is_manifest(doc):
         yield SourceFailure(source, "invalid_manifest", f"{source} is neither a IIIF Presentation manifest nor an Image API service")
@@ -246,9 +254,10 @@ def _iiif_document(source: str, doc: Any, base: str | None) -> Iterator[Item]:
         where, kind = (item.service, "iiif") if item.service else (item.url, "url")
         if where:  # a region has a source of its own: each region of a picture is a picture
             named = f"{where}#{region_fragment(item.region)}" if item.region else where
-            yield PictureRef(named, kind, item.external_id, meta, region=item.region)
+            yield PictureRef(named, kind, item.external_id, meta, region=item.region, manifest=manifest,
+                             image_service=item.service)
     seen: dict[str, int] = {}
     for problem in manifest_problems(doc):  # canvases without a picture: recorded, the rest are added
         key = f"{source}#{problem[:80]}"
         seen[key] = seen.get(key, 0) + 1  # two problems of one canvas may start alike: each is recorded
-        yield SourceFailure(key if seen[key] == 1 else f"{key} ({seen[key]})", "invalid_manifest", problem)
+        yield SourceFailure(key if seen[key] == 1 else f"{key} ({seen[key]})", "invalid_manifest", problem, manifest=manifest)
