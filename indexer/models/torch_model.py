@@ -19,7 +19,7 @@ import numpy.typing as npt
 from ..errors import InvalidInput, ModelUnavailable
 from .batching import length_batches
 from .protocol import ProgressFn
-from .registry import ModelSpec
+from .registry import ModelSpec, local_text_cfg
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -105,7 +105,9 @@ class LoadedModel:
 
         Phrases are sorted by token length and batched; for causal-mask text towers that pool at
         the end token, each batch is cut to its longest phrase (exact: padding after the end
-        token cannot reach it through a causal mask). Other towers run at full context.
+        token cannot reach it through a causal mask), and so for masked Hugging Face towers
+        (`HF_TRIMMABLE`: padding is masked and positions come from the ids). Other towers run at
+        full context.
         """
         import torch
 
@@ -121,7 +123,8 @@ class LoadedModel:
                 batch = tokens[torch.from_numpy(idx)]
                 if can_trim:
                     batch = batch[:, : int(lengths[idx].max())]
-                    feats = encode_text_trimmed(self.model, batch.to(self.device))
+                    feats = (self.model.encode_text(batch.to(self.device)) if hf_pad_id(self.model) is not None
+                             else encode_text_trimmed(self.model, batch.to(self.device)))
                 else:
                     feats = self.model.encode_text(batch.to(self.device))
                 rows = torch.nn.functional.normalize(feats.float(), dim=-1).cpu().numpy()
@@ -139,18 +142,39 @@ def _image_size(model: Any) -> int:
     return int(size[0] if isinstance(size, (tuple, list)) else size)
 
 
+# Hugging Face text towers whose positions come from the token ids (padding keeps the padding
+# position) and whose padding is masked out of attention and pooling: cutting a batch to its longest
+# phrase changes nothing but the float summation order (tests compare with the full context).
+HF_TRIMMABLE = frozenset({"roberta", "xlm-roberta", "m2m_100"})
+
+
 def supports_trimming(model: Any) -> bool:
     import open_clip
 
-    return (
-        isinstance(model, open_clip.CLIP)
-        and getattr(model, "attn_mask", None) is not None
-        and getattr(model, "text_pool_type", None) in ("argmax", "eos")
-    )
+    if isinstance(model, open_clip.CLIP):
+        return (getattr(model, "attn_mask", None) is not None
+                and getattr(model, "text_pool_type", None) in ("argmax", "eos"))
+    return hf_pad_id(model) is not None
+
+
+def hf_pad_id(model: Any) -> int | None:
+    """The padding id of a masked Hugging Face text tower that trims exactly, else None."""
+    from open_clip.hf_model import ClsPooler, HFTextEncoder, MeanPooler
+
+    text = getattr(model, "text", None)
+    if not isinstance(text, HFTextEncoder) or getattr(text.config, "model_type", None) not in HF_TRIMMABLE:
+        return None
+    if not isinstance(text.pooler, (MeanPooler, ClsPooler)) or text.config.pad_token_id is None:
+        return None
+    return int(text.config.pad_token_id)
 
 
 def token_lengths(model: Any, tokens: "torch.Tensor") -> "torch.Tensor":
-    """Tokens up to and including the end token, which the text tower pools at."""
+    """Tokens up to and including the end token, which the text tower pools at (a masked HF tower:
+    every token that is not padding, which the tokenizer puts at the end)."""
+    pad = hf_pad_id(model)
+    if pad is not None:
+        return (tokens != pad).int().sum(dim=-1)
     if model.text_pool_type == "eos":
         return (tokens == model.text_eos_id).int().argmax(dim=-1) + 1
     return tokens.argmax(dim=-1) + 1
@@ -251,6 +275,9 @@ def load_model(spec: ModelSpec, device: str = "auto", threads: int = 0) -> Loade
             code="unknown_model",
         )
     kwargs: dict[str, Any] = {}
+    local_text = local_text_cfg(spec.config)
+    if local_text is not None:  # a project model's HF text tower, in a folder beside its config
+        kwargs["text_cfg"] = local_text
     if not spec.is_file:
         tag_cfg = open_clip.get_pretrained_cfg(spec.arch, spec.pretrained)
         if not tag_cfg:
@@ -284,5 +311,11 @@ def load_model(spec: ModelSpec, device: str = "auto", threads: int = 0) -> Loade
             f"CLIP_GAZE_MODEL={spec.arch}{'-quickgelu' if kwargs.get('force_quick_gelu') else ''}:/path/to/open_clip_pytorch_model.bin"
         ) from exc
     model.eval()
-    tokenizer = open_clip.get_tokenizer(spec.arch)
+    if local_text is not None:
+        from open_clip.tokenizer import HFTokenizer
+
+        tokenizer = HFTokenizer(str(local_text["hf_tokenizer_name"]), context_length=int(local_text.get("context_length", 77)),  # type: ignore[call-overload]
+                                **dict(local_text.get("tokenizer_kwargs", {})))  # type: ignore[call-overload]
+    else:
+        tokenizer = open_clip.get_tokenizer(spec.arch)
     return LoadedModel(spec, model, preprocess, tokenizer, device)

@@ -1,0 +1,108 @@
+"""The `toy-multilingual` test instrument: open_clip's own HF text tower path, exact trimming of a
+masked tower, and the toy's world read in four languages (pictures from tests/shapes.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import shapes
+from indexer.models.registry import PRESETS, parse_model
+from indexer.models.torch_model import LoadedModel, load_model, supports_trimming
+
+# "a {colour} {shape}" in each language, written here (not taken from the training script)
+NL_ADJ = {"red": "rode", "green": "groene", "blue": "blauwe", "yellow": "gele", "purple": "paarse",
+          "orange": "oranje", "black": "zwarte", "white": "witte"}
+NL_HET = {"red": "rood", "green": "groen", "blue": "blauw", "yellow": "geel", "purple": "paars",
+          "orange": "oranje", "black": "zwart", "white": "wit"}
+NL = {"circle": "cirkel", "square": "vierkant", "triangle": "driehoek", "star": "ster"}
+DE_STEM = {"red": "rot", "green": "grün", "blue": "blau", "yellow": "gelb", "purple": "lila", "orange": "orange",
+           "black": "schwarz", "white": "weiß"}
+DE = {"circle": ("Kreis", "er"), "square": ("Quadrat", "es"), "triangle": ("Dreieck", "es"), "star": ("Stern", "er")}
+FR_M = {"red": "rouge", "green": "vert", "blue": "bleu", "yellow": "jaune", "purple": "violet", "orange": "orange",
+        "black": "noir", "white": "blanc"}
+FR_F = {"red": "rouge", "green": "verte", "blue": "bleue", "yellow": "jaune", "purple": "violette", "orange": "orange",
+        "black": "noire", "white": "blanche"}
+
+
+def phrase(lang: str, colour: str, shape: str) -> str:
+    if lang == "en":
+        return f"a {colour} {shape}"
+    if lang == "nl":
+        return f"een {(NL_HET if shape == 'square' else NL_ADJ)[colour]} {NL[shape]}"
+    if lang == "de":
+        noun, ending = DE[shape]
+        return f"ein {DE_STEM[colour] + ('' if colour == 'purple' else ending)} {noun}"
+    if shape == "star":
+        return f"une étoile {FR_F[colour]}"
+    return f"un {dict(circle='cercle', square='carré', triangle='triangle')[shape]} {FR_M[colour]}"
+
+
+@pytest.fixture(scope="module")
+def model() -> LoadedModel:
+    return load_model(parse_model("toy-multilingual"), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def pictures():
+    return shapes.dataset(per_class=8, seed=2027)  # 256 pictures, 8 of each colour-shape pair
+
+
+def test_preset_is_a_test_instrument_with_a_local_hf_tower(model):
+    preset = PRESETS["toy-multilingual"]
+    assert "test instrument" in preset.description
+    import open_clip
+    from open_clip.hf_model import HFTextEncoder
+
+    assert isinstance(model.model, open_clip.CustomTextCLIP)
+    assert isinstance(model.model.text, HFTextEncoder)
+    assert model.model.text.config.model_type == "xlm-roberta"
+    assert type(model.tokenizer).__name__ == "HFTokenizer"
+
+
+def test_equals_open_clip_own_computation(model, pictures):
+    import open_clip
+    import torch
+
+    from indexer.models.registry import local_text_cfg
+
+    spec = parse_model("toy-multilingual")
+    text_cfg = local_text_cfg(spec.config)
+    open_clip.add_model_config(spec.config)
+    ref, _, preprocess = open_clip.create_model_and_transforms(spec.arch, pretrained=spec.pretrained, text_cfg=text_cfg)
+    ref.eval()
+    tok = open_clip.tokenizer.HFTokenizer(str(text_cfg["hf_tokenizer_name"]), context_length=text_cfg["context_length"])
+    phrases = [phrase(lang, c, s) for lang in ("en", "nl", "de", "fr") for c in ("red", "white") for s in shapes.SHAPES]
+    phrases += ["a", "een rode vorm op een lichte achtergrond", "Ü ß é"]
+    images = [p[0] for p in pictures[:6]]
+    with torch.inference_mode():
+        img = torch.nn.functional.normalize(ref.encode_image(torch.stack([preprocess(im) for im in images])), dim=-1)
+        txt = torch.nn.functional.normalize(ref.encode_text(tok(phrases)), dim=-1)
+        probs = (ref.logit_scale.exp() * img @ txt.T).softmax(dim=-1).numpy()
+    ours_img, ours_txt = model.encode_images(images), model.encode_texts(phrases, batch_size=5)
+    assert np.abs(ours_img - img.numpy()).max() < 1e-5
+    assert np.abs(ours_txt - txt.numpy()).max() < 1e-5
+    ours = ours_img @ ours_txt.T * model.logit_scale
+    ours = np.exp(ours - ours.max(1, keepdims=True))
+    assert np.abs(ours / ours.sum(1, keepdims=True) - probs).max() < 1e-5
+    assert model.logit_scale == pytest.approx(float(ref.logit_scale.detach().exp()))
+
+
+def test_masked_hf_tower_trims_exactly(model):
+    assert model.trims_context and supports_trimming(model.model)
+    phrases = ["a", "een rode cirkel", "ein lila Dreieck auf einem hellen Hintergrund", "une étoile blanche sur un fond sombre",
+               "a red circle on a dark background", "een vierkant"] * 3
+    trimmed = model.encode_texts(phrases, batch_size=4, trim=True)
+    full = model.encode_texts(phrases, batch_size=4, trim=False)
+    assert np.abs(trimmed - full).max() < 1e-5
+    tokens = model.tokenize(phrases)
+    assert tokens.shape[1] == 32 and int((tokens != 1).sum(1).max()) < 16  # the trimmed batches are much shorter
+
+
+@pytest.mark.parametrize("lang", ["en", "nl", "de", "fr"])
+def test_top1_over_32_colour_shape_phrases_in_each_language(model, pictures, lang):
+    phrases = [phrase(lang, c, s) for c in shapes.COLOURS for s in shapes.SHAPES]
+    images = model.encode_images([p[0] for p in pictures])
+    best = (images @ model.encode_texts(phrases).T).argmax(axis=1)
+    acc = float(np.mean([phrases[b] == phrase(lang, p[1], p[2]) for b, p in zip(best, pictures)]))
+    assert acc >= 0.90, (lang, acc)
