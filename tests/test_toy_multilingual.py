@@ -106,3 +106,65 @@ def test_top1_over_32_colour_shape_phrases_in_each_language(model, pictures, lan
     best = (images @ model.encode_texts(phrases).T).argmax(axis=1)
     acc = float(np.mean([phrases[b] == phrase(lang, p[1], p[2]) for b, p in zip(best, pictures)]))
     assert acc >= 0.90, (lang, acc)
+
+
+# -- ONNX Runtime: the HF tower exported, its tokenizer through `tokenizers` -------------------------
+EDGE = ["a red circle", "  een   rode\tcirkel ", "ein lila Dreieck auf einem hellen Hintergrund", "une étoile blanche",
+        "Ü ß é", "&amp; A RED Circle!", "ﬁ ligature ½", "a " + "very " * 40 + "long phrase", "x", "ℌ𝔢𝔩𝔩𝔬 🙂"]
+
+
+@pytest.fixture(scope="module")
+def onnx_model(model, tmp_path_factory):
+    from indexer.models.export import export_model
+    from indexer.models.manifest import export_dir
+    from indexer.models.onnx_model import OnnxModel
+
+    directory = export_dir(tmp_path_factory.mktemp("onnx-ml"), model.spec.key())
+    manifest = export_model(model, directory)
+    assert manifest.tokenizer["kind"] == "hf-json" and manifest.text.trims
+    return OnnxModel.load(directory, model.spec, device="cpu")
+
+
+def test_tokenizers_library_equals_open_clip_hftokenizer(model):
+    from indexer.models.hf_tokenizer import HfJsonTokenizer
+
+    ours = HfJsonTokenizer.from_open_clip(model.tokenizer)
+    assert ours(EDGE).tolist() == model.tokenizer(EDGE).numpy().tolist()
+    assert ours.lengths(ours(EDGE)).tolist() == (model.tokenizer(EDGE) != 1).sum(1).tolist()
+
+
+@pytest.mark.parametrize("mode", ["whitespace", "lower", "canonicalize"])
+def test_clean_functions_equal_open_clip(mode):
+    from open_clip.tokenizer import get_clean_fn
+
+    from indexer.models.hf_tokenizer import clean
+
+    texts = EDGE + ["St. Jerome", "st jerome", "snake_case words", "l'été—à «Paris»", "&lt;b&gt;"]
+    assert [clean(t, mode) for t in texts] == [get_clean_fn(mode)(t) for t in texts]
+
+
+def test_canonicalize_collisions_are_found():
+    from indexer.models.hf_tokenizer import HfJsonTokenizer
+    from indexer.models.registry import TOY_ML_DIR
+
+    tok = HfJsonTokenizer((TOY_ML_DIR / "hf" / "tokenizer.json").read_text(encoding="utf-8"), 32, clean="canonicalize",
+                          pad_token_id=1)
+    assert tok.collisions(["St. Jerome", "st jerome", "a red circle", "A red circle!", "a blue star"]) == [
+        ["St. Jerome", "st jerome"], ["a red circle", "A red circle!"]]
+
+
+def test_onnx_runtime_equals_open_clip_own_computation(model, onnx_model, pictures):
+    phrases = [phrase(lang, c, s) for lang in ("en", "nl", "de", "fr") for c in ("red", "black") for s in shapes.SHAPES] + EDGE
+    images = [p[0] for p in pictures[:6]]
+    assert np.abs(onnx_model.encode_texts(phrases, batch_size=3) - model.encode_texts(phrases, trim=False)).max() < 1e-5
+    assert np.abs(onnx_model.encode_images(images) - model.encode_images(images)).max() < 1e-5
+    assert onnx_model.tokenize(phrases).tolist() == model.tokenize(phrases).numpy().tolist()
+
+
+def test_onnx_top1_in_each_language(onnx_model, pictures):
+    images = onnx_model.encode_images([p[0] for p in pictures])
+    for lang in ("en", "nl", "de", "fr"):
+        phrases = [phrase(lang, c, s) for c in shapes.COLOURS for s in shapes.SHAPES]
+        best = (images @ onnx_model.encode_texts(phrases).T).argmax(axis=1)
+        acc = float(np.mean([phrases[b] == phrase(lang, p[1], p[2]) for b, p in zip(best, pictures)]))
+        assert acc >= 0.90, (lang, acc)
