@@ -168,3 +168,30 @@ def test_onnx_top1_in_each_language(onnx_model, pictures):
         best = (images @ onnx_model.encode_texts(phrases).T).argmax(axis=1)
         acc = float(np.mean([phrases[b] == phrase(lang, p[1], p[2]) for b, p in zip(best, pictures)]))
         assert acc >= 0.90, (lang, acc)
+
+
+# -- offline: the files a multilingual preset needs from the Hugging Face cache ------------------------
+def _cache_file(cache, repo: str, name: str) -> None:
+    folder = cache / f"models--{repo.replace('/', '--')}"
+    (folder / "refs").mkdir(parents=True, exist_ok=True)
+    (folder / "refs" / "main").write_text("0" * 40)
+    snap = folder / "snapshots" / ("0" * 40)
+    snap.mkdir(parents=True, exist_ok=True)
+    (snap / name).write_text("{}")
+
+
+def test_missing_cache_files_are_named(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    from indexer.errors import ModelUnavailable
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    _cache_file(tmp_path / "hub", "laion/CLIP-ViT-B-32-xlm-roberta-base-laion5B-s13B-b90k", "open_clip_pytorch_model.bin")
+    _cache_file(tmp_path / "hub", "xlm-roberta-base", "tokenizer.json")
+    with pytest.raises(ModelUnavailable) as caught:
+        load_model(parse_model("xlm-b32"), device="cpu")
+    message = str(caught.value)
+    assert "xlm-roberta-base/config.json" in message and "xlm-roberta-base/tokenizer_config.json" in message
+    assert "tokenizer.json," not in message and "open_clip" not in message.split(":", 1)[1]
+    assert str(tmp_path / "hub") in message

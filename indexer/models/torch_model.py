@@ -249,6 +249,38 @@ class _HubProbe:
         return not self.reachable
 
 
+HF_TOWER_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json")  # a Hugging Face text tower's base model
+
+
+def cache_files_needed(open_clip: Any, spec: ModelSpec) -> list[tuple[str, tuple[str, ...]]]:
+    """What a tag needs in the Hugging Face cache, as (repo, files: any one of them): the
+    checkpoint, and for a Hugging Face text tower its base model's config.json, tokenizer.json and
+    tokenizer_config.json (the README lists them per preset)."""
+    if spec.is_file:
+        return []
+    hub = (open_clip.get_pretrained_cfg(spec.arch, spec.pretrained) or {}).get("hf_hub", "").rstrip("/")
+    needed: list[tuple[str, tuple[str, ...]]] = []
+    if hub:
+        needed.append((hub, ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")))
+    text_cfg = (open_clip.get_model_config(spec.arch) or {}).get("text_cfg", {})
+    for key, files in (("hf_model_name", HF_TOWER_FILES[:1]), ("hf_tokenizer_name", HF_TOWER_FILES[1:])):
+        repo = text_cfg.get(key)
+        if repo:
+            needed.extend((repo, (name,)) for name in files)
+    return needed
+
+
+def missing_cache_files(open_clip: Any, spec: ModelSpec) -> list[str]:
+    """`repo/file` of each needed file (`cache_files_needed`) that is not in the cache."""
+    from huggingface_hub import try_to_load_from_cache
+
+    missing = []
+    for repo, names in cache_files_needed(open_clip, spec):
+        if not any(isinstance(try_to_load_from_cache(repo, name), str) for name in names):
+            missing.append(f"{repo}/{names[-1] if len(names) > 1 else names[0]}")
+    return missing
+
+
 def _offline_env() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
@@ -294,11 +326,21 @@ def load_model(spec: ModelSpec, device: str = "auto", threads: int = 0) -> Loade
 
         constants.HF_HUB_OFFLINE = True  # no network: use the cache, don't retry for a minute
         offline = True
+    if offline and not spec.is_file:
+        missing = missing_cache_files(open_clip, spec)
+        if missing:
+            raise ModelUnavailable(
+                f"{spec.name} needs files that are not in the Hugging Face cache ({hf_cache_dir()}) and there is no "
+                f"network (or HF_HUB_OFFLINE is set): {', '.join(missing)}. Connect to the network once, or put them "
+                "in the cache (huggingface-cli download REPO FILE)"
+            )
     try:
         with _quiet_root_logger():  # open_clip logs its failures on the root logger; we raise one clear error
             model, _, preprocess = open_clip.create_model_and_transforms(
                 spec.arch, pretrained=spec.pretrained, device=device, **kwargs
             )
+    except OSError as exc:  # transformers: a Hugging Face text tower's config or tokenizer is missing
+        raise ModelUnavailable(f"could not load {spec.name}'s Hugging Face text tower: {exc}") from exc
     except RuntimeError as exc:
         if spec.is_file or "download" not in str(exc).lower():
             raise ModelUnavailable(f"could not load {spec.name}: {exc}") from exc
@@ -317,5 +359,8 @@ def load_model(spec: ModelSpec, device: str = "auto", threads: int = 0) -> Loade
         tokenizer = HFTokenizer(str(local_text["hf_tokenizer_name"]), context_length=int(local_text.get("context_length", 77)),  # type: ignore[call-overload]
                                 **dict(local_text.get("tokenizer_kwargs", {})))  # type: ignore[call-overload]
     else:
-        tokenizer = open_clip.get_tokenizer(spec.arch)
+        try:
+            tokenizer = open_clip.get_tokenizer(spec.arch)
+        except OSError as exc:
+            raise ModelUnavailable(f"could not load {spec.name}'s tokenizer: {exc}") from exc
     return LoadedModel(spec, model, preprocess, tokenizer, device)
