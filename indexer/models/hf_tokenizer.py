@@ -110,6 +110,8 @@ class HfJsonTokenizer:
         kind = type(tokenizer)
         if f"{kind.__module__}.{kind.__qualname__}" != "open_clip.tokenizer.HFTokenizer":
             raise NotExportable(f"tokenizer {kind.__qualname__} is not open_clip's HFTokenizer")
+        if getattr(tokenizer, "tokenizer", None) is None or not hasattr(tokenizer, "clean_fn"):
+            raise NotExportable("the HFTokenizer holds no Hugging Face tokenizer")
         if getattr(tokenizer, "tokenizer_mode", "") not in ("", None):
             raise NotExportable(f"HFTokenizer mode {tokenizer.tokenizer_mode!r} is not supported")
         if hasattr(tokenizer, "set_lang_fn"):
@@ -126,7 +128,7 @@ class HfJsonTokenizer:
             raise NotExportable("the tokenizer pads on the left")
         pad = hf.pad_token_id
         return cls(backend.to_str(), int(tokenizer.context_length), clean=mode,
-                   strip_sep_token=bool(tokenizer.strip_sep_token), sep_token_id=hf.sep_token_id,
+                   strip_sep_token=bool(getattr(tokenizer, "strip_sep_token", False)), sep_token_id=hf.sep_token_id,
                    pad_token_id=0 if pad is None else int(pad))
 
 
