@@ -12,4 +12,5 @@
   preprocess   open_clip's image preprocessing in Pillow and numpy
   tokenizer    open_clip's BPE tokenizer in Python
   hf_tokenizer  open_clip's HFTokenizer (XLM-R, SigLIP) from tokenizer.json, through `tokenizers`
+  memory       what loading a model costs: the process's memory growth, the weights' bytes
 """

@@ -5,4 +5,6 @@
   phrase_store  `Store`: connections, transactions, vocabularies, phrases and their embeddings
   image_store   `ImageStore`: collections, their pictures, each picture's embedding by content, jobs
   index_files   `IndexFiles`: one FAISS index per model and vocabulary version, written atomically
+  keys          `KeyStore`: API keys with scopes and grants, their secrets only as hashes
+  audit         `Audit`: the trail of writes, with the key that made each
 """
