@@ -328,11 +328,12 @@ def load_model(spec: ModelSpec, device: str = "auto", threads: int = 0) -> Loade
         offline = True
     if offline and not spec.is_file:
         missing = missing_cache_files(open_clip, spec)
-        if missing:
+        if any(m.rsplit("/", 1)[1] in HF_TOWER_FILES for m in missing):  # a missing checkpoint alone: open_clip's error below
             raise ModelUnavailable(
                 f"{spec.name} needs files that are not in the Hugging Face cache ({hf_cache_dir()}) and there is no "
                 f"network (or HF_HUB_OFFLINE is set): {', '.join(missing)}. Connect to the network once, or put them "
-                "in the cache (huggingface-cli download REPO FILE)"
+                f"in the cache (huggingface-cli download REPO FILE); the checkpoint may also be passed as a file: "
+                f"CLIP_GAZE_MODEL={spec.arch}:/path/to/open_clip_pytorch_model.bin"
             )
     try:
         with _quiet_root_logger():  # open_clip logs its failures on the root logger; we raise one clear error
