@@ -3,7 +3,8 @@
 A source is a folder (searched recursively), a CSV/TSV or JSON Lines file with an `image` column (a
 path, relative to the file or absolute, or an http(s) URL; an optional `external_id`; every other column
 kept as metadata) or such a table by http(s) URL (known by its content type, else by its path's suffix;
-its rows name pictures by URL, a relative one resolved against the table's), a IIIF Presentation manifest (v2 or v3; a URL or a .json file), a IIIF Image API
+its rows name pictures by URL, a relative one resolved against the table's), a IIIF Presentation manifest (v2 or v3; a URL or a .json file),
+a IIIF Collection (v2 or v3, its manifests read recursively: `iiif_collection`), a IIIF Image API
 service (its URL, with or without /info.json), or one picture file. Problems with a source or a row are
 returned as failures, to be recorded: they never stop a run.
 
@@ -29,6 +30,7 @@ from urllib.parse import urljoin, urlsplit
 
 from ..errors import ClipGazeError, InvalidInput
 from .fetch import JSON_IF_IT_PARSES, FetchPolicy, fetch_document, parse_json
+from .iiif_collection import Found, is_collection, walk
 from .iiif import is_image_service, is_manifest, manifest_items, manifest_problems
 from .iiif_image import region_fragment
 from .rows import LINES_SUFFIXES, TABLE_SUFFIXES, BadRow, Row, read_rows, read_text_rows, table_kind
@@ -163,7 +165,7 @@ def expand(source: str, policy: FetchPolicy) -> Iterator[Item]:
                 return
             ident = doc.get("id") or doc.get("@id") if isinstance(doc, dict) else None
             named = ident if isinstance(ident, str) and _is_url(ident) else str(path.resolve())
-            yield from _iiif_document(source, doc, base=None, manifest=named)
+            yield from _iiif_document(source, doc, base=None, manifest=named, policy=policy)
         else:  # a picture, by its content: the reader says if it is not one
             yield PictureRef(str(path.resolve()), "file", external_id=path.name)
     except ClipGazeError as exc:
@@ -192,7 +194,8 @@ def _remote(source: str, policy: FetchPolicy) -> Iterator[Item]:
     if kind is None and got.content_type in UNTYPED:
         kind = table_kind(urlsplit(got.url).path) or table_kind(urlsplit(source).path)
     if kind is None:
-        yield from _iiif_document(source, parse_json(got), base=source, manifest=source)
+        yield from _iiif_document(source, parse_json(got), base=source, manifest=source, policy=policy,
+                                  size=len(got.data))
         return
     text = io.TextIOWrapper(io.BytesIO(got.data), encoding="utf-8-sig", newline="")
     yield from _rows(source, lambda n: f"{source}#line={n}", read_text_rows(text, source, kind), base=got.url)
@@ -239,9 +242,26 @@ def _row_item(name: str, key: str, n: int, row: dict[str, Any], folder: Path | N
     return PictureRef(str(file.resolve()), "file", ext, meta)
 
 
-def _iiif_document(source: str, doc: Any, base: str | None, manifest: str | None = None) -> Iterator[Item]:
-    """A IIIF document's pictures: an Image API service's one, or a manifest's (each with `manifest`,
-    where the manifest was read from, and its image service)."""
+def _iiif_document(source: str, doc: Any, base: str | None, manifest: str | None = None,
+                   policy: FetchPolicy | None = None, size: int = 0) -> Iterator[Item]:
+    """A IIIF document's pictures: an Image API service's one, a manifest's (each with `manifest`,
+    where the manifest was read from, and its image service), or those of each manifest a IIIF
+    Collection lists (`iiif_collection`; what it refuses is recorded as a failure)."""
+    if is_collection(doc) and policy is not None:
+        def get(url: str, left: int) -> tuple[Any, int]:
+            got = fetch_document(url, policy, (), min(MAX_MANIFEST_BYTES, left))
+            return parse_json(got), len(got.data)
+
+        refused: dict[str, int] = {}
+        for event in walk(base or manifest or source, doc, get, size):
+            if isinstance(event, Found):
+                yield from _iiif_document(event.url, event.doc, base=event.url, manifest=event.url)
+                continue
+            key = f"{event.where}#{event.code}"
+            refused[key] = refused.get(key, 0) + 1  # each refusal recorded, two of one collection too
+            yield SourceFailure(key if refused[key] == 1 else f"{key} ({refused[key]})", event.code, event.error,
+                                manifest=event.where)
+        return
     if is_image_service(doc):
         service = (base or str(doc.get("id") or doc.get("@id") or "")).rstrip("/").removesuffix("/info.json")
         yield PictureRef(service, "iiif", external_id=source, image_service=service)
