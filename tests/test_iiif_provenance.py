@@ -11,6 +11,7 @@ from test_iiif_collections import PICTURES, iiif, museum_engine  # noqa: F401  (
 from indexer.collections.local import Collections
 from indexer.engine import Engine
 from indexer.schema import parse
+from indexer.store.picture_removal import remove_pictures
 from indexer.schema.collections import AddSources, CreateCollection
 
 
@@ -75,3 +76,19 @@ def test_a_manifest_file_records_its_own_id_or_its_path(museum_engine: Engine, i
     Collections(museum_engine).create(parse(CreateCollection, {"name": "files2"}))
     add(museum_engine, "files2", str(without))
     assert rows(museum_engine, "files2")[f"{iiif}/canvas/red"][0] == str(without.resolve())
+
+
+def test_pictures_are_removed_by_external_id_source_or_manifest_and_nothing_else(museum_engine: Engine, iiif: str):  # noqa: F811
+    Collections(museum_engine).create(parse(CreateCollection, {"name": "shapes"}))
+    manifest = f"{iiif}/manifest.json"
+    add(museum_engine, "shapes", manifest)
+    images = museum_engine.images
+    row = images.get("shapes")
+    assert remove_pictures(images, row.id) == 0 and images.get("shapes").version == row.version
+    assert remove_pictures(images, row.id, external_ids=[f"{iiif}/canvas/red", "not-there"]) == 1
+    assert remove_pictures(images, row.id, sources=[f"{iiif}/iiif/blue"]) == 1
+    assert images.get("shapes").version == row.version + 2
+    assert [p.external_id for p in images.pictures(row.id)] == [f"{iiif}/canvas/green"]
+    assert remove_pictures(images, row.id, manifests=[manifest]) == 2  # the green picture and the canvas without one
+    assert images.get("shapes").size == images.get("shapes").failed == 0
+    assert museum_engine.store.db.execute("SELECT count(*) FROM image_embeddings").fetchone()[0] == 3  # kept
