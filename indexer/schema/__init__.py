@@ -11,6 +11,8 @@ enforced by validation once and stated in the JSON Schema.
   collections   collections of pictures, jobs, collection analysis rows and search
   explain       explanations: maps over the patch grid, contrasts
   evaluate      evaluations against human labels
+  interop       back into a museum's systems: annotation pages, reviews of suggestions
+  access        API keys with scopes and grants, and the audit trail
 
 Everything of `fields`, `vocabularies`, `analysis` and `status` is importable from `indexer.schema`
 itself; the models of collections, explanations and evaluations from their own modules.
