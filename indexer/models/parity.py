@@ -15,7 +15,6 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import NotExportable
-from ..scoring.softmax import sigmoids
 from .manifest import Manifest, Parity
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -120,7 +119,7 @@ def _parity(
     sig_diff = None
     if loaded.logit_bias is not None:  # torch's own sigmoid of the model's logits, against ONNX Runtime's numbers
         sig_diff = _max_diff(torch_sigmoids(loaded, torch_images, torch_texts),
-                             sigmoids(onnx_images @ onnx_texts.T, onnx.logit_scale, onnx.logit_bias))
+                             _sigmoids(onnx_images @ onnx_texts.T, onnx.logit_scale, onnx.logit_bias or 0.0))
     return Parity(
         image_embedding=image_diff, text_embedding=text_diff, probability=prob_diff, sigmoid=sig_diff, pixels=pixels,
         images=len(pictures), phrases=len(phrases), token_lengths=sorted(set(lengths)),
@@ -143,6 +142,12 @@ def torch_sigmoids(loaded: "LoadedModel", images: npt.NDArray[np.float32], texts
     with torch.inference_mode():
         logits = model.logit_scale.exp().float().cpu() * torch.from_numpy(images) @ torch.from_numpy(texts).T
         return torch.sigmoid(logits + model.logit_bias.float().cpu()).numpy()  # type: ignore[no-any-return]
+
+
+def _sigmoids(cos: npt.NDArray[np.float32], scale: float, bias: float) -> npt.NDArray[np.float64]:
+    """σ(scale·cos + bias) as scoring.softmax.sigmoids serves it (models sit below scoring: not imported)."""
+    z = (cos.astype(np.float32) * np.float32(scale) + np.float32(bias)).astype(np.float64)
+    return np.asarray(np.exp(-np.logaddexp(0.0, -z)))
 
 
 def _max_diff(a: npt.NDArray[Any], b: npt.NDArray[Any]) -> float:
