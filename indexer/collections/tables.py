@@ -103,12 +103,20 @@ def analysis_block(vocab: PhraseColumns, external_id: Any, source: Any, sha256: 
         "logit": pa.array(scores.logits.reshape(-1), pa.float64()),
         "phrase_external_id": vocab.external_id.take(pos),
     }
-    if verdicts:
-        shas, terms = columns["sha256"].to_pylist(), columns["term"].to_pylist()
-        columns["verdict"] = pa.array([verdicts.get((s, vocab.vocabulary, t)) for s, t in zip(shas, terms)], pa.string())
-    else:
-        columns["verdict"] = pa.nulls(b * k, pa.string())
-    return pa.table(columns, schema=_arrow_schema(AnalysisRow))
+    columns["verdict"] = pa.nulls(b * k, pa.string())
+    return with_verdicts(pa.table(columns, schema=_arrow_schema(AnalysisRow)), verdicts)
+
+
+def with_verdicts(block: Any, verdicts: Mapping[tuple[str, str, str], str] | None) -> Any:
+    """A block of analysis rows with its `verdict` column from `verdicts` ((sha256, vocabulary, term) →
+    a person's verdict); as it is without any."""
+    if not verdicts or not block.num_rows:
+        return block
+    import pyarrow as pa
+
+    keys = zip(*(block.column(c).to_pylist() for c in ("sha256", "vocabulary", "term")))
+    return block.set_column(block.schema.get_field_index("verdict"), "verdict",
+                            pa.array([verdicts.get(key) for key in keys], pa.string()))
 
 
 def _table(block: Block, schema: Any) -> Any:
