@@ -36,6 +36,8 @@ class Preset:
     pretrained: str
     description: str
     config: str | None = None
+    # the lists whose best phrases start `interrogate`'s prompt when no caption is given
+    start_vocabularies: tuple[str, ...] = ("genres", "subjects", "scenes")
 
 
 PRESETS: dict[str, Preset] = {
@@ -51,6 +53,7 @@ PRESETS: dict[str, Preset] = {
             str(TOY_CHECKPOINT),
             "clip-gaze's own tiny model of coloured shapes: a test instrument for offline tests and demos, not an art model",
             config=str(TOY_CONFIG),
+            start_vocabularies=(),  # it knows shapes, colours and grounds: art lists would mislead it
         ),
         # Sigmoid models (a logit_bias): each phrase also gets σ(logit_scale·cos + logit_bias), its own match probability.
         Preset("siglip-b16", "ViT-B-16-SigLIP", "webli", "Google SigLIP ViT-B/16 (WebLI), trained with a sigmoid loss"),
