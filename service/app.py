@@ -26,6 +26,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
 
     from .api import api
     from .api_collections import collections_api
+    from .api_compare_models import compare_models_api  # noqa: F401  (nested in `api`: POST /v1/compare-models)
     from .api_explain import explain_api  # noqa: F401  (nested in `api` at import: POST /v1/explain)
     from .page import page
 

@@ -48,6 +48,7 @@ from indexer.schema.collections import (
     SearchAnswer,
     SearchQuery,
 )
+from indexer.schema.compare_models import CompareModelsAnswer, CompareModelsForm, CompareModelsJson
 from indexer.schema.explain import ExplainForm, ExplainJson, ExplainQuery, Explanation
 
 ERRORS = {
@@ -139,6 +140,9 @@ OPERATIONS = (
     Operation("post", "/v1/explain", "An analysis with a map for every match (format=png: the overlay, image/png)",
               Explanation, json=ExplainJson, multipart=ExplainForm, query=ExplainQuery, errors=(400, 404, 409, 413, 422, 503),
               picture=True),
+    Operation("post", "/v1/compare-models", "One picture under several models side by side, with their rank agreement",
+              CompareModelsAnswer, json=CompareModelsJson, multipart=CompareModelsForm,
+              errors=(400, 403, 404, 409, 413, 422, 503)),
 )
 
 _COLLECTIONS = (
