@@ -68,6 +68,7 @@ class Settings:
     resume_jobs: bool
     decode_memory_bytes: int
     models: tuple[str, ...] = ()  # every model served, the default (`model`) first
+    preload: bool = False  # every served model loads at a worker's start (`serve --preload`), not by a variable
     serve_threads: int = 0  # request threads of a `serve` worker (0: not under gunicorn); set by `serve`, not by a variable
 
     @classmethod

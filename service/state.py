@@ -46,7 +46,7 @@ class ServiceState:
         self.warm_error: str | None = None
         self.warming = False  # a warm-up was started (gunicorn workers): ready means it finished
         self.ready = False
-        self.preload = False  # warm-up loads every served model, not only the default (`serve --preload`)
+        self.preload = settings.preload  # warm-up loads every served model, not only the default (`serve --preload`)
         self.stopping_since: float | None = None  # time.monotonic() of the worker's SIGTERM
 
     def _make_engine(self, name: str) -> Engine:

@@ -224,3 +224,62 @@ def test_rank_agreement_matches_scipy_with_ties() -> None:
     assert spearman(np.array([1.0]), np.array([2.0])) is None
     assert spearman(np.ones(4), np.arange(4.0)) == 0.0
     assert overlap(np.array([3.0, 2, 1, 0]), np.array([0.0, 2, 3, 1]), 2) == (0.5, 2, [1])
+
+
+def test_cli_analyze_with_two_models_and_the_library_answer_side_by_side(other_toy: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                        tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    import clip_gaze
+    from clip_gaze.cli import cli
+
+    monkeypatch.setenv("CLIP_GAZE_BACKEND", "torch")
+    picture = tmp_path / "red.png"
+    picture.write_bytes(png())
+    models = f"toy,clip-gaze-toy:{other_toy}"
+    runner = CliRunner()
+    got = runner.invoke(cli, ["analyze", str(picture), "--model", models, "--vocab", "surfaces", "-k", "3", "--json"],
+                        catch_exceptions=False)
+    assert got.exit_code == 0, got.output
+    (line,) = [ln for ln in got.output.splitlines() if ln.startswith("{")]
+    answer = json.loads(line)
+    assert answer["file"] == str(picture) and [r["name"] for r in answer["models"]] == ["toy", f"clip-gaze-toy:{other_toy}"]
+    (pair,) = answer["agreement"]["surfaces"]
+    assert -1 <= pair["spearman"] <= 1 and pair["k"] == 3
+
+    text = runner.invoke(cli, ["analyze", str(picture), "--model", models, "--vocab", "surfaces", "-k", "3"],
+                         catch_exceptions=False)
+    assert text.exit_code == 0 and "Spearman's rho" in text.output and "top-3 overlap" in text.output
+
+    library = clip_gaze.compare_models(picture, models, vocabularies=["surfaces"], top_k=3)
+    assert library.agreement["surfaces"][0].spearman == pair["spearman"]
+    assert [r.model_dump() for r in library.models] == [
+        {**r, "model": {k: v for k, v in r["model"].items()}} for r in answer["models"]] or library.models[1].name
+
+    refused = runner.invoke(cli, ["analyze", str(picture), "--model", models, "--relative-to", "x"])
+    assert refused.exit_code != 0 and "--relative-to" in refused.output
+
+
+def test_the_client_names_a_model_and_compares_models(two: FlaskClient) -> None:
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from clip_gaze import ApiError, Client
+
+    server = make_server("127.0.0.1", 0, two.application, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        api = Client(f"http://127.0.0.1:{server.server_port}")
+        assert [m.name for m in api.models().served] == ["toy", OTHER]
+        other = api.compare(png(), PHRASES, model=OTHER)
+        assert other.model.pretrained == "toy-b.safetensors"
+        assert api.analyze(png(), ["surfaces"], 2, model=OTHER).model.pretrained == "toy-b.safetensors"
+        side = api.compare_models(png(), phrases=PHRASES, top_k=2)
+        assert [r.name for r in side.models] == ["toy", OTHER] and side.models[1].results == other.results
+        assert side.agreement["compare"][0].k == 2
+        with pytest.raises(ApiError) as caught:
+            api.compare_models(png(), models=["toy", "sd15"], phrases=PHRASES)
+        assert caught.value.status == 404 and caught.value.code == "unknown_model"
+    finally:
+        server.shutdown()
