@@ -10,6 +10,7 @@ from typing import Any, Sequence
 import click
 
 from indexer.errors import ClipGazeError
+from indexer.models.registry import public_model_name as short
 
 from .cli_common import make_engine, say
 
@@ -45,7 +46,8 @@ def analyze_side_by_side(images: Sequence[str], models: Sequence[str], vocabular
 
 
 def format_side_by_side(path: str, answer: Any) -> str:
-    """Each list: the models' best phrases in columns, then every pair's agreement over the whole list."""
+    """Each list: the models' best phrases in columns, then every pair's agreement over the whole list (a
+    checkpoint named by its file name, to keep the columns readable)."""
     img = answer.image
     lines = [f"{path}  {img.width}×{img.height}  {len(answer.models)} models side by side "
              "(each share is within the list, under that model)"]
@@ -53,7 +55,7 @@ def format_side_by_side(path: str, answer: Any) -> str:
     for vocab in answer.models[0].results:
         first = answer.models[0].results[vocab]
         lines.append(f"  {vocab}: relative to {first.softmax_over:,} phrases")
-        lines.append("    " + "".join(f"{r.name[:width - 2]:<{width}}" for r in answer.models))
+        lines.append("    " + "".join(f"{short(r.name)[:width - 2]:<{width}}" for r in answer.models).rstrip())
         columns = [r.results[vocab].matches for r in answer.models]
         for row in range(max(len(c) for c in columns)):
             cells = []
@@ -67,6 +69,6 @@ def format_side_by_side(path: str, answer: Any) -> str:
             lines.append("    " + "".join(cells).rstrip())
         for pair in answer.agreement.get(vocab, []):
             rho = "n/a" if pair.spearman is None else f"{pair.spearman:+.3f}"
-            lines.append(f"    {pair.models[0]} vs {pair.models[1]}: Spearman's rho {rho} over the whole list, "
+            lines.append(f"    {short(pair.models[0])} vs {short(pair.models[1])}: Spearman's rho {rho} over the whole list, "
                          f"top-{pair.k} overlap {pair.top_k_overlap:.0%} ({len(pair.shared)} of {pair.k})")
     return "\n".join(lines)
