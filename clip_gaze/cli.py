@@ -275,10 +275,13 @@ def export_model(model: str | None, force: bool, as_json: bool) -> None:
 from .cli_collection import collection  # noqa: E402  (registered below)
 from .cli_evaluate import evaluate  # noqa: E402
 from .cli_explain import explain  # noqa: E402
+from .cli_interop import annotations_command, review  # noqa: E402
 from .cli_vocab import vocab  # noqa: E402
 
 cli.add_command(vocab)
 cli.add_command(collection)
+collection.add_command(annotations_command)
+collection.add_command(review)
 cli.add_command(evaluate)
 cli.add_command(explain)
 

@@ -30,7 +30,7 @@ from indexer.schema import (
     split_vocabularies,
 )
 
-from .auth import require_token
+from .access import check_named, hidden_vocabularies
 from .errors import named_in_body
 from .fetching import caller, fetch_gate
 from .openapi import openapi_document
@@ -116,7 +116,9 @@ def openapi() -> Response:
 
 @api.get("/v1/vocabularies")
 def list_vocabularies() -> tuple[Response, int]:
-    return answer(VocabularyList(vocabularies=state().engine.vocabularies()))
+    every = state().engine.vocabularies()
+    hidden = set(hidden_vocabularies(v.name for v in every if v.private))
+    return answer(VocabularyList(vocabularies=[v for v in every if v.name not in hidden]))
 
 
 @api.get("/v1/vocabularies/<name>")
@@ -136,6 +138,7 @@ def analyze() -> tuple[Response, int]:
         name, upload = one_upload()
         params = form(AnalyzeForm, image=upload)
     engine = engine_for(params.model)
+    check_named(split_vocabularies(params.vocabularies), params.relative_to)
     picture = _picture(params, name)
     with named_in_body():  # vocabularies, relative_to
         return answer(engine.analyze(picture, split_vocabularies(params.vocabularies), params.top_k, params.relative_to))
@@ -169,6 +172,7 @@ def analyze_batch() -> tuple[Response, int]:
     engine = engine_for(params.model)
     wanted = sum(1 for _, data in items if isinstance(data, str))
     vocabularies = split_vocabularies(params.vocabularies)
+    check_named(vocabularies, params.relative_to)
     grant = fetch_gate().admit(caller(), wanted) if wanted else None
     try:  # the grant's slots are given back by the engine once every fetch thread has ended, maybe after this answer
         with named_in_body():
@@ -195,24 +199,20 @@ def compare() -> tuple[Response, int]:
 
 # -- custom vocabularies --------------------------------------------------------------------------
 @api.post("/v1/vocabularies")
-@require_token
 def create_vocabulary() -> tuple[Response, int]:
     return answer(state().engine.create_vocabulary(json_body(CreateVocabulary)), 201)
 
 
 @api.post("/v1/vocabularies/<name>/phrases")
-@require_token
 def add_phrases(name: str) -> tuple[Response, int]:
     return answer(state().engine.add_phrases(name, json_body(AddPhrases)))
 
 
 @api.delete("/v1/vocabularies/<name>/phrases")
-@require_token
 def remove_phrases(name: str) -> tuple[Response, int]:
     return answer(state().engine.remove_phrases(name, json_body(RemovePhrases)))
 
 
 @api.delete("/v1/vocabularies/<name>")
-@require_token
 def delete_vocabulary(name: str) -> tuple[Response, int]:
     return answer(state().engine.delete_vocabulary(name))

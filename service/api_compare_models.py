@@ -13,6 +13,7 @@ from indexer.multimodel.side_by_side import compare_models as side_by_side
 from indexer.schema import form_phrases, split_vocabularies
 from indexer.schema.compare_models import CompareModelsForm, CompareModelsJson, split_models
 
+from .access import check_named
 from .api import answer, api, form, json_body, one_upload, phrases_field
 from .errors import named_in_body
 from .fetching import caller, fetch_gate
@@ -34,6 +35,7 @@ def compare_models() -> tuple[Response, int]:
         phrases = form_phrases(params.phrases) if params.phrases is not None else None
     engines = state().engines_for(split_models(params.models))  # unknown_model: 404, before any picture is read
     vocabularies = split_vocabularies(params.vocabularies)
+    check_named(vocabularies)  # a private vocabulary not granted to this caller is unknown (422)
     if params.image_url is not None:
         with fetch_gate().admit(caller()), named_in_body():
             found = side_by_side(engines, params.image_url, vocabularies, phrases, params.top_k,

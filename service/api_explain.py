@@ -16,6 +16,7 @@ from indexer.explain.maps import explain_image
 from indexer.schema import form_phrases, parse, split_vocabularies
 from indexer.schema.explain import ExplainForm, ExplainJson, ExplainQuery
 
+from .access import check_named
 from .api import answer, api, form, json_body, one_upload, phrases_field, sent
 from .errors import named_in_body
 from .state import engine_for
@@ -36,6 +37,7 @@ def explain() -> Response | tuple[Response, int]:
         data = params.image
         phrases = form_phrases(params.phrases) if params.phrases is not None else None
     engine = engine_for(params.model)
+    check_named(split_vocabularies(params.vocabularies))
     decoded = engine.read(data, name)
     with named_in_body():  # vocabularies
         found = explain_image(engine, decoded, split_vocabularies(params.vocabularies), phrases, params.top_k,

@@ -34,6 +34,7 @@ from ..schema.collections import (
 from ..scoring.kernels import cosines
 from ..scoring.softmax import scores_from_cosine_columns
 from ..store.image_store import CollectionRow, VectorColumns
+from ..store.reviews import Reviews
 from ..vocabularies.index_cache import LoadedIndex
 from .ingest import AddRun, add_locally, picture_info
 from .jobs import Jobs, run_owner
@@ -65,10 +66,11 @@ class Collections:
     @staticmethod
     def _info(row: CollectionRow) -> CollectionInfo:
         return CollectionInfo(name=row.name, description=row.description, size=row.size, failed=row.failed,
-                              version=row.version, created_at=row.created_at, updated_at=row.updated_at)
+                              version=row.version, created_at=row.created_at, updated_at=row.updated_at,
+                              private=row.private)
 
     def create(self, request: CreateCollection) -> CollectionInfo:
-        return self._info(self.images.create(request.name, request.description))
+        return self._info(self.images.create(request.name, request.description, request.private))
 
     def all(self) -> list[CollectionInfo]:
         return [self._info(r) for r in self.images.all()]
@@ -167,6 +169,7 @@ class Collections:
                 self.engine.store.close()  # the reading thread's own connection
 
         phrases: dict[str, PhraseColumns] = {}  # read once per vocabulary, at its first chunk
+        verdicts = Reviews(self.engine.store).verdicts(row.id)  # people's verdicts, on the rows they concern
         for chunk in ahead(read()):
             for vocab, idx in indexes.items():
                 cos = cosines(idx.matrix, chunk.matrix)  # (phrases, pictures)
@@ -177,7 +180,7 @@ class Collections:
                 del cos
                 if vocab not in phrases:
                     phrases[vocab] = PhraseColumns.read(self.engine.store, vocab, idx.ids)
-                yield analysis_block(phrases[vocab], chunk.external_id, chunk.source, chunk.sha256, scores)
+                yield analysis_block(phrases[vocab], chunk.external_id, chunk.source, chunk.sha256, scores, verdicts)
 
     # -- search -----------------------------------------------------------------------------------
     def search(self, name: str, text: str | None = None, image: "ImageSource | None" = None, top_k: int = 10) -> SearchAnswer:

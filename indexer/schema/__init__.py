@@ -11,7 +11,9 @@ enforced by validation once and stated in the JSON Schema.
   collections   collections of pictures, jobs, collection analysis rows and search
   explain       explanations: maps over the patch grid, contrasts
   evaluate      evaluations against human labels
-  compare_models one picture under several models side by side, with their rank agreement
+  interop       back into a museum's systems: annotation pages, reviews of suggestions
+  access        API keys with scopes and grants, and the audit trail
+  compare_models  one picture under several models side by side, with their rank agreement
 
 Everything of `fields`, `vocabularies`, `analysis` and `status` is importable from `indexer.schema`
 itself; the models of collections, explanations, evaluations and model comparisons from their own modules.

@@ -34,6 +34,8 @@ Source = Annotated[str, TextRule("source", MAX_SOURCE_CHARS, "invalid_source",
 class CreateCollection(Request):
     name: CollectionName
     description: Description = ""
+    private: bool = Field(False, description="Seen only by keys granted it (and admin keys): to everyone else, as if "
+                                             "it did not exist")
 
 
 class AddSources(Request):
@@ -82,6 +84,7 @@ class CollectionInfo(Answer):
     version: int
     created_at: str
     updated_at: str
+    private: bool = Field(False, description="Seen only by keys granted it (and admin keys)")
 
 
 class PictureInfo(Answer):
@@ -182,6 +185,8 @@ class AnalysisRow(Answer):
     cosine: float
     logit: float
     phrase_external_id: str | None = Field(None, description="The phrase's own id in its vocabulary")
+    verdict: Literal["accepted", "rejected"] | None = Field(
+        None, description="A person's verdict on this term for this picture (POST …/pictures/<sha256>/review), if any")
 
 
 class SearchHit(Answer):

@@ -160,6 +160,7 @@ def _check_template(value: str) -> str:
 _NAME_SCHEMA = WithJsonSchema({"type": "string", "pattern": NAME_PATTERN, "description": "lowercase letters, digits, '-' and '_'"})
 Name = Annotated[str, AfterValidator(_name_rule("vocabulary")), _NAME_SCHEMA]  # a vocabulary's
 CollectionName = Annotated[str, AfterValidator(_name_rule("collection")), _NAME_SCHEMA]  # the same rule, said of a collection
+KeyName = Annotated[str, AfterValidator(_name_rule("key")), _NAME_SCHEMA]  # an API key's (issue 23)
 Phrase = Annotated[str, TextRule("phrase", MAX_PHRASE_CHARS, "invalid_phrase", "Text given to CLIP")]
 Term = Annotated[str, TextRule("term", MAX_PHRASE_CHARS, "invalid_phrase", "A vocabulary term (a template turns it into phrases)")]
 Template = Annotated[
@@ -426,7 +427,7 @@ __all__ = [
     "DEFAULT_PAGE_SIZE", "MAX_OFFSET", "MAX_NAME_CHARS", "MAX_PHRASE_CHARS", "MAX_TEMPLATE_CHARS", "MAX_TEMPLATES",
     "MAX_EXTERNAL_ID_CHARS", "MAX_METADATA_BYTES", "MAX_DESCRIPTION_CHARS", "MAX_MODEL_CHARS", "MAX_EXTERNAL_ID_INT", "MIN_EXTERNAL_ID_INT",
     "MAX_URL_CHARS", "BASE64_PATTERN", "NAME_PATTERN", "VOCABULARIES_PATTERN", "TEXT_PATTERN", "TEMPLATE_PATTERN", "URL_PATTERN",
-    "Answer", "Base64Image", "CollectionName", "Description", "ExternalId", "ImageUrl", "Images", "Metadata", "ModelName", "Name", "NotNull", "Phrase",
+    "Answer", "Base64Image", "CollectionName", "KeyName", "Description", "ExternalId", "ImageUrl", "Images", "Metadata", "ModelName", "Name", "NotNull", "Phrase",
     "Request", "Template", "Term", "TextRule", "TopK", "UploadedImage",
     "check_text", "integral", "invalid", "parse", "parse_json", "parse_name", "parse_collection_name",
     "split_vocabularies",

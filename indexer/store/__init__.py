@@ -4,5 +4,8 @@
   migrations    the database's numbered schema steps
   phrase_store  `Store`: connections, transactions, vocabularies, phrases and their embeddings
   image_store   `ImageStore`: collections, their pictures, each picture's embedding by content, jobs
+  reviews       `Reviews`: people's verdicts (accepted, rejected) on a picture's terms
   index_files   `IndexFiles`: one FAISS index per model and vocabulary version, written atomically
+  keys          `KeyStore`: API keys with scopes and grants, their secrets only as hashes
+  audit         `Audit`: the trail of writes, with the key that made each
 """

@@ -138,6 +138,63 @@ def _m004(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations(name="006_reviews")
+def _m006(db: sqlite_utils.Database) -> None:
+    """People's verdicts on machine suggestions: for a picture of a collection (by content hash) and a
+    term of a vocabulary, `accepted` or `rejected`, with an optional note; the latest verdict stands."""
+    _run_statements(
+        db,
+        """
+        CREATE TABLE reviews (
+            collection_id INTEGER NOT NULL REFERENCES collections(id) ON DELETE CASCADE,
+            sha256 TEXT NOT NULL,
+            vocabulary TEXT NOT NULL,
+            term TEXT NOT NULL,
+            phrase TEXT NOT NULL,
+            verdict TEXT NOT NULL CHECK (verdict IN ('accepted', 'rejected')),
+            note TEXT,
+            reviewed_at TEXT NOT NULL,
+            PRIMARY KEY (collection_id, sha256, vocabulary, term)
+        ) WITHOUT ROWID
+        """,
+    )
+
+
+@migrations(name="008_keys_audit")
+def _m008(db: sqlite_utils.Database) -> None:
+    """Access (issue 23): API keys (only a hash of each secret, looked up by the secret's public id), the
+    audit trail of writes, and private collections and vocabularies (seen only by keys granted them)."""
+    _run_statements(
+        db,
+        """
+        CREATE TABLE api_keys (
+            name TEXT PRIMARY KEY,
+            key_id TEXT NOT NULL UNIQUE,
+            secret_hash TEXT NOT NULL,
+            scopes TEXT NOT NULL,
+            collections TEXT,
+            vocabularies TEXT,
+            created_at TEXT NOT NULL,
+            expires_at TEXT,
+            last_used_at TEXT,
+            revoked_at TEXT
+        ) WITHOUT ROWID;
+        CREATE TABLE audit (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            at TEXT NOT NULL,
+            key TEXT NOT NULL,
+            address TEXT,
+            method TEXT NOT NULL,
+            path TEXT NOT NULL,
+            status INTEGER NOT NULL
+        );
+        CREATE INDEX audit_by_time ON audit (at);
+        ALTER TABLE collections ADD COLUMN private INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE vocabularies ADD COLUMN private INTEGER NOT NULL DEFAULT 0
+        """,
+    )
+
+
 def _run_statements(db: sqlite_utils.Database, script: str) -> None:
     """Statement by statement: executescript would COMMIT the migration's transaction."""
     for statement in script.split(";"):
