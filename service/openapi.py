@@ -49,6 +49,7 @@ from indexer.schema.collections import (
     SearchQuery,
 )
 from indexer.schema.explain import ExplainForm, ExplainJson, ExplainQuery, Explanation
+from indexer.schema.explore import FacetsAnswer, FacetsQuery, MapAnswer, MapQuery, PictureRecord, ScoresAnswer, ScoresQuery
 
 ERRORS = {
     400: "Bad input (the message says which field and why)",
@@ -104,6 +105,8 @@ class Operation:
     lines: bool = False  # the answer is JSON Lines (application/x-ndjson), one `answer` per line
     picture: bool = False  # may answer a PNG picture instead (e.g. ?format=png)
     links: tuple[Link, ...] = ()  # where its success leads (what it created, read, changed, deleted)
+    media: tuple[str, ...] = ()  # other content types its success may have (Arrow, a thumbnail)
+    also: tuple[int, ...] = ()  # other success statuses, with the same answer
 
 
 # 403: an image_url refused (for a batch, in the picture's own entry); 409: not indexed for this model,
@@ -162,7 +165,21 @@ _COLLECTIONS = (
     Operation("post", "/v1/collections/{name}/analyze", "Score every stored picture; rows streamed as JSON Lines",
               AnalysisRow, json=AnalyzeCollection, errors=(400, 404, 409, 413, 422), body_optional=True, lines=True),
 )
-ALL_OPERATIONS: tuple[Operation, ...] = (*OPERATIONS, *_COLLECTIONS)
+_EXPLORE = (
+    Operation("get", "/v1/collections/{name}/map", "The collection's 2-D map (UMAP); 202 with the job while the first "
+              "is computed, the older layout with the job while a newer one is (format=arrow: Arrow IPC)", MapAnswer,
+              query=MapQuery, errors=(400, 404, 409), media=("application/vnd.apache.arrow.stream",), also=(202,)),
+    Operation("get", "/v1/collections/{name}/scores", "Each picture's best phrase of a vocabulary and its probability, and "
+              "a phrase's probability within it (columns, in the map's order; `where` filters)", ScoresAnswer,
+              query=ScoresQuery, errors=(400, 404, 409, 422)),
+    Operation("get", "/v1/collections/{name}/facets", "How many pictures have each phrase of a vocabulary as their best "
+              "(`where` filters)", FacetsAnswer, query=FacetsQuery, errors=(400, 404, 409, 422)),
+    Operation("get", "/v1/collections/{name}/pictures/{sha256}", "A picture's record: source, ids, metadata, size, "
+              "IIIF service and manifest", PictureRecord, errors=(404,)),
+    Operation("get", "/v1/collections/{name}/pictures/{sha256}/thumbnail", "The picture's thumbnail (256 px; ETag: "
+              "its hash)", None, errors=(404,), media=("image/webp", "image/jpeg")),
+)
+ALL_OPERATIONS: tuple[Operation, ...] = (*OPERATIONS, *_COLLECTIONS, *_EXPLORE)
 
 _REF = "#/components/schemas/{model}"
 # Each multipart `image` part: a picture, sent as a file part (a part without a filename is text to the server).
@@ -201,6 +218,9 @@ def _operation(op: Operation) -> dict[str, Any]:
     if "{job_id}" in op.path:
         params.append({"name": "job_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1},
                        "description": "As POST /v1/collections/{name}/sources answered it"})
+    if "{sha256}" in op.path:
+        params.append({"name": "sha256", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                       "description": "The sha256 of the picture's content"})
     if op.query is not None:
         schema = op.query.model_json_schema()
         for key, prop in schema["properties"].items():
@@ -221,6 +241,12 @@ def _operation(op: Operation) -> dict[str, Any]:
                                      "content": {"application/x-ndjson": {"schema": ok_schema}}}
     if op.picture:
         responses[str(op.status)]["content"]["image/png"] = {"schema": {"type": "string", "format": "binary"}}
+    for media in op.media:
+        if op.answer is None:
+            responses[str(op.status)] = {"description": "Success", "content": {}}
+        responses[str(op.status)]["content"][media] = {"schema": {"type": "string", "format": "binary"}}
+    for status in op.also:
+        responses[str(status)] = responses[str(op.status)]
     if op.links:
         responses[str(op.status)]["links"] = {
             link.name: {"operationId": _operation_id(*link.target), "parameters": dict(link.parameters)} for link in op.links

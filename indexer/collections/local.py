@@ -18,8 +18,10 @@ from queue import Full, Queue
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, TypeVar
 
 
-from ..errors import InvalidInput, NotIndexed
+from ..errors import ClipGazeError, InvalidInput, NotIndexed
 from ..pictures.decode import DecodedImage
+from ..pictures.thumbnails import fetch_iiif_thumbnail, make_thumbnail
+from ..schema.explore import Thumbnail
 from ..pictures.sources import PictureRef, expand
 from ..schema.collections import (
     AddReport,
@@ -93,7 +95,18 @@ class Collections:
     def read_prepared(self, ref: PictureRef) -> DecodedImage:
         """`read`, and the model's preprocessing too: in the read pool, so the encoder never waits for it."""
         decoded = self.read(ref)
-        return dataclasses.replace(decoded, pixels=self.engine.model.image_array(decoded.image))
+        return dataclasses.replace(decoded, pixels=self.engine.model.image_array(decoded.image),
+                                   thumbnail=self.thumbnail(ref, decoded))
+
+    def thumbnail(self, ref: PictureRef, decoded: DecodedImage) -> Thumbnail:
+        """The picture's thumbnail: a IIIF picture's asked of its Image service at that size (made here
+        from the decoded picture when the service cannot size it), any other made from the decoded picture."""
+        if ref.kind == "iiif" and ref.region is None:
+            try:
+                return fetch_iiif_thumbnail(ref.location, self.engine.limits.fetch)
+            except ClipGazeError:
+                pass
+        return make_thumbnail(decoded.image)
 
     def run(self, name: str, request: AddSources, claim: bool = False) -> AddRun:
         """An add of the request's sources to collection `name` (expanded now), for the engine's model;

@@ -9,6 +9,7 @@ enforced by validation once and stated in the JSON Schema.
   analysis      the model as clients see it; analyses of pictures, batches and comparisons
   status        health, batching, backends, the index report, the error body
   collections   collections of pictures, jobs, collection analysis rows and search
+  explore       the explorer: maps, scores and facets filtered by `where`, picture records, thumbnails
   explain       explanations: maps over the patch grid, contrasts
   evaluate      evaluations against human labels
 

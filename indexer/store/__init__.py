@@ -4,5 +4,7 @@
   migrations    the database's numbered schema steps
   phrase_store  `Store`: connections, transactions, vocabularies, phrases and their embeddings
   image_store   `ImageStore`: collections, their pictures, each picture's embedding by content, jobs
+  thumbnails    `ThumbnailStore`: each picture's thumbnail, keyed by its content
+  maps          `MapStore`: each collection's latest 2-D layout per model, and the job computing the next
   index_files   `IndexFiles`: one FAISS index per model and vocabulary version, written atomically
 """

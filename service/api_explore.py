@@ -1,0 +1,125 @@
+"""The explorer's API and page (`indexer.explore`): a collection's map, scores and facets filtered by
+`where`, a picture's record and thumbnail, and the page at /collections/<name>. Large answers (the map,
+the scores) go gzip-compressed to a client that accepts it."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import threading
+from typing import Any
+
+from flask import Blueprint, Response, current_app, request
+
+from indexer.explore.explorer import Explorer
+from indexer.schema import parse, parse_collection_name
+from indexer.schema.explore import FacetsQuery, MapQuery, ScoresQuery
+
+from .errors import named_in_body
+from .state import state
+
+explore_api = Blueprint("explore_api", __name__)
+_made = threading.Lock()
+GZIP_OVER = 4096  # bytes: smaller answers go as they are
+
+
+def explorer() -> Explorer:
+    """The worker's explorer, beside its collections (it keeps their frames, readings and map jobs)."""
+    ext = current_app.extensions
+    if "clip_gaze_explorer" not in ext:
+        collections = state().collections
+        with _made:
+            if "clip_gaze_explorer" not in ext:
+                ext["clip_gaze_explorer"] = Explorer(collections)
+    return ext["clip_gaze_explorer"]  # type: ignore[no-any-return]
+
+
+def _args(model: Any) -> Any:
+    values: dict[str, Any] = {k: v for k, v in request.args.items() if k != "where"}
+    where = [w for w in request.args.getlist("where") if w.strip()]
+    if where:
+        values["where"] = " and ".join(where)
+    return parse(model, values)
+
+
+def _send(body: bytes, mimetype: str, status: int = 200) -> Response:
+    resp = Response(body, status=status, mimetype=mimetype)
+    if len(body) > GZIP_OVER and "gzip" in request.headers.get("Accept-Encoding", ""):
+        resp.set_data(gzip.compress(body, compresslevel=5))
+        resp.headers["Content-Encoding"] = "gzip"
+    resp.headers["Vary"] = "Accept-Encoding"
+    return resp
+
+
+def _json(payload: Any, status: int = 200) -> Response:
+    text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+    return _send(text.encode("utf-8"), "application/json", status)
+
+
+@explore_api.get("/v1/collections/<name>/map")
+def collection_map(name: str) -> Response:
+    query = _args(MapQuery)
+    answer, frame, keep, xs, ys = explorer().map(parse_collection_name(name))
+    status = 202 if answer.job is not None and not answer.points else 200
+    if query.format == "arrow":
+        import pyarrow as pa
+
+        table = pa.table({"sha256": pa.array([frame.sha256[i] for i in keep], pa.string()),
+                          "external_id": pa.array([frame.external_id[i] for i in keep], pa.string()),
+                          "x": pa.array(xs, pa.float32()), "y": pa.array(ys, pa.float32())})
+        meta = {k: json.dumps(v) for k, v in answer.json_dict().items() if k != "points"}
+        table = table.replace_schema_metadata(meta)
+        out = io.BytesIO()
+        with pa.ipc.new_stream(out, table.schema) as writer:
+            writer.write_table(table)
+        return _send(out.getvalue(), "application/vnd.apache.arrow.stream", status)
+    return _json(answer.json_dict(), status)
+
+
+@explore_api.get("/v1/collections/<name>/scores")
+def collection_scores(name: str) -> Response:
+    query = _args(ScoresQuery)
+    name = parse_collection_name(name)
+    ex = explorer()
+    ex.images.get(name)  # the path's collection: 404
+    with named_in_body():  # vocabulary, relative_to and where's vocabularies: 422
+        found = ex.scores(name, query.vocabulary, query.phrase, query.relative_to, query.where)
+    return _json(found.json_dict())
+
+
+@explore_api.get("/v1/collections/<name>/facets")
+def collection_facets(name: str) -> Response:
+    query = _args(FacetsQuery)
+    name = parse_collection_name(name)
+    ex = explorer()
+    ex.images.get(name)
+    with named_in_body():
+        found = ex.facets(name, query.vocabulary, query.relative_to, query.where)
+    return _json(found.json_dict())
+
+
+@explore_api.get("/v1/collections/<name>/pictures/<sha256>")
+def collection_picture(name: str, sha256: str) -> Response:
+    return _json(explorer().picture(parse_collection_name(name), sha256).json_dict())
+
+
+@explore_api.get("/v1/collections/<name>/pictures/<sha256>/thumbnail")
+def collection_thumbnail(name: str, sha256: str) -> Response:
+    thumb = explorer().thumbnail(parse_collection_name(name), sha256)
+    etag = f'"{sha256}"'
+    if request.headers.get("If-None-Match") in (etag, f"W/{etag}"):
+        resp = Response(status=304)
+    else:
+        resp = Response(thumb.data, mimetype=thumb.media_type)
+    resp.headers["ETag"] = etag
+    resp.headers["Cache-Control"] = "public, max-age=31536000, immutable"  # keyed by content: never changes
+    return resp
+
+
+@explore_api.get("/collections/<name>")
+def explorer_page(name: str) -> Response:
+    state().collections.images.get(parse_collection_name(name))  # 404 for an unknown collection
+    resp = current_app.send_static_file("explorer.html")
+    resp.headers["Cache-Control"] = "no-cache"
+    return resp
