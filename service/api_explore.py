@@ -13,9 +13,13 @@ from typing import Any
 from flask import Blueprint, Response, current_app, request
 
 from indexer.explore.explorer import Explorer
-from indexer.schema import parse, parse_collection_name
-from indexer.schema.explore import FacetsQuery, MapQuery, ScoresQuery
+from indexer.schema import parse, parse_collection_name, split_vocabularies
+from indexer.schema.explore import FacetsQuery, MapQuery, PictureQuery, ScoresQuery
 
+from indexer.errors import InvalidInput
+from indexer.schema.collections import SearchForm, SearchTerms
+
+from .api import one_upload
 from .errors import named_in_body
 from .state import state
 
@@ -95,13 +99,24 @@ def collection_facets(name: str) -> Response:
     ex = explorer()
     ex.images.get(name)
     with named_in_body():
-        found = ex.facets(name, query.vocabulary, query.relative_to, query.where)
+        if query.column is not None:
+            found = ex.column_facets(name, query.column, query.where, query.relative_to, query.limit)
+        else:
+            found = ex.facets(name, query.vocabulary, query.relative_to, query.where)
     return _json(found.json_dict())
 
 
 @explore_api.get("/v1/collections/<name>/pictures/<sha256>")
 def collection_picture(name: str, sha256: str) -> Response:
-    return _json(explorer().picture(parse_collection_name(name), sha256).json_dict())
+    query = parse(PictureQuery, request.args.to_dict())
+    name = parse_collection_name(name)
+    ex = explorer()
+    found = ex.picture(name, sha256)  # unknown collection or picture: 404
+    vocabularies = split_vocabularies(query.vocabularies)
+    if vocabularies:
+        with named_in_body():  # vocabularies: 422
+            found = found.model_copy(update={"results": ex.results(sha256, vocabularies, query.top_k)})
+    return _json(found.json_dict())
 
 
 @explore_api.get("/v1/collections/<name>/pictures/<sha256>/thumbnail")
@@ -115,6 +130,19 @@ def collection_thumbnail(name: str, sha256: str) -> Response:
     resp.headers["ETag"] = etag
     resp.headers["Cache-Control"] = "public, max-age=31536000, immutable"  # keyed by content: never changes
     return resp
+
+
+@explore_api.post("/v1/collections/<name>/search")
+def search_by_picture(name: str) -> Response:
+    """The collection's pictures closest to a picture sent (the page's dropped picture)."""
+    filename, data = one_upload()
+    if data is None:
+        raise InvalidInput("send the picture as a multipart file field 'image'", code="missing_image")
+    form = parse(SearchForm, {**request.form.to_dict(), "image": data})
+    name = parse_collection_name(name)
+    found = state().collections.search(name, image=form.image, top_k=form.top_k,
+                                       query=SearchTerms(min_cosine=form.min_cosine))
+    return _json(found.json_dict())
 
 
 @explore_api.get("/collections/<name>")

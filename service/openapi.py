@@ -46,10 +46,12 @@ from indexer.schema.collections import (
     JobAnswer,
     PictureQuery,
     SearchAnswer,
+    SearchForm,
     SearchQuery,
 )
 from indexer.schema.explain import ExplainForm, ExplainJson, ExplainQuery, Explanation
-from indexer.schema.explore import FacetsAnswer, FacetsQuery, MapAnswer, MapQuery, PictureRecord, ScoresAnswer, ScoresQuery
+from indexer.schema.explore import (FacetsAnswer, FacetsQuery, MapAnswer, MapQuery, PictureQuery, PictureRecord, ScoresAnswer,
+                                    ScoresQuery)
 
 ERRORS = {
     400: "Bad input (the message says which field and why)",
@@ -175,7 +177,10 @@ _EXPLORE = (
     Operation("get", "/v1/collections/{name}/facets", "How many pictures have each phrase of a vocabulary as their best "
               "(`where` filters)", FacetsAnswer, query=FacetsQuery, errors=(400, 404, 409, 422)),
     Operation("get", "/v1/collections/{name}/pictures/{sha256}", "A picture's record: source, ids, metadata, size, "
-              "IIIF service and manifest", PictureRecord, errors=(404,)),
+              "IIIF service and manifest; with vocabularies, its best phrases of each", PictureRecord, query=PictureQuery,
+              errors=(400, 404, 409, 422)),
+    Operation("post", "/v1/collections/{name}/search", "The collection's pictures closest to a picture sent",
+              SearchAnswer, multipart=SearchForm, errors=(400, 404, 409, 413, 503)),
     Operation("get", "/v1/collections/{name}/pictures/{sha256}/thumbnail", "The picture's thumbnail (256 px; ETag: "
               "its hash)", None, errors=(404,), media=("image/webp", "image/jpeg")),
 )

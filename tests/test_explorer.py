@@ -71,7 +71,8 @@ def is_error(resp, status: int, code: str):
 
 
 def wait_map(client, name: str = "museum") -> dict:
-    for _ in range(600):
+    deadline = time.monotonic() + 300  # UMAP's first call in a process compiles (numba): slow on a loaded machine
+    while time.monotonic() < deadline:
         body = client.get(f"/v1/collections/{name}/map").get_json()
         if body["job"] is None and body["version"] == body["current_version"]:
             return body
@@ -171,6 +172,10 @@ def test_facet_counts_equal_counts_of_analysis_best_phrases_and_where_cross_filt
     assert [f["count"] for f in body["facets"]] == sorted(truth.values(), reverse=True) and body["size"] == 12
     filtered = client.get("/v1/collections/museum/facets", query_string={"vocabulary": "shapes", "where": "colour=red"}).get_json()
     assert filtered["size"] == 3 and sum(f["count"] for f in filtered["facets"]) == 3
+    column = client.get("/v1/collections/museum/facets", query_string={"column": "shape", "where": "colour=red"}).get_json()
+    assert column["column"] == "shape" and column["softmax_over"] is None
+    assert {f["phrase"]: f["count"] for f in column["facets"]} == {"circle": 1, "square": 1, "triangle": 1}
+    is_error(client.get("/v1/collections/museum/facets?column=shape&vocabulary=shapes"), 400, "invalid_input")
     top = body["facets"][0]["phrase"]
     scores = client.get("/v1/collections/museum/scores", query_string=[("vocabulary", "shapes"), ("where", f"top:shapes={top}")]).get_json()
     assert scores["matched"] == body["facets"][0]["count"] and all(scores["phrases"][t] == top for t in scores["top"])
@@ -212,4 +217,26 @@ def test_a_collection_without_embeddings_for_this_model_is_refused(client, engin
 def test_the_explorer_page_is_served_for_a_collection(client):
     page = client.get("/collections/museum")
     assert page.status_code == 200 and b"explorer.js" in page.data
+    page.close()
     is_error(client.get("/collections/nope"), 404, "unknown_collection")
+
+
+# -- search: cut-offs, query arithmetic ----------------------------------------------------------------
+def test_search_with_cut_offs_and_more_like_these_less_like_those(client, museum):
+    plain = client.get("/v1/collections/museum/search?q=a+red+circle&top_k=12").get_json()
+    assert len(plain["hits"]) == 12
+    cut = client.get("/v1/collections/museum/search?q=a+red+circle&top_k=12&min_cosine=0.5").get_json()
+    assert cut["hits"] and all(h["cosine"] >= 0.5 for h in cut["hits"]) and len(cut["hits"]) < 12
+    prob = client.get("/v1/collections/museum/search", query_string={"q": "a red circle", "vocabulary": "shapes",
+                                                                     "min_probability": 0.5, "top_k": 12}).get_json()
+    assert prob["softmax_over"] == 16 and all(h["probability"] >= 0.5 for h in prob["hits"])
+    scores = client.get("/v1/collections/museum/scores", query_string={"vocabulary": "shapes", "phrase": "a red circle"}).get_json()
+    assert len(prob["hits"]) == sum(p >= 0.5 for p in scores["probability"])
+    red = plain["hits"][0]["sha256"]
+    mixed = client.get("/v1/collections/museum/search", query_string=[("q", "a circle"), ("not", "a red shape"),
+                                                                        ("unlike", red), ("top_k", "3")]).get_json()
+    assert red not in [h["sha256"] for h in mixed["hits"]] and " - a red shape" in mixed["query"]
+    like = client.get("/v1/collections/museum/search", query_string={"like": red, "top_k": 1}).get_json()
+    assert like["hits"][0]["sha256"] == red
+    is_error(client.get("/v1/collections/museum/search?min_probability=0.5&q=x"), 400, "invalid_input")
+    is_error(client.get("/v1/collections/museum/search?like=" + "0" * 64), 400, "unknown_picture")

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from ..errors import InvalidInput, NotFound
+from ..errors import InvalidInput, NotFound, NotIndexed
+from ..scoring.kernels import cosines
 from ..schema.collections import JobInfo
 from ..schema.explore import Facet, FacetsAnswer, MapAnswer, MapPoint, PictureRecord, ScoresAnswer, Thumbnail
 from ..store.image_store import CollectionRow
@@ -157,17 +158,24 @@ class Explorer:
                             facets=[Facet(term=phrases[i]["term"], phrase=phrases[i]["phrase"],
                                           external_id=phrases[i].get("external_id"), count=int(counts[i])) for i in order])
 
-    def metadata_facets(self, name: str, column: str, where: Sequence[str] | str | None = None,
-                        limit: int = 50) -> list[tuple[str, int]]:
-        """A metadata column's values by count, among the pictures `where` keeps."""
+    def column_facets(self, name: str, column: str, where: Sequence[str] | str | None = None,
+                      relative_to: str | None = None, limit: int = 1000) -> FacetsAnswer:
+        """A metadata column's values (or external_id's) by count, among the pictures `where` keeps."""
+        conditions = parse_where(where)
         _, frame = self.frame(name)
-        mask = self._mask(frame, parse_where(where), None)
-        values = Counter(_text(m[column]) for i, m in enumerate(frame.metadata)
-                         if m is not None and column in m and (mask is None or mask[i]))
-        return values.most_common(limit)
+        mask = self._mask(frame, conditions, relative_to)
+        if column in ("external_id", "source"):
+            texts = [None if v is None else str(v) for v in getattr(frame, column)]
+        else:
+            texts = [_text(m[column]) if m is not None and column in m else None for m in frame.metadata]
+        values = Counter(t for i, t in enumerate(texts) if t is not None and (mask is None or mask[i]))
+        return FacetsAnswer(collection=name, vocabulary=None, column=column, softmax_over=None,
+                            size=int(mask.sum()) if mask is not None else len(frame),
+                            facets=[Facet(term=v, phrase=v, external_id=None, count=c) for v, c in values.most_common(limit)])
 
     # -- one picture ------------------------------------------------------------------------------
-    def picture(self, name: str, sha256: str) -> PictureRecord:
+    def picture(self, name: str, sha256: str, vocabularies: Sequence[str] = (), top_k: int = 5) -> PictureRecord:
+        """The picture's record; with `vocabularies`, its best `top_k` phrases of each (`results`)."""
         row = self.images.get(name)
         found = list(self.images.db.query(
             "SELECT * FROM collection_images WHERE collection_id = ? AND sha256 = ? ORDER BY id", [row.id, sha256]))
@@ -181,7 +189,25 @@ class Explorer:
             collection=name, sha256=sha256, source=r["source"], external_id=r["external_id"], width=r["width"],
             height=r["height"], metadata=json.loads(r["metadata"]) if r["metadata"] else None,
             image_service=r.get("image_service"), manifest=r.get("manifest"),
-            thumbnail=f"/v1/collections/{name}/pictures/{sha256}/thumbnail" if has_thumb else None, sources=len(found))
+            thumbnail=f"/v1/collections/{name}/pictures/{sha256}/thumbnail" if has_thumb else None, sources=len(found),
+            results=self.results(sha256, vocabularies, top_k) if vocabularies else None)
+
+    def results(self, sha256: str, vocabularies: Sequence[str], top_k: int) -> dict[str, Any]:
+        """The picture's best `top_k` phrases of each vocabulary, from its stored embedding."""
+        from ..scoring.softmax import scores_from_cosines
+
+        vector = self.images.cached(self.engine.model_key, [sha256]).get(sha256)
+        if vector is None:
+            raise NotIndexed(f"picture {sha256!r} has no embedding for model {self.engine.spec.name}")
+        out: dict[str, Any] = {}
+        for vocabulary in vocabularies:
+            idx = self._index(vocabulary)
+            phrases = self._phrases(idx)
+            s = scores_from_cosines(cosines(idx.matrix, vector[None, :])[:, 0], self.engine.model.logit_scale, top_k)
+            out[vocabulary] = {"softmax_over": s.softmax_over, "matches": [
+                {"phrase": phrases[i]["phrase"], "term": phrases[i]["term"], "probability": float(p), "cosine": float(c)}
+                for i, p, c in zip(s.indices.tolist(), s.probabilities.tolist(), s.cosines.tolist())]}
+        return out
 
     def thumbnail(self, name: str, sha256: str) -> Thumbnail:
         row = self.images.get(name)

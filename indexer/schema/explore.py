@@ -6,12 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
+from pydantic_core import PydanticCustomError
 from pydantic.json_schema import SkipJsonSchema
 
-from .analysis import ModelInfo, RelativeTo
+from .analysis import ModelInfo, RelativeTo, Vocabularies
 from .collections import JobInfo
-from .fields import Answer, Name, NotNull, Phrase, Request
+from .fields import Answer, Name, NotNull, Phrase, Request, TopK
 
 MAX_WHERE_CHARS = 2000
 
@@ -69,9 +70,19 @@ class ScoresQuery(Request):
 
 
 class FacetsQuery(Request):
-    vocabulary: Name
+    """A vocabulary's best-phrase counts, or (`column`) a metadata column's values by count."""
+
+    vocabulary: Name | SkipJsonSchema[None] = None
+    column: Annotated[str, Field(min_length=1, max_length=200)] | SkipJsonSchema[None] = None
     relative_to: RelativeTo = None
     where: Where = None
+    limit: Annotated[int, Field(ge=1, le=10_000)] = 1000
+
+    @model_validator(mode="after")
+    def _one(self) -> "FacetsQuery":
+        if (self.vocabulary is None) == (self.column is None):
+            raise PydanticCustomError("invalid_input", "give a vocabulary or a metadata column (one of them)")
+        return self
 
 
 class ScoresAnswer(Answer):
@@ -103,10 +114,13 @@ class Facet(Answer):
 
 
 class FacetsAnswer(Answer):
+    """For a column: each value as `term` and `phrase`, no `softmax_over`."""
+
     ok: Literal[True] = True
     collection: str
-    vocabulary: str
-    softmax_over: int
+    vocabulary: str | None
+    column: str | None = None
+    softmax_over: int | None = Field(description="The phrases each best phrase was chosen among")
     size: int = Field(description="Pictures counted (those `where` keeps)")
     facets: list[Facet] = Field(description="How many pictures have each phrase as their best (ties go to the first "
                                             "phrase in index order), by count")
@@ -125,7 +139,14 @@ class PictureRecord(Answer):
     manifest: str | None = Field(None, description="The IIIF manifest the picture was read from (its canvas: external_id)")
     thumbnail: str | None = Field(None, description="The thumbnail's path, when there is one")
     sources: int = Field(1, description="Sources of the collection with this content")
+    results: dict[str, Any] | None = Field(None, description="With `vocabularies`: per vocabulary, `softmax_over` and the "
+                                                             "best `matches` (phrase, term, probability, cosine)")
 
 
-__all__ = ["Facet", "FacetsAnswer", "FacetsQuery", "MapAnswer", "MapPoint", "MapQuery", "PictureRecord", "ScoresAnswer",
+class PictureQuery(Request):
+    vocabularies: Vocabularies = None
+    top_k: TopK = 5
+
+
+__all__ = ["Facet", "FacetsAnswer", "FacetsQuery", "MapAnswer", "MapPoint", "MapQuery", "PictureQuery", "PictureRecord", "ScoresAnswer",
            "ScoresQuery", "Thumbnail", "Where"]

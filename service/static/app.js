@@ -554,4 +554,23 @@ document.addEventListener("DOMContentLoaded", () => {
   $("versus-form").addEventListener("submit", contrast);
   loadModel();
   loadVocabularies();
+  loadCollections();
 });
+
+async function loadCollections() {
+  const list = $("collection-list");
+  try {
+    const body = await (await fetch("/v1/collections")).json();
+    list.replaceChildren(...body.collections.map((c) => {
+      const li = document.createElement("li");
+      const a = document.createElement("a");
+      a.href = `/collections/${encodeURIComponent(c.name)}`;
+      a.textContent = c.name;
+      li.append(a, ` (${c.size} pictures)${c.description ? `: ${c.description}` : ""}`);
+      return li;
+    }));
+    if (!body.collections.length) list.innerHTML = "<li>None yet (<code>clip-gaze collection create</code>).</li>";
+  } catch (err) {
+    list.innerHTML = "<li>Could not list the collections.</li>";
+  }
+}
