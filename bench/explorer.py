@@ -92,7 +92,7 @@ def main() -> None:
     print(f"   UMAP's first calls in a process (numba compiles; fit and transform): {time.perf_counter() - t0:.1f} s on 5,000 points")
     t0 = time.perf_counter()
     found = explorer.maps.compute_now(row)
-    print(f"   layout of {len(found.xy):,} embeddings: {time.perf_counter() - t0:.1f} s ({found.method})")
+    print(f"   layout of {len(found.at):,} embeddings: {time.perf_counter() - t0:.1f} s ({found.method})")
     rng = np.random.default_rng(4)
     more = normalise(frame.matrix[rng.integers(0, len(frame), 1000)] + 0.1 * rng.normal(size=(1000, frame.matrix.shape[1])))
     shas = [hashlib.sha256(f"later-{i}".encode()).hexdigest() for i in range(1000)]

@@ -3,6 +3,8 @@ of the collection's current version, printed or written as Parquet."""
 
 from __future__ import annotations
 
+import json
+
 import click
 
 from .cli_common import MODEL_OPTION, domain_errors, make_collections, say
@@ -26,15 +28,17 @@ def map_command(name: str, out: str | None, model: str | None, as_json: bool) ->
     from indexer.explore.explorer import Explorer
     from indexer.schema import parse_collection_name
 
-    answer, *_ = Explorer(make_collections(model)).map(parse_collection_name(name), wait=True)
+    explorer = Explorer(make_collections(model))
+    answer, frame, keep, xs, ys = explorer.map(parse_collection_name(name), wait=True)
+    points = explorer.points(frame, keep, xs, ys)
     if out:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        pq.write_table(pa.Table.from_pylist([p.json_dict() for p in answer.points],
+        pq.write_table(pa.Table.from_pylist(points,
                                             schema=pa.schema([("sha256", pa.string()), ("external_id", pa.string()),
                                                               ("x", pa.float32()), ("y", pa.float32())])), out)
     if as_json:
-        say(answer.model_dump_json())
+        say(json.dumps({**answer.json_dict(), "points": points}, ensure_ascii=False))
     else:
         say(f"{name}: {answer.size:,} points, {answer.method}, collection version {answer.version}" + (f" → {out}" if out else ""))

@@ -14,12 +14,13 @@ from flask import Blueprint, Response, current_app, request
 
 from indexer.explore.explorer import Explorer
 from indexer.schema import parse, parse_collection_name, split_vocabularies
-from indexer.schema.explore import FacetsQuery, MapQuery, PictureQuery, ScoresQuery
+from indexer.schema.explore import FacetsQuery, MapQuery, PictureRecordQuery, ScoresQuery
 
 from indexer.errors import InvalidInput
 from indexer.schema.collections import SearchForm, SearchTerms
 
 from .api import one_upload
+from .api_collections import _shown
 from .errors import named_in_body
 from .state import state
 
@@ -50,7 +51,7 @@ def _args(model: Any) -> Any:
 def _send(body: bytes, mimetype: str, status: int = 200) -> Response:
     resp = Response(body, status=status, mimetype=mimetype)
     if len(body) > GZIP_OVER and "gzip" in request.headers.get("Accept-Encoding", ""):
-        resp.set_data(gzip.compress(body, compresslevel=5))
+        resp.set_data(gzip.compress(body, compresslevel=5 if len(body) < 1_000_000 else 1))  # large: fast
         resp.headers["Content-Encoding"] = "gzip"
     resp.headers["Vary"] = "Accept-Encoding"
     return resp
@@ -64,12 +65,14 @@ def _json(payload: Any, status: int = 200) -> Response:
 @explore_api.get("/v1/collections/<name>/map")
 def collection_map(name: str) -> Response:
     query = _args(MapQuery)
-    answer, frame, keep, xs, ys = explorer().map(parse_collection_name(name))
-    status = 202 if answer.job is not None and not answer.points else 200
+    ex = explorer()
+    answer, frame, keep, xs, ys = ex.map(parse_collection_name(name))
+    status = 202 if answer.job is not None and not keep else 200
     if query.format == "arrow":
         import pyarrow as pa
 
-        table = pa.table({"sha256": pa.array([frame.sha256[i] for i in keep], pa.string()),
+        sha = pa.array([bytes.fromhex(frame.sha256[i]) for i in keep], pa.binary(32))  # 32 bytes, not 64 hex digits
+        table = pa.table({"sha256": sha,
                           "external_id": pa.array([frame.external_id[i] for i in keep], pa.string()),
                           "x": pa.array(xs, pa.float32()), "y": pa.array(ys, pa.float32())})
         meta = {k: json.dumps(v) for k, v in answer.json_dict().items() if k != "points"}
@@ -78,7 +81,7 @@ def collection_map(name: str) -> Response:
         with pa.ipc.new_stream(out, table.schema) as writer:
             writer.write_table(table)
         return _send(out.getvalue(), "application/vnd.apache.arrow.stream", status)
-    return _json(answer.json_dict(), status)
+    return _json({**answer.json_dict(), "points": ex.points(frame, keep, xs, ys)}, status)
 
 
 @explore_api.get("/v1/collections/<name>/scores")
@@ -108,7 +111,7 @@ def collection_facets(name: str) -> Response:
 
 @explore_api.get("/v1/collections/<name>/pictures/<sha256>")
 def collection_picture(name: str, sha256: str) -> Response:
-    query = parse(PictureQuery, request.args.to_dict())
+    query = parse(PictureRecordQuery, request.args.to_dict())
     name = parse_collection_name(name)
     ex = explorer()
     found = ex.picture(name, sha256)  # unknown collection or picture: 404
@@ -116,7 +119,7 @@ def collection_picture(name: str, sha256: str) -> Response:
     if vocabularies:
         with named_in_body():  # vocabularies: 422
             found = found.model_copy(update={"results": ex.results(sha256, vocabularies, query.top_k)})
-    return _json(found.json_dict())
+    return _json(_shown(name)(found).json_dict())
 
 
 @explore_api.get("/v1/collections/<name>/pictures/<sha256>/thumbnail")
@@ -142,7 +145,8 @@ def search_by_picture(name: str) -> Response:
     name = parse_collection_name(name)
     found = state().collections.search(name, image=form.image, top_k=form.top_k,
                                        query=SearchTerms(min_cosine=form.min_cosine))
-    return _json(found.json_dict())
+    shown = _shown(name)
+    return _json(found.model_copy(update={"hits": [shown(h) for h in found.hits]}).json_dict())
 
 
 @explore_api.get("/collections/<name>")

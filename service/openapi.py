@@ -50,7 +50,7 @@ from indexer.schema.collections import (
     SearchQuery,
 )
 from indexer.schema.explain import ExplainForm, ExplainJson, ExplainQuery, Explanation
-from indexer.schema.explore import (FacetsAnswer, FacetsQuery, MapAnswer, MapQuery, PictureQuery, PictureRecord, ScoresAnswer,
+from indexer.schema.explore import (FacetsAnswer, FacetsQuery, MapAnswer, MapQuery, PictureRecord, PictureRecordQuery, ScoresAnswer,
                                     ScoresQuery)
 
 ERRORS = {
@@ -177,7 +177,7 @@ _EXPLORE = (
     Operation("get", "/v1/collections/{name}/facets", "How many pictures have each phrase of a vocabulary as their best "
               "(`where` filters)", FacetsAnswer, query=FacetsQuery, errors=(400, 404, 409, 422)),
     Operation("get", "/v1/collections/{name}/pictures/{sha256}", "A picture's record: source, ids, metadata, size, "
-              "IIIF service and manifest; with vocabularies, its best phrases of each", PictureRecord, query=PictureQuery,
+              "IIIF service and manifest; with vocabularies, its best phrases of each", PictureRecord, query=PictureRecordQuery,
               errors=(400, 404, 409, 422)),
     Operation("post", "/v1/collections/{name}/search", "The collection's pictures closest to a picture sent",
               SearchAnswer, multipart=SearchForm, errors=(400, 404, 409, 413, 503)),

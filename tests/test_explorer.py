@@ -15,7 +15,6 @@ from PIL import Image
 
 from conftest import create, draw_shape, service_engine
 from indexer.collections.local import Collections
-from indexer.explore.explorer import Explorer
 from indexer.explore.layout import layout, place_by_neighbours
 from indexer.explore.where import Above, Column, Top, parse_where
 from indexer.errors import InvalidInput
@@ -97,7 +96,8 @@ def test_each_picture_has_a_small_thumbnail_served_by_its_hash_and_a_record(clie
     assert again.status_code == 304
     record = client.get(f"/v1/collections/museum/pictures/{p.sha256}").get_json()
     assert record["ok"] and record["external_id"] == p.external_id and record["metadata"] == p.metadata
-    assert record["source"] == p.source and record["width"] == p.width and record["thumbnail"].endswith("/thumbnail")
+    assert record["source"] == Path(p.source).name and record["width"]  # without a write token: no server folder
+    assert record["width"] == p.width and record["thumbnail"].endswith("/thumbnail")
     is_error(client.get("/v1/collections/museum/pictures/" + "0" * 64), 404, "unknown_picture")
     is_error(client.get("/v1/collections/nope/pictures/" + "0" * 64 + "/thumbnail"), 404, "unknown_collection")
 
@@ -136,7 +136,7 @@ def test_the_map_is_a_job_then_one_point_per_picture_and_is_computed_again_when_
 
     table = pa.ipc.open_stream(arrow.data).read_all()
     assert table.column_names == ["sha256", "external_id", "x", "y"] and table.num_rows == 14
-    assert table.column("sha256").to_pylist() == [p["sha256"] for p in after["points"]]
+    assert [b.hex() for b in table.column("sha256").to_pylist()] == [p["sha256"] for p in after["points"]]
 
 
 def test_layouts_of_few_pictures_and_placement_by_neighbours():

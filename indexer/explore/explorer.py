@@ -13,7 +13,7 @@ import numpy.typing as npt
 from ..errors import InvalidInput, NotFound, NotIndexed
 from ..scoring.kernels import cosines
 from ..schema.collections import JobInfo
-from ..schema.explore import Facet, FacetsAnswer, MapAnswer, MapPoint, PictureRecord, ScoresAnswer, Thumbnail
+from ..schema.explore import Facet, FacetsAnswer, MapAnswer, PictureRecord, ScoresAnswer, Thumbnail
 from ..store.image_store import CollectionRow
 from ..store.thumbnails import ThumbnailStore
 from ..vocabularies.index_cache import LoadedIndex
@@ -44,27 +44,30 @@ class Explorer:
 
     # -- the map ----------------------------------------------------------------------------------
     def map(self, name: str, wait: bool = False) -> tuple[MapAnswer, Frame, list[int], Any, Any]:
-        """The map's answer (its points: those the layout places, in frame order), the frame, and the
-        points' positions in the frame and coordinates as arrays (for Arrow)."""
+        """The map's answer with no `points` (`points(...)` makes them: 100,000 are not validated one by
+        one), the frame, and the points' positions in the frame and coordinates as arrays (for Arrow)."""
         row, frame = self.frame(name)
         if wait:
             found: Layout | None = self.maps.compute_now(row)
             job_id = None
         else:
             found, job_id = self.maps.ensure(row)
-        keep, xs, ys = points_of(frame, found)
         job = self.collections.job(job_id) if job_id else None
-        if job is not None and job.state == "done" and found is not None and found.version != row.version:
+        if job is not None and job.state == "done" and (found is None or found.version != row.version):
             found, _ = self.maps.stored(row)  # it ended meanwhile
-            keep, xs, ys = points_of(frame, found)
-        points = [MapPoint(sha256=frame.sha256[i], external_id=frame.external_id[i], x=float(x), y=float(y))
-                  for i, x, y in zip(keep, xs.tolist(), ys.tolist())]
+        keep, xs, ys = points_of(frame, found)
+        running = job is not None and job.state in ("queued", "running")
         answer = MapAnswer(collection=name, model=self.engine.spec.name, version=found.version if found else None,
-                           current_version=row.version, method=found.method if found else None, size=len(points),
-                           job=job if isinstance(job, JobInfo) and job.state in ("queued", "running") or
-                           (job is not None and (found is None or found.version != row.version)) else None,
-                           points=points)
+                           current_version=row.version, method=found.method if found else None, size=len(keep),
+                           job=job if running or (job is not None and (found is None or found.version != row.version)) else None,
+                           points=[])
         return answer, frame, keep, xs, ys
+
+    @staticmethod
+    def points(frame: Frame, keep: list[int], xs: Any, ys: Any) -> list[dict[str, Any]]:
+        """The map's points as the answer has them (MapPoint's fields)."""
+        return [{"sha256": frame.sha256[i], "external_id": frame.external_id[i], "x": x, "y": y}
+                for i, x, y in zip(keep, xs.tolist(), ys.tolist())]
 
     # -- scores and facets ------------------------------------------------------------------------
     def _index(self, vocabulary: str) -> LoadedIndex:
@@ -134,8 +137,8 @@ class Explorer:
         def take(a: npt.NDArray[Any]) -> npt.NDArray[Any]:
             return a[keep] if keep is not None else a
 
-        return ScoresAnswer(
-            collection=name, model=self.engine.model_info(), vocabulary=vocabulary, softmax_over=len(idx.ids),
+        return ScoresAnswer.model_construct(
+            ok=True, collection=name, model=self.engine.model_info(), vocabulary=vocabulary, softmax_over=len(idx.ids),
             phrase=phrases[row]["phrase"] if row is not None else None, size=len(frame),
             matched=len(keep) if keep is not None else len(frame),
             index=keep.tolist() if keep is not None else None, phrases=[p["phrase"] for p in phrases],

@@ -25,11 +25,20 @@ log = logging.getLogger("clip_gaze.maps")
 
 @dataclass
 class Layout:
-    """A layout as the answers use it: per content hash, x and y."""
+    """A layout as the answers use it: per content hash (`at`: its row), x and y (rows of `coords`)."""
 
     version: int | None
     method: str | None
-    xy: dict[str, tuple[float, float]]
+    at: dict[str, int]
+    coords: npt.NDArray[np.float32]
+
+    @classmethod
+    def of(cls, version: int | None, method: str | None, shas: list[str], coords: npt.NDArray[np.float32]) -> "Layout":
+        return cls(version, method, {s: i for i, s in enumerate(shas)}, np.asarray(coords, np.float32).reshape(-1, 2))
+
+    @property
+    def xy(self) -> dict[str, tuple[float, float]]:
+        return {s: (float(self.coords[i, 0]), float(self.coords[i, 1])) for s, i in self.at.items()}
 
 
 def encode_points(sha: list[str], xy: npt.NDArray[np.float32]) -> bytes:
@@ -43,13 +52,14 @@ def encode_points(sha: list[str], xy: npt.NDArray[np.float32]) -> bytes:
     return out.getvalue()
 
 
-def decode_points(data: bytes | None) -> dict[str, tuple[float, float]]:
+def decode_points(data: bytes | None) -> tuple[list[str], npt.NDArray[np.float32]]:
     if not data:
-        return {}
+        return [], np.empty((0, 2), np.float32)
     import pyarrow as pa
 
     table = pa.ipc.open_stream(data).read_all()
-    return dict(zip(table.column("sha256").to_pylist(), zip(table.column("x").to_pylist(), table.column("y").to_pylist())))
+    xy = np.stack([table.column("x").to_numpy(), table.column("y").to_numpy()], axis=1).astype(np.float32)
+    return table.column("sha256").to_pylist(), xy
 
 
 def compute(frame: Frame, before: Layout | None, fitted: FittedModels) -> tuple[list[str], npt.NDArray[np.float32], str]:
@@ -60,12 +70,13 @@ def compute(frame: Frame, before: Layout | None, fitted: FittedModels) -> tuple[
     shas = list(first)
     rows = np.fromiter(first.values(), dtype=np.int64, count=len(first))
     matrix = frame.matrix[rows] if len(rows) else np.empty((0, 0), np.float32)
-    old = before.xy if before is not None and before.method not in (None, "trivial") else {}
+    old = before.at if before is not None and before.method not in (None, "trivial") else {}
     new = [i for i, s in enumerate(shas) if s not in old]
     kept = [i for i, s in enumerate(shas) if s in old]
     if old and kept and len(new) <= MAX_PLACED * len(kept):
+        assert before is not None
         xy = np.empty((len(shas), 2), np.float32)
-        xy[kept] = np.array([old[shas[i]] for i in kept], np.float32)
+        xy[kept] = before.coords[[old[shas[i]] for i in kept]]
         base = (before.method or "umap").split("+")[0]  # type: ignore[union-attr]
         if not new:
             return shas, xy, before.method or "umap"  # type: ignore[union-attr]
@@ -92,12 +103,20 @@ class Maps:
         self.fitted = FittedModels()
         self._threads: dict[str, threading.Thread] = {}
         self._lock = threading.Lock()
+        self._decoded: dict[int, Layout] = {}  # collection id → its stored layout, decoded
 
     def stored(self, row: CollectionRow) -> tuple[Layout | None, StoredMap | None]:
-        found = self.store.get(row.id, self.model_key)
+        found = self.store.get(row.id, self.model_key, points=False)
         if found is None or found.version is None:
             return None, found
-        return Layout(found.version, found.method, decode_points(found.points)), found
+        kept = self._decoded.get(row.id)
+        if kept is not None and (kept.version, kept.method) == (found.version, found.method):
+            return kept, found
+        found = self.store.get(row.id, self.model_key)
+        assert found is not None
+        layout_ = Layout.of(found.version, found.method, *decode_points(found.points))
+        self._decoded[row.id] = layout_
+        return layout_, found
 
     def compute_now(self, row: CollectionRow) -> Layout:
         """The layout of the collection's current version, computed here and stored (the CLI's way)."""
@@ -107,7 +126,7 @@ class Maps:
             return before
         shas, xy, method = compute(frame, before, self.fitted)
         self.store.put(row.id, self.model_key, frame.version, method, len(shas), encode_points(shas, xy))
-        return Layout(frame.version, method, dict(zip(shas, map(tuple, xy.tolist()))))
+        return Layout.of(frame.version, method, shas, xy)
 
     def ensure(self, row: CollectionRow) -> tuple[Layout | None, str | None]:
         """The stored layout, and the id of the job computing the current version's when it is not that
@@ -131,7 +150,7 @@ class Maps:
             try:
                 self.images.update_job(job_id, held_by=owner, state="running", total=row.size)
                 layout_ = self.compute_now(self.images.get(row.name))
-                self.images.update_job(job_id, held_by=owner, state="done", done=len(layout_.xy), owner=None,
+                self.images.update_job(job_id, held_by=owner, state="done", done=len(layout_.at), owner=None,
                                        lease_until=None)
             except Exception as exc:  # reported by the job
                 log.exception("map job %s failed", job_id)
@@ -161,8 +180,9 @@ def points_of(frame: Frame, found: Layout | None) -> tuple[list[int], Any, Any]:
     """The frame's pictures that the layout places (positions), and their x and y."""
     if found is None:
         return [], np.empty(0, np.float32), np.empty(0, np.float32)
-    keep = [i for i, s in enumerate(frame.sha256) if s in found.xy]
-    xy = np.array([found.xy[frame.sha256[i]] for i in keep], np.float32).reshape(-1, 2)
+    rows = [found.at.get(s, -1) for s in frame.sha256]
+    keep = [i for i, r in enumerate(rows) if r >= 0]
+    xy = found.coords[[rows[i] for i in keep]] if keep else np.empty((0, 2), np.float32)
     return keep, xy[:, 0], xy[:, 1]
 
 

@@ -60,7 +60,7 @@ class Readings:
                 self._kept.move_to_end(key)
         ref = relative[1]() if relative else None  # cached by the hub correction per version
         if found is None:
-            found = self._compute(frame, idx, scale, ref)
+            found = self._compute(frame, idx, scale, ref, phrase)
         if phrase is not None and phrase not in found.phrases:
             found.phrases[phrase] = self._phrase(frame, idx, scale, ref, phrase)
         with self._lock:
@@ -70,17 +70,22 @@ class Readings:
         return found
 
     @staticmethod
-    def _compute(frame: Frame, idx: LoadedIndex, scale: float, ref: Reference | None) -> Reading:
+    def _compute(frame: Frame, idx: LoadedIndex, scale: float, ref: Reference | None, phrase: int | None = None) -> Reading:
+        """Each picture's best phrase and its probability (and `phrase`'s, in the same pass)."""
         n = len(frame)
         top = np.zeros(n, np.int32)
         prob = np.zeros(n, np.float32)
+        asked = np.zeros(n, np.float32) if phrase is not None else None
         for start in range(0, n, CHUNK):
             logits = _logits(frame, idx, start, scale, ref)
             best = logits.argmax(axis=1)  # the first of ties, in index order
             top[start:start + len(best)] = best
+            log_z = _log_z(logits)
             peak = np.take_along_axis(logits, best[:, None], axis=1).astype(np.float64)
-            prob[start:start + len(best)] = np.exp(peak - _log_z(logits))[:, 0]
-        return Reading(top, prob, {})
+            prob[start:start + len(best)] = np.exp(peak - log_z)[:, 0]
+            if asked is not None and phrase is not None:
+                asked[start:start + len(best)] = np.exp(logits[:, phrase:phrase + 1].astype(np.float64) - log_z)[:, 0]
+        return Reading(top, prob, {phrase: asked} if asked is not None and phrase is not None else {})
 
     @staticmethod
     def _phrase(frame: Frame, idx: LoadedIndex, scale: float, ref: Reference | None, row: int) -> npt.NDArray[np.float32]:

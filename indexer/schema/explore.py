@@ -143,10 +143,10 @@ class PictureRecord(Answer):
                                                              "best `matches` (phrase, term, probability, cosine)")
 
 
-class PictureQuery(Request):
+class PictureRecordQuery(Request):
     vocabularies: Vocabularies = None
     top_k: TopK = 5
 
 
-__all__ = ["Facet", "FacetsAnswer", "FacetsQuery", "MapAnswer", "MapPoint", "MapQuery", "PictureQuery", "PictureRecord", "ScoresAnswer",
+__all__ = ["Facet", "FacetsAnswer", "FacetsQuery", "MapAnswer", "MapPoint", "MapQuery", "PictureRecordQuery", "PictureRecord", "ScoresAnswer",
            "ScoresQuery", "Thumbnail", "Where"]

@@ -23,9 +23,10 @@ class MapStore:
     def __init__(self, store: Store):
         self.store = store
 
-    def get(self, collection_id: int, model_key: str) -> StoredMap | None:
+    def get(self, collection_id: int, model_key: str, points: bool = True) -> StoredMap | None:
+        """The stored map (without `points`: its points left unread, None)."""
         row = self.store.db.execute(
-            "SELECT version, method, size, points, job_id, job_version, created_at FROM collection_maps "
+            f"SELECT version, method, size, {'points' if points else 'NULL'}, job_id, job_version, created_at FROM collection_maps "
             "WHERE collection_id = ? AND model = ?", [collection_id, model_key]).fetchone()
         if row is None:
             return None
