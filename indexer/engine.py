@@ -25,6 +25,7 @@ import numpy.typing as npt
 from .errors import ClipGazeError
 from .models import backends
 from .models.batching import ImageBatcher
+from .models.memory import LoadCost, measured
 from .models.protocol import ClipModel, ModelLoader
 from .models.registry import ModelSpec, list_presets, parse_model, preset_info
 from .models.torch_model import LoadedModel, load_model
@@ -92,6 +93,7 @@ class Engine:
         self._loader: ModelLoader = loader or functools.partial(backends.load, home=self.store.home, backend=backend,
                                                                 progress=notice)
         self._model: ClipModel | None = None
+        self.load_cost: LoadCost | None = None  # what loading the model cost (memory.measured)
         self._torch: LoadedModel | None = None
         self._model_lock = threading.Lock()
         self._batch_window_ms = batch_window_ms
@@ -120,7 +122,10 @@ class Engine:
         if self._model is None:
             with self._model_lock:
                 if self._model is None:
-                    self._model = self._loader(self.spec, device=self.device, threads=self.threads)
+                    loaded, self.load_cost = measured(
+                        lambda: self._loader(self.spec, device=self.device, threads=self.threads),
+                        lambda: backends.export_path(self.store.home, self.spec))
+                    self._model = loaded
         return self._model
 
     @property

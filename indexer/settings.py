@@ -26,7 +26,8 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting("CLIP_GAZE_HOME", _default_home, "Data directory: the SQLite store and the FAISS indexes."),
     Setting("CLIP_GAZE_MODEL", lambda: "vit-b-32", "Model: a preset (see `clip-gaze models`), ARCH:PRETRAINED or ARCH:/path/to/checkpoint."),
-    Setting("CLIP_GAZE_API_TOKENS", lambda: "", "Comma-separated bearer tokens that may write through the API. Empty: writes are refused and the server binds to loopback only."),
+    Setting("CLIP_GAZE_MODELS", lambda: "", "Several models served side by side, comma-separated (e.g. vit-b-32,sd15,sdxl): the first is the default, the others answer requests that name them (`model`). Empty: CLIP_GAZE_MODEL alone; set, it is used in its place."),
+    Setting("CLIP_GAZE_API_TOKENS", lambda: "", "Comma-separated bearer tokens with every scope (full-power keys; `clip-gaze keys` makes scoped ones). With neither tokens nor keys, writes are refused and the server binds to loopback only."),
     Setting("CLIP_GAZE_BACKEND", lambda: "auto", "What runs the model: onnx (ONNX Runtime over an export in CLIP_GAZE_HOME, made once from the open_clip model), torch (open_clip itself), or auto (onnx where the model can be exported, else torch)."),
     Setting("CLIP_GAZE_DEVICE", lambda: "auto", "Device: auto (a GPU when present: ONNX Runtime's CUDA provider with onnxruntime-gpu, else torch's CUDA), cpu or cuda."),
     Setting("CLIP_GAZE_THREADS", lambda: "0", "Intra-op threads of the model (ONNX Runtime or torch); 0: one per core (shared out among `serve`'s workers)."),
@@ -41,6 +42,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CLIP_GAZE_MAX_FETCHES_PER_CALLER", lambda: "8", "Of those, how many one caller (a bearer token, else a client address) may have in flight; a batch fetches that many of its URLs at once."),
     Setting("CLIP_GAZE_SHUTDOWN_GRACE", lambda: "20", "Seconds a stopping server (SIGTERM) gives running jobs to reach a stored checkpoint before it exits; a job stopped there is resumed at the next start."),
     Setting("CLIP_GAZE_RESUME_JOBS", lambda: "1", "1: at start, jobs a stopped or killed server left unfinished are resumed from what was stored; 0: they are marked `interrupted`, with the reason."),
+    Setting("CLIP_GAZE_ANONYMOUS", lambda: "read,analyze", "What a caller without a key may do: comma-separated scopes (read, analyze), or none for a closed deployment where every route but health, the document and the page needs a key."),
+    Setting("CLIP_GAZE_RATE_LIMIT", lambda: "0", "Requests per minute one caller (a key, else a client address) may make to each server process; a computing route (analyze, explain, …) counts as 5, a read or write as 1. Beyond it: 429 `rate_limited` with Retry-After. 0: no limit."),
     Setting("CLIP_GAZE_DECODE_MEMORY", lambda: "1024", "Memory, in MB, that the decodes of one process may hold together, each estimated from its size and mode before it starts; a decode that does not fit waits for others to finish."),
 )
 
@@ -66,6 +69,9 @@ class Settings:
     shutdown_grace: float
     resume_jobs: bool
     decode_memory_bytes: int
+    anonymous: tuple[str, ...] = ("read", "analyze")  # scopes of a caller without a key (CLIP_GAZE_ANONYMOUS)
+    rate_limit: int = 0  # requests (cost units) per minute per caller and process; 0: none
+    models: tuple[str, ...] = ()  # every model served, the default (`model`) first
     serve_threads: int = 0  # request threads of a `serve` worker (0: not under gunicorn); set by `serve`, not by a variable
 
     @classmethod
@@ -91,9 +97,23 @@ class Settings:
             shutdown_grace=max(0.0, _float(raw, "CLIP_GAZE_SHUTDOWN_GRACE")),
             resume_jobs=_bool(raw, "CLIP_GAZE_RESUME_JOBS"),
             decode_memory_bytes=int(max(1.0, _float(raw, "CLIP_GAZE_DECODE_MEMORY")) * 1024 * 1024),
+            anonymous=_scopes(raw, "CLIP_GAZE_ANONYMOUS"),
+            rate_limit=max(0, _int(raw, "CLIP_GAZE_RATE_LIMIT")),
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
+        several = tuple(m.strip() for m in raw["CLIP_GAZE_MODELS"].split(",") if m.strip())
+        if "models" in overrides and overrides["models"] is not None:
+            several = tuple(overrides["models"])  # type: ignore[arg-type]
+        if several and overrides.get("model") is None:
+            values["model"] = several[0]
+        values["models"] = several_models(str(values["model"]), several)
         return cls(**values)  # type: ignore[arg-type]
+
+
+def several_models(default: str, models: tuple[str, ...]) -> tuple[str, ...]:
+    """The served models: `default` first, then the others of `models` once each, in their order."""
+    rest = [m for m in models if m != default]
+    return (default, *dict.fromkeys(rest))
 
 
 def _int(raw: Mapping[str, str], key: str) -> int:
@@ -117,6 +137,21 @@ def _choice(raw: Mapping[str, str], key: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+# What a key (or an anonymous caller) may do; each operation of the API declares one (service/openapi.py).
+SCOPES = ("read", "analyze", "write", "admin")
+
+
+def _scopes(raw: Mapping[str, str], key: str) -> tuple[str, ...]:
+    """Comma-separated scopes; `none` (or nothing) for none."""
+    given = [s.strip().lower() for s in raw[key].split(",") if s.strip()]
+    if given == ["none"]:
+        return ()
+    wrong = [s for s in given if s not in SCOPES]
+    if wrong:
+        raise ValueError(f"{key} takes scopes among {', '.join(SCOPES)} (or none), not {', '.join(wrong)}")
+    return tuple(s for s in SCOPES if s in given)
+
+
 def _bool(raw: Mapping[str, str], key: str) -> bool:
     value = raw[key].strip().lower()
     if value in ("1", "true", "yes", "on"):
@@ -131,4 +166,4 @@ def settings_help() -> str:
     return "\n".join(f"  {s.env:<26} {s.help} (default: {s.default()})" for s in SETTINGS)
 
 
-__all__ = ["SETTINGS", "Setting", "Settings", "settings_help"]
+__all__ = ["SCOPES", "SETTINGS", "Setting", "Settings", "settings_help"]

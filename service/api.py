@@ -30,11 +30,11 @@ from indexer.schema import (
     split_vocabularies,
 )
 
-from .auth import require_token
+from .access import check_named, hidden_vocabularies
 from .errors import named_in_body
 from .fetching import caller, fetch_gate
 from .openapi import openapi_document
-from .state import state
+from .state import engine_for, state
 
 api = Blueprint("api", __name__)
 M = TypeVar("M", bound=BaseModel)
@@ -106,7 +106,7 @@ def health() -> tuple[Response, int]:
 
 @api.get("/v1/models")
 def models() -> tuple[Response, int]:
-    return answer(state().engine.models())
+    return answer(state().models_answer())
 
 
 @api.get("/openapi.json")
@@ -116,7 +116,9 @@ def openapi() -> Response:
 
 @api.get("/v1/vocabularies")
 def list_vocabularies() -> tuple[Response, int]:
-    return answer(VocabularyList(vocabularies=state().engine.vocabularies()))
+    every = state().engine.vocabularies()
+    hidden = set(hidden_vocabularies(v.name for v in every if v.private))
+    return answer(VocabularyList(vocabularies=[v for v in every if v.name not in hidden]))
 
 
 @api.get("/v1/vocabularies/<name>")
@@ -128,7 +130,6 @@ def show_vocabulary(name: str) -> tuple[Response, int]:
 # -- analysis -----------------------------------------------------------------------------------
 @api.post("/v1/analyze")
 def analyze() -> tuple[Response, int]:
-    engine = state().engine
     params: AnalyzeJson | AnalyzeForm
     if request.is_json:
         params = json_body(AnalyzeJson)
@@ -136,14 +137,17 @@ def analyze() -> tuple[Response, int]:
     else:
         name, upload = one_upload()
         params = form(AnalyzeForm, image=upload)
+    engine = engine_for(params.model)
+    check_named(split_vocabularies(params.vocabularies), params.relative_to)
     picture = _picture(params, name)
     with named_in_body():  # vocabularies, relative_to
         return answer(engine.analyze(picture, split_vocabularies(params.vocabularies), params.top_k, params.relative_to))
 
 
 def _picture(params: AnalyzeJson | AnalyzeForm | CompareJson | CompareForm, name: str) -> DecodedImage:
-    """The request's picture: fetched from its URL, base64-decoded by its model, or the upload."""
-    engine = state().engine
+    """The request's picture (for its model's input size): fetched from its URL, base64-decoded by its
+    request model, or the upload."""
+    engine = engine_for(params.model)
     if params.image_url is not None:
         with fetch_gate().admit(caller()):
             return engine.fetch_picture(params.image_url)
@@ -154,7 +158,6 @@ def _picture(params: AnalyzeJson | AnalyzeForm | CompareJson | CompareForm, name
 
 @api.post("/v1/analyze/batch")
 def analyze_batch() -> tuple[Response, int]:
-    engine = state().engine
     params: BatchJson | BatchForm
     items: list[tuple[str, bytes | str]]
     if request.is_json:
@@ -166,8 +169,10 @@ def analyze_batch() -> tuple[Response, int]:
         urls = request.form.getlist("image_url")
         params = form(BatchForm, image=[data for _, data in files] or None, image_url=urls or None)
         items = [*files, *((url, url) for url in params.image_url or [])]
+    engine = engine_for(params.model)
     wanted = sum(1 for _, data in items if isinstance(data, str))
     vocabularies = split_vocabularies(params.vocabularies)
+    check_named(vocabularies, params.relative_to)
     grant = fetch_gate().admit(caller(), wanted) if wanted else None
     try:  # the grant's slots are given back by the engine once every fetch thread has ended, maybe after this answer
         with named_in_body():
@@ -181,7 +186,6 @@ def analyze_batch() -> tuple[Response, int]:
 
 @api.post("/v1/compare")
 def compare() -> tuple[Response, int]:
-    engine = state().engine
     params: CompareJson | CompareForm
     if request.is_json:
         params = json_body(CompareJson)
@@ -190,29 +194,25 @@ def compare() -> tuple[Response, int]:
         name, upload = one_upload()
         params = form(CompareForm, image=upload, phrases=phrases_field())
         phrases = form_phrases(params.phrases)
-    return answer(engine.compare(_picture(params, name), phrases))
+    return answer(engine_for(params.model).compare(_picture(params, name), phrases))
 
 
 # -- custom vocabularies --------------------------------------------------------------------------
 @api.post("/v1/vocabularies")
-@require_token
 def create_vocabulary() -> tuple[Response, int]:
     return answer(state().engine.create_vocabulary(json_body(CreateVocabulary)), 201)
 
 
 @api.post("/v1/vocabularies/<name>/phrases")
-@require_token
 def add_phrases(name: str) -> tuple[Response, int]:
     return answer(state().engine.add_phrases(name, json_body(AddPhrases)))
 
 
 @api.delete("/v1/vocabularies/<name>/phrases")
-@require_token
 def remove_phrases(name: str) -> tuple[Response, int]:
     return answer(state().engine.remove_phrases(name, json_body(RemovePhrases)))
 
 
 @api.delete("/v1/vocabularies/<name>")
-@require_token
 def delete_vocabulary(name: str) -> tuple[Response, int]:
     return answer(state().engine.delete_vocabulary(name))

@@ -27,11 +27,13 @@ from indexer.schema.collections import (
 )
 
 from indexer.pictures.sources import local_root, shown_source, shown_text
+from indexer.store.image_store import unknown_job
 
 from .api import answer, json_body
-from .auth import can_write, require_token
+from .access import check_named, hidden_collection, visible_collection
+from .auth import can_write
 from .errors import named_in_body
-from .state import state
+from .state import collections_for, state
 
 collections_api = Blueprint("collections_api", __name__)
 A = TypeVar("A", bound=Answer)
@@ -55,11 +57,11 @@ def _shown(name: str | None) -> Callable[[A], A]:
 
 @collections_api.get("/v1/collections")
 def list_collections() -> tuple[Response, int]:
-    return answer(CollectionList(collections=state().collections.all()))
+    every = state().collections.all()
+    return answer(CollectionList(collections=[c for c in every if visible_collection(c.name, c.private)]))
 
 
 @collections_api.post("/v1/collections")
-@require_token
 def create_collection() -> tuple[Response, int]:
     info = state().collections.create(json_body(CreateCollection))
     return answer(CollectionAnswer(collection=info), 201)
@@ -74,13 +76,11 @@ def show_collection(name: str) -> tuple[Response, int]:
 
 
 @collections_api.delete("/v1/collections/<name>")
-@require_token
 def delete_collection(name: str) -> tuple[Response, int]:
     return answer(CollectionAnswer(collection=state().collections.delete(name), deleted=name))
 
 
 @collections_api.post("/v1/collections/<name>/sources")
-@require_token
 def add_sources(name: str) -> tuple[Response, int]:
     """A background job in this worker; GET /v1/jobs/<id> gives its progress from any worker."""
     job = state().collections.start_add(name, json_body(AddUrlSources))
@@ -90,14 +90,17 @@ def add_sources(name: str) -> tuple[Response, int]:
 @collections_api.get("/v1/jobs/<job_id>")
 def show_job(job_id: str) -> tuple[Response, int]:
     job = state().collections.job(job_id)
+    if job.collection is not None and hidden_collection(job.collection):
+        raise unknown_job(job_id)  # a job of a collection this caller may not see is none
     return answer(JobAnswer(job=_shown(job.collection)(job)))
 
 
 @collections_api.get("/v1/collections/<name>/search")
 def search_collection(name: str) -> tuple[Response, int]:
     query = parse(SearchQuery, search_args(request.args))
+    check_named([query.vocabulary] if query.vocabulary else None)
     with named_in_body():  # vocabulary: 422
-        found = state().collections.search(name, top_k=query.top_k, query=search_terms(query))
+        found = collections_for(query.model).search(name, top_k=query.top_k, query=search_terms(query))
     shown = _shown(name)
     return answer(found.model_copy(update={"hits": [shown(h) for h in found.hits]}))
 
@@ -121,8 +124,9 @@ def search_terms(query: SearchQuery) -> SearchTerms:
 def analyze_collection(name: str) -> Response:
     """JSON Lines, one row per picture and match, streamed as they are scored."""
     params = json_body(AnalyzeCollection) if request.get_data(cache=True) else AnalyzeCollection()
-    collections = state().collections
+    collections = collections_for(params.model)
     collections.get(name)  # the collection of the path: unknown_collection is 404
+    check_named(split_vocabularies(params.vocabularies), params.relative_to)
     with named_in_body():  # vocabularies, relative_to: 422
         rows = collections.analyze(name, split_vocabularies(params.vocabularies), params.top_k, params.relative_to)
     shown = _shown(name)

@@ -16,16 +16,16 @@ from indexer.explain.maps import explain_image
 from indexer.schema import form_phrases, parse, split_vocabularies
 from indexer.schema.explain import ExplainForm, ExplainJson, ExplainQuery
 
+from .access import check_named
 from .api import answer, api, form, json_body, one_upload, phrases_field, sent
 from .errors import named_in_body
-from .state import state
+from .state import engine_for
 
 explain_api = Blueprint("explain", __name__)
 
 
 @explain_api.post("/v1/explain")
 def explain() -> Response | tuple[Response, int]:
-    engine = state().engine
     params: ExplainJson | ExplainForm
     fmt = parse(ExplainQuery, sent(request.args)).format
     if request.is_json:
@@ -36,6 +36,8 @@ def explain() -> Response | tuple[Response, int]:
         params = form(ExplainForm, image=upload, phrases=phrases_field())
         data = params.image
         phrases = form_phrases(params.phrases) if params.phrases is not None else None
+    engine = engine_for(params.model)
+    check_named(split_vocabularies(params.vocabularies))
     decoded = engine.read(data, name)
     with named_in_body():  # vocabularies
         found = explain_image(engine, decoded, split_vocabularies(params.vocabularies), phrases, params.top_k,

@@ -1,5 +1,5 @@
-"""The explorer's API and page (`indexer.explore`): a collection's map, scores and facets filtered by
-`where`, a picture's record and thumbnail, and the page at /collections/<name>. Large answers (the map,
+"""The explorer's API (`indexer.explore`): a collection's map, scores and facets filtered by `where`, a
+picture's record and thumbnail, a search by a picture sent (the page itself: `page`). Large answers (the map,
 the scores) go gzip-compressed to a client that accepts it."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, request
 
 from indexer.explore.explorer import Explorer
+from indexer.explore.where import Column, parse_where
 from indexer.schema import parse, parse_collection_name, split_vocabularies
 from indexer.schema.explore import FacetsQuery, MapQuery, PictureRecordQuery, ScoresQuery
 
@@ -22,22 +23,32 @@ from indexer.schema.collections import SearchForm, SearchTerms
 from .api import one_upload
 from .api_collections import _shown
 from .errors import named_in_body
-from .state import state
+from .access import check_named
+from .state import collections_for
 
 explore_api = Blueprint("explore_api", __name__)
 _made = threading.Lock()
 GZIP_OVER = 4096  # bytes: smaller answers go as they are
 
 
-def explorer() -> Explorer:
-    """The worker's explorer, beside its collections (it keeps their frames, readings and map jobs)."""
-    ext = current_app.extensions
-    if "clip_gaze_explorer" not in ext:
-        collections = state().collections
+def explorer(model: str | None = None) -> Explorer:
+    """The worker's explorer for a request's `model`, beside its collections (it keeps their frames,
+    readings and map jobs)."""
+    collections = collections_for(model)
+    explorers = current_app.extensions.setdefault("clip_gaze_explorers", {})
+    key = collections.engine.spec.name
+    if key not in explorers:
         with _made:
-            if "clip_gaze_explorer" not in ext:
-                ext["clip_gaze_explorer"] = Explorer(collections)
-    return ext["clip_gaze_explorer"]  # type: ignore[no-any-return]
+            if key not in explorers:
+                explorers[key] = Explorer(collections)
+    return explorers[key]  # type: ignore[no-any-return]
+
+
+def _named(vocabularies: list[str], where: str | None = None, relative_to: str | None = None) -> None:
+    """The vocabularies and reference collection a request names (`where`'s too): one this caller may
+    not see is refused as one that does not exist."""
+    named = vocabularies + [c.vocabulary for c in parse_where(where) if not isinstance(c, Column)]
+    check_named(named, relative_to)
 
 
 def _args(model: Any) -> Any:
@@ -65,7 +76,7 @@ def _json(payload: Any, status: int = 200) -> Response:
 @explore_api.get("/v1/collections/<name>/map")
 def collection_map(name: str) -> Response:
     query = _args(MapQuery)
-    ex = explorer()
+    ex = explorer(query.model)
     answer, frame, keep, xs, ys = ex.map(parse_collection_name(name))
     status = 202 if answer.job is not None and not keep else 200
     if query.format == "arrow":
@@ -88,8 +99,9 @@ def collection_map(name: str) -> Response:
 def collection_scores(name: str) -> Response:
     query = _args(ScoresQuery)
     name = parse_collection_name(name)
-    ex = explorer()
+    ex = explorer(query.model)
     ex.images.get(name)  # the path's collection: 404
+    _named([query.vocabulary], query.where, query.relative_to)
     with named_in_body():  # vocabulary, relative_to and where's vocabularies: 422
         found = ex.scores(name, query.vocabulary, query.phrase, query.relative_to, query.where)
     return _json(found.json_dict())
@@ -99,8 +111,9 @@ def collection_scores(name: str) -> Response:
 def collection_facets(name: str) -> Response:
     query = _args(FacetsQuery)
     name = parse_collection_name(name)
-    ex = explorer()
+    ex = explorer(query.model)
     ex.images.get(name)
+    _named([query.vocabulary] if query.vocabulary else [], query.where, query.relative_to)
     with named_in_body():
         if query.column is not None:
             found = ex.column_facets(name, query.column, query.where, query.relative_to, query.limit)
@@ -113,10 +126,11 @@ def collection_facets(name: str) -> Response:
 def collection_picture(name: str, sha256: str) -> Response:
     query = parse(PictureRecordQuery, request.args.to_dict())
     name = parse_collection_name(name)
-    ex = explorer()
+    ex = explorer(query.model)
     found = ex.picture(name, sha256)  # unknown collection or picture: 404
     vocabularies = split_vocabularies(query.vocabularies)
     if vocabularies:
+        _named(vocabularies)
         with named_in_body():  # vocabularies: 422
             found = found.model_copy(update={"results": ex.results(sha256, vocabularies, query.top_k)})
     return _json(_shown(name)(found).json_dict())
@@ -124,7 +138,7 @@ def collection_picture(name: str, sha256: str) -> Response:
 
 @explore_api.get("/v1/collections/<name>/pictures/<sha256>/thumbnail")
 def collection_thumbnail(name: str, sha256: str) -> Response:
-    thumb = explorer().thumbnail(parse_collection_name(name), sha256)
+    thumb = explorer().thumbnail(parse_collection_name(name), sha256)  # by content: any model's
     etag = f'"{sha256}"'
     if request.headers.get("If-None-Match") in (etag, f"W/{etag}"):
         resp = Response(status=304)
@@ -143,15 +157,7 @@ def search_by_picture(name: str) -> Response:
         raise InvalidInput("send the picture as a multipart file field 'image'", code="missing_image")
     form = parse(SearchForm, {**request.form.to_dict(), "image": data})
     name = parse_collection_name(name)
-    found = state().collections.search(name, image=form.image, top_k=form.top_k,
+    found = collections_for(form.model).search(name, image=form.image, top_k=form.top_k,
                                        query=SearchTerms(min_cosine=form.min_cosine))
     shown = _shown(name)
     return _json(found.model_copy(update={"hits": [shown(h) for h in found.hits]}).json_dict())
-
-
-@explore_api.get("/collections/<name>")
-def explorer_page(name: str) -> Response:
-    state().collections.images.get(parse_collection_name(name))  # 404 for an unknown collection
-    resp = current_app.send_static_file("explorer.html")
-    resp.headers["Cache-Control"] = "no-cache"
-    return resp

@@ -8,7 +8,7 @@ from flask import Flask
 from indexer.engine import Engine
 from indexer.settings import Settings
 
-from . import fetching, state
+from . import fetching, guard, state
 from .errors import register_error_handlers
 
 
@@ -22,9 +22,11 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.json.sort_keys = False  # type: ignore[attr-defined]
     state.init_app(app, settings, engine)
     fetching.init_app(app, settings)
+    guard.init_app(app, settings)
     register_error_handlers(app)
 
     from .api import api
+    from .api_access import access_api
     from .api_collections import collections_api
     from .api_explain import explain_api  # noqa: F401  (nested in `api` at import: POST /v1/explain)
     from .api_explore import explore_api
@@ -33,5 +35,6 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.register_blueprint(api)
     app.register_blueprint(collections_api)
     app.register_blueprint(explore_api)
+    app.register_blueprint(access_api)
     app.register_blueprint(page)
     return app

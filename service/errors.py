@@ -57,7 +57,9 @@ def _snake(name: str) -> str:
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ClipGazeError)
     def _domain(exc: ClipGazeError) -> Response:
-        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}
+        if exc.status == 401:
+            headers["WWW-Authenticate"] = 'Bearer realm="clip-gaze"'
         return error_response(exc.status, exc.code, exc.message, headers)
 
     @app.errorhandler(HTTPException)

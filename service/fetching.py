@@ -20,22 +20,17 @@ have ended (a fetch that outlives the answer is still counted).
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import ipaddress
 import logging
-import os
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Literal, Union
 
-from flask import Flask, current_app, request
+from flask import Flask, current_app
 
 from indexer.errors import Busy
 from indexer.settings import Settings
 
-from .auth import can_write
+from .access import current
 
 
 log = logging.getLogger("clip_gaze.service")
@@ -147,63 +142,11 @@ def fetch_gate() -> FetchGate:
 
 
 def caller() -> str:
-    """Who is asking, for the per-caller limit: a valid bearer token (as a hash; checked in constant time,
-    as writes check it), else the client's address. Any other token counts for nothing: a fresh random
-    token per request would otherwise be a fresh caller each time.
-
-    The address is the peer's, unless the peer is a trusted proxy: then the address that proxy appended
-    to X-Forwarded-For (nginx's $proxy_add_x_forwarded_for, deploy/nginx/clip-gaze.conf.template), the
-    header's last entry (earlier ones are whatever the client sent). Trusted: loopback peers (a proxy on
-    this machine), and the peers gunicorn's own FORWARDED_ALLOW_IPS lists (addresses, networks or `*`;
-    the same rule gunicorn applies to X-Forwarded-Proto). A peer on a private network is not trusted by
-    itself: the server may be reachable there without a proxy, and any host on that network could then
-    name itself a fresh caller per request. In docker-compose nginx reaches the API over the compose
-    network, so the API is given FORWARDED_ALLOW_IPS there (only nginx reaches its port); without it
-    every client behind nginx shares nginx's address, one caller."""
-    if can_write():
-        return "token:" + hashlib.sha256(request.headers["Authorization"][7:].strip().encode()).hexdigest()[:16]
-    peer = request.remote_addr or "?"
-    forwarded = request.headers.get("X-Forwarded-For", "")
-    if forwarded and _is_proxy(peer, _trusted_proxies()):
-        last = forwarded.split(",")[-1].strip()
-        if last:
-            return "addr:" + last
-    return "addr:" + peer
-
-
-Proxies = Union[Literal["*"], tuple[Union[ipaddress.IPv4Network, ipaddress.IPv6Network], ...]]
-
-
-@functools.lru_cache(maxsize=8)
-def _parse_proxies(listed: str) -> Proxies:
-    """FORWARDED_ALLOW_IPS as gunicorn reads it: comma-separated addresses or networks, or `*` (entries
-    that are neither are left out)."""
-    entries = [e.strip() for e in listed.split(",") if e.strip()]
-    if "*" in entries:
-        return "*"
-    networks = []
-    for entry in entries:
-        try:
-            networks.append(ipaddress.ip_network(entry, strict=False))
-        except ValueError:
-            continue
-    return tuple(networks)
-
-
-def _trusted_proxies() -> Proxies:
-    return _parse_proxies(os.environ.get("FORWARDED_ALLOW_IPS", ""))
-
-
-def _is_proxy(address: str, trusted: Proxies = ()) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    if ip.is_loopback or trusted == "*":
-        return True
-    return any(ip.version == net.version and ip in net for net in trusted)
+    """Who is asking, for the per-caller limit: an accepted key or token (`access.current`: by its name, or a
+    token as a hash), else the client's address (as `access.client_address` finds it behind a trusted
+    proxy). A key that is refused counts for nothing: a fresh random token per request would otherwise be a
+    fresh caller each time."""
+    return current().ident
 
 
 __all__ = ["FetchGate", "FetchesBusy", "Grant", "caller", "fetch_gate", "init_app"]

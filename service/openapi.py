@@ -1,11 +1,15 @@
 """The OpenAPI 3.1 document served at /openapi.json, generated from the models of `indexer.schema`.
 
 Each operation is one row of `OPERATIONS`; its request and answer schemas, and so every limit, come
-from the models, so the document cannot drift from what the views accept and answer.
+from the models, so the document cannot drift from what the views accept and answer. Each row also
+declares its `scope` (public, read, analyze, write, admin): the document states it as the operation's
+security requirement, and `service.guard` enforces that same declaration for the route (found by
+`operation_for`); a route whose row declares none is refused, and tests/test_access_routes.py fails.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -14,6 +18,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from indexer import __version__
+from indexer.settings import SCOPES
 from indexer.schema import (
     NAME_PATTERN,
     AddPhrases,
@@ -49,22 +54,30 @@ from indexer.schema.collections import (
     SearchForm,
     SearchQuery,
 )
+from indexer.schema.access import AuditList, AuditQuery, CreateKey, KeyAnswer, KeyCreated, KeyList
 from indexer.schema.explain import ExplainForm, ExplainJson, ExplainQuery, Explanation
 from indexer.schema.explore import (FacetsAnswer, FacetsQuery, MapAnswer, MapQuery, PictureRecord, PictureRecordQuery, ScoresAnswer,
                                     ScoresQuery)
 
 ERRORS = {
-    400: "Bad input (the message says which field and why)",
-    401: "Missing or wrong bearer token",
-    403: "Refused by policy: a read-only vocabulary, writes disabled on this server, or an image_url the fetch "
-         "guard refuses (url_refused)",
-    404: "The vocabulary, collection or job the path names does not exist",
+    400: "Bad input (the message says which field and why), or a key sent in the query string (key_in_query)",
+    401: "No key, or a key that is unknown, expired or revoked (unauthorized): send 'Authorization: Bearer <key>'",
+    403: "Refused by policy: a key without this operation's scope (forbidden), a read-only vocabulary, writes disabled "
+         "on this server, or an image_url the fetch guard refuses (url_refused)",
+    404: "The vocabulary, collection or job the path names does not exist, or is private and not granted to this key, or "
+         "the request's `model` is not one this server serves (unknown_model)",
     409: "In conflict with what the server holds: exists already, not indexed for this model, or a reference "
          "collection with no pictures (empty_collection)",
     413: "Body, image or the request's pictures together too large",
     422: "The body names a vocabulary or collection that does not exist (unknown_vocabulary, unknown_collection)",
+    429: "Too many requests from this caller (CLIP_GAZE_RATE_LIMIT): try again after Retry-After seconds",
     503: "Model unavailable, or the server is busy (see Retry-After)",
 }
+
+# Who may call an operation: `public` (anyone, even with CLIP_GAZE_ANONYMOUS=none: health, this document),
+# else a key with that scope (an admin key or a CLIP_GAZE_API_TOKENS token has every scope), or anyone
+# when CLIP_GAZE_ANONYMOUS names it.
+SCOPE_NAMES = ("public", *SCOPES)
 
 
 @dataclass(frozen=True)
@@ -101,7 +114,7 @@ class Operation:
     multipart: type[BaseModel] | None = None
     query: type[BaseModel] | None = None
     errors: tuple[int, ...] = ()
-    auth: bool = False
+    scope: str | None = None  # public, read, analyze, write or admin (None: undeclared, so refused)
     tags: tuple[str, ...] = field(default_factory=tuple)
     body_optional: bool = False
     lines: bool = False  # the answer is JSON Lines (application/x-ndjson), one `answer` per line
@@ -110,81 +123,97 @@ class Operation:
     media: tuple[str, ...] = ()  # other content types its success may have (Arrow, a thumbnail)
     also: tuple[int, ...] = ()  # other success statuses, with the same answer
 
+    def __post_init__(self) -> None:
+        if self.scope is not None and self.scope not in SCOPE_NAMES:
+            raise ValueError(f"{self.method} {self.path}: scope {self.scope!r} is none of {', '.join(SCOPE_NAMES)}")
+
 
 # 403: an image_url refused (for a batch, in the picture's own entry); 409: not indexed for this model,
 # or relative_to names an empty collection; 422: `vocabularies` or `relative_to` name nothing.
-_ANALYSIS_ERRORS = (400, 403, 409, 413, 422, 503)
+# 404: `model` names no model this server serves (unknown_model).
+_ANALYSIS_ERRORS = (400, 403, 404, 409, 413, 422, 503)
 OPERATIONS = (
-    Operation("get", "/v1/health", "Health: ready once the model and indexes are loaded", Health),
-    Operation("get", "/v1/models", "The model this server uses, and the presets", ModelsAnswer),
-    Operation("get", "/openapi.json", "This document", None),
-    Operation("get", "/v1/vocabularies", "Every vocabulary, built-in and custom", VocabularyList),
+    Operation("get", "/v1/health", "Health: ready once the model and indexes are loaded", Health, scope="public"),
+    Operation("get", "/v1/models", "The models this server serves (its default first), and the presets", ModelsAnswer, scope="read"),
+    Operation("get", "/openapi.json", "This document", None, scope="public"),
+    Operation("get", "/v1/vocabularies", "Every vocabulary, built-in and custom", VocabularyList, scope="read"),
     Operation("get", "/v1/vocabularies/{name}", "A vocabulary and a page of its phrases", VocabularyPage,
-              query=PageQuery, errors=(400, 404)),
+              query=PageQuery, errors=(400, 404), scope="read"),
     Operation("post", "/v1/vocabularies", "Create a custom vocabulary", WriteAnswer, 201, json=CreateVocabulary,
-              errors=(400, 401, 403, 409, 413), auth=True,
+              errors=(400, 401, 403, 409, 413),
               links=_links("name", _VOCABULARY, ShowVocabulary="get /v1/vocabularies/{name}",
                            AddPhrases="post /v1/vocabularies/{name}/phrases",
                            RemovePhrases="delete /v1/vocabularies/{name}/phrases",
-                           DeleteVocabulary="delete /v1/vocabularies/{name}")),
+                           DeleteVocabulary="delete /v1/vocabularies/{name}"), scope="write"),
     Operation("post", "/v1/vocabularies/{name}/phrases", "Add phrases (idempotent)", WriteAnswer, json=AddPhrases,
-              errors=(400, 401, 403, 404, 413), auth=True),
+              errors=(400, 401, 403, 404, 413), scope="write"),
     Operation("delete", "/v1/vocabularies/{name}/phrases", "Remove phrases by term or external id", WriteAnswer,
-              json=RemovePhrases, errors=(400, 401, 403, 404, 413), auth=True),
+              json=RemovePhrases, errors=(400, 401, 403, 404, 413), scope="write"),
     Operation("delete", "/v1/vocabularies/{name}", "Delete a custom vocabulary", WriteAnswer,
-              errors=(400, 401, 403, 404), auth=True),
+              errors=(400, 401, 403, 404), scope="write"),
     Operation("post", "/v1/analyze", "Relative likelihoods of each vocabulary's phrases for one image", Analysis,
-              json=AnalyzeJson, multipart=AnalyzeForm, errors=_ANALYSIS_ERRORS),
+              json=AnalyzeJson, multipart=AnalyzeForm, errors=_ANALYSIS_ERRORS, scope="analyze"),
     Operation("post", "/v1/analyze/batch", "Several images; each picture that fails gets its own error entry",
-              BatchAnswer, json=BatchJson, multipart=BatchForm, errors=(400, 409, 413, 422, 503)),
+              BatchAnswer, json=BatchJson, multipart=BatchForm, errors=(400, 404, 409, 413, 422, 503), scope="analyze"),
     Operation("post", "/v1/compare", "Softmax over exactly the phrases given; nothing is stored", Analysis,
-              json=CompareJson, multipart=CompareForm, errors=(400, 403, 413, 503)),
+              json=CompareJson, multipart=CompareForm, errors=(400, 403, 404, 413, 503), scope="analyze"),
     Operation("post", "/v1/explain", "An analysis with a map for every match (format=png: the overlay, image/png)",
-              Explanation, json=ExplainJson, multipart=ExplainForm, query=ExplainQuery, errors=(400, 409, 413, 422, 503),
-              picture=True),
+              Explanation, json=ExplainJson, multipart=ExplainForm, query=ExplainQuery, errors=(400, 404, 409, 413, 422, 503),
+              picture=True, scope="analyze"),
 )
 
 _COLLECTIONS = (
-    Operation("get", "/v1/collections", "Every collection", CollectionList),
+    Operation("get", "/v1/collections", "Every collection", CollectionList, scope="read"),
     Operation("post", "/v1/collections", "Create a collection", CollectionAnswer, 201, json=CreateCollection,
-              errors=(400, 401, 403, 409, 413), auth=True,
+              errors=(400, 401, 403, 409, 413),
               links=_links("name", _COLLECTION, ShowCollection="get /v1/collections/{name}",
                            AddSources="post /v1/collections/{name}/sources",
                            SearchCollection="get /v1/collections/{name}/search",
                            AnalyzeCollection="post /v1/collections/{name}/analyze",
-                           DeleteCollection="delete /v1/collections/{name}")),
+                           DeleteCollection="delete /v1/collections/{name}"), scope="write"),
     Operation("get", "/v1/collections/{name}", "A collection and a page of its pictures (or of those that failed)",
-              CollectionView, query=PictureQuery, errors=(400, 404)),
+              CollectionView, query=PictureQuery, errors=(400, 404), scope="read"),
     Operation("delete", "/v1/collections/{name}", "Delete a collection (the pictures' embeddings stay)", CollectionAnswer,
-              errors=(400, 401, 403, 404), auth=True),
+              errors=(400, 401, 403, 404), scope="write"),
     Operation("post", "/v1/collections/{name}/sources", "Add sources by URL: a background job (202)", JobAnswer, 202,
-              json=AddUrlSources, errors=(400, 401, 403, 404, 413), auth=True,
+              json=AddUrlSources, errors=(400, 401, 403, 404, 413),
               links=(*_links("job_id", "$response.body#/job/id", ShowJob="get /v1/jobs/{job_id}"),
-                     *_links("name", "$request.path.name", ShowCollection="get /v1/collections/{name}"))),
-    Operation("get", "/v1/jobs/{job_id}", "A job's progress, counts and errors", JobAnswer, errors=(404,)),
+                     *_links("name", "$request.path.name", ShowCollection="get /v1/collections/{name}")), scope="write"),
+    Operation("get", "/v1/jobs/{job_id}", "A job's progress, counts and errors", JobAnswer, errors=(404,), scope="read"),
     Operation("get", "/v1/collections/{name}/search", "The collection's pictures closest to a phrase", SearchAnswer,
-              query=SearchQuery, errors=(400, 404, 409)),
+              query=SearchQuery, errors=(400, 404, 409), scope="read"),
     Operation("post", "/v1/collections/{name}/analyze", "Score every stored picture; rows streamed as JSON Lines",
-              AnalysisRow, json=AnalyzeCollection, errors=(400, 404, 409, 413, 422), body_optional=True, lines=True),
+              AnalysisRow, json=AnalyzeCollection, errors=(400, 404, 409, 413, 422), body_optional=True, lines=True, scope="analyze"),
 )
 _EXPLORE = (
     Operation("get", "/v1/collections/{name}/map", "The collection's 2-D map (UMAP); 202 with the job while the first "
               "is computed, the older layout with the job while a newer one is (format=arrow: Arrow IPC)", MapAnswer,
-              query=MapQuery, errors=(400, 404, 409), media=("application/vnd.apache.arrow.stream",), also=(202,)),
+              query=MapQuery, errors=(400, 404, 409), media=("application/vnd.apache.arrow.stream",), also=(202,), scope="read"),
     Operation("get", "/v1/collections/{name}/scores", "Each picture's best phrase of a vocabulary and its probability, and "
               "a phrase's probability within it (columns, in the map's order; `where` filters)", ScoresAnswer,
-              query=ScoresQuery, errors=(400, 404, 409, 422)),
+              query=ScoresQuery, errors=(400, 404, 409, 422), scope="read"),
     Operation("get", "/v1/collections/{name}/facets", "How many pictures have each phrase of a vocabulary as their best "
-              "(`where` filters)", FacetsAnswer, query=FacetsQuery, errors=(400, 404, 409, 422)),
+              "(`where` filters)", FacetsAnswer, query=FacetsQuery, errors=(400, 404, 409, 422), scope="read"),
     Operation("get", "/v1/collections/{name}/pictures/{sha256}", "A picture's record: source, ids, metadata, size, "
               "IIIF service and manifest; with vocabularies, its best phrases of each", PictureRecord, query=PictureRecordQuery,
-              errors=(400, 404, 409, 422)),
+              errors=(400, 404, 409, 422), scope="read"),
     Operation("post", "/v1/collections/{name}/search", "The collection's pictures closest to a picture sent",
-              SearchAnswer, multipart=SearchForm, errors=(400, 404, 409, 413, 503)),
+              SearchAnswer, multipart=SearchForm, errors=(400, 404, 409, 413, 503), scope="analyze"),
     Operation("get", "/v1/collections/{name}/pictures/{sha256}/thumbnail", "The picture's thumbnail (256 px; ETag: "
-              "its hash)", None, errors=(404,), media=("image/webp", "image/jpeg")),
+              "its hash)", None, errors=(404,), media=("image/webp", "image/jpeg"), scope="read"),
 )
-ALL_OPERATIONS: tuple[Operation, ...] = (*OPERATIONS, *_COLLECTIONS, *_EXPLORE)
+
+_ACCESS = (
+    Operation("get", "/v1/keys", "Every API key: its scopes, grants, expiry and last use (never a secret)", KeyList,
+              scope="admin"),
+    Operation("post", "/v1/keys", "Create an API key: the answer holds its secret, once", KeyCreated, 201, json=CreateKey,
+              errors=(400, 409, 413), scope="admin",
+              links=_links("name", "$response.body#/key/name", RevokeKey="delete /v1/keys/{name}")),
+    Operation("delete", "/v1/keys/{name}", "Revoke an API key: refused from now on", KeyAnswer, errors=(404,), scope="admin"),
+    Operation("get", "/v1/audit", "The writes accepted, oldest first, with the key that made each", AuditList,
+              query=AuditQuery, errors=(400,), scope="admin"),
+)
+ALL_OPERATIONS: tuple[Operation, ...] = (*OPERATIONS, *_COLLECTIONS, *_EXPLORE, *_ACCESS)
 
 _REF = "#/components/schemas/{model}"
 # Each multipart `image` part: a picture, sent as a file part (a part without a filename is text to the server).
@@ -217,7 +246,7 @@ def _operation(op: Operation) -> dict[str, Any]:
     out: dict[str, Any] = {"summary": op.summary, "operationId": _operation_id(op.method, op.path)}
     params: list[dict[str, Any]] = []
     if "{name}" in op.path:
-        what = "Collection" if op.path.startswith("/v1/collections") else "Vocabulary"
+        what = {"/v1/collections": "Collection", "/v1/keys": "Key"}.get(op.path[:op.path.index("/{name}")], "Vocabulary")
         params.append({"name": "name", "in": "path", "required": True,
                        "schema": {"type": "string", "pattern": NAME_PATTERN}, "description": f"{what} name"})
     if "{job_id}" in op.path:
@@ -229,7 +258,8 @@ def _operation(op: Operation) -> dict[str, Any]:
     if op.query is not None:
         schema = op.query.model_json_schema()
         for key, prop in schema["properties"].items():
-            params.append({"name": key, "in": "query", "required": key in schema.get("required", []), "schema": prop})
+            params.append({"name": key, "in": "query", "required": key in schema.get("required", []),
+                           "schema": _drop_null_defaults(prop)})
     if params:
         out["parameters"] = params
     content: dict[str, Any] = {}
@@ -256,13 +286,36 @@ def _operation(op: Operation) -> dict[str, Any]:
         responses[str(op.status)]["links"] = {
             link.name: {"operationId": _operation_id(*link.target), "parameters": dict(link.parameters)} for link in op.links
         }
-    for status in (*op.errors, 500):
+    for status in (*sorted(set(op.errors) | set(_refusals(op.scope))), 500):
         responses[str(status)] = _json(_ref(ErrorBody), ERRORS.get(status, "Unexpected error (the server log has the details)"))
     responses["default"] = _json(_ref(ErrorBody), "Any other error, in the same shape")
     out["responses"] = responses
-    if op.auth:
-        out["security"] = [{"bearer": []}]
+    if op.scope == "public":
+        out["security"] = []  # no key needed, whatever CLIP_GAZE_ANONYMOUS says
+    elif op.scope is not None:
+        out["security"] = [{"bearer": [op.scope]}]  # a key with this scope (or anyone, if CLIP_GAZE_ANONYMOUS names it)
     return out
+
+
+def _refusals(scope: str | None) -> tuple[int, ...]:
+    """What the access guard may answer before the view (service.guard): a key in the query (400), no or a bad
+    key (401), a key without the scope (403), too many requests (429)."""
+    return (400,) if scope == "public" else (400, 401, 403, 429)
+
+
+def _flask_template(rule: str) -> str:
+    return re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule)
+
+
+@lru_cache(maxsize=1)
+def _by_route() -> dict[tuple[str, str], Operation]:
+    return {(op.path, op.method): op for op in ALL_OPERATIONS}
+
+
+def operation_for(rule: str, method: str) -> Operation | None:
+    """The operation a Flask URL rule (`/v1/collections/<name>`) serves for `method` (HEAD as GET), if documented."""
+    method = "get" if method.upper() == "HEAD" else method.lower()
+    return _by_route().get((_flask_template(rule), method))
 
 
 def _drop_null_defaults(node: Any) -> Any:
@@ -296,6 +349,11 @@ def openapi_document() -> dict[str, Any]:
         "paths": paths,
         "components": {
             "schemas": defs.get("$defs", {}),
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "A token from CLIP_GAZE_API_TOKENS"}},
+            "securitySchemes": {"bearer": {
+                "type": "http", "scheme": "bearer",
+                "description": "An API key (`clip-gaze keys create`, POST /v1/keys) or a token of CLIP_GAZE_API_TOKENS (every "
+                               "scope). Each operation's security requirement names the scope it needs (read, analyze, "
+                               "write, admin; an admin key has them all); callers without a key have the scopes of "
+                               "CLIP_GAZE_ANONYMOUS (by default read and analyze). Never send a key in the query string."}},
         },
     }

@@ -23,12 +23,28 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def check_bind(host: str, settings: Settings) -> None:
-    """With no API token configured, the server listens on loopback only."""
-    if not is_loopback(host) and not settings.api_tokens:
+def check_bind(host: str, settings: Settings, has_key: bool | None = None) -> None:
+    """Beyond loopback, the server listens only where writes are possible for keys alone: with a key set
+    (a CLIP_GAZE_API_TOKENS token, or an active key of the store: `has_key`, read from the store when not
+    given), and with no write scope for anonymous callers (CLIP_GAZE_ANONYMOUS)."""
+    if is_loopback(host):
+        return
+    open_writes = sorted(set(settings.anonymous) & {"write", "admin"})
+    if open_writes:
         raise ClipGazeError(
-            f"refusing to listen on {host} with no CLIP_GAZE_API_TOKENS set: anyone who can reach it could "
-            "change vocabularies. Set CLIP_GAZE_API_TOKENS, or listen on 127.0.0.1",
+            f"refusing to listen on {host} with CLIP_GAZE_ANONYMOUS={','.join(settings.anonymous)}: anyone who can reach "
+            f"it could {' and '.join(open_writes)}. Leave write and admin to keys, or listen on 127.0.0.1",
+            code="insecure_bind",
+        )
+    if has_key is None:
+        from indexer.store.keys import KeyStore
+        from indexer.store.phrase_store import Store
+
+        has_key = bool(settings.api_tokens) or KeyStore(Store(settings.home)).any_active()
+    if not has_key:
+        raise ClipGazeError(
+            f"refusing to listen on {host} with no key set: set CLIP_GAZE_API_TOKENS or create an admin key "
+            "(`clip-gaze keys create admin --scopes admin`), so that writes need one; or listen on 127.0.0.1",
             code="insecure_bind",
         )
 

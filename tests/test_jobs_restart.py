@@ -203,7 +203,7 @@ def test_client_wait_returns_on_interrupted_and_times_out_clearly(engine: Engine
     collections.create(parse(CreateCollection, {"name": "museum"}))
     held = engine.images.create_job("add_sources", "museum", '{"sources": []}', process_owner(), time.time() + 600)
     app = create_app(Settings.from_env(), engine=engine)
-    app.extensions["clip_gaze"]._collections = collections
+    app.extensions["clip_gaze"]._collections[app.extensions["clip_gaze"].models.default] = collections
     server = make_server("127.0.0.1", 0, app, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:

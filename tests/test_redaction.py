@@ -77,9 +77,15 @@ def _text(resp) -> str:
     return resp.get_data(as_text=True)
 
 
-@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}])
-def test_a_reader_without_write_access_sees_no_folder_of_the_server(museum, headers):
-    client, folders, _ = museum
+@pytest.mark.parametrize("reader", ["anonymous", "read-key"])
+def test_a_reader_without_write_access_sees_no_folder_of_the_server(museum, reader):
+    """Anonymous, or with a key of the read and analyze scopes (a wrong key is refused: 401, tests/test_access.py)."""
+    client, folders, engine = museum
+    headers = {}
+    if reader == "read-key":
+        from indexer.store.keys import KeyStore
+
+        headers = {"Authorization": "Bearer " + KeyStore(engine.store).create("reader", ["read", "analyze"])[1]}
     secret = str(folders.parent)
     pictures = client.get("/v1/collections/museum", headers=headers).get_json()["pictures"]
     assert sorted(p["source"] for p in pictures) == ["scans/red-circle.png", "scans/room-2/blue-square.png"]

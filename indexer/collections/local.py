@@ -72,10 +72,11 @@ class Collections:
     @staticmethod
     def _info(row: CollectionRow) -> CollectionInfo:
         return CollectionInfo(name=row.name, description=row.description, size=row.size, failed=row.failed,
-                              version=row.version, created_at=row.created_at, updated_at=row.updated_at)
+                              version=row.version, created_at=row.created_at, updated_at=row.updated_at,
+                              private=row.private)
 
     def create(self, request: CreateCollection) -> CollectionInfo:
-        return self._info(self.images.create(request.name, request.description))
+        return self._info(self.images.create(request.name, request.description, request.private))
 
     def all(self) -> list[CollectionInfo]:
         return [self._info(r) for r in self.images.all()]

@@ -12,7 +12,6 @@ import numpy.typing as npt
 
 from ..errors import InvalidInput, NotFound, NotIndexed
 from ..scoring.kernels import cosines
-from ..schema.collections import JobInfo
 from ..schema.explore import Facet, FacetsAnswer, MapAnswer, PictureRecord, ScoresAnswer, Thumbnail
 from ..store.image_store import CollectionRow
 from ..store.thumbnails import ThumbnailStore

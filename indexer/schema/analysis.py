@@ -25,6 +25,7 @@ from .fields import (
     Base64Image,
     ImageUrl,
     Images,
+    ModelName,
     Name,
     NotNull,
     Phrase,
@@ -53,10 +54,29 @@ class ModelInfo(Answer):
         return {k: v for k, v in data.items() if v is not None or k == "preset"}
 
 
+class ServedModel(Answer):
+    """A model a server serves (CLIP_GAZE_MODELS): how requests name it, whether it is loaded, what it costs."""
+
+    name: str = Field(description="How a request names it (its `model` field)")
+    default: bool = Field(description="The model of requests that name none")
+    state: Literal["not_loaded", "loaded", "error"] = Field(
+        description="not_loaded: loads on its first request (or at start with `serve --preload`)")
+    model: ModelInfo
+    memory_mb: float | None = Field(
+        None, description="How much the process's resident memory grew while it loaded (loads are measured one at a "
+                          "time; the first model loaded also carries its runtime's import); null until loaded")
+    weights_mb: float | None = Field(None, description="The bytes of its weights (torch: parameters and buffers; ONNX "
+                                                       "Runtime: the export's files), in MB; null until loaded")
+    load_seconds: float | None = Field(None, description="How long it took to load; null until loaded")
+    error: str | None = Field(None, description="Why it could not be loaded (state error)")
+
+
 class ModelsAnswer(Answer):
     ok: Literal[True] = True
     model: ModelInfo = Field(description="The model this server uses")
     models: list[ModelInfo] = Field(description="The presets")
+    served: list[ServedModel] = Field([], description="The models this server serves, the default first (a request's "
+                                                      "`model` names one); empty outside a server")
 
 
 # -- analysis ---------------------------------------------------------------------------------------
@@ -158,6 +178,9 @@ Vocabularies = Annotated[
 FormVocabularies = Annotated[str, Field(pattern=VOCABULARIES_PATTERN, description="Comma-separated names; the default set if absent")]
 
 
+RequestModel = Annotated[ModelName | SkipJsonSchema[None], NotNull]  # a request's `model`: the default if absent
+
+
 RelativeTo = Annotated[Name | SkipJsonSchema[None], NotNull, Field(
     description="A collection: each phrase's score set against how it scores across that collection's pictures "
                 "(hub phrases stop dominating)")]
@@ -172,6 +195,7 @@ class AnalyzeJson(Request):
     vocabularies: Vocabularies = None
     relative_to: RelativeTo = None
     top_k: TopK = DEFAULT_TOP_K
+    model: RequestModel = None
 
     @model_validator(mode="after")
     def _image(self) -> "AnalyzeJson":
@@ -187,6 +211,7 @@ class AnalyzeForm(Request):
     vocabularies: FormVocabularies = ""
     relative_to: RelativeTo = None
     top_k: TopK = DEFAULT_TOP_K
+    model: RequestModel = None
 
     @model_validator(mode="after")
     def _image(self) -> "AnalyzeForm":
@@ -200,6 +225,7 @@ class BatchJson(Request):
     vocabularies: Vocabularies = None
     relative_to: RelativeTo = None
     top_k: TopK = DEFAULT_TOP_K
+    model: RequestModel = None
 
     @model_validator(mode="after")
     def _image(self) -> "BatchJson":
@@ -213,6 +239,7 @@ class BatchForm(Request):
     vocabularies: FormVocabularies = ""
     relative_to: RelativeTo = None
     top_k: TopK = DEFAULT_TOP_K
+    model: RequestModel = None
 
     @model_validator(mode="after")
     def _image(self) -> "BatchForm":
@@ -240,6 +267,7 @@ class CompareJson(Request):
     image_base64: Annotated[Base64Image | SkipJsonSchema[None], NotNull] = None
     image_url: Annotated[ImageUrl | SkipJsonSchema[None], NotNull] = None
     phrases: ComparePhrases
+    model: RequestModel = None
 
     @model_validator(mode="after")
     def _image(self) -> "CompareJson":
@@ -266,6 +294,7 @@ class CompareForm(Request):
     image: UploadedImage | SkipJsonSchema[None] = None
     image_url: ImageUrl | SkipJsonSchema[None] = None
     phrases: FormPhrases
+    model: RequestModel = None
 
     @model_validator(mode="after")
     def _image(self) -> "CompareForm":
@@ -303,6 +332,6 @@ __all__ = [
     "Analysis", "AnalyzeForm", "AnalyzeJson", "BatchAnswer", "BatchFailure", "BatchForm", "BatchItem", "BatchJson",
     "CompareForm", "CompareJson", "ComparePhrases", "DEFAULT_HUB_METHOD", "FormPhrases", "FormVocabularies", "HUB_METHODS",
     "HubMethod", "ImageInfo", "Match", "ModelInfo",
-    "ModelsAnswer", "NOT_BLANK_PATTERN", "RelativeInfo", "RelativeTo", "Vocabularies", "VocabularyResult",
+    "ModelsAnswer", "NOT_BLANK_PATTERN", "ServedModel", "RelativeInfo", "RelativeTo", "RequestModel", "Vocabularies", "VocabularyResult",
     "compare_phrases", "compare_phrases_json", "form_phrases",
 ]

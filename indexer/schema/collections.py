@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field
 from pydantic_core import PydanticCustomError
 
-from .analysis import ModelInfo, RelativeTo, Vocabularies
+from .analysis import ModelInfo, RelativeTo, RequestModel, Vocabularies
 from .fields import Name
 from .fields import (
     DEFAULT_PAGE_SIZE,
@@ -35,6 +35,8 @@ Source = Annotated[str, TextRule("source", MAX_SOURCE_CHARS, "invalid_source",
 class CreateCollection(Request):
     name: CollectionName
     description: Description = ""
+    private: bool = Field(False, description="Seen only by keys granted it (and admin keys): to everyone else, as if "
+                                             "it did not exist")
 
 
 class AddSources(Request):
@@ -66,6 +68,7 @@ class AnalyzeCollection(Request):
     vocabularies: Vocabularies = None
     top_k: TopK = DEFAULT_TOP_K
     relative_to: RelativeTo = None
+    model: RequestModel = None
 
 
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="A stored picture, by the sha256 of its content")]
@@ -100,6 +103,7 @@ class SearchQuery(Request):
     min_cosine: Cosine | None = None
     min_probability: Probability | None = None
     vocabulary: Name | None = None
+    model: RequestModel = None
 
 
 class SearchForm(Request):
@@ -109,6 +113,7 @@ class SearchForm(Request):
     image: Annotated[bytes, Field(description="JPEG, PNG, WebP, GIF (first frame), TIFF or BMP")]
     top_k: TopK = DEFAULT_TOP_K
     min_cosine: Cosine | None = None
+    model: RequestModel = None
 
 
 class CollectionInfo(Answer):
@@ -119,6 +124,7 @@ class CollectionInfo(Answer):
     version: int
     created_at: str
     updated_at: str
+    private: bool = Field(False, description="Seen only by keys granted it (and admin keys)")
 
 
 class PictureInfo(Answer):

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, model_serializer
 from pydantic.json_schema import SkipJsonSchema
 
-from .analysis import Analysis, ComparePhrases, FormPhrases, FormVocabularies, Match, Vocabularies, VocabularyResult
+from .analysis import Analysis, ComparePhrases, RequestModel, FormPhrases, FormVocabularies, Match, Vocabularies, VocabularyResult
 from .fields import Answer, Base64Image, NotNull, Phrase, Request, UploadedImage, integral
 
 MAX_EXPLAIN_TOP_K = 50
@@ -47,6 +47,7 @@ class ExplainJson(Request):
                        Field(description="Ad-hoc phrases: a softmax over exactly these (results key 'compare')")] = None
     versus: Versus = None
     top_k: ExplainTopK = DEFAULT_EXPLAIN_TOP_K
+    model: RequestModel = None
 
 
 class ExplainForm(Request):
@@ -57,6 +58,7 @@ class ExplainForm(Request):
     phrases: Annotated[FormPhrases | SkipJsonSchema[None], NotNull] = None
     versus: Versus = None
     top_k: ExplainTopK = DEFAULT_EXPLAIN_TOP_K
+    model: RequestModel = None
 
 
 class ExplainQuery(Request):

@@ -10,7 +10,7 @@ from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 from pydantic.json_schema import SkipJsonSchema
 
-from .analysis import ModelInfo, RelativeTo, Vocabularies
+from .analysis import ModelInfo, RelativeTo, RequestModel, Vocabularies
 from .collections import JobInfo
 from .fields import Answer, Name, NotNull, Phrase, Request, TopK
 
@@ -37,6 +37,7 @@ Where = Annotated[str | SkipJsonSchema[None], NotNull, Field(
 
 class MapQuery(Request):
     format: Literal["json", "arrow"] = "json"
+    model: RequestModel = None
 
 
 class MapPoint(Answer):
@@ -67,6 +68,7 @@ class ScoresQuery(Request):
     phrase: Phrase | SkipJsonSchema[None] = None
     relative_to: RelativeTo = None
     where: Where = None
+    model: RequestModel = None
 
 
 class FacetsQuery(Request):
@@ -77,6 +79,7 @@ class FacetsQuery(Request):
     relative_to: RelativeTo = None
     where: Where = None
     limit: Annotated[int, Field(ge=1, le=10_000)] = 1000
+    model: RequestModel = None
 
     @model_validator(mode="after")
     def _one(self) -> "FacetsQuery":
@@ -146,6 +149,7 @@ class PictureRecord(Answer):
 class PictureRecordQuery(Request):
     vocabularies: Vocabularies = None
     top_k: TopK = 5
+    model: RequestModel = None
 
 
 __all__ = ["Facet", "FacetsAnswer", "FacetsQuery", "MapAnswer", "MapPoint", "MapQuery", "PictureRecordQuery", "PictureRecord", "ScoresAnswer",

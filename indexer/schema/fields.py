@@ -48,6 +48,7 @@ MAX_TEMPLATES = 8
 MAX_EXTERNAL_ID_CHARS = 200
 MAX_METADATA_BYTES = 4096
 MAX_DESCRIPTION_CHARS = 1000
+MAX_MODEL_CHARS = 300
 
 NAME_PATTERN = rf"^[a-z0-9][a-z0-9_-]{{0,{MAX_NAME_CHARS - 1}}}$"
 _NAME = NAME_PATTERN[1:-1]
@@ -159,6 +160,7 @@ def _check_template(value: str) -> str:
 _NAME_SCHEMA = WithJsonSchema({"type": "string", "pattern": NAME_PATTERN, "description": "lowercase letters, digits, '-' and '_'"})
 Name = Annotated[str, AfterValidator(_name_rule("vocabulary")), _NAME_SCHEMA]  # a vocabulary's
 CollectionName = Annotated[str, AfterValidator(_name_rule("collection")), _NAME_SCHEMA]  # the same rule, said of a collection
+KeyName = Annotated[str, AfterValidator(_name_rule("key")), _NAME_SCHEMA]  # an API key's (issue 23)
 Phrase = Annotated[str, TextRule("phrase", MAX_PHRASE_CHARS, "invalid_phrase", "Text given to CLIP")]
 Term = Annotated[str, TextRule("term", MAX_PHRASE_CHARS, "invalid_phrase", "A vocabulary term (a template turns it into phrases)")]
 Template = Annotated[
@@ -168,6 +170,10 @@ Template = Annotated[
     AfterValidator(_check_template),
 ]
 Description = Annotated[str, TextRule("description", MAX_DESCRIPTION_CHARS, "invalid_input", "What the list is", allow_empty=True)]
+ModelName = Annotated[str, TextRule(
+    "model", MAX_MODEL_CHARS, "invalid_input",
+    "A model this server serves, as GET /v1/models lists it (a preset, ARCH:PRETRAINED, or ARCH:file-name of a "
+    "checkpoint); the server's default model if absent. Unknown: 404 unknown_model")]
 
 
 def integral(value: Any) -> Any:
@@ -419,9 +425,9 @@ def split_vocabularies(value: str | list[str] | None) -> list[str] | None:
 __all__ = [
     "MAX_TOP_K", "DEFAULT_TOP_K", "MAX_PHRASES_PER_WRITE", "MAX_COMPARE_PHRASES", "MAX_BATCH_IMAGES", "MAX_PAGE_SIZE",
     "DEFAULT_PAGE_SIZE", "MAX_OFFSET", "MAX_NAME_CHARS", "MAX_PHRASE_CHARS", "MAX_TEMPLATE_CHARS", "MAX_TEMPLATES",
-    "MAX_EXTERNAL_ID_CHARS", "MAX_METADATA_BYTES", "MAX_DESCRIPTION_CHARS", "MAX_EXTERNAL_ID_INT", "MIN_EXTERNAL_ID_INT",
+    "MAX_EXTERNAL_ID_CHARS", "MAX_METADATA_BYTES", "MAX_DESCRIPTION_CHARS", "MAX_MODEL_CHARS", "MAX_EXTERNAL_ID_INT", "MIN_EXTERNAL_ID_INT",
     "MAX_URL_CHARS", "BASE64_PATTERN", "NAME_PATTERN", "VOCABULARIES_PATTERN", "TEXT_PATTERN", "TEMPLATE_PATTERN", "URL_PATTERN",
-    "Answer", "Base64Image", "CollectionName", "Description", "ExternalId", "ImageUrl", "Images", "Metadata", "Name", "NotNull", "Phrase",
+    "Answer", "Base64Image", "CollectionName", "KeyName", "Description", "ExternalId", "ImageUrl", "Images", "Metadata", "ModelName", "Name", "NotNull", "Phrase",
     "Request", "Template", "Term", "TextRule", "TopK", "UploadedImage",
     "check_text", "integral", "invalid", "parse", "parse_json", "parse_name", "parse_collection_name",
     "split_vocabularies",

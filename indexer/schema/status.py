@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field
 
+from .analysis import ServedModel
 from .fields import Answer
 
 
@@ -31,6 +32,8 @@ class Health(Answer):
     error: str | None = None
     batching: Batching
     backends: Backends | None = Field(None, description="What runs the model; null until it is loaded")
+    models: list[ServedModel] = Field([], description="Every model served (CLIP_GAZE_MODELS), the default first: its "
+                                                     "state and the memory it costs")
 
 
 class IndexReport(Answer):

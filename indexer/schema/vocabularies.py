@@ -50,6 +50,8 @@ class CreateVocabulary(Request):
         NotNull,
     ] = None
     phrases: Annotated[list[PhraseEntry], NotNull, Field(max_length=MAX_PHRASES_PER_WRITE)] = []
+    private: Annotated[bool, NotNull] = Field(False, description="Seen only by keys granted it (and admin keys): to "
+                                                                 "everyone else, as if it did not exist")
 
     @model_validator(mode="after")
     def _one_template_field(self) -> "CreateVocabulary":
@@ -101,6 +103,7 @@ class Vocabulary(Answer):
     source: str | None = None
     licence: str | None = None
     default: bool = Field(False, description="In the default set, used when no vocabulary is named")
+    private: bool = Field(False, description="Seen only by keys granted it (and admin keys)")
 
 
 class VocabularyList(Answer):

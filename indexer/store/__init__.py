@@ -7,4 +7,6 @@
   thumbnails    `ThumbnailStore`: each picture's thumbnail, keyed by its content
   maps          `MapStore`: each collection's latest 2-D layout per model, and the job computing the next
   index_files   `IndexFiles`: one FAISS index per model and vocabulary version, written atomically
+  keys          `KeyStore`: API keys with scopes and grants, their secrets only as hashes
+  audit         `Audit`: the trail of writes, with the key that made each
 """

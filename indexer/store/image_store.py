@@ -34,6 +34,18 @@ class CollectionRow:
     failed: int  # pictures that could not be read (with their reasons)
     created_at: str
     updated_at: str
+    private: bool = False  # seen only by keys granted it (issue 23)
+
+
+def unknown_collection(name: str) -> NotFound:
+    """What asking for a collection that is not there answers (and, to a caller not granted it, a private one)."""
+    return NotFound(f"no collection named {name!r} (see `clip-gaze collection show` or GET /v1/collections)",
+                    code="unknown_collection")
+
+
+def unknown_job(job_id: str) -> NotFound:
+    """What asking for a job that is not there answers (and for one of a collection the caller may not see)."""
+    return NotFound(f"no job {job_id!r}", code="unknown_job")
 
 
 @dataclass(frozen=True)
@@ -83,7 +95,8 @@ class ImageStore:
     # -- collections ----------------------------------------------------------------------------
     def _row(self, r: Any) -> CollectionRow:
         return CollectionRow(id=r["id"], name=r["name"], description=r["description"], version=r["version"],
-                             size=r["size"] or 0, failed=r["failed"] or 0, created_at=r["created_at"], updated_at=r["updated_at"])
+                             size=r["size"] or 0, failed=r["failed"] or 0, created_at=r["created_at"], updated_at=r["updated_at"],
+                             private=bool(r["private"]))
 
     _SELECT = (
         "SELECT c.*, (SELECT count(*) FROM collection_images i WHERE i.collection_id = c.id AND i.sha256 IS NOT NULL) AS size, "
@@ -110,17 +123,21 @@ class ImageStore:
     def get(self, name: str) -> CollectionRow:
         row = self.find(name)
         if row is None:
-            raise NotFound(f"no collection named {name!r} (see `clip-gaze collection show` or GET /v1/collections)",
-                           code="unknown_collection")
+            raise unknown_collection(name)
         return row
 
-    def create(self, name: str, description: str = "") -> CollectionRow:
+    def private(self, name: str) -> bool | None:
+        """Whether collection `name` is private (None: there is none): one lookup on its unique name."""
+        found = self.db.execute("SELECT private FROM collections WHERE name = ?", [name]).fetchone()
+        return bool(found[0]) if found else None
+
+    def create(self, name: str, description: str = "", private: bool = False) -> CollectionRow:
         with self.store.transaction() as db:
             if list(db.query("SELECT id FROM collections WHERE name = ?", [name])):
                 raise Conflict(f"a collection named {name!r} already exists", code="collection_exists")
             now = timestamp()
-            db.execute("INSERT INTO collections (name, description, version, created_at, updated_at) VALUES (?, ?, 1, ?, ?)",
-                       [name, description, now, now])
+            db.execute("INSERT INTO collections (name, description, version, created_at, updated_at, private) "
+                       "VALUES (?, ?, 1, ?, ?, ?)", [name, description, now, now, int(private)])
         return self.get(name)
 
     def delete(self, name: str) -> CollectionRow:
@@ -366,7 +383,7 @@ class ImageStore:
     def job(self, job_id: str) -> dict[str, Any]:
         rows = list(self.db.query("SELECT * FROM jobs WHERE id = ?", [job_id]))
         if not rows:
-            raise NotFound(f"no job {job_id!r}", code="unknown_job")
+            raise unknown_job(job_id)
         return rows[0]
 
 

@@ -169,6 +169,41 @@ def _m005(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations(name="008_keys_audit")
+def _m008(db: sqlite_utils.Database) -> None:
+    """Access (issue 23): API keys (only a hash of each secret, looked up by the secret's public id), the
+    audit trail of writes, and private collections and vocabularies (seen only by keys granted them)."""
+    _run_statements(
+        db,
+        """
+        CREATE TABLE api_keys (
+            name TEXT PRIMARY KEY,
+            key_id TEXT NOT NULL UNIQUE,
+            secret_hash TEXT NOT NULL,
+            scopes TEXT NOT NULL,
+            collections TEXT,
+            vocabularies TEXT,
+            created_at TEXT NOT NULL,
+            expires_at TEXT,
+            last_used_at TEXT,
+            revoked_at TEXT
+        ) WITHOUT ROWID;
+        CREATE TABLE audit (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            at TEXT NOT NULL,
+            key TEXT NOT NULL,
+            address TEXT,
+            method TEXT NOT NULL,
+            path TEXT NOT NULL,
+            status INTEGER NOT NULL
+        );
+        CREATE INDEX audit_by_time ON audit (at);
+        ALTER TABLE collections ADD COLUMN private INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE vocabularies ADD COLUMN private INTEGER NOT NULL DEFAULT 0
+        """,
+    )
+
+
 def _run_statements(db: sqlite_utils.Database, script: str) -> None:
     """Statement by statement: executescript would COMMIT the migration's transaction."""
     for statement in script.split(";"):

@@ -40,6 +40,7 @@ class VocabularyRow:
     licence: str | None
     version: int
     size: int
+    private: bool = False  # seen only by keys granted it (issue 23)
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,7 @@ class Store:
         return VocabularyRow(
             id=r["id"], name=r["name"], description=r["description"], templates=tuple(json.loads(r["templates"])),
             builtin=bool(r["builtin"]), source=r["source"], licence=r["licence"], version=r["version"], size=size,
+            private=bool(r["private"]),
         )
 
     def list_vocabularies(self) -> list[VocabularyRow]:
@@ -129,6 +131,10 @@ class Store:
         if row is None:
             raise NotFound(f"no vocabulary named {name!r} (see `clip-gaze vocab list`)", code="unknown_vocabulary")
         return row
+
+    def private_vocabularies(self) -> set[str]:
+        """Names of the private vocabularies (few, and read per request that names vocabularies)."""
+        return {r[0] for r in self.db.execute("SELECT name FROM vocabularies WHERE private = 1")}
 
     def versions(self) -> dict[str, tuple[int, int]]:
         """name → (id, version) of every vocabulary: one cheap query, for refreshing caches."""
@@ -196,6 +202,7 @@ class Store:
         phrases: Sequence[PhraseSpec] = (),
         model_key: str | None = None,
         embeddings: npt.NDArray[np.float32] | None = None,
+        private: bool = False,
     ) -> WriteResult:
         """Create a custom vocabulary with its phrases (and their embeddings): one transaction, version 1."""
         with self.transaction() as db:
@@ -204,7 +211,7 @@ class Store:
             now = timestamp()
             vid = db.table("vocabularies").insert(
                 {"name": name, "description": description, "templates": json.dumps(list(templates)),
-                 "builtin": 0, "version": 1, "created_at": now, "updated_at": now}
+                 "builtin": 0, "version": 1, "created_at": now, "updated_at": now, "private": int(private)}
             ).last_pk
             assert vid is not None
             added = self._insert_phrases(db, int(vid), phrases, model_key, embeddings)

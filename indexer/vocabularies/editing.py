@@ -39,7 +39,8 @@ class Editor:
         if self.store.find_vocabulary(name) is not None:  # fail before embedding; the write checks again
             raise Conflict(f"a vocabulary named {name!r} already exists", code="vocabulary_exists")
         vectors = self.embedder.lookup([s.phrase for s in specs])  # before the write: a model failure stores nothing
-        result = self.store.create_vocabulary(name, templates, request.description or "", specs, self.model_key, vectors)
+        result = self.store.create_vocabulary(name, templates, request.description or "", specs, self.model_key, vectors,
+                                              private=request.private)
         self.indexes.refresh(name)
         return self._write_answer(result)
 

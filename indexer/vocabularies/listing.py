@@ -12,6 +12,15 @@ from ..schema import PageQuery, PhraseRow, Vocabulary, VocabularyPage
 from ..store.phrase_store import Store, VocabularyRow
 
 
+def unknown_vocabularies(names: Sequence[str]) -> NotFound:
+    """What naming vocabularies that are not there answers (and, to a caller not granted them, private ones)."""
+    return NotFound(
+        f"unknown vocabular{'y' if len(names) == 1 else 'ies'}: {', '.join(names)} "
+        "(see `clip-gaze vocab list` or GET /v1/vocabularies)",
+        code="unknown_vocabulary",
+    )
+
+
 def sync_builtins(store: Store, names: Sequence[str]) -> list[str]:
     """Bring the named built-in vocabularies into the store (no model needed). Returns those that changed."""
     cat = catalog()
@@ -40,11 +49,7 @@ class Listing:
             known = self.store.versions()
         unknown = [n for n in wanted if n not in known]
         if unknown:
-            raise NotFound(
-                f"unknown vocabular{'y' if len(unknown) == 1 else 'ies'}: {', '.join(unknown)} "
-                "(see `clip-gaze vocab list` or GET /v1/vocabularies)",
-                code="unknown_vocabulary",
-            )
+            raise unknown_vocabularies(unknown)
         return wanted
 
     @staticmethod
@@ -52,7 +57,7 @@ class Listing:
         return Vocabulary(
             name=row.name, size=row.size, builtin=row.builtin, templates=list(row.templates),
             description=row.description, version=row.version, source=row.source, licence=row.licence,
-            default=row.name in catalog().default,
+            default=row.name in catalog().default, private=row.private,
         )
 
     def all(self) -> list[Vocabulary]:
@@ -72,4 +77,4 @@ class Listing:
         return VocabularyPage(vocabulary=vocabulary, phrases=[PhraseRow(**r) for r in rows], next_offset=next_offset)
 
 
-__all__ = ["Listing", "sync_builtins"]
+__all__ = ["Listing", "sync_builtins", "unknown_vocabularies"]
