@@ -248,11 +248,14 @@ from .cli_collection import collection  # noqa: E402  (registered below)
 from .cli_explore import map_command  # noqa: E402
 from .cli_evaluate import evaluate  # noqa: E402
 from .cli_explain import explain  # noqa: E402
+from .cli_interop import annotations_command, review  # noqa: E402
 from .cli_vocab import vocab  # noqa: E402
 
 cli.add_command(vocab)
 collection.add_command(map_command)
 cli.add_command(collection)
+collection.add_command(annotations_command)
+collection.add_command(review)
 cli.add_command(evaluate)
 cli.add_command(explain)
 

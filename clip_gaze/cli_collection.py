@@ -180,20 +180,26 @@ def show(name: str | None, errors: bool, offset: int, limit: int, as_json: bool)
 @ENGINE_OPTION
 @RAY_ADDRESS_OPTION
 @RELATIVE_OPTION
+@click.option("--layout", type=click.Choice(["long", "wide"]), default="long", show_default=True,
+              help="long: a row per picture and match; wide: a .csv with a row per picture, each vocabulary's top term, "
+                   "probability, phrase external id and verdict in columns.")
 @domain_errors
 def analyze(name: str, vocab: tuple[str, ...], top_k: int, out: str, model: str | None, engine: str,
-            ray_address: str | None, relative_to: str | None) -> None:
+            ray_address: str | None, relative_to: str | None, layout: str) -> None:
     """Score every picture of NAME against vocabularies from the stored embeddings (nothing is encoded).
 
     Writes one row per picture and match: external_id, source, sha256, vocabulary, softmax_over,
     rank, phrase, term, probability, cosine, logit, phrase_external_id.
 
     With --engine ray, chunks of pictures are scored in Ray tasks and this process writes the rows.
+    With --layout wide, one row per picture: external_id, source, then for each vocabulary its top
+    term, probability, phrase external id and a person's verdict (a .csv, safe to open in a spreadsheet).
 
     \b
     Examples:
         clip-gaze collection analyze paintings --vocab movements,artists-prevalence -k 3 --out scores.parquet
         clip-gaze collection analyze paintings --vocab ci-flavors --out flavors.parquet --engine ray
+        clip-gaze collection analyze paintings --vocab movements,surfaces --layout wide --out objects.csv
     """
     import time
 
@@ -203,6 +209,15 @@ def analyze(name: str, vocab: tuple[str, ...], top_k: int, out: str, model: str 
     on_ray = _ray_engine(engine, ray_address)
     if on_ray is not None and relative_to is not None:
         raise click.UsageError("--relative-to is not available with --engine ray yet: use the local engine")
+    if layout == "wide":
+        if on_ray is not None or relative_to is not None:
+            raise click.UsageError("--layout wide goes with the local engine and without --relative-to")
+        from indexer.interop.wide import write_wide
+
+        t0 = time.perf_counter()
+        count = write_wide(make_collections(model), name, split_vocabs(vocab), out)
+        say(f"{out}: {count:,} pictures ({time.perf_counter() - t0:.1f} s)", err=not sys.stdout.isatty())
+        return
     check_output(out)
     collections = make_collections(model)
     t0 = time.perf_counter()

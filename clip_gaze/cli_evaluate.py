@@ -56,7 +56,9 @@ def format_evaluation(ev: Any) -> str:
 
 
 @click.command("evaluate")
-@click.argument("labels", type=click.Path(dir_okay=False, path_type=str))
+@click.argument("labels", required=False, type=click.Path(dir_okay=False, path_type=str))
+@click.option("--from-reviews", "from_reviews", metavar="COLLECTION",
+              help="Instead of LABELS: the terms people accepted for this collection's pictures (`collection review`).")
 @click.option("--vocab", "-v", "vocab", required=True, help="The vocabulary whose terms the labels are.")
 @click.option("--relative-to", "relative_to", help="A collection to set each phrase's scores against (the hub correction); "
               "the figures are given with and without it.")
@@ -70,7 +72,7 @@ def format_evaluation(ev: Any) -> str:
 @MODEL_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (fields as in the REST answers).")
 @domain_errors
-def evaluate(labels: str, vocab: str, relative_to: str | None, method: str, report_dir: str | None, resamples: int,
+def evaluate(labels: str | None, from_reviews: str | None, vocab: str, relative_to: str | None, method: str, report_dir: str | None, resamples: int,
              seed: int, model: str | None, as_json: bool) -> None:
     """Measure how a vocabulary's answers agree with human LABELS: accuracy, F1, calibration, mAP, Spearman.
 
@@ -86,13 +88,21 @@ def evaluate(labels: str, vocab: str, relative_to: str | None, method: str, repo
         printf 'image,label\\nscans/1.jpg,portrait\\nscans/2.jpg,still life|vanitas\\n' > labels.csv
         clip-gaze evaluate labels.csv --vocab genres --report genres-report/
         clip-gaze evaluate labels.csv --vocab genres --relative-to paintings --json > genres.json
+        clip-gaze evaluate --from-reviews paintings --vocab genres
     """
     from indexer.evaluate.run import evaluate as run
 
     names = [n.strip() for n in vocab.split(",") if n.strip()]
     if len(names) != 1:
         raise click.ClickException("evaluate takes one vocabulary (--vocab NAME)")
+    if (labels is None) == (from_reviews is None):
+        raise click.UsageError("give a LABELS file or --from-reviews COLLECTION (one of them)")
     engine = make_engine(model)
-    answer = run(engine, labels, names[0], relative_to=relative_to.strip() if relative_to else None, method=method,
+    source: Any = labels
+    if from_reviews is not None:
+        from indexer.evaluate.labels import from_reviews as reviewed
+
+        source = reviewed(engine.images, from_reviews.strip(), names[0])
+    answer = run(engine, source, names[0], relative_to=relative_to.strip() if relative_to else None, method=method,
                  resamples=resamples, seed=seed, report_dir=report_dir, progress=None if as_json else _bar)
     say(answer.model_dump_json() if as_json else format_evaluation(answer))

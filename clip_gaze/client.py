@@ -40,6 +40,7 @@ from indexer.schema.collections import (
     JobInfo,
     SearchAnswer,
 )
+from indexer.schema.interop import AnnotationPageDocument, ReviewAnswer, ReviewInfo
 
 ImageArg = Union[str, Path, bytes, Any]  # a path, encoded bytes, or a PIL image
 M = TypeVar("M", bound=BaseModel)
@@ -160,6 +161,32 @@ class Client:
             for line in resp:
                 if line.strip():
                     yield AnalysisRow.model_validate_json(line)
+
+    def annotations(self, name: str, vocabularies: Iterable[str] | None = None, top_k: int | None = None,
+                    min_probability: float | None = None, manifest: str | None = None, regions: bool = False,
+                    canvas: str | None = None) -> dict[str, Any]:
+        """A IIIF Presentation 3 AnnotationPage (JSON-LD, as a dict): of the pictures read from `manifest`,
+        else of those read from no manifest (whose `seeAlso` names the manifests' pages); with `canvas`, of that
+        canvas of `manifest` only."""
+        args: dict[str, Any] = {}
+        if vocabularies is not None:
+            args["vocabularies"] = vocabularies if isinstance(vocabularies, str) else ",".join(vocabularies)
+        for key, value in (("top_k", top_k), ("min_probability", min_probability), ("manifest", manifest), ("canvas", canvas)):
+            if value is not None:
+                args[key] = value
+        if regions:
+            args["regions"] = "true"
+        query = f"?{parse.urlencode(args)}" if args else ""
+        page = self._call(AnnotationPageDocument, "GET", f"/v1/collections/{parse.quote(name)}/annotations{query}")
+        return page.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+    def review(self, name: str, sha256: str, vocabulary: str, phrase: str, verdict: str, note: str | None = None) -> ReviewInfo:
+        """Record a person's verdict (`accepted` or `rejected`) on a term for a picture of collection `name`."""
+        body: dict[str, Any] = {"vocabulary": vocabulary, "phrase": phrase, "verdict": verdict}
+        if note is not None:
+            body["note"] = note
+        path = f"/v1/collections/{parse.quote(name)}/pictures/{parse.quote(sha256)}/review"
+        return self._call(ReviewAnswer, "POST", path, json_body=body).review
 
     def delete_collection(self, name: str) -> CollectionAnswer:
         return self._call(CollectionAnswer, "DELETE", f"/v1/collections/{parse.quote(name)}")

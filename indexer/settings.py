@@ -45,6 +45,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CLIP_GAZE_ANONYMOUS", lambda: "read,analyze", "What a caller without a key may do: comma-separated scopes (read, analyze), or none for a closed deployment where every route but health, the document and the page needs a key."),
     Setting("CLIP_GAZE_RATE_LIMIT", lambda: "0", "Requests per minute one caller (a key, else a client address) may make to each server process; a computing route (analyze, explain, …) counts as 5, a read or write as 1. Beyond it: 429 `rate_limited` with Retry-After. 0: no limit."),
     Setting("CLIP_GAZE_DECODE_MEMORY", lambda: "1024", "Memory, in MB, that the decodes of one process may hold together, each estimated from its size and mode before it starts; a decode that does not fit waits for others to finish."),
+    Setting("CLIP_GAZE_PUBLIC_URL", lambda: "", "The address clients reach the service at (e.g. https://clip-gaze.museum.org), for the ids of annotation pages; empty: the address each request came to, and for the CLI http://127.0.0.1:8000."),
 )
 
 @dataclass(frozen=True)
@@ -73,6 +74,7 @@ class Settings:
     rate_limit: int = 0  # requests (cost units) per minute per caller and process; 0: none
     models: tuple[str, ...] = ()  # every model served, the default (`model`) first
     serve_threads: int = 0  # request threads of a `serve` worker (0: not under gunicorn); set by `serve`, not by a variable
+    public_url: str = ""  # where clients reach the service ("": where each request came to)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> "Settings":
@@ -99,6 +101,7 @@ class Settings:
             decode_memory_bytes=int(max(1.0, _float(raw, "CLIP_GAZE_DECODE_MEMORY")) * 1024 * 1024),
             anonymous=_scopes(raw, "CLIP_GAZE_ANONYMOUS"),
             rate_limit=max(0, _int(raw, "CLIP_GAZE_RATE_LIMIT")),
+            public_url=raw["CLIP_GAZE_PUBLIC_URL"].strip().rstrip("/"),
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
         several = tuple(m.strip() for m in raw["CLIP_GAZE_MODELS"].split(",") if m.strip())

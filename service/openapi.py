@@ -58,6 +58,7 @@ from indexer.schema.access import AuditList, AuditQuery, CreateKey, KeyAnswer, K
 from indexer.schema.explain import ExplainForm, ExplainJson, ExplainQuery, Explanation
 from indexer.schema.explore import (FacetsAnswer, FacetsQuery, MapAnswer, MapQuery, PictureRecord, PictureRecordQuery, ScoresAnswer,
                                     ScoresQuery)
+from indexer.schema.interop import AnnotationPageDocument, AnnotationsQuery, ReviewAnswer, ReviewRequest
 
 ERRORS = {
     400: "Bad input (the message says which field and why), or a key sent in the query string (key_in_query)",
@@ -122,6 +123,7 @@ class Operation:
     links: tuple[Link, ...] = ()  # where its success leads (what it created, read, changed, deleted)
     media: tuple[str, ...] = ()  # other content types its success may have (Arrow, a thumbnail)
     also: tuple[int, ...] = ()  # other success statuses, with the same answer
+    linked_data: bool = False  # a JSON-LD document (application/ld+json; application/json to who asks for it)
 
     def __post_init__(self) -> None:
         if self.scope is not None and self.scope not in SCOPE_NAMES:
@@ -202,6 +204,15 @@ _EXPLORE = (
     Operation("get", "/v1/collections/{name}/pictures/{sha256}/thumbnail", "The picture's thumbnail (256 px; ETag: "
               "its hash)", None, errors=(404,), media=("image/webp", "image/jpeg"), scope="read"),
 )
+_INTEROP = (  # back into a museum's systems (service/api_interop.py)
+    Operation("get", "/v1/collections/{name}/annotations", "IIIF Presentation 3 AnnotationPage of the matches (JSON-LD): "
+              "of one manifest's pictures, else of those read from no manifest", AnnotationPageDocument,
+              query=AnnotationsQuery, errors=(400, 404, 409, 413, 422), linked_data=True, scope="analyze"),
+    Operation("get", "/v1/annotations/context.jsonld", "clip-gaze's JSON-LD context: the terms of the annotations' "
+              "scores and reviews", None, linked_data=True, scope="public"),
+    Operation("post", "/v1/collections/{name}/pictures/{sha256}/review", "A person's verdict on a term for a picture "
+              "(replaces an earlier one)", ReviewAnswer, json=ReviewRequest, errors=(400, 401, 403, 404, 413, 422), scope="write"),
+)
 
 _ACCESS = (
     Operation("get", "/v1/keys", "Every API key: its scopes, grants, expiry and last use (never a secret)", KeyList,
@@ -213,7 +224,7 @@ _ACCESS = (
     Operation("get", "/v1/audit", "The writes accepted, oldest first, with the key that made each", AuditList,
               query=AuditQuery, errors=(400,), scope="admin"),
 )
-ALL_OPERATIONS: tuple[Operation, ...] = (*OPERATIONS, *_COLLECTIONS, *_EXPLORE, *_ACCESS)
+ALL_OPERATIONS: tuple[Operation, ...] = (*OPERATIONS, *_COLLECTIONS, *_EXPLORE, *_INTEROP, *_ACCESS)
 
 _REF = "#/components/schemas/{model}"
 # Each multipart `image` part: a picture, sent as a file part (a part without a filename is text to the server).
@@ -254,7 +265,7 @@ def _operation(op: Operation) -> dict[str, Any]:
                        "description": "As POST /v1/collections/{name}/sources answered it"})
     if "{sha256}" in op.path:
         params.append({"name": "sha256", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
-                       "description": "The sha256 of the picture's content"})
+                       "description": "The sha256 of the picture's bytes, as the collection's pictures give it"})
     if op.query is not None:
         schema = op.query.model_json_schema()
         for key, prop in schema["properties"].items():
@@ -274,6 +285,9 @@ def _operation(op: Operation) -> dict[str, Any]:
     if op.lines:
         responses[str(op.status)] = {"description": "JSON Lines: one object a line, streamed",
                                      "content": {"application/x-ndjson": {"schema": ok_schema}}}
+    if op.linked_data:
+        content_ok = responses[str(op.status)]["content"]
+        content_ok["application/ld+json"] = content_ok["application/json"]
     if op.picture:
         responses[str(op.status)]["content"]["image/png"] = {"schema": {"type": "string", "format": "binary"}}
     for media in op.media:

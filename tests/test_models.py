@@ -14,14 +14,18 @@ from indexer.catalog import catalog
 
 
 def test_presets_are_the_guide_s():
-    assert {n: (p.arch, p.pretrained) for n, p in PRESETS.items() if n != "toy"} == {
+    assert {n: (p.arch, p.pretrained) for n, p in PRESETS.items() if not p.config} == {
         "vit-b-32": ("ViT-B-32", "openai"),
         "sd15": ("ViT-L-14", "openai"),
         "sd2": ("ViT-H-14", "laion2b_s32b_b79k"),
         "sdxl": ("ViT-bigG-14", "laion2b_s39b_b160k"),
+        "xlm-b32": ("xlm-roberta-base-ViT-B-32", "laion5b_s13b_b90k"),
+        "xlm-h14": ("xlm-roberta-large-ViT-H-14", "frozen_laion5b_s13b_b90k"),
+        "nllb-clip-base": ("nllb-clip-base", "v1"),
+        "nllb-clip-large": ("nllb-clip-large", "v1"),
     }
     for p in PRESETS.values():  # every preset names a real open_clip architecture and tag
-        if p.name != "toy":
+        if not p.config:
             assert open_clip.get_pretrained_cfg(p.arch, p.pretrained)
 
 

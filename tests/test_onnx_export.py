@@ -265,7 +265,7 @@ def test_an_unsupported_tokenizer_is_not_exportable_and_leaves_nothing(tmp_path:
 
     directory = export_dir(tmp_path, toy.spec.key())
     hf = object.__new__(HFTokenizer)  # a Hugging Face tokenizer, as SigLIP's (not built: no network)
-    for tokenizer, why in ((hf, "not open_clip's SimpleTokenizer"), (SimpleTokenizer(clean="whitespace"), "cleans text")):
+    for tokenizer, why in ((hf, "holds no Hugging Face tokenizer"), (SimpleTokenizer(clean="whitespace"), "cleans text")):
         with pytest.raises(NotExportable, match=why) as caught:
             export_model(_with_tokenizer(toy, tokenizer), directory)
         assert caught.value.code == "not_exportable" and isinstance(caught.value, ModelUnavailable)

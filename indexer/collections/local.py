@@ -41,6 +41,7 @@ from ..schema.collections import (
 from ..scoring.kernels import cosines
 from ..scoring.softmax import scores_from_cosine_columns, scores_from_cosines
 from ..store.image_store import CollectionRow, VectorColumns
+from ..store.reviews import Reviews
 from ..vocabularies.index_cache import LoadedIndex
 from .ingest import AddRun, add_locally, picture_info
 from .jobs import Jobs, run_owner
@@ -186,6 +187,7 @@ class Collections:
                 self.engine.store.close()  # the reading thread's own connection
 
         phrases: dict[str, PhraseColumns] = {}  # read once per vocabulary, at its first chunk
+        verdicts = Reviews(self.engine.store).verdicts(row.id)  # people's verdicts, on the rows they concern
         for chunk in ahead(read()):
             for vocab, idx in indexes.items():
                 cos = cosines(idx.matrix, chunk.matrix)  # (phrases, pictures)
@@ -196,7 +198,7 @@ class Collections:
                 del cos
                 if vocab not in phrases:
                     phrases[vocab] = PhraseColumns.read(self.engine.store, vocab, idx.ids)
-                yield analysis_block(phrases[vocab], chunk.external_id, chunk.source, chunk.sha256, scores)
+                yield analysis_block(phrases[vocab], chunk.external_id, chunk.source, chunk.sha256, scores, verdicts)
 
     # -- search -----------------------------------------------------------------------------------
     def search(self, name: str, text: str | None = None, image: "ImageSource | None" = None, top_k: int = 10,

@@ -10,7 +10,7 @@ import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence, Union, get_args
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence, Union, get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -71,11 +71,13 @@ class PhraseColumns:
         return cls(vocabulary, *(pa.array([r[f] for r in ordered], pa.string()) for f in ("phrase", "term", "external_id")))
 
 
-def analysis_block(vocab: PhraseColumns, external_id: Any, source: Any, sha256: Any, scores: "RowScores") -> Any:
+def analysis_block(vocab: PhraseColumns, external_id: Any, source: Any, sha256: Any, scores: "RowScores",
+                   verdicts: Mapping[tuple[str, str, str], str] | None = None) -> Any:
     """The rows of `collection analyze` (AnalysisRow's columns, in order) for a chunk of pictures and one
     vocabulary, as an Arrow table: `external_id`, `source` and `sha256` (one value a picture, lists or
     Arrow arrays; a missing sha256 is written "") are repeated for each match, the phrase columns taken
-    from the vocabulary's at the matches' positions, the numbers straight from `scores`."""
+    from the vocabulary's at the matches' positions, the numbers straight from `scores`; `verdict` from
+    `verdicts` ((sha256, vocabulary, term) → a person's verdict; none: null)."""
     import pyarrow as pa
 
     def strings(values: Any) -> Any:
@@ -101,7 +103,20 @@ def analysis_block(vocab: PhraseColumns, external_id: Any, source: Any, sha256: 
         "logit": pa.array(scores.logits.reshape(-1), pa.float64()),
         "phrase_external_id": vocab.external_id.take(pos),
     }
-    return pa.table(columns, schema=_arrow_schema(AnalysisRow))
+    columns["verdict"] = pa.nulls(b * k, pa.string())
+    return with_verdicts(pa.table(columns, schema=_arrow_schema(AnalysisRow)), verdicts)
+
+
+def with_verdicts(block: Any, verdicts: Mapping[tuple[str, str, str], str] | None) -> Any:
+    """A block of analysis rows with its `verdict` column from `verdicts` ((sha256, vocabulary, term) →
+    a person's verdict); as it is without any."""
+    if not verdicts or not block.num_rows:
+        return block
+    import pyarrow as pa
+
+    keys = zip(*(block.column(c).to_pylist() for c in ("sha256", "vocabulary", "term")))
+    return block.set_column(block.schema.get_field_index("verdict"), "verdict",
+                            pa.array([verdicts.get(key) for key in keys], pa.string()))
 
 
 def _table(block: Block, schema: Any) -> Any:

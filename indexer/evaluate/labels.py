@@ -17,6 +17,8 @@ from ..errors import InvalidInput
 from ..pictures.fetch import FetchPolicy
 from ..pictures.sources import Ignored, PictureRef, SourceFailure, expand
 from ..schema.collections import PictureInfo
+from ..store.image_store import ImageStore
+from ..store.reviews import Reviews
 
 LABEL_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson")
 
@@ -28,6 +30,7 @@ class LabelledPicture:
     external_id: str | None = None
     labels: list[str] = field(default_factory=list)
     ratings: dict[str, list[float]] = field(default_factory=dict)
+    sha256: str | None = None  # a collection's picture: its stored embedding is used, nothing read
 
 
 @dataclass
@@ -100,4 +103,28 @@ def read_labels(path: str | Path, policy: FetchPolicy | None = None) -> LabelsFi
     return LabelsFile(path, list(pictures.values()), failures, has_labels, has_ratings)
 
 
-__all__ = ["LABEL_SUFFIXES", "LabelledPicture", "LabelsFile", "read_labels"]
+def from_reviews(images: ImageStore, collection: str, vocabulary: str) -> LabelsFile:
+    """The labels people gave a collection's pictures by reviewing suggestions: each picture with a term
+    of `vocabulary` accepted is labelled with its accepted terms (rejections label nothing)."""
+    row = images.get(collection)
+    accepted: dict[str, list[str]] = {}
+    for review in Reviews(images.store).of_collection(row.id, vocabulary):
+        if review.verdict == "accepted":
+            accepted.setdefault(review.sha256, []).append(review.term)
+    if not accepted:
+        raise InvalidInput(f"no picture of {collection!r} has an accepted term of {vocabulary!r} to evaluate against "
+                           f"(review suggestions with `clip-gaze collection review {collection} …`)", code="invalid_labels")
+    pictures: list[LabelledPicture] = []
+    seen: set[str] = set()
+    for sha, source, external_id in images.db.execute(
+            "SELECT sha256, source, external_id FROM collection_images WHERE collection_id = ? AND sha256 IS NOT NULL "
+            "ORDER BY id", [row.id]):
+        if sha in accepted and sha not in seen:  # the same picture at two sources is one labelled picture
+            seen.add(sha)
+            kind = "url" if "://" in source else "file"
+            pictures.append(LabelledPicture(PictureRef(source, kind, external_id), len(pictures) + 1, external_id,
+                                            labels=accepted[sha], sha256=sha))
+    return LabelsFile(Path(f"reviews:{collection}"), pictures, [], True, False)
+
+
+__all__ = ["LABEL_SUFFIXES", "LabelledPicture", "LabelsFile", "from_reviews", "read_labels"]

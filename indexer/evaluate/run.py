@@ -44,7 +44,7 @@ PHRASE_ROWS_CHUNK = 20_000  # phrase ids per SQL query
 
 def evaluate(
     engine: "Engine",
-    labels: str | Path,
+    labels: "str | Path | LabelsFile",
     vocabulary: str,
     *,
     relative_to: str | None = None,
@@ -56,14 +56,16 @@ def evaluate(
     progress: "ProgressFactory | None" = None,
 ) -> Evaluation:
     """`clip-gaze evaluate`: the vocabulary's answers for the pictures of `labels` against their labels
-    (and ratings); with `relative_to`, the same after the hub correction against that collection."""
+    (and ratings); with `relative_to`, the same after the hub correction against that collection.
+    `labels` may be a LabelsFile already read (`labels.from_reviews`: a collection's pictures, whose
+    stored embeddings are used as they are)."""
     t0 = time.perf_counter()
     if resamples < 0:
         raise InvalidInput("resamples must be 0 or more", code="invalid_input")
     check_method(method)
     [name] = engine.resolve([vocabulary])
     vocab_info = engine.vocabulary(name)
-    file = read_labels(labels, engine.limits.fetch)
+    file = labels if isinstance(labels, LabelsFile) else read_labels(labels, engine.limits.fetch)
     if relative_to:
         engine.images.get(relative_to)  # an unknown collection is refused before any work
     _ = engine.model  # a model problem stops here, before any picture is read
@@ -80,22 +82,28 @@ def evaluate(
     with progress(len(file.pictures), "reading pictures") if progress else nullcontext(None) as b:
         for start in range(0, len(file.pictures), batch_size):
             batch = file.pictures[start : start + batch_size]
+            known = engine.images.cached(engine.model_key, [p.sha256 for p in batch if p.sha256])  # a collection's
+            from_store = [p for p in batch if p.sha256 in known]
+            read: list[LabelledPicture] = []
             decoded: list[DecodedImage] = []
             for picture in batch:
+                if picture.sha256 in known:
+                    continue
                 try:
                     decoded.append(engine.reader.read_ref(picture.ref))
-                    evaluated.append(picture)
+                    read.append(picture)
                 except ClipGazeError as exc:
                     errors.append(PictureInfo(source=picture.ref.source, external_id=picture.external_id,
                                               error_code=exc.code, error=exc.message))
-            if decoded:
+            if from_store or decoded:
                 v = v or _Vocabulary.of(engine, name, file, relative_to, method)
-                embeddings = engine.embed_images(decoded)
-                logits = cosines(v.idx.matrix, embeddings).T * scale
+                vectors = [known[str(p.sha256)] for p in from_store] + (list(engine.embed_images(decoded)) if decoded else [])
+                logits = cosines(v.idx.matrix, np.stack(vectors).astype(np.float32)).T * scale
                 plain.append(score_block(logits, v.terms, v.wanted))
                 if v.reference is not None:
                     corrected.append(score_block(v.reference.correct(logits), v.terms, v.wanted))
-                shas.extend(d.sha256 for d in decoded)
+                evaluated.extend(from_store + read)
+                shas.extend([str(p.sha256) for p in from_store] + [d.sha256 for d in decoded])
             if b is not None:
                 b.update(len(batch))
     if v is None:

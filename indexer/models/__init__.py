@@ -11,5 +11,6 @@
   batching     pictures of concurrent requests in one forward pass; phrases batched by length
   preprocess   open_clip's image preprocessing in Pillow and numpy
   tokenizer    open_clip's BPE tokenizer in Python
+  hf_tokenizer  open_clip's HFTokenizer (XLM-R, SigLIP) from tokenizer.json, through `tokenizers`
   memory       what loading a model costs: the process's memory growth, the weights' bytes
 """

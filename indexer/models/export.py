@@ -124,15 +124,15 @@ def export_model(loaded: "LoadedModel", directory: Path, progress: ExportProgres
 
 
 def _export_into(loaded: "LoadedModel", out: Path, key: str, say: ExportProgress) -> Manifest:
+    from .hf_tokenizer import tokenizer_for, write_tokenizer
     from .preprocess import ImageTransform
-    from .tokenizer import BpeTokenizer
 
     started = time.perf_counter()
     spec, model = loaded.spec, loaded.model
     for tower in ("encode_image", "encode_text"):
         if not callable(getattr(model, tower, None)):
             raise NotExportable(f"{spec.name}: the model has no {tower} (not an open_clip CLIP model)")
-    tokenizer = BpeTokenizer.from_open_clip(loaded.tokenizer)  # NotExportable for HF tokenizers etc.
+    tokenizer = tokenizer_for(loaded.tokenizer)  # CLIP BPE or a tokenizer.json; NotExportable for others
     transform = ImageTransform.from_open_clip(model)  # NotExportable for what it cannot reproduce
     if transform.size != loaded.image_size:
         raise NotExportable(f"{spec.name}: preprocessing makes {transform.size}-pixel pictures, the model takes {loaded.image_size}")
@@ -143,8 +143,7 @@ def _export_into(loaded: "LoadedModel", out: Path, key: str, say: ExportProgress
     _export_tower(loaded, "image", out / IMAGE_FILE, trims, context)
     say(f"{spec.name}: exporting the text tower to ONNX ({'2 to ' if trims else 'always '}{context} tokens)")
     _export_tower(loaded, "text", out / TEXT_FILE, trims, context)
-    bpe_name = tokenizer.bpe_path.name
-    shutil.copyfile(tokenizer.bpe_path, out / bpe_name)
+    bpe_name = write_tokenizer(tokenizer, out)  # role "bpe": the tokenizer's file, whatever its kind
 
     files = {"image": IMAGE_FILE, "text": TEXT_FILE, "bpe": bpe_name}
     manifest = Manifest(
@@ -203,7 +202,7 @@ def _export_tower(loaded: "LoadedModel", tower: str, path: Path, trims: bool, co
     token length into nn.MultiheadAttention's reshapes), weights as external data."""
     import torch
 
-    from .torch_model import encode_text_trimmed
+    from .torch_model import encode_text_trimmed, hf_pad_id
 
     model = loaded.model
     device = next(model.parameters()).device
@@ -217,7 +216,7 @@ def _export_tower(loaded: "LoadedModel", tower: str, path: Path, trims: bool, co
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             if tower == "image":
                 return self.clip.encode_image(x)
-            if trims:
+            if trims and hf_pad_id(self.clip) is None:
                 return encode_text_trimmed(self.clip, x)
             return self.clip.encode_text(x)
 

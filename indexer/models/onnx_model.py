@@ -24,7 +24,7 @@ from .protocol import ProgressFn
 from .manifest import Manifest, read_manifest
 from .preprocess import ImageTransform
 from .registry import ModelSpec
-from .tokenizer import BpeTokenizer
+from .hf_tokenizer import Tokenizer, tokenizer_from_json
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
@@ -113,7 +113,7 @@ class OnnxModel:
         spec: ModelSpec,
         manifest: Manifest,
         transform: ImageTransform,
-        tokenizer: BpeTokenizer,
+        tokenizer: Tokenizer,
         image_session: ort.InferenceSession,
         text_session: ort.InferenceSession,
         device: str,
@@ -162,7 +162,7 @@ class OnnxModel:
         providers, used = _providers(device)
         try:
             transform = ImageTransform.from_json(manifest.transform)
-            tokenizer = BpeTokenizer.from_json(manifest.tokenizer, directory)
+            tokenizer = tokenizer_from_json(manifest.tokenizer, directory)
         except (KeyError, TypeError, ValueError, OSError) as exc:
             raise ModelUnavailable(f"the ONNX export in {directory} has an unusable manifest: {exc}") from exc
         options = session_options(threads)

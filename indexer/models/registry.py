@@ -21,6 +21,9 @@ from ..schema import ModelInfo
 TOY_DIR = Path(__file__).resolve().parents[1] / "toy"  # indexer/toy: data, beside the rooms
 TOY_CONFIG = TOY_DIR / "clip-gaze-toy.json"
 TOY_CHECKPOINT = TOY_DIR / "clip-gaze-toy.safetensors"
+TOY_ML_DIR = TOY_DIR.parent / "toy_multilingual"  # its HF text tower's files in hf/, beside the config
+TOY_ML_CONFIG = TOY_ML_DIR / "clip-gaze-toy-multilingual.json"
+TOY_ML_CHECKPOINT = TOY_ML_DIR / "clip-gaze-toy-multilingual.safetensors"
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,17 @@ PRESETS: dict[str, Preset] = {
             str(TOY_CHECKPOINT),
             "clip-gaze's own tiny model of coloured shapes: a test instrument for offline tests and demos, not an art model",
             config=str(TOY_CONFIG),
+        ),
+        Preset("xlm-b32", "xlm-roberta-base-ViT-B-32", "laion5b_s13b_b90k", "OpenCLIP ViT-B/32 with an XLM-RoBERTa-base text tower (LAION-5B): reads about 100 languages"),
+        Preset("xlm-h14", "xlm-roberta-large-ViT-H-14", "frozen_laion5b_s13b_b90k", "OpenCLIP ViT-H/14 with an XLM-RoBERTa-large text tower (LAION-5B): reads about 100 languages"),
+        Preset("nllb-clip-base", "nllb-clip-base", "v1", "NLLB-CLIP base: the NLLB-200 encoder as text tower, 201 languages (a phrase's language is part of its input)"),
+        Preset("nllb-clip-large", "nllb-clip-large", "v1", "NLLB-CLIP large: the NLLB-200 encoder as text tower, 201 languages (a phrase's language is part of its input)"),
+        Preset(
+            "toy-multilingual",
+            "clip-gaze-toy-multilingual",
+            str(TOY_ML_CHECKPOINT),
+            "the toy's world read in English, Dutch, German and French by a tiny XLM-R-style text tower: a test instrument, not an art model",
+            config=str(TOY_ML_CONFIG),
         ),
     )
 }
@@ -106,6 +120,21 @@ class ModelSpec:
         return _config_image_size(self.arch, self.config)
 
 
+def local_text_cfg(config: str | None) -> dict[str, object] | None:
+    """A project config's Hugging Face text tower that lives in a folder beside it (`hf_model_name`
+    naming that folder): its text_cfg with the folder's absolute path, built from its config.json,
+    never downloaded. None for every other model."""
+    if not config:
+        return None
+    text_cfg = dict(json.loads(Path(config).read_text(encoding="utf-8")).get("text_cfg", {}))
+    name = text_cfg.get("hf_model_name")
+    folder = Path(config).parent / str(name) if isinstance(name, str) else None
+    if folder is None or Path(str(name)).name != name or not folder.is_dir():
+        return None
+    text_cfg.update(hf_model_name=str(folder), hf_tokenizer_name=str(folder), hf_model_pretrained=False)
+    return text_cfg
+
+
 def _looks_like_path(value: str) -> bool:
     return value.startswith(("/", "./", "../", "~")) or os.sep in value or bool(
         re.search(r"\.(pt|pth|bin|safetensors|npz)$", value)
@@ -129,7 +158,7 @@ def parse_model(name: str | None) -> ModelSpec:
                 if not path.is_file():
                     raise InvalidInput(f"checkpoint file not found: {path}", code="unknown_model")
                 pretrained = str(path.resolve())
-            config = str(TOY_CONFIG) if arch == PRESETS["toy"].arch else None
+            config = next((p.config for p in PRESETS.values() if p.config and p.arch == arch), None)
             return ModelSpec(arch, pretrained, None, config)
     raise InvalidInput(
         f"unknown model {name!r}: use a preset ({', '.join(PRESETS)}), an open_clip ARCH:PRETRAINED pair "

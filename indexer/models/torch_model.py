@@ -19,7 +19,7 @@ import numpy.typing as npt
 from ..errors import InvalidInput, ModelUnavailable
 from .batching import length_batches
 from .protocol import ProgressFn
-from .registry import ModelSpec
+from .registry import ModelSpec, local_text_cfg
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -105,7 +105,9 @@ class LoadedModel:
 
         Phrases are sorted by token length and batched; for causal-mask text towers that pool at
         the end token, each batch is cut to its longest phrase (exact: padding after the end
-        token cannot reach it through a causal mask). Other towers run at full context.
+        token cannot reach it through a causal mask), and so for masked Hugging Face towers
+        (`HF_TRIMMABLE`: padding is masked and positions come from the ids). Other towers run at
+        full context.
         """
         import torch
 
@@ -121,7 +123,8 @@ class LoadedModel:
                 batch = tokens[torch.from_numpy(idx)]
                 if can_trim:
                     batch = batch[:, : int(lengths[idx].max())]
-                    feats = encode_text_trimmed(self.model, batch.to(self.device))
+                    feats = (self.model.encode_text(batch.to(self.device)) if hf_pad_id(self.model) is not None
+                             else encode_text_trimmed(self.model, batch.to(self.device)))
                 else:
                     feats = self.model.encode_text(batch.to(self.device))
                 rows = torch.nn.functional.normalize(feats.float(), dim=-1).cpu().numpy()
@@ -139,18 +142,39 @@ def _image_size(model: Any) -> int:
     return int(size[0] if isinstance(size, (tuple, list)) else size)
 
 
+# Hugging Face text towers whose positions come from the token ids (padding keeps the padding
+# position) and whose padding is masked out of attention and pooling: cutting a batch to its longest
+# phrase changes nothing but the float summation order (tests compare with the full context).
+HF_TRIMMABLE = frozenset({"roberta", "xlm-roberta", "m2m_100"})
+
+
 def supports_trimming(model: Any) -> bool:
     import open_clip
 
-    return (
-        isinstance(model, open_clip.CLIP)
-        and getattr(model, "attn_mask", None) is not None
-        and getattr(model, "text_pool_type", None) in ("argmax", "eos")
-    )
+    if isinstance(model, open_clip.CLIP):
+        return (getattr(model, "attn_mask", None) is not None
+                and getattr(model, "text_pool_type", None) in ("argmax", "eos"))
+    return hf_pad_id(model) is not None
+
+
+def hf_pad_id(model: Any) -> int | None:
+    """The padding id of a masked Hugging Face text tower that trims exactly, else None."""
+    from open_clip.hf_model import ClsPooler, HFTextEncoder, MeanPooler
+
+    text = getattr(model, "text", None)
+    if not isinstance(text, HFTextEncoder) or getattr(text.config, "model_type", None) not in HF_TRIMMABLE:
+        return None
+    if not isinstance(text.pooler, (MeanPooler, ClsPooler)) or text.config.pad_token_id is None:
+        return None
+    return int(text.config.pad_token_id)
 
 
 def token_lengths(model: Any, tokens: "torch.Tensor") -> "torch.Tensor":
-    """Tokens up to and including the end token, which the text tower pools at."""
+    """Tokens up to and including the end token, which the text tower pools at (a masked HF tower:
+    every token that is not padding, which the tokenizer puts at the end)."""
+    pad = hf_pad_id(model)
+    if pad is not None:
+        return (tokens != pad).int().sum(dim=-1)
     if model.text_pool_type == "eos":
         return (tokens == model.text_eos_id).int().argmax(dim=-1) + 1
     return tokens.argmax(dim=-1) + 1
@@ -225,6 +249,38 @@ class _HubProbe:
         return not self.reachable
 
 
+HF_TOWER_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json")  # a Hugging Face text tower's base model
+
+
+def cache_files_needed(open_clip: Any, spec: ModelSpec) -> list[tuple[str, tuple[str, ...]]]:
+    """What a tag needs in the Hugging Face cache, as (repo, files: any one of them): the
+    checkpoint, and for a Hugging Face text tower its base model's config.json, tokenizer.json and
+    tokenizer_config.json (the README lists them per preset)."""
+    if spec.is_file:
+        return []
+    hub = (open_clip.get_pretrained_cfg(spec.arch, spec.pretrained) or {}).get("hf_hub", "").rstrip("/")
+    needed: list[tuple[str, tuple[str, ...]]] = []
+    if hub:
+        needed.append((hub, ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")))
+    text_cfg = (open_clip.get_model_config(spec.arch) or {}).get("text_cfg", {})
+    for key, files in (("hf_model_name", HF_TOWER_FILES[:1]), ("hf_tokenizer_name", HF_TOWER_FILES[1:])):
+        repo = text_cfg.get(key)
+        if repo:
+            needed.extend((repo, (name,)) for name in files)
+    return needed
+
+
+def missing_cache_files(open_clip: Any, spec: ModelSpec) -> list[str]:
+    """`repo/file` of each needed file (`cache_files_needed`) that is not in the cache."""
+    from huggingface_hub import try_to_load_from_cache
+
+    missing = []
+    for repo, names in cache_files_needed(open_clip, spec):
+        if not any(isinstance(try_to_load_from_cache(repo, name), str) for name in names):
+            missing.append(f"{repo}/{names[-1] if len(names) > 1 else names[0]}")
+    return missing
+
+
 def _offline_env() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
@@ -251,6 +307,9 @@ def load_model(spec: ModelSpec, device: str = "auto", threads: int = 0) -> Loade
             code="unknown_model",
         )
     kwargs: dict[str, Any] = {}
+    local_text = local_text_cfg(spec.config)
+    if local_text is not None:  # a project model's HF text tower, in a folder beside its config
+        kwargs["text_cfg"] = local_text
     if not spec.is_file:
         tag_cfg = open_clip.get_pretrained_cfg(spec.arch, spec.pretrained)
         if not tag_cfg:
@@ -267,11 +326,22 @@ def load_model(spec: ModelSpec, device: str = "auto", threads: int = 0) -> Loade
 
         constants.HF_HUB_OFFLINE = True  # no network: use the cache, don't retry for a minute
         offline = True
+    if offline and not spec.is_file:
+        missing = missing_cache_files(open_clip, spec)
+        if any(m.rsplit("/", 1)[1] in HF_TOWER_FILES for m in missing):  # a missing checkpoint alone: open_clip's error below
+            raise ModelUnavailable(
+                f"{spec.name} needs files that are not in the Hugging Face cache ({hf_cache_dir()}) and there is no "
+                f"network (or HF_HUB_OFFLINE is set): {', '.join(missing)}. Connect to the network once, or put them "
+                f"in the cache (huggingface-cli download REPO FILE); the checkpoint may also be passed as a file: "
+                f"CLIP_GAZE_MODEL={spec.arch}:/path/to/open_clip_pytorch_model.bin"
+            )
     try:
         with _quiet_root_logger():  # open_clip logs its failures on the root logger; we raise one clear error
             model, _, preprocess = open_clip.create_model_and_transforms(
                 spec.arch, pretrained=spec.pretrained, device=device, **kwargs
             )
+    except OSError as exc:  # transformers: a Hugging Face text tower's config or tokenizer is missing
+        raise ModelUnavailable(f"could not load {spec.name}'s Hugging Face text tower: {exc}") from exc
     except RuntimeError as exc:
         if spec.is_file or "download" not in str(exc).lower():
             raise ModelUnavailable(f"could not load {spec.name}: {exc}") from exc
@@ -284,5 +354,14 @@ def load_model(spec: ModelSpec, device: str = "auto", threads: int = 0) -> Loade
             f"CLIP_GAZE_MODEL={spec.arch}{'-quickgelu' if kwargs.get('force_quick_gelu') else ''}:/path/to/open_clip_pytorch_model.bin"
         ) from exc
     model.eval()
-    tokenizer = open_clip.get_tokenizer(spec.arch)
+    if local_text is not None:
+        from open_clip.tokenizer import HFTokenizer
+
+        tokenizer = HFTokenizer(str(local_text["hf_tokenizer_name"]), context_length=int(local_text.get("context_length", 77)),  # type: ignore[call-overload]
+                                **dict(local_text.get("tokenizer_kwargs", {})))  # type: ignore[call-overload]
+    else:
+        try:
+            tokenizer = open_clip.get_tokenizer(spec.arch)
+        except OSError as exc:
+            raise ModelUnavailable(f"could not load {spec.name}'s tokenizer: {exc}") from exc
     return LoadedModel(spec, model, preprocess, tokenizer, device)

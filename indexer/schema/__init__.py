@@ -12,6 +12,7 @@ enforced by validation once and stated in the JSON Schema.
   explore       the explorer: maps, scores and facets filtered by `where`, picture records, thumbnails
   explain       explanations: maps over the patch grid, contrasts
   evaluate      evaluations against human labels
+  interop       back into a museum's systems: annotation pages, reviews of suggestions
   access        API keys with scopes and grants, and the audit trail
 
 Everything of `fields`, `vocabularies`, `analysis` and `status` is importable from `indexer.schema`

@@ -225,6 +225,8 @@ class AnalysisRow(Answer):
     cosine: float
     logit: float
     phrase_external_id: str | None = Field(None, description="The phrase's own id in its vocabulary")
+    verdict: Literal["accepted", "rejected"] | None = Field(
+        None, description="A person's verdict on this term for this picture (POST …/pictures/<sha256>/review), if any")
 
 
 class SearchHit(Answer):

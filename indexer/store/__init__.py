@@ -6,6 +6,7 @@
   image_store   `ImageStore`: collections, their pictures, each picture's embedding by content, jobs
   thumbnails    `ThumbnailStore`: each picture's thumbnail, keyed by its content
   maps          `MapStore`: each collection's latest 2-D layout per model, and the job computing the next
+  reviews       `Reviews`: people's verdicts (accepted, rejected) on a picture's terms
   index_files   `IndexFiles`: one FAISS index per model and vocabulary version, written atomically
   keys          `KeyStore`: API keys with scopes and grants, their secrets only as hashes
   audit         `Audit`: the trail of writes, with the key that made each

@@ -169,6 +169,28 @@ def _m005(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations(name="006_reviews")
+def _m006(db: sqlite_utils.Database) -> None:
+    """People's verdicts on machine suggestions: for a picture of a collection (by content hash) and a
+    term of a vocabulary, `accepted` or `rejected`, with an optional note; the latest verdict stands."""
+    _run_statements(
+        db,
+        """
+        CREATE TABLE reviews (
+            collection_id INTEGER NOT NULL REFERENCES collections(id) ON DELETE CASCADE,
+            sha256 TEXT NOT NULL,
+            vocabulary TEXT NOT NULL,
+            term TEXT NOT NULL,
+            phrase TEXT NOT NULL,
+            verdict TEXT NOT NULL CHECK (verdict IN ('accepted', 'rejected')),
+            note TEXT,
+            reviewed_at TEXT NOT NULL,
+            PRIMARY KEY (collection_id, sha256, vocabulary, term)
+        ) WITHOUT ROWID
+        """,
+    )
+
+
 @migrations(name="008_keys_audit")
 def _m008(db: sqlite_utils.Database) -> None:
     """Access (issue 23): API keys (only a hash of each secret, looked up by the secret's public id), the

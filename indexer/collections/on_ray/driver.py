@@ -40,8 +40,9 @@ from ...models.protocol import ModelLoader
 from ...pictures.sources import PictureRef
 from ...schema.collections import AddReport, AddSources, AnalysisRow
 from ...store.image_store import ImageStore
+from ...store.reviews import Reviews
 from ..local import CHUNK, Collections
-from ..tables import PhraseColumns, check_output, write_blocks
+from ..tables import PhraseColumns, check_output, with_verdicts, write_blocks
 from .session import RETRIES, plan, ray_errors, ray_session, require_ray, retries_named
 from .shards import Merger, make_shard_sink, run_lock, shards_folder
 from .workers import Encoder, VocabIndex, WorkerSettings, read_pictures, score_chunk, worker_settings
@@ -188,7 +189,8 @@ def ray_analyze(
                 ds = rt.data.from_arrow_refs(refs).map_batches(
                     score_chunk, batch_size=None, batch_format="pyarrow", num_cpus=1, max_retries=RETRIES,
                     fn_kwargs={"vocabs": {"ref": rt.put(vocabs)}, "scale": scale, "top_k": top_k})
-            blocks = ds.iter_batches(batch_size=None, batch_format="pyarrow")
+            verdicts = Reviews(engine.store).verdicts(row.id)  # people's verdicts, set by the driver
+            blocks = (with_verdicts(b, verdicts) for b in ds.iter_batches(batch_size=None, batch_format="pyarrow"))
             with ray_errors(rt):
                 return write_blocks(blocks, out, AnalysisRow)
         finally:
