@@ -248,6 +248,7 @@ from .cli_collection import collection  # noqa: E402  (registered below)
 from .cli_explore import map_command  # noqa: E402
 from .cli_evaluate import evaluate  # noqa: E402
 from .cli_explain import explain  # noqa: E402
+from .cli_interrogate import collection_interrogate, interrogate  # noqa: E402
 from .cli_interop import annotations_command, review  # noqa: E402
 from .cli_vocab import vocab  # noqa: E402
 
@@ -258,6 +259,8 @@ collection.add_command(annotations_command)
 collection.add_command(review)
 cli.add_command(evaluate)
 cli.add_command(explain)
+cli.add_command(interrogate)
+collection.add_command(collection_interrogate)
 
 
 def main(argv: Sequence[str] | None = None) -> Any:

@@ -40,6 +40,7 @@ from indexer.schema.collections import (
     JobInfo,
     SearchAnswer,
 )
+from indexer.schema.interrogate import Interrogation
 from indexer.schema.interop import AnnotationPageDocument, ReviewAnswer, ReviewInfo
 
 ImageArg = Union[str, Path, bytes, Any]  # a path, encoded bytes, or a PIL image
@@ -104,6 +105,20 @@ class Client:
             Analysis, "POST", "/v1/compare", files=[("image", _image_part(image, "image"))],
             fields=[("phrases", json.dumps(list(phrases), ensure_ascii=False))],
         )
+
+    def interrogate(self, image: ImageArg, mode: str = "best", caption: str | None = None,
+                    vocabularies: Iterable[str] | None = None, **options: Any) -> Interrogation:
+        """POST /v1/interrogate: the prompt, its cosine and each part's gain. `options`: start_vocabularies
+        (a list, or "" to start empty), forced, max_steps, pool."""
+        fields = [("mode", mode), *_fields(vocabularies, None)]
+        if caption is not None:
+            fields.append(("caption", caption))
+        for key, value in options.items():
+            if value is not None:
+                fields.append((key, value if isinstance(value, str) else ",".join(value) if isinstance(value, (list, tuple))
+                               else str(value)))
+        return self._call(Interrogation, "POST", "/v1/interrogate", files=[("image", _image_part(image, "image"))],
+                          fields=fields)
 
     # -- collections ----------------------------------------------------------------------------
     def collections(self) -> list[CollectionInfo]:

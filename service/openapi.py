@@ -58,6 +58,7 @@ from indexer.schema.access import AuditList, AuditQuery, CreateKey, KeyAnswer, K
 from indexer.schema.explain import ExplainForm, ExplainJson, ExplainQuery, Explanation
 from indexer.schema.explore import (FacetsAnswer, FacetsQuery, MapAnswer, MapQuery, PictureRecord, PictureRecordQuery, ScoresAnswer,
                                     ScoresQuery)
+from indexer.schema.interrogate import InterrogateForm, InterrogateJson, Interrogation
 from indexer.schema.interop import AnnotationPageDocument, AnnotationsQuery, ReviewAnswer, ReviewRequest
 
 ERRORS = {
@@ -162,6 +163,8 @@ OPERATIONS = (
     Operation("post", "/v1/explain", "An analysis with a map for every match (format=png: the overlay, image/png)",
               Explanation, json=ExplainJson, multipart=ExplainForm, query=ExplainQuery, errors=(400, 404, 409, 413, 422, 503),
               picture=True, scope="analyze"),
+    Operation("post", "/v1/interrogate", "The prompt a generator built on CLIP would answer to, each part scored",
+              Interrogation, json=InterrogateJson, multipart=InterrogateForm, errors=(*_ANALYSIS_ERRORS, 404), scope="analyze"),
 )
 
 _COLLECTIONS = (

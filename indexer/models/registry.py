@@ -33,6 +33,8 @@ class Preset:
     pretrained: str
     description: str
     config: str | None = None
+    # the lists whose best phrases start `interrogate`'s prompt when no caption is given
+    start_vocabularies: tuple[str, ...] = ("genres", "subjects", "scenes")
 
 
 PRESETS: dict[str, Preset] = {
@@ -48,6 +50,7 @@ PRESETS: dict[str, Preset] = {
             str(TOY_CHECKPOINT),
             "clip-gaze's own tiny model of coloured shapes: a test instrument for offline tests and demos, not an art model",
             config=str(TOY_CONFIG),
+            start_vocabularies=(),  # it knows shapes, colours and grounds: art lists would mislead it
         ),
         Preset("xlm-b32", "xlm-roberta-base-ViT-B-32", "laion5b_s13b_b90k", "OpenCLIP ViT-B/32 with an XLM-RoBERTa-base text tower (LAION-5B): reads about 100 languages"),
         Preset("xlm-h14", "xlm-roberta-large-ViT-H-14", "frozen_laion5b_s13b_b90k", "OpenCLIP ViT-H/14 with an XLM-RoBERTa-large text tower (LAION-5B): reads about 100 languages"),

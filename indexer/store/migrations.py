@@ -226,6 +226,48 @@ def _m008(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations(name="007_sync_callbacks")
+def _m007(db: sqlite_utils.Database) -> None:
+    """IIIF provenance, change-feed syncs and job callbacks. Pictures: the IIIF `manifest` each was read
+    from (its URL; NULL for other sources) and its `image_service` (the Image API service id without
+    /info.json; NULL without one), written on every add and relabel; the manifest's index finds its
+    pictures (a change stream's Update or Delete of it). `collection_syncs`: per collection and change
+    stream, the `end_time` of the last sync applied whole, and the sync in flight (`pending`, JSON), so
+    one killed is resumed. Jobs: a `callback_url` and its delivery (state, next attempt and the time to
+    give up, unix seconds, the process delivering it and until when); `callback_attempts`: each attempt."""
+    _run_statements(
+        db,
+        """
+        ALTER TABLE collection_images ADD COLUMN manifest TEXT;
+        ALTER TABLE collection_images ADD COLUMN image_service TEXT;
+        CREATE INDEX collection_images_by_manifest ON collection_images (collection_id, manifest);
+        CREATE TABLE collection_syncs (
+            collection_id INTEGER NOT NULL,
+            stream TEXT NOT NULL,
+            end_time TEXT,
+            pending TEXT,
+            synced_at TEXT,
+            PRIMARY KEY (collection_id, stream)
+        ) WITHOUT ROWID;
+        ALTER TABLE jobs ADD COLUMN callback_url TEXT;
+        ALTER TABLE jobs ADD COLUMN callback_state TEXT;
+        ALTER TABLE jobs ADD COLUMN callback_next REAL;
+        ALTER TABLE jobs ADD COLUMN callback_until REAL;
+        ALTER TABLE jobs ADD COLUMN callback_owner TEXT;
+        ALTER TABLE jobs ADD COLUMN callback_lease REAL;
+        CREATE INDEX jobs_by_callback ON jobs (callback_state, callback_next);
+        CREATE TABLE callback_attempts (
+            job_id TEXT NOT NULL,
+            attempt INTEGER NOT NULL,
+            at TEXT NOT NULL,
+            status INTEGER,
+            error TEXT,
+            PRIMARY KEY (job_id, attempt)
+        ) WITHOUT ROWID
+        """,
+    )
+
+
 def _run_statements(db: sqlite_utils.Database, script: str) -> None:
     """Statement by statement: executescript would COMMIT the migration's transaction."""
     for statement in script.split(";"):

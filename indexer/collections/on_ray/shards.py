@@ -131,7 +131,7 @@ class Merger:
         if model_key == self.run.model_key:
             self.run.record(pictures, vectors, encoded=encoded)
         else:
-            images.record(self.run.collection_id, pictures, model_key, vectors)
+            images.record(self.run.collection_id, self.run.provenance(pictures), model_key, vectors)
         self.run.thumbnails.put(thumbnails)
         done.update(p.source for p in pictures if p.sha256)
         self.shards += 1
