@@ -102,13 +102,18 @@ def analyze(images: tuple[str, ...], vocab: tuple[str, ...], top_k: int, model: 
 def format_table(answer: Any) -> str:
     img, model = answer.image, answer.model
     lines = [f"{answer.file or 'image'}  {img.width}×{img.height}  model {model.preset or model.arch}  "
-             f"(logit scale {model.logit_scale:.1f})"]
+             f"(logit scale {model.logit_scale:.1f}"
+             + (f", logit bias {model.logit_bias:.2f}" if model.logit_bias is not None else "") + ")"]
+    if model.logit_bias is not None:
+        lines.append("  share: relative to the list (sums to 1); sigmoid: the model's own probability of each phrase, "
+                     "not relative (the list does not change it; several or none can be likely)")
     for name, res in answer.results.items():
         lines.append(f"  {name}: relative to {res.softmax_over:,} phrases")
         for m in res.matches:
             ext = f"  [{m.external_id}]" if m.external_id else ""
             share = f"{100 * m.probability:6.2f}%" if m.probability >= 5e-5 else " <0.01%"
-            lines.append(f"    {share}  {m.phrase}{ext}   (cosine {m.cosine:.3f})")
+            sig = f"  sigmoid {100 * m.sigmoid:6.2f}%" if m.sigmoid is not None else ""
+            lines.append(f"    {share}{sig}  {m.phrase}{ext}   (cosine {m.cosine:.3f})")
     return "\n".join(lines)
 
 

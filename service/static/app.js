@@ -219,13 +219,20 @@ function renderCharts(data) {
     rel.className = "relative";
     rel.textContent = `Relative to ${res.softmax_over.toLocaleString()} phrase${res.softmax_over === 1 ? "" : "s"}` +
       (res.matches.length < res.softmax_over ? `; the best ${res.matches.length} shown.` : ".");
+    if (res.matches.some((m) => m.sigmoid != null)) {
+      // A sigmoid-trained model (SigLIP): each phrase's own probability, beside the share within the list.
+      rel.textContent += " Bars: the share within the list (sums to 1). Sigmoid: the model's own probability " +
+        "of each phrase, not relative: the list does not change it, and several phrases or none can be likely.";
+    }
     const list = document.createElement("ol");
     list.className = "bars";
     for (const m of res.matches) {
       const li = document.createElement("li");
       li.className = "bar";
       li.tabIndex = 0;
-      const detail = `cosine ${m.cosine.toFixed(4)}, logit ${m.logit.toFixed(2)}` + (m.external_id ? `, id ${m.external_id}` : "");
+      const detail = `cosine ${m.cosine.toFixed(4)}, logit ${m.logit.toFixed(2)}` +
+        (m.sigmoid != null ? `, sigmoid ${pct(m.sigmoid)} (own probability, not relative)` : "") +
+        (m.external_id ? `, id ${m.external_id}` : "");
       li.setAttribute("aria-label", `${m.phrase}: ${pct(m.probability)}; ${detail}`);
       li.title = detail;
       // The phrase and its share on one line, the bar on its own track below: nothing covers a thin bar.
@@ -244,6 +251,13 @@ function renderCharts(data) {
       p.className = "pct";
       p.textContent = pct(m.probability);
       text.append(phrase, p);
+      if (m.sigmoid != null) {
+        const sig = document.createElement("span");
+        sig.className = "pct sigmoid";
+        sig.title = "The model's own probability of this phrase (sigmoid), not a share of the list";
+        sig.textContent = `σ ${pct(m.sigmoid)}`;
+        text.append(sig);
+      }
       const tip = document.createElement("span");
       tip.className = "detail";
       tip.setAttribute("aria-hidden", "true");
