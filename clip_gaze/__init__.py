@@ -49,7 +49,7 @@ _CONSTANTS = {
     "SITES": "sites",
 }
 
-__all__ = ["gaze", "probabilities", "explain", "compare_models", "Client", "ApiError", *[e.__name__ for e in ERRORS],
+__all__ = ["gaze", "probabilities", "explain", "interrogate", "compare_models", "Client", "ApiError", *[e.__name__ for e in ERRORS],
            *[c for c in _CONSTANTS if c != "SCULTPURE_MATERIALS"]]
 
 
@@ -69,6 +69,11 @@ def __getattr__(name: str) -> Any:
 
         globals()["explain"] = explain
         return explain
+    if name == "interrogate":
+        from .interrogate import interrogate
+
+        globals()["interrogate"] = interrogate
+        return interrogate
     if name in ("Client", "ApiError"):
         from . import client
 

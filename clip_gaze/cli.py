@@ -115,13 +115,18 @@ def analyze(images: tuple[str, ...], vocab: tuple[str, ...], top_k: int, model: 
 def format_table(answer: Any) -> str:
     img, model = answer.image, answer.model
     lines = [f"{answer.file or 'image'}  {img.width}×{img.height}  model {model.preset or model.arch}  "
-             f"(logit scale {model.logit_scale:.1f})"]
+             f"(logit scale {model.logit_scale:.1f}"
+             + (f", logit bias {model.logit_bias:.2f}" if model.logit_bias is not None else "") + ")"]
+    if model.logit_bias is not None:
+        lines.append("  share: relative to the list (sums to 1); sigmoid: the model's own probability of each phrase, "
+                     "not relative (the list does not change it; several or none can be likely)")
     for name, res in answer.results.items():
         lines.append(f"  {name}: relative to {res.softmax_over:,} phrases")
         for m in res.matches:
             ext = f"  [{m.external_id}]" if m.external_id else ""
             share = f"{100 * m.probability:6.2f}%" if m.probability >= 5e-5 else " <0.01%"
-            lines.append(f"    {share}  {m.phrase}{ext}   (cosine {m.cosine:.3f})")
+            sig = f"  sigmoid {100 * m.sigmoid:6.2f}%" if m.sigmoid is not None else ""
+            lines.append(f"    {share}{sig}  {m.phrase}{ext}   (cosine {m.cosine:.3f})")
     return "\n".join(lines)
 
 
@@ -273,17 +278,22 @@ def export_model(model: str | None, force: bool, as_json: bool) -> None:
 
 
 from .cli_collection import collection  # noqa: E402  (registered below)
+from .cli_explore import map_command  # noqa: E402
 from .cli_evaluate import evaluate  # noqa: E402
 from .cli_explain import explain  # noqa: E402
+from .cli_interrogate import collection_interrogate, interrogate  # noqa: E402
 from .cli_interop import annotations_command, review  # noqa: E402
 from .cli_vocab import vocab  # noqa: E402
 
 cli.add_command(vocab)
+collection.add_command(map_command)
 cli.add_command(collection)
 collection.add_command(annotations_command)
 collection.add_command(review)
 cli.add_command(evaluate)
 cli.add_command(explain)
+cli.add_command(interrogate)
+collection.add_command(collection_interrogate)
 
 
 def main(argv: Sequence[str] | None = None) -> Any:

@@ -41,6 +41,7 @@ from indexer.schema.collections import (
     JobInfo,
     SearchAnswer,
 )
+from indexer.schema.interrogate import Interrogation
 from indexer.schema.interop import AnnotationPageDocument, ReviewAnswer, ReviewInfo
 
 ImageArg = Union[str, Path, bytes, Any]  # a path, encoded bytes, or a PIL image
@@ -119,6 +120,20 @@ class Client:
         if phrases is not None:
             fields.append(("phrases", json.dumps(list(phrases), ensure_ascii=False)))
         return self._call(CompareModelsAnswer, "POST", "/v1/compare-models", files=[("image", _image_part(image, "image"))],
+                          fields=fields)
+
+    def interrogate(self, image: ImageArg, mode: str = "best", caption: str | None = None,
+                    vocabularies: Iterable[str] | None = None, **options: Any) -> Interrogation:
+        """POST /v1/interrogate: the prompt, its cosine and each part's gain. `options`: start_vocabularies
+        (a list, or "" to start empty), forced, max_steps, pool."""
+        fields = [("mode", mode), *_fields(vocabularies, None)]
+        if caption is not None:
+            fields.append(("caption", caption))
+        for key, value in options.items():
+            if value is not None:
+                fields.append((key, value if isinstance(value, str) else ",".join(value) if isinstance(value, (list, tuple))
+                               else str(value)))
+        return self._call(Interrogation, "POST", "/v1/interrogate", files=[("image", _image_part(image, "image"))],
                           fields=fields)
 
     # -- collections ----------------------------------------------------------------------------

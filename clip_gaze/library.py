@@ -56,6 +56,16 @@ def clean_prompts(prompts: Sequence[str]) -> list[str]:
     return out
 
 
+def caption_text(caption: str | None) -> str | None:
+    """A caption given to `interrogate`, checked as a phrase (white space around it dropped)."""
+    if caption is None:
+        return None
+    try:
+        return _PHRASE.validate_python(caption.strip() if isinstance(caption, str) else caption)
+    except ValidationError as exc:
+        raise invalid(exc, ("caption",)) from None
+
+
 def probabilities(
     image: ImageLike,
     prompts: Sequence[str],

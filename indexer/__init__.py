@@ -5,10 +5,12 @@ never imports them.
 Floors: each folder or module imports only its own modules and those of lower floors (checked by
 tests/test_layers.py, which reads this table; `python tests/layers.py` prints the figures).
 
+  8  explore/       a collection seen whole: its map, scores, facets, thumbnails, picture records
   8  interop/       back into a museum's systems: IIIF annotation pages, the wide CSV, reviews
   7  collections/   a museum's pictures: adding (here or on Ray), analysis, search, tables
   7  explain/       where in a picture CLIP sees a phrase: decomposition, maps, overlays
   7  evaluate/      CLIP against human labels: labels files, terms, metrics, the report
+  7  interrogate/   the prompt a generator would answer to: modes, the chain, prefix reuse, captions
   7  multimodel/    several models in one process: the served set, side-by-side answers
   6  engine.py      the facade the faces touch: model, stores, reader, vocabularies, indexes, hubs
   5  scoring/       cosines, the softmax over a whole vocabulary, the hub correction

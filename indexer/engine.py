@@ -57,7 +57,7 @@ from .schema import (
 )
 from .scoring.hubs import HubCorrection
 from .scoring.kernels import cosines
-from .scoring.softmax import Scores, scores_from_cosines
+from .scoring.softmax import Scores, scores_from_cosines, sigmoids
 from .settings import Settings
 from .store.image_store import ImageStore
 from .store.index_files import IndexFiles
@@ -156,7 +156,14 @@ class Engine:
 
     def model_info(self) -> ModelInfo:
         """The model as clients see it (a checkpoint by file name and fingerprint, never its path)."""
-        return self.spec.info(self._model.logit_scale if self._model is not None else None)
+        if self._model is None:
+            return self.spec.info()
+        return self.spec.info(self._model.logit_scale, self.logit_bias)
+
+    @property
+    def logit_bias(self) -> float | None:
+        """The model's learned logit bias (sigmoid-trained models: SigLIP), else None; loads the model."""
+        return getattr(self.model, "logit_bias", None)
 
     def models(self) -> ModelsAnswer:
         return ModelsAnswer(model=self.model_info(), models=[preset_info(p) for p in list_presets()])
@@ -366,7 +373,7 @@ class Engine:
         versions = self.store.versions()
         out: list[dict[str, VocabularyResult]] = [{} for _ in range(len(embeddings))]
         self.indexes.prepare(names, versions)
-        scale = self.model.logit_scale
+        scale, bias = self.model.logit_scale, self.logit_bias
         for name in names:
             idx = self.indexes.get(name, versions)
             cos_all = cosines(idx.matrix, embeddings)
@@ -377,7 +384,7 @@ class Engine:
                 per_image = [scores_from_cosines(cos_all[:, j], scale, top_k) for j in range(len(embeddings))]
             rows = self.store.phrase_rows(np.unique(np.concatenate([idx.ids[s.indices] for s in per_image])))
             for j, s in enumerate(per_image):
-                result = _vocab_result(s, [rows[int(i)] for i in idx.ids[s.indices]])
+                result = _vocab_result(s, [rows[int(i)] for i in idx.ids[s.indices]], sigmoids(s.cosines, scale, bias))
                 out[j][name] = result.model_copy(update={"relative_to": info}) if info is not None else result
         return out
 
@@ -392,7 +399,8 @@ class Engine:
         t3 = time.perf_counter()
         rows = [{"term": phrases[i], "phrase": phrases[i], "external_id": None, "metadata": None} for i in s.indices]
         timing = {"decode": decoded.decode_ms, "embed_image": (t2 - t1) * 1000, "score": (t3 - t2) * 1000}
-        return _analysis(self.model_info(), decoded, {"compare": _vocab_result(s, rows)}, timing)
+        sig = sigmoids(s.cosines, self.model.logit_scale, self.logit_bias)
+        return _analysis(self.model_info(), decoded, {"compare": _vocab_result(s, rows, sig)}, timing)
 
     def probabilities(self, image: ImageSource, phrases: Sequence[str]) -> list[float]:
         """Each phrase's relative likelihood among `phrases` (duplicates allowed), in the order given;
@@ -413,12 +421,13 @@ def _analysis(model: ModelInfo, decoded: DecodedImage, results: dict[str, Vocabu
                     timing_ms=round(sum(breakdown.values()), 2), timing_breakdown_ms=breakdown)
 
 
-def _vocab_result(s: Scores, rows: Sequence[dict[str, Any]]) -> VocabularyResult:
+def _vocab_result(s: Scores, rows: Sequence[dict[str, Any]], sig: npt.NDArray[np.float64] | None = None) -> VocabularyResult:
     return VocabularyResult(
         softmax_over=s.softmax_over,
         matches=[
             Match(phrase=row["phrase"], term=row["term"], probability=float(s.probabilities[k]), cosine=float(s.cosines[k]),
-                  logit=float(s.logits[k]), external_id=row["external_id"], metadata=row["metadata"])
+                  logit=float(s.logits[k]), sigmoid=None if sig is None else float(sig[k]),
+                  external_id=row["external_id"], metadata=row["metadata"])
             for k, row in enumerate(rows)
         ],
     )

@@ -47,6 +47,7 @@ from ..pictures.decode import DecodedImage
 from ..pictures.sources import Ignored, Item, PictureRef, SourceFailure
 from ..schema.collections import AddReport, PictureInfo
 from ..store.image_store import ImageStore, Picture
+from ..store.thumbnails import ThumbnailStore
 from ..vocabularies.embedder import ProgressFactory
 from .jobs import LEASE, Leases, dead_owners
 
@@ -65,6 +66,11 @@ def file_stat(ref: PictureRef) -> Stat | None:
     except OSError:
         return None
     return st.st_size, st.st_mtime_ns
+
+
+def named_picture(ref: PictureRef) -> Picture:
+    """What a naming says of a stored picture (its relabelling): external id, metadata, IIIF provenance."""
+    return Picture(ref.source, ref.external_id, ref.metadata, manifest=ref.manifest, image_service=ref.image_service)
 
 
 def picture_info(p: Picture) -> PictureInfo:
@@ -108,6 +114,8 @@ class AddRun:
                                 skipped=0, failed=0, encoded=0, refreshed=0, ignored=len(named) - len(self.items),
                                 seconds=0.0, errors=[])
         self.recorded: set[str] = set()  # sources stored by this run
+        self.thumbnails = ThumbnailStore(images.store)
+        self.thumb_only: set[str] = set()  # stored sources read again only for their missing thumbnail
         self.started = time.perf_counter()
 
     def plan(self) -> list[PictureRef]:
@@ -115,8 +123,8 @@ class AddRun:
         that name none are recorded as failures, and those already stored are relabelled, now (and
         with an owner, the sources to read are claimed: those another run reads are `waiting`)."""
         stored_stats = self.images.embedded_stats(self.collection_id, self.model_key)
-        self.record([Picture(it.source, it.external_id, it.metadata, error_code=it.code, error=it.error)
-                     for it in self.items if isinstance(it, SourceFailure)], {})
+        self.record([Picture(it.source, it.external_id, it.metadata, error_code=it.code, error=it.error,
+                             manifest=it.manifest) for it in self.items if isinstance(it, SourceFailure)], {})
         refs = [it for it in self.items if isinstance(it, PictureRef)]
         unkept: list[tuple[str, int, int]] = []
         for ref in {ref.source: ref for ref in refs}.values():
@@ -132,12 +140,18 @@ class AddRun:
                     self.stale.add(ref.source)
         self.images.set_file_stats(self.collection_id, unkept)
         done = set(stored_stats) - self.stale
-        stored = [Picture(it.source, it.external_id, it.metadata) for it in refs
-                  if it.source in done and it.source not in self.recorded]
+        stored = [named_picture(it) for it in refs if it.source in done and it.source not in self.recorded]
         self.report.skipped = len(stored)
         self.report.relabelled = self.images.relabel(self.collection_id, stored)
         todo = list({it.source: it for it in refs if it.source not in done}.values())
-        return self._claim(todo)
+        thumbless = self.thumbnails.missing_sources(self.collection_id) & done
+        again = list({it.source: it for it in refs if it.source in thumbless}.values())
+        self.thumb_only = {r.source for r in again}
+        return self._claim(todo) + again
+
+    def keep_thumbnails(self, decoded: Sequence[DecodedImage]) -> None:
+        """The thumbnails made in the read pool, stored by content (those already stored are kept)."""
+        self.thumbnails.put({d.sha256: d.thumbnail for d in decoded if d.thumbnail is not None})
 
     def _claim(self, refs: list[PictureRef]) -> list[PictureRef]:
         """Of `refs`, those this run reads (claimed); those another run claimed wait for it, and those
@@ -162,7 +176,7 @@ class AddRun:
             named = [it for source in sources for it in self.named.get(source, ())]
             self.report.skipped += len(named)
             self.report.relabelled += self.images.relabel(
-                self.collection_id, [Picture(it.source, it.external_id, it.metadata) for it in named])
+                self.collection_id, [named_picture(it) for it in named])
 
     def settle(self) -> list[PictureRef]:
         """The waiting sources whose claim went: those stored count as skipped (relabelled to this
@@ -224,7 +238,7 @@ class AddRun:
         if not pictures:
             return
         pictures = [dataclasses.replace(p, file_size=stat[0], file_mtime_ns=stat[1])
-                    if (stat := self.stats.get(p.source)) and p.sha256 else p for p in pictures]
+                    if (stat := self.stats.get(p.source)) and p.sha256 else p for p in self.provenance(pictures)]
         kept: list[str] = []  # changed files whose new read failed: their stored picture stays
         for p in pictures:
             n = self.namings.get(p.source, 1)
@@ -243,6 +257,17 @@ class AddRun:
                                   self.model_key, embeddings, claims=self.owner, job=job, kept=kept)
         if job is not None:
             self.job_written = job[1] if held else None  # stored with the batch: its checkpoint need not write them
+
+    def provenance(self, pictures: Sequence[Picture]) -> list[Picture]:
+        """Pictures with the IIIF manifest and image service their source's last naming gives (whichever
+        distributor read them: a Ray shard's rows carry neither)."""
+        out = []
+        for p in pictures:
+            refs = self.named.get(p.source)
+            if refs and p.manifest is None and p.image_service is None:
+                p = dataclasses.replace(p, manifest=refs[-1].manifest, image_service=refs[-1].image_service)
+            out.append(p)
+        return out
 
     def finish(self) -> AddReport:
         """The report, with the run's time."""
@@ -291,6 +316,8 @@ def _read_all(run: AddRun, todo: Sequence[PictureRef], pool: ThreadPoolExecutor,
 
     def flush() -> None:
         embeddings: dict[str, npt.NDArray[np.float32]] = {}
+        run.keep_thumbnails([d for _, d in batch])
+        batch[:] = [(ref, d) for ref, d in batch if ref.source not in run.thumb_only]  # stored already: only the thumbnail was missing
         if batch:
             known = run.known([d.sha256 for _, d in batch])
             new = {d.sha256: d for _, d in batch if d.sha256 not in known}
@@ -323,8 +350,14 @@ def _read_all(run: AddRun, todo: Sequence[PictureRef], pool: ThreadPoolExecutor,
             try:
                 batch.append((ref, future.result()))
             except ClipGazeError as exc:
+                if ref.source in run.thumb_only:  # stored already; its thumbnail waits for the next add
+                    top_up()
+                    continue
                 failures.append(Picture(ref.source, ref.external_id, ref.metadata, error_code=exc.code, error=exc.message))
             except Exception as exc:  # a reader's bug or a library's surprise: recorded, never fatal
+                if ref.source in run.thumb_only:
+                    top_up()
+                    continue
                 failures.append(Picture(ref.source, ref.external_id, ref.metadata, error_code="read_failed",
                                         error=f"{ref.source}: {type(exc).__name__}: {exc}"))
             top_up()
@@ -338,4 +371,4 @@ def _read_all(run: AddRun, todo: Sequence[PictureRef], pool: ThreadPoolExecutor,
         raise
 
 
-__all__ = ["AddRun", "add_locally", "file_stat", "picture_info"]
+__all__ = ["AddRun", "add_locally", "file_stat", "named_picture", "picture_info"]

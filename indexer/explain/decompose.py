@@ -14,7 +14,9 @@ A source patch here is the patch token at the decomposed block's input; what ear
 into that token from elsewhere is credited to its place ("patch-to-patch mixing ignored").
 
 Only open_clip's own VisionTransformer (class-token pooling, nn.MultiheadAttention blocks: every ViT
-preset) is decomposed; any other tower is refused with NotExplainable (400 `not_explainable`).
+preset, and the `toy-sigmoid` test instrument) is decomposed; any other tower is refused with NotExplainable
+(400 `not_explainable`) and the reason: SigLIP's timm towers pool with an attention head whose MLP acts on the
+pooled sum, which cannot be split among patches exactly.
 """
 
 from __future__ import annotations
@@ -110,6 +112,13 @@ class Explainer:
         from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
 
         name = type(visual).__name__ if visual is not None else "none"
+        if getattr(getattr(visual, "trunk", None), "attn_pool", None) is not None:
+            raise NotExplainable(
+                f"this model's image tower ({name}: timm's ViT with an attention-pooling head, as SigLIP's) cannot be "
+                "explained exactly: the head's learned query attends over the patch tokens (a sum that splits by patch), "
+                "but its MLP then acts on that pooled sum as a whole and cannot be split among patches exactly, and there "
+                "is no class token to read instead"
+            )
         if not isinstance(visual, VisionTransformer):
             raise NotExplainable(
                 f"this model's image tower ({name}) cannot be explained: maps need open_clip's VisionTransformer "

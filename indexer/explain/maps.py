@@ -24,7 +24,7 @@ import numpy.typing as npt
 from ..errors import InvalidInput
 from ..schema.explain import ADHOC, Contrast, ExplainedMatch, ExplainedResult, Explanation, Grid, Point
 from ..scoring.kernels import cosines
-from ..scoring.softmax import scores_from_cosines
+from ..scoring.softmax import scores_from_cosines, sigmoids
 from .decompose import Decomposition, Explainer
 from .geometry import input_box
 from .overlay import render_overlay
@@ -164,10 +164,11 @@ def explain_image(
         heat, unmapped = decomposition.contributions(dirs, scale)
         maps[lst.key], directions[lst.key] = heat, dirs
         matches = []
+        sig = sigmoids(s.cosines, scale, model.logit_bias)
         for k, row in enumerate(lst.rows(engine, s.indices)):
             matches.append(ExplainedMatch(
                 phrase=row["phrase"], term=row["term"], probability=float(s.probabilities[k]), cosine=float(s.cosines[k]),
-                logit=float(s.logits[k]), external_id=row["external_id"], metadata=row["metadata"],
+                logit=float(s.logits[k]), sigmoid=None if sig is None else float(sig[k]), external_id=row["external_id"], metadata=row["metadata"],
                 relative_logit=float(s.logits[k] - mean_logit), unmapped=float(unmapped[k]),
                 heatmap=_rounded(heat[k]), peak=peak(heat[k]),
             ))

@@ -154,6 +154,7 @@ def _export_into(loaded: "LoadedModel", out: Path, key: str, say: ExportProgress
         opset=OPSET,
         versions=_versions(),
         logit_scale=float(loaded.logit_scale),
+        logit_bias=loaded.logit_bias,
         image_size=int(loaded.image_size),
         dim=int(loaded.dim),
         transform=transform.to_json(),
@@ -167,7 +168,7 @@ def _export_into(loaded: "LoadedModel", out: Path, key: str, say: ExportProgress
     )
     say(f"{spec.name}: comparing ONNX Runtime with torch")
     parity = measure_parity(loaded, out, manifest)
-    worst = max(parity.image_embedding, parity.text_embedding)
+    worst = max(parity.image_embedding, parity.text_embedding, parity.sigmoid or 0.0)
     if not worst <= PARITY_LIMIT:  # also catches NaN
         raise NotExportable(
             f"{spec.name}: ONNX Runtime's embeddings differ from torch's by {worst:.2g} (image {parity.image_embedding:.2g}, "

@@ -42,6 +42,7 @@ class Parity(_Record):
     image_embedding: float  # normalised image embeddings, picture → each backend's own preprocessing
     text_embedding: float  # normalised text embeddings, batched and trimmed as each backend serves
     probability: float  # softmax(logit_scale · cosine) of each picture over the phrases
+    sigmoid: float | None = None  # a sigmoid model's σ(logit_scale · cosine + logit_bias), torch's own against ours
     pixels: float  # open_clip's preprocessing against ImageTransform
     images: int
     phrases: int
@@ -56,6 +57,7 @@ class Manifest(_Record):
     opset: int
     versions: dict[str, str]
     logit_scale: float
+    logit_bias: float | None = None  # a sigmoid-trained model's (SigLIP's) learned bias; None for softmax CLIP
     image_size: int
     dim: int
     transform: dict[str, Any]  # ImageTransform.to_json()

@@ -128,6 +128,7 @@ class OnnxModel:
         self.device = device
         self.threads = threads
         self.logit_scale = float(manifest.logit_scale)
+        self.logit_bias = None if manifest.logit_bias is None else float(manifest.logit_bias)
         self.image_size = int(manifest.image_size)
         self.dim = int(manifest.dim)
         self.trims_context = bool(manifest.text.trims)

@@ -1,7 +1,7 @@
 """Is the ONNX export the model? Both runtimes, torch (`LoadedModel`) and ONNX Runtime (`OnnxModel`),
 on the same synthetic pictures and phrases of several token lengths: the tokenizers must agree token
 for token, then the largest differences of the pixels, the normalised embeddings and the
-probabilities are measured (recorded in the export's manifest; `export` refuses an export that
+probabilities (a sigmoid model's sigmoids too) are measured (recorded in the export's manifest; `export` refuses an export that
 differs by more than its limit). Apart from both runtimes and from the exporter, which calls it.
 """
 
@@ -116,8 +116,12 @@ def _parity(
 
     scale = float(loaded.logit_scale)
     prob_diff = _max_diff(probabilities(torch_images, torch_texts, scale), probabilities(onnx_images, onnx_texts, scale))
+    sig_diff = None
+    if loaded.logit_bias is not None:  # torch's own sigmoid of the model's logits, against ONNX Runtime's numbers
+        sig_diff = _max_diff(torch_sigmoids(loaded, torch_images, torch_texts),
+                             _sigmoids(onnx_images @ onnx_texts.T, onnx.logit_scale, onnx.logit_bias or 0.0))
     return Parity(
-        image_embedding=image_diff, text_embedding=text_diff, probability=prob_diff, pixels=pixels,
+        image_embedding=image_diff, text_embedding=text_diff, probability=prob_diff, sigmoid=sig_diff, pixels=pixels,
         images=len(pictures), phrases=len(phrases), token_lengths=sorted(set(lengths)),
     )
 
@@ -130,10 +134,26 @@ def probabilities(images: npt.NDArray[np.float32], texts: npt.NDArray[np.float32
     return np.asarray(e / e.sum(axis=1, keepdims=True))
 
 
+def torch_sigmoids(loaded: "LoadedModel", images: npt.NDArray[np.float32], texts: npt.NDArray[np.float32]) -> npt.NDArray[Any]:
+    """open_clip's own sigmoid: torch.sigmoid(logit_scale.exp() · image @ text.T + logit_bias)."""
+    import torch
+
+    model = loaded.model
+    with torch.inference_mode():
+        logits = model.logit_scale.exp().float().cpu() * torch.from_numpy(images) @ torch.from_numpy(texts).T
+        return torch.sigmoid(logits + model.logit_bias.float().cpu()).numpy()  # type: ignore[no-any-return]
+
+
+def _sigmoids(cos: npt.NDArray[np.float32], scale: float, bias: float) -> npt.NDArray[np.float64]:
+    """σ(scale·cos + bias) as scoring.softmax.sigmoids serves it (models sit below scoring: not imported)."""
+    z = (cos.astype(np.float32) * np.float32(scale) + np.float32(bias)).astype(np.float64)
+    return np.asarray(np.exp(-np.logaddexp(0.0, -z)))
+
+
 def _max_diff(a: npt.NDArray[Any], b: npt.NDArray[Any]) -> float:
     if a.shape != b.shape:
         return float("inf")
     return float(np.abs(a.astype(np.float64) - b.astype(np.float64)).max()) if a.size else 0.0
 
 
-__all__ = ["PARITY_PHRASES", "measure_parity", "parity_pictures", "probabilities"]
+__all__ = ["PARITY_PHRASES", "measure_parity", "parity_pictures", "probabilities", "torch_sigmoids"]

@@ -26,6 +26,7 @@ class ClipModel(Protocol):
     backend: str  # "torch" or "onnx"
     spec: "ModelSpec"
     logit_scale: float  # exp of the learned logit scale
+    logit_bias: float | None  # a sigmoid-trained model's learned bias (SigLIP), else None
     dim: int  # embedding size
     image_size: int  # the square input, in pixels
     trims_context: bool  # text batches are cut to their longest phrase (exact for causal towers)

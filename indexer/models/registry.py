@@ -1,6 +1,7 @@
 """The model registry (data): presets, how a user names a model, and what clients are told about it.
 
-A model is named by a preset (`vit-b-32`, `sd15`, `sd2`, `sdxl`, `toy`), by an open_clip
+A model is named by a preset (`vit-b-32`, `sd15`, `sd2`, `sdxl`, `toy`, the sigmoid models `siglip-b16`,
+`siglip-so400m`, `siglip2-b16`, `toy-sigmoid`), by an open_clip
 `ARCH:PRETRAINED` tag pair, or by `ARCH:/path/to/checkpoint`. Nothing here loads a model or imports
 torch (`_config_image_size` imports open_clip only for an architecture it must look up).
 """
@@ -21,6 +22,8 @@ from ..schema import ModelInfo
 TOY_DIR = Path(__file__).resolve().parents[1] / "toy"  # indexer/toy: data, beside the rooms
 TOY_CONFIG = TOY_DIR / "clip-gaze-toy.json"
 TOY_CHECKPOINT = TOY_DIR / "clip-gaze-toy.safetensors"
+TOY_SIGMOID_CONFIG = TOY_DIR / "clip-gaze-toy-sigmoid.json"
+TOY_SIGMOID_CHECKPOINT = TOY_DIR / "clip-gaze-toy-sigmoid.safetensors"
 TOY_ML_DIR = TOY_DIR.parent / "toy_multilingual"  # its HF text tower's files in hf/, beside the config
 TOY_ML_CONFIG = TOY_ML_DIR / "clip-gaze-toy-multilingual.json"
 TOY_ML_CHECKPOINT = TOY_ML_DIR / "clip-gaze-toy-multilingual.safetensors"
@@ -33,6 +36,8 @@ class Preset:
     pretrained: str
     description: str
     config: str | None = None
+    # the lists whose best phrases start `interrogate`'s prompt when no caption is given
+    start_vocabularies: tuple[str, ...] = ("genres", "subjects", "scenes")
 
 
 PRESETS: dict[str, Preset] = {
@@ -48,6 +53,19 @@ PRESETS: dict[str, Preset] = {
             str(TOY_CHECKPOINT),
             "clip-gaze's own tiny model of coloured shapes: a test instrument for offline tests and demos, not an art model",
             config=str(TOY_CONFIG),
+            start_vocabularies=(),  # it knows shapes, colours and grounds: art lists would mislead it
+        ),
+        # Sigmoid models (a logit_bias): each phrase also gets σ(logit_scale·cos + logit_bias), its own match probability.
+        Preset("siglip-b16", "ViT-B-16-SigLIP", "webli", "Google SigLIP ViT-B/16 (WebLI), trained with a sigmoid loss"),
+        Preset("siglip-so400m", "ViT-SO400M-14-SigLIP-384", "webli", "Google SigLIP SO400M/14 at 384 px (WebLI), trained with a sigmoid loss"),
+        Preset("siglip2-b16", "ViT-B-16-SigLIP2", "webli", "Google SigLIP 2 ViT-B/16 (WebLI), trained with a sigmoid loss"),
+        Preset(
+            "toy-sigmoid",
+            "clip-gaze-toy-sigmoid",
+            str(TOY_SIGMOID_CHECKPOINT),
+            "clip-gaze's own tiny sigmoid-loss model of coloured shapes (a logit_bias, a text tower built like "
+            "SigLIP's): a test instrument for offline tests and demos, not SigLIP and not an art model",
+            config=str(TOY_SIGMOID_CONFIG),
         ),
         Preset("xlm-b32", "xlm-roberta-base-ViT-B-32", "laion5b_s13b_b90k", "OpenCLIP ViT-B/32 with an XLM-RoBERTa-base text tower (LAION-5B): reads about 100 languages"),
         Preset("xlm-h14", "xlm-roberta-large-ViT-H-14", "frozen_laion5b_s13b_b90k", "OpenCLIP ViT-H/14 with an XLM-RoBERTa-large text tower (LAION-5B): reads about 100 languages"),
@@ -104,7 +122,7 @@ class ModelSpec:
             return f"{self.arch}:file-{file_fingerprint(Path(self.pretrained))}"
         return f"{self.arch}:{self.pretrained}"
 
-    def info(self, logit_scale: float | None = None) -> ModelInfo:
+    def info(self, logit_scale: float | None = None, logit_bias: float | None = None) -> ModelInfo:
         """What clients are told: a checkpoint's file name and fingerprint, never its path."""
         return ModelInfo(
             preset=self.preset,
@@ -113,6 +131,7 @@ class ModelSpec:
             fingerprint=file_fingerprint(Path(self.pretrained)) if self.is_file else None,
             config=Path(self.config).name if self.config else None,
             logit_scale=logit_scale,
+            logit_bias=logit_bias,
         )
 
     def image_size(self) -> int:

@@ -52,6 +52,8 @@ class LoadedModel:
         self.tokenizer = tokenizer
         self.device = device
         self.logit_scale = float(model.logit_scale.exp().item())
+        bias = getattr(model, "logit_bias", None)
+        self.logit_bias = None if bias is None else float(bias.item())
         self.image_size = _image_size(model)
         with torch.inference_mode():
             probe = self.encode_texts(["a"], batch_size=1)

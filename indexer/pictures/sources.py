@@ -3,7 +3,8 @@
 A source is a folder (searched recursively), a CSV/TSV or JSON Lines file with an `image` column (a
 path, relative to the file or absolute, or an http(s) URL; an optional `external_id`; every other column
 kept as metadata) or such a table by http(s) URL (known by its content type, else by its path's suffix;
-its rows name pictures by URL, a relative one resolved against the table's), a IIIF Presentation manifest (v2 or v3; a URL or a .json file), a IIIF Image API
+its rows name pictures by URL, a relative one resolved against the table's), a IIIF Presentation manifest (v2 or v3; a URL or a .json file),
+a IIIF Collection (v2 or v3, its manifests read recursively: `iiif_collection`), a IIIF Image API
 service (its URL, with or without /info.json), or one picture file. Problems with a source or a row are
 returned as failures, to be recorded: they never stop a run.
 
@@ -29,6 +30,7 @@ from urllib.parse import urljoin, urlsplit
 
 from ..errors import ClipGazeError, InvalidInput
 from .fetch import JSON_IF_IT_PARSES, FetchPolicy, fetch_document, parse_json
+from .iiif_collection import Found, is_collection, walk
 from .iiif import is_image_service, is_manifest, manifest_items, manifest_problems
 from .iiif_image import region_fragment
 from .rows import LINES_SUFFIXES, TABLE_SUFFIXES, BadRow, Row, read_rows, read_text_rows, table_kind
@@ -58,6 +60,8 @@ class PictureRef:
     external_id: str | None = None
     metadata: dict[str, Any] | None = None
     region: str | None = None  # the part of the picture to read (x,y,w,h; pct:x,y,w,h; square); None: all of it
+    manifest: str | None = None  # the IIIF manifest it was read from (its URL as named; a file's: its http(s) id, else its path)
+    image_service: str | None = None  # its IIIF Image API service (no /info.json), when it has one
 
     @property
     def location(self) -> str:
@@ -68,7 +72,8 @@ class PictureRef:
     def of_url(cls, url: str, external_id: str | None = None, metadata: dict[str, Any] | None = None) -> "PictureRef":
         """A picture's URL, or a IIIF Image API service's (a URL ending in /info.json, which goes)."""
         if url.rstrip("/").endswith("/info.json"):
-            return cls(url.rstrip("/").removesuffix("/info.json"), "iiif", external_id, metadata)
+            service = url.rstrip("/").removesuffix("/info.json")
+            return cls(service, "iiif", external_id, metadata, image_service=service)
         return cls(url, "url", external_id, metadata)
 
 
@@ -79,6 +84,7 @@ class SourceFailure:
     error: str
     external_id: str | None = None
     metadata: dict[str, Any] | None = field(default=None)
+    manifest: str | None = None  # a problem of a IIIF manifest: that manifest (as `PictureRef.manifest`)
 
 
 @dataclass(frozen=True)
@@ -157,7 +163,9 @@ def expand(source: str, policy: FetchPolicy) -> Iterator[Item]:
             except (ValueError, UnicodeDecodeError, RecursionError) as exc:
                 yield SourceFailure(source, "invalid_manifest", f"{source} is not a JSON document ({str(exc)[:200]})")
                 return
-            yield from _iiif_document(source, doc, base=None)
+            ident = doc.get("id") or doc.get("@id") if isinstance(doc, dict) else None
+            named = ident if isinstance(ident, str) and _is_url(ident) else str(path.resolve())
+            yield from _iiif_document(source, doc, base=None, manifest=named, policy=policy)
         else:  # a picture, by its content: the reader says if it is not one
             yield PictureRef(str(path.resolve()), "file", external_id=path.name)
     except ClipGazeError as exc:
@@ -186,7 +194,8 @@ def _remote(source: str, policy: FetchPolicy) -> Iterator[Item]:
     if kind is None and got.content_type in UNTYPED:
         kind = table_kind(urlsplit(got.url).path) or table_kind(urlsplit(source).path)
     if kind is None:
-        yield from _iiif_document(source, parse_json(got), base=source)
+        yield from _iiif_document(source, parse_json(got), base=source, manifest=source, policy=policy,
+                                  size=len(got.data))
         return
     text = io.TextIOWrapper(io.BytesIO(got.data), encoding="utf-8-sig", newline="")
     yield from _rows(source, lambda n: f"{source}#line={n}", read_text_rows(text, source, kind), base=got.url)
@@ -233,10 +242,29 @@ def _row_item(name: str, key: str, n: int, row: dict[str, Any], folder: Path | N
     return PictureRef(str(file.resolve()), "file", ext, meta)
 
 
-def _iiif_document(source: str, doc: Any, base: str | None) -> Iterator[Item]:
+def _iiif_document(source: str, doc: Any, base: str | None, manifest: str | None = None,
+                   policy: FetchPolicy | None = None, size: int = 0) -> Iterator[Item]:
+    """A IIIF document's pictures: an Image API service's one, a manifest's (each with `manifest`,
+    where the manifest was read from, and its image service), or those of each manifest a IIIF
+    Collection lists (`iiif_collection`; what it refuses is recorded as a failure)."""
+    if is_collection(doc) and policy is not None:
+        def get(url: str, left: int) -> tuple[Any, int]:
+            got = fetch_document(url, policy, (), min(MAX_MANIFEST_BYTES, left))
+            return parse_json(got), len(got.data)
+
+        refused: dict[str, int] = {}
+        for event in walk(base or manifest or source, doc, get, size):
+            if isinstance(event, Found):
+                yield from _iiif_document(event.url, event.doc, base=event.url, manifest=event.url)
+                continue
+            key = f"{event.where}#{event.code}"
+            refused[key] = refused.get(key, 0) + 1  # each refusal recorded, two of one collection too
+            yield SourceFailure(key if refused[key] == 1 else f"{key} ({refused[key]})", event.code, event.error,
+                                manifest=event.where)
+        return
     if is_image_service(doc):
-        service = base or str(doc.get("id") or doc.get("@id") or "")
-        yield PictureRef(service.rstrip("/").removesuffix("/info.json"), "iiif", external_id=source)
+        service = (base or str(doc.get("id") or doc.get("@id") or "")).rstrip("/").removesuffix("/info.json")
+        yield PictureRef(service, "iiif", external_id=source, image_service=service)
         return
     if not is_manifest(doc):
         yield SourceFailure(source, "invalid_manifest", f"{source} is neither a IIIF Presentation manifest nor an Image API service")
@@ -246,9 +274,10 @@ def _iiif_document(source: str, doc: Any, base: str | None) -> Iterator[Item]:
         where, kind = (item.service, "iiif") if item.service else (item.url, "url")
         if where:  # a region has a source of its own: each region of a picture is a picture
             named = f"{where}#{region_fragment(item.region)}" if item.region else where
-            yield PictureRef(named, kind, item.external_id, meta, region=item.region)
+            yield PictureRef(named, kind, item.external_id, meta, region=item.region, manifest=manifest,
+                             image_service=item.service)
     seen: dict[str, int] = {}
     for problem in manifest_problems(doc):  # canvases without a picture: recorded, the rest are added
         key = f"{source}#{problem[:80]}"
         seen[key] = seen.get(key, 0) + 1  # two problems of one canvas may start alike: each is recorded
-        yield SourceFailure(key if seen[key] == 1 else f"{key} ({seen[key]})", "invalid_manifest", problem)
+        yield SourceFailure(key if seen[key] == 1 else f"{key} ({seen[key]})", "invalid_manifest", problem, manifest=manifest)

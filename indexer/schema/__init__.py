@@ -9,7 +9,9 @@ enforced by validation once and stated in the JSON Schema.
   analysis      the model as clients see it; analyses of pictures, batches and comparisons
   status        health, batching, backends, the index report, the error body
   collections   collections of pictures, jobs, collection analysis rows and search
+  explore       the explorer: maps, scores and facets filtered by `where`, picture records, thumbnails
   explain       explanations: maps over the patch grid, contrasts
+  interrogate   interrogation: the prompt a generator would answer to, each part scored
   evaluate      evaluations against human labels
   interop       back into a museum's systems: annotation pages, reviews of suggestions
   access        API keys with scopes and grants, and the audit trail

@@ -47,6 +47,9 @@ class ModelInfo(Answer):
     config: str | None = Field(None, description="For models the project defines: its open_clip config")
     description: str | None = None
     logit_scale: float | None = Field(None, description="exp of the model's learned logit scale; known once loaded")
+    logit_bias: float | None = Field(None, description="For a model trained with a sigmoid loss (SigLIP): its learned "
+                                     "logit bias, in each match's sigmoid = σ(logit_scale·cosine + logit_bias); it cancels "
+                                     "in the softmax. Absent for softmax-trained CLIP models; known once loaded")
 
     @model_serializer(mode="wrap")
     def _skip_unset_optionals(self, handler: Any) -> dict[str, Any]:
@@ -86,8 +89,19 @@ class Match(Answer):
     probability: float = Field(description="Relative likelihood within the vocabulary: softmax over softmax_over phrases")
     cosine: float
     logit: float = Field(description="logit_scale × cosine")
+    sigmoid: float | None = Field(None, description="Only for a model with a logit_bias (sigmoid-trained, SigLIP): the "
+                                  "model's own independent match probability σ(logit_scale·cosine + logit_bias). It is "
+                                  "not relative: it does not change when the list changes, the phrases' values do not "
+                                  "sum to one, and several phrases or none can be likely. Always of the raw cosine")
     external_id: str | None = None
     metadata: dict[str, Any] | None = None
+
+    @model_serializer(mode="wrap")
+    def _skip_sigmoid(self, handler: Any) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if data.get("sigmoid") is None:
+            data.pop("sigmoid", None)
+        return data
 
 
 HubMethod = Literal["zscore", "nnn"]  # the hub corrections (`scoring.hubs`)

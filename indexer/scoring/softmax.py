@@ -4,6 +4,8 @@ For an image embedding q and phrase embeddings X (rows, both L2-normalised):
     cosine_i      = X_i · q
     logit_i       = logit_scale * cosine_i
     probability_i = exp(logit_i) / sum_j exp(logit_j)       (over every phrase of the vocabulary)
+and, for a model trained with a sigmoid loss (SigLIP: it has a logit_bias), each phrase's own
+    sigmoid_i     = 1 / (1 + exp(-(logit_i + logit_bias)))  (independent of the other phrases)
 """
 
 from __future__ import annotations
@@ -34,6 +36,15 @@ def normalise(x: FloatArray) -> npt.NDArray[np.float32]:
     norm = np.linalg.norm(x, axis=-1, keepdims=True)
     norm[norm == 0] = 1.0
     return (x / norm).astype(np.float32, copy=False)
+
+
+def sigmoids(cos: FloatArray, logit_scale: float, logit_bias: float | None) -> npt.NDArray[np.float64] | None:
+    """σ(logit_scale·cos + logit_bias), elementwise, for a model with a logit bias; None without one.
+    The logit is formed in float32 as open_clip forms it, the sigmoid taken in float64 (stable for any sign)."""
+    if logit_bias is None:
+        return None
+    z = (np.asarray(cos, dtype=np.float32) * np.float32(logit_scale) + np.float32(logit_bias)).astype(np.float64)
+    return np.exp(-np.logaddexp(0.0, -z))  # type: ignore[no-any-return]
 
 
 def scores_from_cosines(cos: FloatArray, logit_scale: float, top_k: int | None = None) -> Scores:

@@ -63,6 +63,8 @@ class Picture:
     id: int = 0
     file_size: int | None = None  # a file's size and modification time when it was read (None: not a file)
     file_mtime_ns: int | None = None
+    manifest: str | None = None  # the IIIF manifest the picture was read from (`PictureRef.manifest`; None: none)
+    image_service: str | None = None  # its IIIF Image API service id, without /info.json (None: none)
 
 
 @dataclass
@@ -190,14 +192,16 @@ class ImageStore:
             _insert_embeddings(db, model_key, embeddings)
             db.conn.executemany(
                 "INSERT INTO collection_images (collection_id, source, external_id, sha256, width, height, metadata, "
-                "error_code, error, added_at, file_size, file_mtime_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "error_code, error, added_at, file_size, file_mtime_ns, manifest, image_service) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (collection_id, source) DO UPDATE SET "
                 "external_id = excluded.external_id, sha256 = excluded.sha256, width = excluded.width, height = excluded.height, "
                 "metadata = excluded.metadata, error_code = excluded.error_code, error = excluded.error, added_at = excluded.added_at, "
-                "file_size = excluded.file_size, file_mtime_ns = excluded.file_mtime_ns",
+                "file_size = excluded.file_size, file_mtime_ns = excluded.file_mtime_ns, manifest = excluded.manifest, "
+                "image_service = excluded.image_service",
                 [(collection_id, p.source, p.external_id, p.sha256, p.width, p.height,
                   json.dumps(p.metadata, ensure_ascii=False) if p.metadata else None, p.error_code, p.error, now,
-                  p.file_size, p.file_mtime_ns) for p in pictures],
+                  p.file_size, p.file_mtime_ns, p.manifest, p.image_service) for p in pictures],
             )
             if claims is not None:
                 db.conn.executemany("DELETE FROM add_claims WHERE collection_id = ? AND source = ? AND owner = ?",
@@ -209,16 +213,19 @@ class ImageStore:
         return held
 
     def relabel(self, collection_id: int, pictures: Sequence[Picture]) -> int:
-        """Stored pictures named again (a rerun, a catalogue file): their external id and metadata
-        follow the latest source; nothing is read or encoded again. Returns how many changed."""
+        """Stored pictures named again (a rerun, a catalogue file): their external id, metadata and IIIF
+        provenance (manifest, image service) follow the latest source; nothing is read or encoded
+        again. Returns how many changed."""
         if not pictures:
             return 0
         with self.store.transaction() as db:
             changes = db.conn.total_changes
             db.conn.executemany(
-                "UPDATE collection_images SET external_id = ?, metadata = ? WHERE collection_id = ? AND source = ? "
-                "AND (external_id IS NOT ? OR metadata IS NOT ?)",
-                [(p.external_id, m, collection_id, p.source, p.external_id, m)
+                "UPDATE collection_images SET external_id = ?, metadata = ?, manifest = ?, image_service = ? "
+                "WHERE collection_id = ? AND source = ? "
+                "AND (external_id IS NOT ? OR metadata IS NOT ? OR manifest IS NOT ? OR image_service IS NOT ?)",
+                [(p.external_id, m, p.manifest, p.image_service, collection_id, p.source, p.external_id, m, p.manifest,
+                  p.image_service)
                  for p in pictures for m in [json.dumps(p.metadata, ensure_ascii=False) if p.metadata else None]],
             )
             return int(db.conn.total_changes - changes)
@@ -230,6 +237,18 @@ class ImageStore:
             [collection_id, limit, offset],
         )
         return [_picture(r) for r in rows]
+
+    def by_manifest(self, collection_id: int, manifest: str) -> list[Picture]:
+        """The collection's pictures (stored or failed) read from IIIF manifest `manifest`, in order."""
+        rows = self.db.query("SELECT * FROM collection_images WHERE collection_id = ? AND manifest = ? ORDER BY id",
+                             [collection_id, manifest])
+        return [_picture(r) for r in rows]
+
+    def manifests(self, collection_id: int) -> list[str]:
+        """The IIIF manifests the collection's pictures were read from, in text order."""
+        rows = self.db.execute("SELECT DISTINCT manifest FROM collection_images WHERE collection_id = ? "
+                               "AND manifest IS NOT NULL ORDER BY manifest", [collection_id])
+        return [r[0] for r in rows]
 
     # -- embeddings -------------------------------------------------------------------------------
     def cached(self, model_key: str, shas: Sequence[str]) -> dict[str, npt.NDArray[np.float32]]:
@@ -425,5 +444,6 @@ def _picture(r: Any) -> Picture:
     return Picture(
         source=r["source"], external_id=r["external_id"], metadata=json.loads(r["metadata"]) if r["metadata"] else None,
         sha256=r["sha256"], width=r["width"], height=r["height"], error_code=r["error_code"], error=r["error"], id=r["id"],
-        file_size=r.get("file_size"), file_mtime_ns=r.get("file_mtime_ns"),
+        file_size=r.get("file_size"), file_mtime_ns=r.get("file_mtime_ns"), manifest=r.get("manifest"),
+        image_service=r.get("image_service"),
     )

@@ -138,6 +138,37 @@ def _m004(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations(name="005_thumbnails_maps")
+def _m005(db: sqlite_utils.Database) -> None:
+    """What the explorer shows without going back to the sources: each picture's thumbnail by content
+    hash (longest side 256 px), and each collection's 2-D map per model (the latest layout, with the
+    collection version it was computed for, its points as Arrow IPC, and the job that computes the next)."""
+    _run_statements(
+        db,
+        """
+        CREATE TABLE thumbnails (
+            sha256 TEXT PRIMARY KEY,
+            media_type TEXT NOT NULL,
+            width INTEGER NOT NULL,
+            height INTEGER NOT NULL,
+            data BLOB NOT NULL
+        ) WITHOUT ROWID;
+        CREATE TABLE collection_maps (
+            collection_id INTEGER NOT NULL REFERENCES collections(id) ON DELETE CASCADE,
+            model TEXT NOT NULL,
+            version INTEGER,
+            method TEXT,
+            size INTEGER NOT NULL DEFAULT 0,
+            points BLOB,
+            job_id TEXT,
+            job_version INTEGER,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (collection_id, model)
+        ) WITHOUT ROWID
+        """,
+    )
+
+
 @migrations(name="006_reviews")
 def _m006(db: sqlite_utils.Database) -> None:
     """People's verdicts on machine suggestions: for a picture of a collection (by content hash) and a
@@ -191,6 +222,48 @@ def _m008(db: sqlite_utils.Database) -> None:
         CREATE INDEX audit_by_time ON audit (at);
         ALTER TABLE collections ADD COLUMN private INTEGER NOT NULL DEFAULT 0;
         ALTER TABLE vocabularies ADD COLUMN private INTEGER NOT NULL DEFAULT 0
+        """,
+    )
+
+
+@migrations(name="007_sync_callbacks")
+def _m007(db: sqlite_utils.Database) -> None:
+    """IIIF provenance, change-feed syncs and job callbacks. Pictures: the IIIF `manifest` each was read
+    from (its URL; NULL for other sources) and its `image_service` (the Image API service id without
+    /info.json; NULL without one), written on every add and relabel; the manifest's index finds its
+    pictures (a change stream's Update or Delete of it). `collection_syncs`: per collection and change
+    stream, the `end_time` of the last sync applied whole, and the sync in flight (`pending`, JSON), so
+    one killed is resumed. Jobs: a `callback_url` and its delivery (state, next attempt and the time to
+    give up, unix seconds, the process delivering it and until when); `callback_attempts`: each attempt."""
+    _run_statements(
+        db,
+        """
+        ALTER TABLE collection_images ADD COLUMN manifest TEXT;
+        ALTER TABLE collection_images ADD COLUMN image_service TEXT;
+        CREATE INDEX collection_images_by_manifest ON collection_images (collection_id, manifest);
+        CREATE TABLE collection_syncs (
+            collection_id INTEGER NOT NULL,
+            stream TEXT NOT NULL,
+            end_time TEXT,
+            pending TEXT,
+            synced_at TEXT,
+            PRIMARY KEY (collection_id, stream)
+        ) WITHOUT ROWID;
+        ALTER TABLE jobs ADD COLUMN callback_url TEXT;
+        ALTER TABLE jobs ADD COLUMN callback_state TEXT;
+        ALTER TABLE jobs ADD COLUMN callback_next REAL;
+        ALTER TABLE jobs ADD COLUMN callback_until REAL;
+        ALTER TABLE jobs ADD COLUMN callback_owner TEXT;
+        ALTER TABLE jobs ADD COLUMN callback_lease REAL;
+        CREATE INDEX jobs_by_callback ON jobs (callback_state, callback_next);
+        CREATE TABLE callback_attempts (
+            job_id TEXT NOT NULL,
+            attempt INTEGER NOT NULL,
+            at TEXT NOT NULL,
+            status INTEGER,
+            error TEXT,
+            PRIMARY KEY (job_id, attempt)
+        ) WITHOUT ROWID
         """,
     )
 

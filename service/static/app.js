@@ -263,6 +263,11 @@ function chartHead(name, res) {
   rel.className = "relative";
   rel.textContent = `Relative to ${res.softmax_over.toLocaleString()} phrase${res.softmax_over === 1 ? "" : "s"}` +
     (res.matches.length < res.softmax_over ? `; the best ${res.matches.length} shown.` : ".");
+  if (res.matches.some((m) => m.sigmoid != null)) {
+    // A sigmoid-trained model (SigLIP): each phrase's own probability, beside the share within the list.
+    rel.textContent += " Bars: the share within the list (sums to 1). Sigmoid: the model's own probability " +
+      "of each phrase, not relative: the list does not change it, and several phrases or none can be likely.";
+  }
   section.append(h, rel);
   return section;
 }
@@ -316,7 +321,9 @@ function bars(name, res, model) {
       const li = document.createElement("li");
       li.className = "bar";
       li.tabIndex = 0;
-      const detail = `cosine ${m.cosine.toFixed(4)}, logit ${m.logit.toFixed(2)}` + (m.external_id ? `, id ${m.external_id}` : "");
+      const detail = `cosine ${m.cosine.toFixed(4)}, logit ${m.logit.toFixed(2)}` +
+        (m.sigmoid != null ? `, sigmoid ${pct(m.sigmoid)} (own probability, not relative)` : "") +
+        (m.external_id ? `, id ${m.external_id}` : "");
       li.setAttribute("aria-label", `${m.phrase}: ${pct(m.probability)}; ${detail}`);
       li.title = detail;
       // The phrase and its share on one line, the bar on its own track below: nothing covers a thin bar.
@@ -335,6 +342,13 @@ function bars(name, res, model) {
       p.className = "pct";
       p.textContent = pct(m.probability);
       text.append(phrase, p);
+      if (m.sigmoid != null) {
+        const sig = document.createElement("span");
+        sig.className = "pct sigmoid";
+        sig.title = "The model's own probability of this phrase (sigmoid), not a share of the list";
+        sig.textContent = `σ ${pct(m.sigmoid)}`;
+        text.append(sig);
+      }
       const tip = document.createElement("span");
       tip.className = "detail";
       tip.setAttribute("aria-hidden", "true");
@@ -656,4 +670,23 @@ document.addEventListener("DOMContentLoaded", () => {
   $("side-by-side").addEventListener("change", () => { $("model-select").disabled = $("side-by-side").checked; showModel(); });
   loadModel();
   loadVocabularies();
+  loadCollections();
 });
+
+async function loadCollections() {
+  const list = $("collection-list");
+  try {
+    const body = await (await fetch("/v1/collections")).json();
+    list.replaceChildren(...body.collections.map((c) => {
+      const li = document.createElement("li");
+      const a = document.createElement("a");
+      a.href = `/collections/${encodeURIComponent(c.name)}`;
+      a.textContent = c.name;
+      li.append(a, ` (${c.size} pictures)${c.description ? `: ${c.description}` : ""}`);
+      return li;
+    }));
+    if (!body.collections.length) list.innerHTML = "<li>None yet (<code>clip-gaze collection create</code>).</li>";
+  } catch (err) {
+    list.innerHTML = "<li>Could not list the collections.</li>";
+  }
+}
