@@ -49,7 +49,7 @@ _CONSTANTS = {
     "SITES": "sites",
 }
 
-__all__ = ["gaze", "probabilities", "explain", "interrogate", "Client", "ApiError", *[e.__name__ for e in ERRORS],
+__all__ = ["gaze", "probabilities", "explain", "interrogate", "compare_models", "Client", "ApiError", *[e.__name__ for e in ERRORS],
            *[c for c in _CONSTANTS if c != "SCULTPURE_MATERIALS"]]
 
 
@@ -60,7 +60,7 @@ def __getattr__(name: str) -> Any:
         value = [p.phrase for p in catalog().get(_CONSTANTS[name]).phrases()]
         globals()[name] = value
         return value
-    if name in ("gaze", "probabilities", "get_engine"):
+    if name in ("gaze", "probabilities", "get_engine", "compare_models"):
         from . import library
 
         return getattr(library, name)

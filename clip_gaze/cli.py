@@ -12,9 +12,11 @@ from typing import Any, Sequence
 import click
 
 from indexer.errors import ClipGazeError
+from indexer.models.registry import public_model_name
 from indexer.schema import MAX_TOP_K
 from indexer.settings import settings_help
 
+from .cli_compare_models import analyze_side_by_side, split_models
 from .cli_common import MODEL_OPTION, RELATIVE_OPTION, VOCAB_OPTION, domain_errors, load_settings, make_engine, say, split_vocabs
 
 
@@ -66,19 +68,30 @@ def index(model: str | None, vocab: tuple[str, ...], all_: bool, force: bool, as
 @click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=str))
 @VOCAB_OPTION
 @click.option("--top-k", "-k", default=5, show_default=True, type=click.IntRange(1, MAX_TOP_K), help="Matches to show per vocabulary.")
-@MODEL_OPTION
-@click.option("--json", "as_json", is_flag=True, help="JSON Lines: one object per image, shaped like the REST answer.")
+@click.option("--model", "-m", help="Preset, ARCH:PRETRAINED or ARCH:/path/to/checkpoint (default: $CLIP_GAZE_MODEL or "
+                                    "vit-b-32); several, comma-separated, side by side.")
+@click.option("--json", "as_json", is_flag=True, help="JSON Lines: one object per image, shaped like the REST answer "
+                                                      "(of /v1/compare-models with several models).")
 @RELATIVE_OPTION
 @domain_errors
 def analyze(images: tuple[str, ...], vocab: tuple[str, ...], top_k: int, model: str | None, as_json: bool,
             relative_to: str | None) -> None:
     """Score IMAGES against vocabularies: the most likely phrases of each list.
 
+    With several models (--model a,b), each picture is read by each side by side, with how far their
+    rankings agree over the whole list (Spearman's rho) and in their top k.
+
     \b
     Examples:
         clip-gaze analyze painting.jpg
         clip-gaze analyze *.jpg --vocab movements --vocab surfaces -k 3 --json > out.jsonl
+        clip-gaze analyze painting.jpg --model vit-b-32,sd15 --vocab movements
     """
+    several = split_models(model)
+    if len(several) > 1:
+        if relative_to is not None:
+            raise click.UsageError("--relative-to reads one model; compare models without it")
+        return analyze_side_by_side(images, several, split_vocabs(vocab), top_k, as_json)
     engine = make_engine(model)
     names = engine.resolve(split_vocabs(vocab))
     _ = engine.model  # a model problem stops here, once
@@ -141,58 +154,73 @@ def compare(image: str, phrases: tuple[str, ...], model: str | None, as_json: bo
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="gunicorn worker processes.")
 @click.option("--threads", default=4, show_default=True, type=click.IntRange(1, 256), help="Threads per worker.")
-@MODEL_OPTION
+@click.option("--model", "-m", help="Preset, ARCH:PRETRAINED or ARCH:/path/to/checkpoint (default: $CLIP_GAZE_MODELS, "
+                                    "$CLIP_GAZE_MODEL or vit-b-32); several, comma-separated, served side by side "
+                                    "(the first is the default).")
 @click.option("--no-index", is_flag=True, help="Do not index the default vocabularies before starting.")
+@click.option("--preload", is_flag=True, help="Load every served model in each worker at start, not on its first request.")
 @domain_errors
-def serve(host: str, port: int, workers: int, threads: int, model: str | None, no_index: bool) -> None:
+def serve(host: str, port: int, workers: int, threads: int, model: str | None, no_index: bool, preload: bool) -> None:
     """Run the REST API (and the web page at /) under gunicorn.
 
-    Before listening, the model is exported to ONNX if it is not yet (CLIP_GAZE_BACKEND auto or
-    onnx) and the default vocabularies are indexed if they are not yet, so no request ever waits
-    for either, and workers never import torch.
+    Before listening, each served model is exported to ONNX if it is not yet (CLIP_GAZE_BACKEND auto or
+    onnx) and the default vocabularies are indexed for it if they are not yet, so no request ever waits
+    for either, and workers never import torch. Of several models (CLIP_GAZE_MODELS), the default
+    loads at start, the others on the first request that names them (or at start with --preload).
 
     \b
-    Example:
+    Examples:
         CLIP_GAZE_MODEL=toy clip-gaze serve --port 8000 --workers 2
         curl -F image=@painting.jpg http://127.0.0.1:8000/v1/analyze
+        clip-gaze serve --model vit-b-32,sd15 --preload
     """
+    import dataclasses
+
     from service.serve import check_bind, run
 
     s = load_settings()
     if model:
-        os.environ["CLIP_GAZE_MODEL"] = model
+        os.environ["CLIP_GAZE_MODELS"] = model
         s = load_settings()
     check_bind(host, s)
     s = _export_before_serving(s)
     if not no_index:
-        if make_engine(s.model, progress=False).needs_indexing():
-            say("indexing the default vocabularies before starting…", err=True)
-            # In a child process, so the server does not keep the indexing's memory.
-            done = subprocess.run([sys.executable, "-m", "clip_gaze", "index", "--model", s.model])
-            if done.returncode != 0:  # the child has said why, in one line
-                raise SystemExit(done.returncode)
-    run(host=host, port=port, workers=workers, threads=threads, settings=s)
+        for name in s.models:
+            if make_engine(name, progress=False).needs_indexing():
+                say(f"indexing the default vocabularies for {public_model_name(name)} before starting…", err=True)
+                # In a child process, so the server does not keep the indexing's memory.
+                done = subprocess.run([sys.executable, "-m", "clip_gaze", "index", "--model", name])
+                if done.returncode != 0:  # the child has said why, in one line
+                    raise SystemExit(done.returncode)
+    run(host=host, port=port, workers=workers, threads=threads, settings=dataclasses.replace(s, preload=preload))
 
 
 def _export_before_serving(s: Any) -> Any:
-    """Export the model in a child process (the server never holds torch), unless torch serves. With
-    CLIP_GAZE_BACKEND=auto, a model that cannot be exported is served by torch."""
+    """Export each served model in a child process (the server never holds torch), unless torch serves.
+    With CLIP_GAZE_BACKEND=auto, a model that cannot be exported is served by torch (every model, when
+    the default cannot be; another one alone, loaded on torch by the worker that first needs it)."""
     import dataclasses
 
     from indexer.models import backends
     from indexer.models.registry import parse_model
 
-    spec = parse_model(s.model)
-    if backends.choose(s.backend, s.device) != "onnx" or backends.has_export(s.home, spec):
+    if backends.choose(s.backend, s.device) != "onnx":
         return s
-    say(f"exporting {spec.name} to ONNX before starting (once)…", err=True)
-    done = subprocess.run([sys.executable, "-m", "clip_gaze", "models", "export", "--model", s.model])
-    if done.returncode == 0:
-        return s
-    if s.backend == "onnx":  # the child has said why, in one line
-        raise SystemExit(done.returncode)
-    say(f"serving {spec.name} on torch", err=True)
-    return dataclasses.replace(s, backend="torch")
+    for i, name in enumerate(s.models):
+        spec = parse_model(name)
+        if backends.has_export(s.home, spec):
+            continue
+        say(f"exporting {spec.name} to ONNX before starting (once)…", err=True)
+        done = subprocess.run([sys.executable, "-m", "clip_gaze", "models", "export", "--model", name])
+        if done.returncode == 0:
+            continue
+        if s.backend == "onnx":  # the child has said why, in one line
+            raise SystemExit(done.returncode)
+        if i == 0:
+            say(f"serving {spec.name} on torch", err=True)
+            return dataclasses.replace(s, backend="torch")
+        say(f"serving {spec.name} on torch (in the worker that first needs it)", err=True)
+    return s
 
 
 @cli.group(invoke_without_command=True)
@@ -250,6 +278,7 @@ def export_model(model: str | None, force: bool, as_json: bool) -> None:
 
 
 from .cli_collection import collection  # noqa: E402  (registered below)
+from .cli_explore import map_command  # noqa: E402
 from .cli_evaluate import evaluate  # noqa: E402
 from .cli_explain import explain  # noqa: E402
 from .cli_keys import audit, keys  # noqa: E402
@@ -258,6 +287,7 @@ from .cli_interop import annotations_command, review  # noqa: E402
 from .cli_vocab import vocab  # noqa: E402
 
 cli.add_command(vocab)
+collection.add_command(map_command)
 cli.add_command(collection)
 collection.add_command(annotations_command)
 collection.add_command(review)

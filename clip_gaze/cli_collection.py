@@ -236,31 +236,44 @@ def analyze(name: str, vocab: tuple[str, ...], top_k: int, out: str, model: str 
 @click.argument("name")
 @click.argument("query", required=False)
 @click.option("--image", "-i", "image", type=click.Path(dir_okay=False), help="Search with a picture instead of a phrase.")
+@click.option("--and", "more", multiple=True, metavar="PHRASE", help="More like this phrase too (may be repeated).")
+@click.option("--not", "unlike_text", multiple=True, metavar="PHRASE", help="Less like this phrase (may be repeated).")
+@click.option("--like", multiple=True, metavar="SHA256", help="More like this stored picture (may be repeated).")
+@click.option("--unlike", multiple=True, metavar="SHA256", help="Less like this stored picture (may be repeated).")
+@click.option("--min-cosine", type=click.FloatRange(-1, 1), help="Leave out pictures under this cosine.")
+@click.option("--min-probability", type=click.FloatRange(0, 1),
+              help="Leave out pictures whose probability of QUERY within --vocab is under this.")
+@click.option("--vocab", "-v", "vocabulary", help="The vocabulary QUERY's probability is relative to (QUERY added to it).")
 @click.option("--top-k", "-k", default=10, show_default=True, type=click.IntRange(1, MAX_TOP_K))
 @MODEL_OPTION
 @JSON_OPTION
 @domain_errors
-def search(name: str, query: str | None, image: str | None, top_k: int, model: str | None, as_json: bool) -> None:
-    """The pictures of NAME closest to a phrase QUERY, or to a picture (--image).
+def search(name: str, query: str | None, image: str | None, more: tuple[str, ...], unlike_text: tuple[str, ...],
+           like: tuple[str, ...], unlike: tuple[str, ...], min_cosine: float | None, min_probability: float | None,
+           vocabulary: str | None, top_k: int, model: str | None, as_json: bool) -> None:
+    """The pictures of NAME closest to a phrase QUERY, or to a picture (--image); more like some phrases
+    and pictures, less like others (the mean of the positives minus the mean of the negatives).
 
     \b
     Examples:
         clip-gaze collection search paintings "a crucifixion" -k 5
         clip-gaze collection search paintings --image detail.jpg
+        clip-gaze collection search paintings "a harbour" --not "a storm" --min-cosine 0.2
+        clip-gaze collection search paintings "tonalism" --vocab movements --min-probability 0.3
     """
     from indexer.schema import parse
-    from indexer.schema.collections import SearchQuery
+    from indexer.schema.collections import SearchTerms
 
-    if (query is None) == (image is None):
-        raise click.UsageError("give a phrase QUERY or --image PICTURE (one of them)")
-    collections = make_collections(model)
-    if query is not None:
-        q = parse(SearchQuery, {"q": query.strip(), "top_k": top_k})
-        answer = collections.search(name, text=q.q, top_k=q.top_k)
-    else:
-        answer = collections.search(name, image=image, top_k=top_k)
-    lines = [f"{name}: {answer.searched:,} pictures searched{'' if answer.exact else ' (approximate index)'}"]
-    lines += [f"  {h.rank:>3}. {h.cosine:.3f}  {h.external_id or '-'}  {h.source}" for h in answer.hits]
+    if query is None and image is None and not like and not more:
+        raise click.UsageError("give a phrase QUERY, --image PICTURE or --like SHA256")
+    terms = parse(SearchTerms, {"q": [t.strip() for t in ((query,) if query else ()) + more], "unlike_text": list(unlike_text),
+                                "like": list(like), "unlike": list(unlike), "min_cosine": min_cosine,
+                                "min_probability": min_probability, "vocabulary": vocabulary})
+    answer = make_collections(model).search(name, image=image, top_k=top_k, query=terms)
+    lines = [f"{name}: {answer.searched:,} pictures searched{'' if answer.exact else ' (approximate index)'}"
+             + (f"; probabilities relative to {vocabulary} ({answer.softmax_over} phrases)" if answer.softmax_over else "")]
+    lines += [f"  {h.rank:>3}. {h.cosine:.3f}" + (f"  {h.probability:7.2%}" if h.probability is not None else "")
+              + f"  {h.external_id or '-'}  {h.source}" for h in answer.hits]
     _echo(answer, as_json, "\n".join(lines))
 
 

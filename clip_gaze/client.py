@@ -31,6 +31,7 @@ from indexer.schema import (
     WriteAnswer,
 )
 from indexer.schema.access import AuditList, KeyAnswer, KeyCreated, KeyInfo, KeyList
+from indexer.schema.compare_models import CompareModelsAnswer
 from indexer.schema.collections import (
     AnalysisRow,
     CollectionAnswer,
@@ -91,21 +92,36 @@ class Client:
         return self._call(VocabularyPage, "GET", f"/v1/vocabularies/{parse.quote(name)}?offset={offset}&limit={limit}")
 
     # -- analysis -------------------------------------------------------------------------------
-    def analyze(self, image: ImageArg, vocabularies: Iterable[str] | None = None, top_k: int | None = None) -> Analysis:
-        fields = _fields(vocabularies, top_k)
+    def analyze(self, image: ImageArg, vocabularies: Iterable[str] | None = None, top_k: int | None = None,
+                model: str | None = None) -> Analysis:
+        """`model`: one the server serves (`models().served`); its default if None."""
+        fields = _fields(vocabularies, top_k, model)
         return self._call(Analysis, "POST", "/v1/analyze", files=[("image", _image_part(image, "image"))], fields=fields)
 
     def analyze_batch(
-        self, images: Sequence[ImageArg], vocabularies: Iterable[str] | None = None, top_k: int | None = None
+        self, images: Sequence[ImageArg], vocabularies: Iterable[str] | None = None, top_k: int | None = None,
+        model: str | None = None,
     ) -> BatchAnswer:
         files = [("image", _image_part(im, f"image-{i}")) for i, im in enumerate(images)]
-        return self._call(BatchAnswer, "POST", "/v1/analyze/batch", files=files, fields=_fields(vocabularies, top_k))
+        return self._call(BatchAnswer, "POST", "/v1/analyze/batch", files=files, fields=_fields(vocabularies, top_k, model))
 
-    def compare(self, image: ImageArg, phrases: Sequence[str]) -> Analysis:
+    def compare(self, image: ImageArg, phrases: Sequence[str], model: str | None = None) -> Analysis:
         return self._call(
             Analysis, "POST", "/v1/compare", files=[("image", _image_part(image, "image"))],
-            fields=[("phrases", json.dumps(list(phrases), ensure_ascii=False))],
+            fields=[("phrases", json.dumps(list(phrases), ensure_ascii=False)), *_fields(None, None, model)],
         )
+
+    def compare_models(self, image: ImageArg, models: Iterable[str] | None = None, vocabularies: Iterable[str] | None = None,
+                       phrases: Sequence[str] | None = None, top_k: int | None = None) -> CompareModelsAnswer:
+        """`image` under each of `models` (None: every model the server serves), over `vocabularies` or
+        exactly `phrases`, with every pair's rank agreement (POST /v1/compare-models)."""
+        fields = _fields(vocabularies, top_k)
+        if models is not None:
+            fields.append(("models", models if isinstance(models, str) else ",".join(models)))
+        if phrases is not None:
+            fields.append(("phrases", json.dumps(list(phrases), ensure_ascii=False)))
+        return self._call(CompareModelsAnswer, "POST", "/v1/compare-models", files=[("image", _image_part(image, "image"))],
+                          fields=fields)
 
     def interrogate(self, image: ImageArg, mode: str = "best", caption: str | None = None,
                     vocabularies: Iterable[str] | None = None, **options: Any) -> Interrogation:
@@ -154,15 +170,15 @@ class Client:
             time.sleep(poll)
         return job
 
-    def search(self, name: str, q: str, top_k: int = 10) -> SearchAnswer:
-        query = parse.urlencode({"q": q, "top_k": top_k})
+    def search(self, name: str, q: str, top_k: int = 10, model: str | None = None) -> SearchAnswer:
+        query = parse.urlencode({"q": q, "top_k": top_k, **({"model": model} if model is not None else {})})
         return self._call(SearchAnswer, "GET", f"/v1/collections/{parse.quote(name)}/search?{query}")
 
     def analyze_collection(
-        self, name: str, vocabularies: Iterable[str] | None = None, top_k: int | None = None
+        self, name: str, vocabularies: Iterable[str] | None = None, top_k: int | None = None, model: str | None = None
     ) -> Iterator[AnalysisRow]:
-        """The rows of the server's streamed analysis, as they arrive."""
-        body: dict[str, Any] = {}
+        """The rows of the server's streamed analysis, as they arrive (scored with `model`'s embeddings)."""
+        body: dict[str, Any] = {} if model is None else {"model": model}
         if vocabularies is not None:
             body["vocabularies"] = vocabularies if isinstance(vocabularies, str) else list(vocabularies)
         if top_k is not None:
@@ -332,8 +348,8 @@ def _api_error(exc: error.HTTPError) -> ApiError:
         return ApiError(exc.code, "http_error", raw[:200].decode("utf-8", "replace"))
 
 
-def _fields(vocabularies: Iterable[str] | None, top_k: int | None) -> list[tuple[str, str]]:
-    fields = []
+def _fields(vocabularies: Iterable[str] | None, top_k: int | None, model: str | None = None) -> list[tuple[str, str]]:
+    fields = [] if model is None else [("model", model)]
     if vocabularies is not None:
         fields.append(("vocabularies", vocabularies if isinstance(vocabularies, str) else ",".join(vocabularies)))
     if top_k is not None:

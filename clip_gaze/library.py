@@ -1,4 +1,5 @@
-"""`gaze()` and `probabilities()`, compatible with clip-gaze 0.3.0, over clip-gaze's engine.
+"""`gaze()` and `probabilities()`, compatible with clip-gaze 0.3.0, over clip-gaze's engine; and
+`compare_models()`, one picture under several models side by side.
 
 Unlike 0.3.0, phrase embeddings are stored (in CLIP_GAZE_HOME) and reused: a repeated call encodes
 only the image.
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any, Sequence, Union
+from typing import TYPE_CHECKING, Any, Sequence, Union
 
 from PIL import Image
 from pydantic import TypeAdapter, ValidationError
@@ -17,6 +18,9 @@ from indexer.engine import Engine
 from indexer.models.registry import parse_model
 from indexer.schema import Phrase, invalid
 from indexer.settings import Settings
+
+if TYPE_CHECKING:  # pragma: no cover
+    from indexer.schema.compare_models import CompareModelsAnswer
 
 ImageLike = Union[Image.Image, str, Path, bytes]
 
@@ -102,3 +106,22 @@ def gaze(
     if only_show_best:
         entries = entries[:only_show_best]
     return [format_tuple(e) for e in entries] if format_output else entries
+
+
+def compare_models(
+    image: ImageLike,
+    models: Sequence[str] | str,
+    vocabularies: Sequence[str] | None = None,
+    phrases: Sequence[str] | None = None,
+    top_k: int = 5,
+) -> "CompareModelsAnswer":
+    """`image` under each of `models` (a list, or comma-separated), over `vocabularies` (the default set) or
+    exactly `phrases`: each model's reading, and for every pair Spearman's ρ over the whole list and the
+    top-k overlap (the answer of POST /v1/compare-models)."""
+    from indexer.multimodel.side_by_side import compare_models as side_by_side
+
+    names = [m.strip() for m in models.split(",")] if isinstance(models, str) else [m.strip() for m in models]
+    names = list(dict.fromkeys(n for n in names if n))
+    source = str(image) if isinstance(image, Path) else image
+    return side_by_side([(n, get_engine(model=n)) for n in names], source, vocabularies,
+                        clean_prompts(phrases) if phrases is not None else None, top_k)

@@ -5,6 +5,7 @@ never imports them.
 Floors: each folder or module imports only its own modules and those of lower floors (checked by
 tests/test_layers.py, which reads this table; `python tests/layers.py` prints the figures).
 
+  8  explore/       a collection seen whole: its map, scores, facets, thumbnails, picture records
   8  interop/       back into a museum's systems: IIIF annotation pages, the wide CSV, reviews
   7  collections/   a museum's pictures: adding (here or on Ray), analysis, search, tables
   7  explain/       where in a picture CLIP sees a phrase: decomposition, maps, overlays

@@ -75,6 +75,7 @@ class Settings:
     rate_limit: int = 0  # requests (cost units) per minute per caller and process; 0: none
     fetch_auth_file: str = ""  # per-host credentials for fetching (indexer.pictures.credentials)
     models: tuple[str, ...] = ()  # every model served, the default (`model`) first
+    preload: bool = False  # every served model loads at a worker's start (`serve --preload`), not by a variable
     serve_threads: int = 0  # request threads of a `serve` worker (0: not under gunicorn); set by `serve`, not by a variable
     public_url: str = ""  # where clients reach the service ("": where each request came to)
 

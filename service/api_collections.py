@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from flask import Blueprint, Response, request, stream_with_context
 
@@ -23,6 +23,7 @@ from indexer.schema.collections import (
     JobAnswer,
     PictureQuery,
     SearchQuery,
+    SearchTerms,
 )
 
 from indexer.pictures.sources import local_root, shown_source, shown_text
@@ -96,10 +97,27 @@ def show_job(job_id: str) -> tuple[Response, int]:
 
 @collections_api.get("/v1/collections/<name>/search")
 def search_collection(name: str) -> tuple[Response, int]:
-    query = parse(SearchQuery, request.args.to_dict())
-    found = collections_for(query.model).search(name, text=query.q, top_k=query.top_k)
+    query = parse(SearchQuery, search_args(request.args))
+    check_named([query.vocabulary] if query.vocabulary else None)
+    with named_in_body():  # vocabulary: 422
+        found = collections_for(query.model).search(name, top_k=query.top_k, query=search_terms(query))
     shown = _shown(name)
     return answer(found.model_copy(update={"hits": [shown(h) for h in found.hits]}))
+
+
+def search_args(args: Any) -> dict[str, Any]:
+    """Query arguments of a search: those that may be repeated as lists."""
+    values: dict[str, Any] = args.to_dict()
+    for key in ("q", "not", "like", "unlike"):
+        if key in args:
+            values[key] = [v for v in args.getlist(key) if v.strip()] if key != "q" or len(args.getlist(key)) > 1 else values[key]
+    return values
+
+
+def search_terms(query: SearchQuery) -> SearchTerms:
+    texts = [query.q] if isinstance(query.q, str) else list(query.q or [])
+    return SearchTerms(q=texts, unlike_text=query.not_, like=query.like, unlike=query.unlike, min_cosine=query.min_cosine,
+                       min_probability=query.min_probability, vocabulary=query.vocabulary)
 
 
 @collections_api.post("/v1/collections/<name>/analyze")

@@ -28,13 +28,16 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     from .api import api
     from .api_access import access_api
     from .api_collections import collections_api
+    from .api_compare_models import compare_models_api  # noqa: F401  (nested in `api`: POST /v1/compare-models)
     from .api_explain import explain_api  # noqa: F401  (nested in `api` at import: POST /v1/explain)
+    from .api_explore import explore_api
     from .api_interrogate import interrogate_api  # noqa: F401  (nested in `api`: POST /v1/interrogate)
     from .api_interop import interop_api
     from .page import page
 
     app.register_blueprint(api)
     app.register_blueprint(collections_api)
+    app.register_blueprint(explore_api)
     app.register_blueprint(interop_api)
     app.register_blueprint(access_api)
     app.register_blueprint(page)

@@ -51,10 +51,14 @@ from indexer.schema.collections import (
     JobAnswer,
     PictureQuery,
     SearchAnswer,
+    SearchForm,
     SearchQuery,
 )
 from indexer.schema.access import AuditList, AuditQuery, CreateKey, KeyAnswer, KeyCreated, KeyList
+from indexer.schema.compare_models import CompareModelsAnswer, CompareModelsForm, CompareModelsJson
 from indexer.schema.explain import ExplainForm, ExplainJson, ExplainQuery, Explanation
+from indexer.schema.explore import (FacetsAnswer, FacetsQuery, MapAnswer, MapQuery, PictureRecord, PictureRecordQuery, ScoresAnswer,
+                                    ScoresQuery)
 from indexer.schema.interrogate import InterrogateForm, InterrogateJson, Interrogation
 from indexer.schema.interop import AnnotationPageDocument, AnnotationsQuery, ReviewAnswer, ReviewRequest
 
@@ -119,6 +123,8 @@ class Operation:
     lines: bool = False  # the answer is JSON Lines (application/x-ndjson), one `answer` per line
     picture: bool = False  # may answer a PNG picture instead (e.g. ?format=png)
     links: tuple[Link, ...] = ()  # where its success leads (what it created, read, changed, deleted)
+    media: tuple[str, ...] = ()  # other content types its success may have (Arrow, a thumbnail)
+    also: tuple[int, ...] = ()  # other success statuses, with the same answer
     linked_data: bool = False  # a JSON-LD document (application/ld+json; application/json to who asks for it)
 
     def __post_init__(self) -> None:
@@ -158,6 +164,9 @@ OPERATIONS = (
     Operation("post", "/v1/explain", "An analysis with a map for every match (format=png: the overlay, image/png)",
               Explanation, json=ExplainJson, multipart=ExplainForm, query=ExplainQuery, errors=(400, 404, 409, 413, 422, 503),
               picture=True, scope="analyze"),
+    Operation("post", "/v1/compare-models", "One picture under several models side by side, with their rank agreement",
+              CompareModelsAnswer, json=CompareModelsJson, multipart=CompareModelsForm,
+              errors=(400, 403, 404, 409, 413, 422, 503), scope="analyze"),
     Operation("post", "/v1/interrogate", "The prompt a generator built on CLIP would answer to, each part scored",
               Interrogation, json=InterrogateJson, multipart=InterrogateForm, errors=(*_ANALYSIS_ERRORS, 404), scope="analyze"),
 )
@@ -185,6 +194,23 @@ _COLLECTIONS = (
     Operation("post", "/v1/collections/{name}/analyze", "Score every stored picture; rows streamed as JSON Lines",
               AnalysisRow, json=AnalyzeCollection, errors=(400, 404, 409, 413, 422), body_optional=True, lines=True, scope="analyze"),
 )
+_EXPLORE = (
+    Operation("get", "/v1/collections/{name}/map", "The collection's 2-D map (UMAP); 202 with the job while the first "
+              "is computed, the older layout with the job while a newer one is (format=arrow: Arrow IPC)", MapAnswer,
+              query=MapQuery, errors=(400, 404, 409), media=("application/vnd.apache.arrow.stream",), also=(202,), scope="read"),
+    Operation("get", "/v1/collections/{name}/scores", "Each picture's best phrase of a vocabulary and its probability, and "
+              "a phrase's probability within it (columns, in the map's order; `where` filters)", ScoresAnswer,
+              query=ScoresQuery, errors=(400, 404, 409, 422), scope="read"),
+    Operation("get", "/v1/collections/{name}/facets", "How many pictures have each phrase of a vocabulary as their best "
+              "(`where` filters)", FacetsAnswer, query=FacetsQuery, errors=(400, 404, 409, 422), scope="read"),
+    Operation("get", "/v1/collections/{name}/pictures/{sha256}", "A picture's record: source, ids, metadata, size, "
+              "IIIF service and manifest; with vocabularies, its best phrases of each", PictureRecord, query=PictureRecordQuery,
+              errors=(400, 404, 409, 422), scope="read"),
+    Operation("post", "/v1/collections/{name}/search", "The collection's pictures closest to a picture sent",
+              SearchAnswer, multipart=SearchForm, errors=(400, 404, 409, 413, 503), scope="analyze"),
+    Operation("get", "/v1/collections/{name}/pictures/{sha256}/thumbnail", "The picture's thumbnail (256 px; ETag: "
+              "its hash)", None, errors=(404,), media=("image/webp", "image/jpeg"), scope="read"),
+)
 _INTEROP = (  # back into a museum's systems (service/api_interop.py)
     Operation("get", "/v1/collections/{name}/annotations", "IIIF Presentation 3 AnnotationPage of the matches (JSON-LD): "
               "of one manifest's pictures, else of those read from no manifest", AnnotationPageDocument,
@@ -205,7 +231,7 @@ _ACCESS = (
     Operation("get", "/v1/audit", "The writes accepted, oldest first, with the key that made each", AuditList,
               query=AuditQuery, errors=(400,), scope="admin"),
 )
-ALL_OPERATIONS: tuple[Operation, ...] = (*OPERATIONS, *_COLLECTIONS, *_INTEROP, *_ACCESS)
+ALL_OPERATIONS: tuple[Operation, ...] = (*OPERATIONS, *_COLLECTIONS, *_EXPLORE, *_INTEROP, *_ACCESS)
 
 _REF = "#/components/schemas/{model}"
 # Each multipart `image` part: a picture, sent as a file part (a part without a filename is text to the server).
@@ -271,6 +297,12 @@ def _operation(op: Operation) -> dict[str, Any]:
         content_ok["application/ld+json"] = content_ok["application/json"]
     if op.picture:
         responses[str(op.status)]["content"]["image/png"] = {"schema": {"type": "string", "format": "binary"}}
+    for media in op.media:
+        if op.answer is None:
+            responses[str(op.status)] = {"description": "Success", "content": {}}
+        responses[str(op.status)]["content"][media] = {"schema": {"type": "string", "format": "binary"}}
+    for status in op.also:
+        responses[str(status)] = responses[str(op.status)]
     if op.links:
         responses[str(op.status)]["links"] = {
             link.name: {"operationId": _operation_id(*link.target), "parameters": dict(link.parameters)} for link in op.links

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Literal, Mapping
+from typing import Literal, Mapping, Sequence
 
 from flask import Flask, current_app
 
@@ -46,7 +46,7 @@ class ServiceState:
         self.warm_error: str | None = None
         self.warming = False  # a warm-up was started (gunicorn workers): ready means it finished
         self.ready = False
-        self.preload = False  # warm-up loads every served model, not only the default (`serve --preload`)
+        self.preload = settings.preload  # warm-up loads every served model, not only the default (`serve --preload`)
         self.stopping_since: float | None = None  # time.monotonic() of the worker's SIGTERM
 
     def _make_engine(self, name: str) -> Engine:
@@ -61,6 +61,12 @@ class ServiceState:
     def engine_for(self, model: str | None = None) -> Engine:
         """The engine of a request's `model` (None: the default); NotFound `unknown_model` (404)."""
         return self.models.engine(model)
+
+    def engines_for(self, models: Sequence[str] | None = None) -> list[tuple[str, Engine]]:
+        """(name as clients see it, engine) of each model asked for, once each in the order given (None:
+        every model served); any unknown: NotFound `unknown_model` (404) before any is made."""
+        names = list(dict.fromkeys(self.models.resolve(m) for m in models)) if models else self.models.names
+        return [(public_model_name(name), self.models.engine(name)) for name in names]
 
     @property
     def collections(self) -> Collections:

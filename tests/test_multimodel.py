@@ -156,3 +156,130 @@ def test_collections_are_searched_and_scored_with_the_model_asked_for(two: Flask
     shas = [hit["sha256"] for hit in found["hits"]]
     assert default_key != other_key and len(shas) == 3
     assert len(state.engine.images.cached(default_key, shas)) == len(state.engine.images.cached(other_key, shas)) == 3
+
+
+def test_compare_models_answers_each_model_side_by_side_with_their_agreement(two: FlaskClient) -> None:
+    from scipy.stats import spearmanr
+
+    phrases = PHRASES + ["a red shape", "a circle", "a white star"]
+    data = {"image": (io.BytesIO(png()), "red.png"), "phrases": "\n".join(phrases), "top_k": "3"}
+    got = two.post("/v1/compare-models", data=data, content_type="multipart/form-data")
+    assert got.status_code == 200, got.get_json()
+    side = got.get_json()
+    assert [r["name"] for r in side["models"]] == ["toy", OTHER]  # every model served, the default first
+    cosines = []
+    for reading in side["models"]:
+        alone = compare(two, model=reading["name"], phrases="\n".join(phrases)).get_json()
+        assert reading["results"] == alone["results"] and reading["model"] == alone["model"]
+        cosines.append({m["phrase"]: m["cosine"] for m in alone["results"]["compare"]["matches"]})
+    (pair,) = side["agreement"]["compare"]
+    assert pair["models"] == ["toy", OTHER] and pair["k"] == 3
+    a, b = ([c[p] for p in phrases] for c in cosines)
+    assert abs(pair["spearman"] - spearmanr(a, b).statistic) < 1e-6
+    best = [sorted(phrases, key=lambda p: -c[p])[:3] for c in cosines]
+    assert pair["shared"] == [p for p in best[0] if p in best[1]] and pair["top_k_overlap"] == len(pair["shared"]) / 3
+
+
+def test_compare_models_over_a_vocabulary_compares_the_whole_list(two: FlaskClient) -> None:
+    import base64
+
+    from scipy.stats import spearmanr
+
+    body = {"image_base64": base64.b64encode(png("blue", "square")).decode(), "vocabularies": ["surfaces"],
+            "models": [OTHER, "toy"], "top_k": 5}
+    side = two.post("/v1/compare-models", json=body).get_json()
+    assert [r["name"] for r in side["models"]] == [OTHER, "toy"]  # in the order asked for
+    n = side["models"][0]["results"]["surfaces"]["softmax_over"]
+    full = {}
+    for reading in side["models"]:
+        alone = two.post("/v1/analyze", json={**{k: body[k] for k in ("image_base64", "vocabularies")},
+                                              "model": reading["name"], "top_k": n}).get_json()
+        assert reading["results"]["surfaces"]["matches"] == alone["results"]["surfaces"]["matches"][:5]
+        full[reading["name"]] = {m["phrase"]: m["cosine"] for m in alone["results"]["surfaces"]["matches"]}
+    (pair,) = side["agreement"]["surfaces"]
+    order = sorted(full["toy"])
+    rho = spearmanr([full[OTHER][p] for p in order], [full["toy"][p] for p in order]).statistic
+    assert pair["k"] == 5 and abs(pair["spearman"] - rho) < 1e-6
+
+    one = two.post("/v1/compare-models", json={**body, "models": "toy"}).get_json()
+    assert len(one["models"]) == 1 and one["agreement"] == {"surfaces": []}
+    unknown = two.post("/v1/compare-models", json={**body, "models": ["toy", "sdxl"]})
+    assert unknown.status_code == 404 and unknown.get_json()["code"] == "unknown_model"
+    both = two.post("/v1/compare-models", json={**body, "phrases": ["a", "b"]})
+    assert both.status_code == 400
+    missing = two.post("/v1/compare-models", json={**body, "vocabularies": ["no-such-list"]})
+    assert missing.status_code == 422 and missing.get_json()["code"] == "unknown_vocabulary"
+
+
+def test_rank_agreement_matches_scipy_with_ties() -> None:
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    from indexer.multimodel.agreement import overlap, spearman
+
+    rng = np.random.default_rng(3)
+    for n in (2, 3, 17, 200):
+        a, b = rng.integers(0, 6, n).astype(float), rng.normal(size=n)
+        assert abs(spearman(a, b) - spearmanr(a, b).statistic) < 1e-12  # type: ignore[operator]
+    assert spearman(np.array([1.0]), np.array([2.0])) is None
+    assert spearman(np.ones(4), np.arange(4.0)) == 0.0
+    assert overlap(np.array([3.0, 2, 1, 0]), np.array([0.0, 2, 3, 1]), 2) == (0.5, 2, [1])
+
+
+def test_cli_analyze_with_two_models_and_the_library_answer_side_by_side(other_toy: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                        tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    import clip_gaze
+    from clip_gaze.cli import cli
+
+    monkeypatch.setenv("CLIP_GAZE_BACKEND", "torch")
+    picture = tmp_path / "red.png"
+    picture.write_bytes(png())
+    models = f"toy,clip-gaze-toy:{other_toy}"
+    runner = CliRunner()
+    got = runner.invoke(cli, ["analyze", str(picture), "--model", models, "--vocab", "surfaces", "-k", "3", "--json"],
+                        catch_exceptions=False)
+    assert got.exit_code == 0, got.output
+    (line,) = [ln for ln in got.output.splitlines() if ln.startswith("{")]
+    answer = json.loads(line)
+    assert answer["file"] == str(picture) and [r["name"] for r in answer["models"]] == ["toy", f"clip-gaze-toy:{other_toy}"]
+    (pair,) = answer["agreement"]["surfaces"]
+    assert -1 <= pair["spearman"] <= 1 and pair["k"] == 3
+
+    text = runner.invoke(cli, ["analyze", str(picture), "--model", models, "--vocab", "surfaces", "-k", "3"],
+                         catch_exceptions=False)
+    assert text.exit_code == 0 and "Spearman's rho" in text.output and "top-3 overlap" in text.output
+
+    library = clip_gaze.compare_models(picture, models, vocabularies=["surfaces"], top_k=3)
+    assert library.agreement["surfaces"][0].spearman == pair["spearman"]
+    assert [r.model_dump() for r in library.models] == [
+        {**r, "model": {k: v for k, v in r["model"].items()}} for r in answer["models"]] or library.models[1].name
+
+    refused = runner.invoke(cli, ["analyze", str(picture), "--model", models, "--relative-to", "x"])
+    assert refused.exit_code != 0 and "--relative-to" in refused.output
+
+
+def test_the_client_names_a_model_and_compares_models(two: FlaskClient) -> None:
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from clip_gaze import ApiError, Client
+
+    server = make_server("127.0.0.1", 0, two.application, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        api = Client(f"http://127.0.0.1:{server.server_port}")
+        assert [m.name for m in api.models().served] == ["toy", OTHER]
+        other = api.compare(png(), PHRASES, model=OTHER)
+        assert other.model.pretrained == "toy-b.safetensors"
+        assert api.analyze(png(), ["surfaces"], 2, model=OTHER).model.pretrained == "toy-b.safetensors"
+        side = api.compare_models(png(), phrases=PHRASES, top_k=2)
+        assert [r.name for r in side.models] == ["toy", OTHER] and side.models[1].results == other.results
+        assert side.agreement["compare"][0].k == 2
+        with pytest.raises(ApiError) as caught:
+            api.compare_models(png(), models=["toy", "sd15"], phrases=PHRASES)
+        assert caught.value.status == 404 and caught.value.code == "unknown_model"
+    finally:
+        server.shutdown()

@@ -165,6 +165,9 @@ def test_a_ray_add_stores_what_a_local_add_stores_and_analyze_and_search_agree(
     assert ea.keys() == eb.keys() and len(ea) == 12
     assert max(float(np.abs(ea[sha] - eb[sha]).max()) for sha in ea) <= 1e-6
     assert not list((tmp_path / "ray" / "ray-shards" / "museum").glob("*/*.parquet"))  # every shard merged
+    thumbs = "SELECT sha256, media_type, width, height FROM thumbnails ORDER BY sha256"
+    assert on_ray.store.db.execute(thumbs).fetchall() == local.store.db.execute(thumbs).fetchall()  # the explorer's, made on Ray too
+    assert len(on_ray.store.db.execute(thumbs).fetchall()) == 12
 
     again = ray_add(on_ray, "museum", *sources)  # nothing to do: no Ray run at all
     assert (again.added, again.skipped, again.encoded, again.failed) == (0, 13, 0, 2)

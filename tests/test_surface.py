@@ -219,10 +219,10 @@ def test_a_data_directory_written_before_opens_and_reads_the_same(old_home: Path
     out["collection_analyze"] = [json.loads(line) for line in table.read_text(encoding="utf-8").splitlines()]
     check("old-home", stable(out, paths={str(ROOT): "<root>"}))
     after = _schema(old_home / "clip-gaze.db")
-    # opened as it was: no migration ran again, only those written since (004, 008, …) ran, nothing was dropped
+    # opened as it was: no migration ran again, only those written since (004, 005, 008, …) ran, nothing was dropped
     since = after["migrations"][len(before["migrations"]):]
     assert after["migrations"][:len(before["migrations"])] == before["migrations"]
-    assert {"004_jobs_resume", "008_keys_audit"} <= {name for _, name in since} and not set(since) & set(before["migrations"])
+    assert {"004_jobs_resume", "005_thumbnails_maps", "008_keys_audit"} <= {name for _, name in since} and not set(since) & set(before["migrations"])
     assert {r[1] for r in before["tables"]} <= {r[1] for r in after["tables"]}
     with sqlite3.connect(old_home / "clip-gaze.db") as conn:  # the picture embeddings were read, not made again
         assert conn.execute("SELECT count(*) FROM image_embeddings").fetchone()[0] == 2

@@ -47,6 +47,7 @@ from ..pictures.decode import DecodedImage
 from ..pictures.sources import Ignored, Item, PictureRef, SourceFailure
 from ..schema.collections import AddReport, PictureInfo
 from ..store.image_store import ImageStore, Picture
+from ..store.thumbnails import ThumbnailStore
 from ..vocabularies.embedder import ProgressFactory
 from .jobs import LEASE, Leases, dead_owners
 
@@ -113,6 +114,8 @@ class AddRun:
                                 skipped=0, failed=0, encoded=0, refreshed=0, ignored=len(named) - len(self.items),
                                 seconds=0.0, errors=[])
         self.recorded: set[str] = set()  # sources stored by this run
+        self.thumbnails = ThumbnailStore(images.store)
+        self.thumb_only: set[str] = set()  # stored sources read again only for their missing thumbnail
         self.started = time.perf_counter()
 
     def plan(self) -> list[PictureRef]:
@@ -141,7 +144,14 @@ class AddRun:
         self.report.skipped = len(stored)
         self.report.relabelled = self.images.relabel(self.collection_id, stored)
         todo = list({it.source: it for it in refs if it.source not in done}.values())
-        return self._claim(todo)
+        thumbless = self.thumbnails.missing_sources(self.collection_id) & done
+        again = list({it.source: it for it in refs if it.source in thumbless}.values())
+        self.thumb_only = {r.source for r in again}
+        return self._claim(todo) + again
+
+    def keep_thumbnails(self, decoded: Sequence[DecodedImage]) -> None:
+        """The thumbnails made in the read pool, stored by content (those already stored are kept)."""
+        self.thumbnails.put({d.sha256: d.thumbnail for d in decoded if d.thumbnail is not None})
 
     def _claim(self, refs: list[PictureRef]) -> list[PictureRef]:
         """Of `refs`, those this run reads (claimed); those another run claimed wait for it, and those
@@ -306,6 +316,8 @@ def _read_all(run: AddRun, todo: Sequence[PictureRef], pool: ThreadPoolExecutor,
 
     def flush() -> None:
         embeddings: dict[str, npt.NDArray[np.float32]] = {}
+        run.keep_thumbnails([d for _, d in batch])
+        batch[:] = [(ref, d) for ref, d in batch if ref.source not in run.thumb_only]  # stored already: only the thumbnail was missing
         if batch:
             known = run.known([d.sha256 for _, d in batch])
             new = {d.sha256: d for _, d in batch if d.sha256 not in known}
@@ -338,8 +350,14 @@ def _read_all(run: AddRun, todo: Sequence[PictureRef], pool: ThreadPoolExecutor,
             try:
                 batch.append((ref, future.result()))
             except ClipGazeError as exc:
+                if ref.source in run.thumb_only:  # stored already; its thumbnail waits for the next add
+                    top_up()
+                    continue
                 failures.append(Picture(ref.source, ref.external_id, ref.metadata, error_code=exc.code, error=exc.message))
             except Exception as exc:  # a reader's bug or a library's surprise: recorded, never fatal
+                if ref.source in run.thumb_only:
+                    top_up()
+                    continue
                 failures.append(Picture(ref.source, ref.external_id, ref.metadata, error_code="read_failed",
                                         error=f"{ref.source}: {type(exc).__name__}: {exc}"))
             top_up()

@@ -50,6 +50,7 @@ HEARTBEAT = 3.0  # seconds between renewals
 WATCH = 5.0  # seconds between a worker's looks for jobs no live worker owns
 INTERRUPTED = "the server stopped while it ran; add the source again to finish"
 UNRESUMABLE = "the server stopped while it ran (a job of an older version: its request was not kept); add the source again to finish"
+MAP_INTERRUPTED = "the server stopped while it computed the map; asking for the map again starts it again"
 JOB_FIELDS = tuple(JobInfo.model_fields)
 
 _identity: tuple[int, str] | None = None
@@ -275,7 +276,7 @@ class Jobs:
         now = time.time()
         request = self._request(row.get("request"))
         if request is None or not self.resume:
-            reason = UNRESUMABLE if request is None else INTERRUPTED
+            reason = MAP_INTERRUPTED if row["kind"] == "map" else UNRESUMABLE if request is None else INTERRUPTED
             taken = self.images.take_job(job_id, now, dead, {"state": "interrupted", "reason": reason, "lease_until": None},
                                          alive=alive)
             if taken:

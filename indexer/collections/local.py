@@ -17,9 +17,14 @@ import threading
 from queue import Full, Queue
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, TypeVar
 
+import numpy as np
+import numpy.typing as npt
 
-from ..errors import InvalidInput, NotIndexed
+
+from ..errors import ClipGazeError, InvalidInput, NotIndexed
 from ..pictures.decode import DecodedImage
+from ..pictures.thumbnails import fetch_iiif_thumbnail, make_thumbnail
+from ..schema.explore import Thumbnail
 from ..pictures.sources import PictureRef, expand
 from ..schema.collections import (
     AddReport,
@@ -30,9 +35,11 @@ from ..schema.collections import (
     CreateCollection,
     JobInfo,
     SearchAnswer,
+    SearchHit,
+    SearchTerms,
 )
 from ..scoring.kernels import cosines
-from ..scoring.softmax import scores_from_cosine_columns
+from ..scoring.softmax import scores_from_cosine_columns, scores_from_cosines
 from ..store.image_store import CollectionRow, VectorColumns
 from ..store.reviews import Reviews
 from ..vocabularies.index_cache import LoadedIndex
@@ -95,7 +102,18 @@ class Collections:
     def read_prepared(self, ref: PictureRef) -> DecodedImage:
         """`read`, and the model's preprocessing too: in the read pool, so the encoder never waits for it."""
         decoded = self.read(ref)
-        return dataclasses.replace(decoded, pixels=self.engine.model.image_array(decoded.image))
+        return dataclasses.replace(decoded, pixels=self.engine.model.image_array(decoded.image),
+                                   thumbnail=self.thumbnail(ref, decoded))
+
+    def thumbnail(self, ref: PictureRef, decoded: DecodedImage) -> Thumbnail:
+        """The picture's thumbnail: a IIIF picture's asked of its Image service at that size (made here
+        from the decoded picture when the service cannot size it), any other made from the decoded picture."""
+        if ref.kind == "iiif" and ref.region is None:
+            try:
+                return fetch_iiif_thumbnail(ref.location, self.engine.limits.fetch)
+            except ClipGazeError:
+                pass
+        return make_thumbnail(decoded.image)
 
     def run(self, name: str, request: AddSources, claim: bool = False) -> AddRun:
         """An add of the request's sources to collection `name` (expanded now), for the engine's model;
@@ -183,20 +201,76 @@ class Collections:
                 yield analysis_block(phrases[vocab], chunk.external_id, chunk.source, chunk.sha256, scores, verdicts)
 
     # -- search -----------------------------------------------------------------------------------
-    def search(self, name: str, text: str | None = None, image: "ImageSource | None" = None, top_k: int = 10) -> SearchAnswer:
-        """The collection's pictures closest to a phrase or a picture (cosine of their embeddings)."""
-        if (text is None) == (image is None):
-            raise InvalidInput("search with a phrase or a picture (one of them)", code="invalid_input")
+    def search(self, name: str, text: str | None = None, image: "ImageSource | None" = None, top_k: int = 10,
+               query: SearchTerms | None = None) -> SearchAnswer:
+        """The collection's pictures closest to a query (cosine of their embeddings): a phrase or a
+        picture; or, with `query`, the mean of its positives (phrases, stored pictures by sha256, the
+        picture) minus the mean of its negatives, normalised ("more like these, less like those"),
+        with its cut-offs (`min_cosine`; `min_probability`, the first phrase's probability within
+        `vocabulary`, the phrase added to the list when it is not one of its phrases)."""
+        q = query or SearchTerms()
+        texts = ([text] if text is not None else []) + list(q.q)
+        if not texts and image is None and not q.like:
+            raise InvalidInput("search with a phrase, a picture or a stored picture (like)", code="invalid_input")
+        if q.min_probability is not None and (q.vocabulary is None or not texts):
+            raise InvalidInput("min_probability is a phrase's probability within a vocabulary: give a phrase and "
+                               "`vocabulary`", code="invalid_input")
         row = self.images.get(name)
         self._embedded(row)
-        if text is not None:
-            query, label = self.engine.embedder.lookup([text])[0], text
-        else:
-            decoded = self.engine.read(image)  # type: ignore[arg-type]
-            query, label = self.engine.encode_pictures([decoded])[0], decoded.sha256
-        index = self._search.get(row, self.engine.model_key)
-        return SearchAnswer(collection=name, model=self.engine.model_info(), query=label, searched=len(index),
-                            exact=index.exact, hits=index.hits(query, top_k))
+        engine = self.engine
+        positives: list[npt.NDArray[np.float32]] = []
+        negatives: list[npt.NDArray[np.float32]] = []
+        labels = list(texts)
+        if texts:
+            positives.extend(engine.embedder.lookup(texts))
+        if q.unlike_text:
+            negatives.extend(engine.embedder.lookup(list(q.unlike_text)))
+        if image is not None:
+            decoded = engine.read(image)
+            positives.append(engine.encode_pictures([decoded])[0])
+            labels.append(decoded.sha256)
+        for shas, into in ((q.like, positives), (q.unlike, negatives)):
+            found = self.images.cached(engine.model_key, list(shas))
+            for sha in shas:
+                if sha not in found:
+                    raise InvalidInput(f"no stored picture {sha!r} to search by", code="unknown_picture")
+                into.append(found[sha])
+        labels += list(q.like)
+        vector = np.mean(positives, axis=0) - (np.mean(negatives, axis=0) if negatives else 0)
+        vector = (vector / max(float(np.linalg.norm(vector)), 1e-12)).astype(np.float32)
+        index = self._search.get(row, engine.model_key)
+        cut = q.min_cosine is not None or q.min_probability is not None
+        hits = index.hits(vector, max(top_k * 4, 200) if cut else top_k)
+        softmax_over = None
+        if q.min_cosine is not None:
+            hits = [h for h in hits if h.cosine >= q.min_cosine]
+        if q.vocabulary is not None and texts:
+            hits, softmax_over = self._with_probability(hits, q.vocabulary, texts[0], q.min_probability)
+        hits = [h.model_copy(update={"rank": i}) for i, h in enumerate(hits[:top_k], 1)]
+        label = " + ".join(labels) + "".join(f" - {t}" for t in q.unlike_text) + "".join(f" - {s}" for s in q.unlike)
+        return SearchAnswer(collection=name, model=engine.model_info(), query=label, searched=len(index),
+                            exact=index.exact, hits=hits, min_cosine=q.min_cosine, min_probability=q.min_probability,
+                            vocabulary=q.vocabulary, softmax_over=softmax_over)
+
+    def _with_probability(self, hits: list[SearchHit], vocabulary: str, phrase: str,
+                          minimum: float | None) -> tuple[list[SearchHit], int]:
+        """Hits with the phrase's probability within the vocabulary (and the phrase), those under `minimum` left out."""
+        engine = self.engine
+        names = engine.resolve([vocabulary])
+        versions = engine.store.versions()
+        engine.indexes.prepare(names, versions)
+        idx = engine.indexes.get(names[0], versions)
+        texts = [r["phrase"] for r in engine.store.phrase_rows(idx.ids).values()]
+        matrix = idx.matrix if phrase in texts else np.vstack([idx.matrix, engine.embedder.lookup([phrase])[0][None, :]])
+        target = engine.embedder.lookup([phrase])[0]
+        embeddings = self.images.cached(engine.model_key, [h.sha256 for h in hits])
+        out = []
+        for h in hits:
+            s = scores_from_cosines(cosines(matrix, embeddings[h.sha256][None, :])[:, 0], engine.model.logit_scale, None)
+            p = float(s.probabilities[list(s.indices).index(int(np.argmax(matrix @ target)))])
+            if minimum is None or p >= minimum:
+                out.append(h.model_copy(update={"probability": p}))
+        return out, len(matrix)
 
 
 def ahead(items: Iterator[T], depth: int = 1) -> Iterator[T]:

@@ -82,6 +82,7 @@ class DecodedImage:
     decode_ms: float = 0.0
     pixels: Any = None  # the model's input (3, size, size) when prepared ahead (collection reads, in the pool)
     warnings: int = 0  # what the decoder warned of (Pillow's warnings, libtiff's messages), logged at debug level
+    thumbnail: Any = None  # store.thumbnails.Thumbnail, when made in the read pool (collection reads)
 
     def info(self) -> ImageInfo:
         return ImageInfo(sha256=self.sha256, width=self.width, height=self.height, format=self.format)

@@ -9,14 +9,16 @@ enforced by validation once and stated in the JSON Schema.
   analysis      the model as clients see it; analyses of pictures, batches and comparisons
   status        health, batching, backends, the index report, the error body
   collections   collections of pictures, jobs, collection analysis rows and search
+  explore       the explorer: maps, scores and facets filtered by `where`, picture records, thumbnails
   explain       explanations: maps over the patch grid, contrasts
   interrogate   interrogation: the prompt a generator would answer to, each part scored
   evaluate      evaluations against human labels
   interop       back into a museum's systems: annotation pages, reviews of suggestions
   access        API keys with scopes and grants, and the audit trail
+  compare_models  one picture under several models side by side, with their rank agreement
 
 Everything of `fields`, `vocabularies`, `analysis` and `status` is importable from `indexer.schema`
-itself; the models of collections, explanations and evaluations from their own modules.
+itself; the models of collections, explanations, evaluations and model comparisons from their own modules.
 """
 
 from .analysis import *  # noqa: F401,F403

@@ -8,6 +8,7 @@ from pydantic import AfterValidator, Field
 from pydantic_core import PydanticCustomError
 
 from .analysis import ModelInfo, RelativeTo, RequestModel, Vocabularies
+from .fields import Name
 from .fields import (
     DEFAULT_PAGE_SIZE,
     DEFAULT_TOP_K,
@@ -70,9 +71,48 @@ class AnalyzeCollection(Request):
     model: RequestModel = None
 
 
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="A stored picture, by the sha256 of its content")]
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+Cosine = Annotated[float, Field(ge=-1.0, le=1.0)]
+
+
+class SearchTerms(Request):
+    """What a search adds to its phrase: more phrases and stored pictures like these (`q`, `like`), less
+    like those (`unlike_text`, `unlike`): the mean of the positives minus the mean of the negatives;
+    and its cut-offs."""
+
+    q: Annotated[list[Phrase], Field(max_length=16)] = []
+    unlike_text: Annotated[list[Phrase], Field(max_length=16)] = []
+    like: Annotated[list[Sha256], Field(max_length=64)] = []
+    unlike: Annotated[list[Sha256], Field(max_length=64)] = []
+    min_cosine: Cosine | None = None
+    min_probability: Probability | None = Field(None, description="The first phrase's probability within `vocabulary` "
+                                                                  "(the phrase added to the list when not one of it)")
+    vocabulary: Name | None = None
+
+
 class SearchQuery(Request):
-    q: Phrase
+    """GET /v1/collections/<name>/search: `q` may be repeated (more phrases); `not` (phrases) and
+    `like`/`unlike` (stored pictures by sha256) too."""
+
+    q: Annotated[list[Phrase], Field(max_length=16)] | Phrase | None = None
     top_k: TopK = DEFAULT_TOP_K
+    not_: Annotated[list[Phrase], Field(max_length=16, alias="not")] = []
+    like: Annotated[list[Sha256], Field(max_length=64)] = []
+    unlike: Annotated[list[Sha256], Field(max_length=64)] = []
+    min_cosine: Cosine | None = None
+    min_probability: Probability | None = None
+    vocabulary: Name | None = None
+    model: RequestModel = None
+
+
+class SearchForm(Request):
+    """POST /v1/collections/<name>/search as multipart/form-data: by a picture (more like it), with the
+    GET form's other fields."""
+
+    image: Annotated[bytes, Field(description="JPEG, PNG, WebP, GIF (first frame), TIFF or BMP")]
+    top_k: TopK = DEFAULT_TOP_K
+    min_cosine: Cosine | None = None
     model: RequestModel = None
 
 
@@ -198,6 +238,7 @@ class SearchHit(Answer):
     width: int | None = None
     height: int | None = None
     metadata: dict[str, Any] | None = None
+    probability: float | None = Field(None, description="With `vocabulary`: the phrase's probability within it")
 
 
 class SearchAnswer(Answer):
@@ -208,3 +249,7 @@ class SearchAnswer(Answer):
     searched: int = Field(description="Pictures searched")
     exact: bool = Field(description="False when an approximate index answered (collections over the exact limit)")
     hits: list[SearchHit]
+    min_cosine: float | None = None
+    min_probability: float | None = None
+    vocabulary: str | None = None
+    softmax_over: int | None = Field(None, description="With `vocabulary`: the phrases each probability is relative to")

@@ -4,6 +4,8 @@
   migrations    the database's numbered schema steps
   phrase_store  `Store`: connections, transactions, vocabularies, phrases and their embeddings
   image_store   `ImageStore`: collections, their pictures, each picture's embedding by content, jobs
+  thumbnails    `ThumbnailStore`: each picture's thumbnail, keyed by its content
+  maps          `MapStore`: each collection's latest 2-D layout per model, and the job computing the next
   picture_removal  `remove_pictures`: a collection's pictures removed by external id, source or IIIF manifest
   reviews       `Reviews`: people's verdicts (accepted, rejected) on a picture's terms
   index_files   `IndexFiles`: one FAISS index per model and vocabulary version, written atomically

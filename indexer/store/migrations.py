@@ -138,6 +138,37 @@ def _m004(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations(name="005_thumbnails_maps")
+def _m005(db: sqlite_utils.Database) -> None:
+    """What the explorer shows without going back to the sources: each picture's thumbnail by content
+    hash (longest side 256 px), and each collection's 2-D map per model (the latest layout, with the
+    collection version it was computed for, its points as Arrow IPC, and the job that computes the next)."""
+    _run_statements(
+        db,
+        """
+        CREATE TABLE thumbnails (
+            sha256 TEXT PRIMARY KEY,
+            media_type TEXT NOT NULL,
+            width INTEGER NOT NULL,
+            height INTEGER NOT NULL,
+            data BLOB NOT NULL
+        ) WITHOUT ROWID;
+        CREATE TABLE collection_maps (
+            collection_id INTEGER NOT NULL REFERENCES collections(id) ON DELETE CASCADE,
+            model TEXT NOT NULL,
+            version INTEGER,
+            method TEXT,
+            size INTEGER NOT NULL DEFAULT 0,
+            points BLOB,
+            job_id TEXT,
+            job_version INTEGER,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (collection_id, model)
+        ) WITHOUT ROWID
+        """,
+    )
+
+
 @migrations(name="006_reviews")
 def _m006(db: sqlite_utils.Database) -> None:
     """People's verdicts on machine suggestions: for a picture of a collection (by content hash) and a

@@ -2,7 +2,8 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { file: null, last: null, lastKind: null, vocabularies: [], asked: null, explained: {}, selected: null };
+const state = { file: null, last: null, lastKind: null, vocabularies: [], asked: null, explained: {}, selected: null,
+  served: [], modelsAnswer: null };
 const TOKEN_KEY = "clip-gaze-token";
 const DROP_HELP = $("drop-help").textContent;  // the script is deferred: the page is already parsed
 
@@ -60,12 +61,32 @@ function useKey(e) {
 }
 
 // -- start ----------------------------------------------------------------------------------------
+const modelLabel = (m) => (m.preset ? `${m.preset} (${m.arch})` : `${m.arch}:${m.pretrained}`);
+// The project's test instruments (the toy, and any checkpoint of its architecture): their opinions about art mean nothing.
+const isToy = (m) => (m.preset || "").startsWith("toy") || m.arch.startsWith("clip-gaze-toy");
+
 async function loadModel() {
   try {
     const [health, models] = await Promise.all([api("GET", "/v1/health"), api("GET", "/v1/models")]);
-    const m = models.model;
-    $("model-name").textContent = m.preset ? `${m.preset} (${m.arch})` : `${m.arch}:${m.pretrained}`;
-    $("model-caveat").hidden = m.preset !== "toy";  // the toy model's opinions about art mean nothing: say so
+    state.modelsAnswer = models;
+    state.served = models.served || [];
+    const select = $("model-select");
+    const several = state.served.length > 1;
+    if (several && select.options.length !== state.served.length) {
+      select.replaceChildren(...state.served.map((s) => {
+        const o = document.createElement("option");
+        o.value = s.name;
+        o.textContent = `${s.name}${s.default ? " (default)" : ""}`;
+        return o;
+      }));
+    }
+    for (const s of state.served) {
+      const o = [...select.options].find((x) => x.value === s.name);
+      if (o) o.title = s.state === "loaded" ? `loaded${s.memory_mb != null ? `, ${s.memory_mb} MB` : ""}` : s.state.replace("_", " ");
+    }
+    $("model-pick").hidden = $("side-by-side-option").hidden = !several;
+    if (!several) $("side-by-side").checked = false;
+    showModel();
     $("model-status").textContent = health.status === "ready" ? "" : `(${health.status})`;
   } catch (e) {
     $("model-name").textContent = "unavailable";
@@ -145,6 +166,21 @@ function wirePicking() {
   });
 }
 
+// The model chosen in the header (null: the server's default); side by side reads with every one served.
+function selectedModel() { return $("model-pick").hidden ? null : $("model-select").value || null; }
+const sideBySide = () => !$("side-by-side-option").hidden && $("side-by-side").checked;
+
+function showModel() {
+  const models = state.modelsAnswer;
+  if (!models) return;
+  const chosen = state.served.find((s) => s.name === selectedModel());
+  const m = chosen ? chosen.model : models.model;
+  $("model-name").textContent = sideBySide() ? state.served.map((s) => s.name).join(" · ") : modelLabel(m);
+  const reading = sideBySide() ? state.served.map((s) => s.model) : [m];
+  $("model-caveat").hidden = !reading.some(isToy);  // say so wherever a test instrument reads the picture
+  $("side-explain").hidden = !sideBySide();
+}
+
 // -- asking ---------------------------------------------------------------------------------------
 function mode() { return document.querySelector("input[name=mode]:checked").value; }
 
@@ -154,6 +190,9 @@ async function run() {
   form.append("image", state.file, state.file.name || "pasted.png");
   let path = "/v1/analyze";
   let asked;
+  const side = sideBySide();
+  const model = side ? null : selectedModel();
+  if (model) form.append("model", model);
   if (mode() === "compare") {
     const phrases = $("phrases").value.split("\n").map((s) => s.trim()).filter(Boolean);
     if (phrases.length < 2) { showError("Type at least two phrases, one per line."); return; }
@@ -167,13 +206,19 @@ async function run() {
     form.append("top_k", $("top-k").value || "5");
     asked = { file: state.file, topK: $("top-k").value || "5" };
   }
+  if (side) {
+    path = "/v1/compare-models";
+    form.append("models", state.served.map((s) => s.name).join(","));
+    if (mode() === "compare") form.append("top_k", String(Math.min(5, asked.phrases.length)));
+  }
+  asked.model = model;
   closeMap();
   $("reading-error").textContent = "";
   busy(true);
   try {
     const data = await api("POST", path, { form });
     state.last = data; state.lastKind = mode(); state.asked = asked;
-    renderCharts(data);
+    if (side) renderSideBySide(data); else renderCharts(data);
     bringResultsIntoView();
     loadModel();
   } catch (e) {
@@ -224,22 +269,68 @@ function busy(on) {
 // -- charts ---------------------------------------------------------------------------------------
 const pct = (p) => (p >= 0.0005 ? `${(100 * p).toFixed(1)}%` : "<0.1%");
 
+function chartHead(name, res) {
+  const section = document.createElement("section");
+  section.className = "chart";
+  section.setAttribute("aria-label", `${name}: relative to ${res.softmax_over} phrases`);
+  const h = document.createElement("h3");
+  h.textContent = name === "compare" ? "Your phrases" : name;
+  const rel = document.createElement("p");
+  rel.className = "relative";
+  rel.textContent = `Relative to ${res.softmax_over.toLocaleString()} phrase${res.softmax_over === 1 ? "" : "s"}` +
+    (res.matches.length < res.softmax_over ? `; the best ${res.matches.length} shown.` : ".");
+  if (res.matches.some((m) => m.sigmoid != null)) {
+    // A sigmoid-trained model (SigLIP): each phrase's own probability, beside the share within the list.
+    rel.textContent += " Bars: the share within the list (sums to 1). Sigmoid: the model's own probability " +
+      "of each phrase, not relative: the list does not change it, and several phrases or none can be likely.";
+  }
+  section.append(h, rel);
+  return section;
+}
+
 function renderCharts(data) {
   const charts = Object.entries(data.results).map(([name, res]) => {
-    const section = document.createElement("section");
-    section.className = "chart";
-    section.setAttribute("aria-label", `${name}: relative to ${res.softmax_over} phrases`);
-    const h = document.createElement("h3");
-    h.textContent = name === "compare" ? "Your phrases" : name;
-    const rel = document.createElement("p");
-    rel.className = "relative";
-    rel.textContent = `Relative to ${res.softmax_over.toLocaleString()} phrase${res.softmax_over === 1 ? "" : "s"}` +
-      (res.matches.length < res.softmax_over ? `; the best ${res.matches.length} shown.` : ".");
-    if (res.matches.some((m) => m.sigmoid != null)) {
-      // A sigmoid-trained model (SigLIP): each phrase's own probability, beside the share within the list.
-      rel.textContent += " Bars: the share within the list (sums to 1). Sigmoid: the model's own probability " +
-        "of each phrase, not relative: the list does not change it, and several phrases or none can be likely.";
+    const section = chartHead(name, res);
+    section.append(bars(name, res, state.asked ? state.asked.model : null));
+    return section;
+  });
+  $("charts").replaceChildren(...charts);
+  $("export-json").disabled = $("export-csv").disabled = false;
+}
+
+// One column per model, each its own reading of the list; above them, how far each pair agrees.
+function renderSideBySide(data) {
+  const lists = Object.keys(data.models[0].results);
+  const charts = lists.map((name) => {
+    const section = chartHead(name, data.models[0].results[name]);
+    section.classList.add("side");
+    for (const pair of data.agreement[name] || []) {
+      const p = document.createElement("p");
+      p.className = "agreement";
+      const rho = pair.spearman === null ? "n/a" : pair.spearman.toFixed(3);
+      p.textContent = `${pair.models[0]} and ${pair.models[1]}: Spearman's ρ ${rho} over the whole list; ` +
+        `top-${pair.k} overlap ${pair.shared.length} of ${pair.k}` + (pair.shared.length ? ` (${pair.shared.join(", ")})` : "");
+      section.append(p);
     }
+    const columns = document.createElement("div");
+    columns.className = "columns";
+    for (const reading of data.models) {
+      const col = document.createElement("div");
+      col.className = "column";
+      const h = document.createElement("h4");
+      h.textContent = reading.name;
+      h.title = modelLabel(reading.model);
+      col.append(h, bars(name, reading.results[name], reading.name));
+      columns.append(col);
+    }
+    section.append(columns);
+    return section;
+  });
+  $("charts").replaceChildren(...charts);
+  $("export-json").disabled = $("export-csv").disabled = false;
+}
+
+function bars(name, res, model) {
     const list = document.createElement("ol");
     list.className = "bars";
     for (const m of res.matches) {
@@ -281,17 +372,13 @@ function renderCharts(data) {
       li.append(text, track, tip);
       li.setAttribute("aria-controls", "map-panel");
       const rank = list.children.length;
-      li.addEventListener("click", () => selectBar(li, name, res, rank));
+      li.addEventListener("click", () => selectBar(li, name, res, rank, model));
       li.addEventListener("keydown", (e) => {
-        if (e.key === "Enter" || e.key === " ") { e.preventDefault(); selectBar(li, name, res, rank); }
+        if (e.key === "Enter" || e.key === " ") { e.preventDefault(); selectBar(li, name, res, rank, model); }
       });
       list.append(li);
     }
-    section.append(h, rel, list);
-    return section;
-  });
-  $("charts").replaceChildren(...charts);
-  $("export-json").disabled = $("export-csv").disabled = false;
+    return list;
 }
 
 // -- maps: where in the picture a phrase draws its share from -------------------------------------
@@ -304,12 +391,14 @@ function closeMap() {
   $("map-status").textContent = "";
 }
 
-// One /v1/explain per list and reading (a promise, so a second click waits for the first answer).
-function explainList(name) {
-  if (!state.explained[name]) {
+// One /v1/explain per list, model and reading (a promise, so a second click waits for the first answer).
+function explainList(name, model) {
+  const key = `${model || ""}\n${name}`;
+  if (!state.explained[key]) {
     const form = new FormData();
     const asked = state.asked;
     form.append("image", asked.file, asked.file.name || "pasted.png");
+    if (model) form.append("model", model);
     if (name === "compare") {
       form.append("phrases", JSON.stringify(asked.phrases));
       form.append("top_k", String(Math.min(MAX_EXPLAIN, asked.phrases.length)));
@@ -317,17 +406,17 @@ function explainList(name) {
       form.append("vocabularies", name);
       form.append("top_k", String(Math.min(MAX_EXPLAIN, Number(asked.topK))));
     }
-    state.explained[name] = api("POST", "/v1/explain", { form });
-    state.explained[name].catch(() => { delete state.explained[name]; });
+    state.explained[key] = api("POST", "/v1/explain", { form });
+    state.explained[key].catch(() => { delete state.explained[key]; });
   }
-  return state.explained[name];
+  return state.explained[key];
 }
 
-async function selectBar(li, name, res, rank) {
+async function selectBar(li, name, res, rank, model = null) {
   for (const other of document.querySelectorAll(".bar[aria-current]")) other.removeAttribute("aria-current");
   li.setAttribute("aria-current", "true");
   const m = res.matches[rank];
-  state.selected = { name, phrase: m.phrase };
+  state.selected = { name, phrase: m.phrase, model };
   const panel = $("map-panel");
   panel.hidden = false;
   $("map-status").textContent = "";
@@ -335,11 +424,12 @@ async function selectBar(li, name, res, rank) {
   $("map-caption").textContent = "Mapping…";
   if (rank >= MAX_EXPLAIN) { $("map-status").textContent = `Maps are made for the first ${MAX_EXPLAIN} phrases of a list.`; return; }
   try {
-    const answer = await explainList(name);
-    if (!state.selected || state.selected.phrase !== m.phrase || state.selected.name !== name) return;  // another bar since
+    const answer = await explainList(name, model);
+    if (!state.selected || state.selected.phrase !== m.phrase || state.selected.name !== name ||
+        state.selected.model !== model) return;  // another bar since
     const match = answer.results[name].matches.find((x) => x.phrase === m.phrase);
     if (!match) throw new Error("This phrase has no map in the answer.");
-    const list = name === "compare" ? "your phrases" : name;
+    const list = (name === "compare" ? "your phrases" : name) + (model ? `, under ${model}` : "");
     drawMap(answer, match.heatmap, match.peak,
       `“${m.phrase}”: ${pct(match.probability)} of ${answer.results[name].softmax_over.toLocaleString()} phrases (${list})`,
       match.probability > 0.99 ? " It holds nearly all of its list's share, so little in the picture moves that share and " +
@@ -357,9 +447,10 @@ async function contrast(e) {
   const versus = $("versus").value.trim();
   if (!state.selected) return;
   if (!versus) { $("map-status").textContent = "Type a phrase to contrast with."; return; }
-  const { phrase } = state.selected;
+  const { phrase, model } = state.selected;
   const form = new FormData();
   form.append("image", state.asked.file, state.asked.file.name || "pasted.png");
+  if (model) form.append("model", model);
   form.append("phrases", JSON.stringify([phrase]));
   form.append("versus", versus);
   form.append("top_k", "1");
@@ -468,6 +559,15 @@ const csvCell = (v) => {
 };
 
 function toCsv(data) {
+  if (data.models) {  // side by side: a row per model, list and match
+    const rows = [["model", "vocabulary", "softmax_over", "rank", "phrase", "term", "probability", "cosine", "logit", "external_id"]];
+    for (const r of data.models) {
+      for (const [name, res] of Object.entries(r.results)) {
+        res.matches.forEach((m, i) => rows.push([r.name, name, res.softmax_over, i + 1, m.phrase, m.term, m.probability, m.cosine, m.logit, m.external_id]));
+      }
+    }
+    return rows.map((row) => row.map(csvCell).join(",")).join("\n") + "\n";
+  }
   const rows = [["vocabulary", "softmax_over", "rank", "phrase", "term", "probability", "cosine", "logit", "external_id"]];
   for (const [name, res] of Object.entries(data.results)) {
     res.matches.forEach((m, i) => rows.push([name, res.softmax_over, i + 1, m.phrase, m.term, m.probability, m.cosine, m.logit, m.external_id]));
@@ -583,6 +683,27 @@ document.addEventListener("DOMContentLoaded", () => {
   $("create-form").addEventListener("submit", createVocabulary);
   $("key-form").addEventListener("submit", useKey);
   $("versus-form").addEventListener("submit", contrast);
+  $("model-select").addEventListener("change", showModel);
+  $("side-by-side").addEventListener("change", () => { $("model-select").disabled = $("side-by-side").checked; showModel(); });
   loadModel();
   loadVocabularies();
+  loadCollections();
 });
+
+async function loadCollections() {
+  const list = $("collection-list");
+  try {
+    const body = await (await fetch("/v1/collections")).json();
+    list.replaceChildren(...body.collections.map((c) => {
+      const li = document.createElement("li");
+      const a = document.createElement("a");
+      a.href = `/collections/${encodeURIComponent(c.name)}`;
+      a.textContent = c.name;
+      li.append(a, ` (${c.size} pictures)${c.description ? `: ${c.description}` : ""}`);
+      return li;
+    }));
+    if (!body.collections.length) list.innerHTML = "<li>None yet (<code>clip-gaze collection create</code>).</li>";
+  } catch (err) {
+    list.innerHTML = "<li>Could not list the collections.</li>";
+  }
+}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import json
 import time
 import uuid
@@ -24,6 +25,7 @@ import numpy.typing as npt
 
 from ...atomic import atomic_path
 from ...errors import Conflict
+from ...schema.explore import Thumbnail
 from ...store.image_store import Picture
 from ..ingest import AddRun
 from .workers import shard_schema
@@ -111,8 +113,11 @@ class Merger:
         pictures: list[Picture] = []
         vectors: dict[str, npt.NDArray[np.float32]] = {}
         encoded = 0
+        thumbnails: dict[str, Thumbnail] = {}
         for r in table.to_pylist():
             encoded += bool(count_encoded and r["encoded"])
+            if r["sha256"] and r.get("thumbnail"):
+                thumbnails[r["sha256"]] = webp_thumbnail(r["thumbnail"])
             if self._skips(r["source"], done, model_key):
                 continue
             meta = json.loads(r["metadata"]) if r["metadata"] else None
@@ -127,6 +132,7 @@ class Merger:
             self.run.record(pictures, vectors, encoded=encoded)
         else:
             images.record(self.run.collection_id, self.run.provenance(pictures), model_key, vectors)
+        self.run.thumbnails.put(thumbnails)
         done.update(p.source for p in pictures if p.sha256)
         self.shards += 1
         self.embeddings += len(vectors)
@@ -151,6 +157,14 @@ class Merger:
                 tmp.unlink(missing_ok=True)
             with contextlib.suppress(OSError):
                 run.rmdir()
+
+
+def webp_thumbnail(data: bytes) -> Thumbnail:
+    """A thumbnail a reading task made (WebP), its size read from its header."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as img:
+        return Thumbnail("image/webp", img.width, img.height, data)
 
 
 @contextlib.contextmanager

@@ -22,6 +22,7 @@ from ...models.protocol import ClipModel, ModelLoader
 from ...models.registry import ModelSpec
 from ...pictures.reader import ImageLimits, PictureReader
 from ...pictures.sources import PictureRef
+from ...pictures.thumbnails import make_thumbnail
 from ...scoring.kernels import cosines
 from ...scoring.softmax import scores_from_cosine_columns
 from ..tables import PhraseColumns, analysis_block
@@ -71,6 +72,7 @@ def read_schema() -> "pa.Schema":
         ("source", pa.string()), ("external_id", pa.string()), ("metadata", pa.string()), ("sha256", pa.string()),
         ("width", pa.int64()), ("height", pa.int64()), ("error_code", pa.string()), ("error", pa.string()),
         ("mode", pa.string()), ("pw", pa.int64()), ("ph", pa.int64()), ("pixels", pa.binary()),
+        ("thumbnail", pa.binary()),  # WebP, longest side 256 (pictures.thumbnails)
     ])
 
 
@@ -82,6 +84,7 @@ def shard_schema() -> "pa.Schema":
         ("width", pa.int64()), ("height", pa.int64()), ("error_code", pa.string()), ("error", pa.string()),
         ("embedding", pa.binary()),  # float32, little-endian; null: already stored, or a failure
         ("encoded", pa.bool_()),  # the first row of this content the actor encoded
+        ("thumbnail", pa.binary()),  # WebP, longest side 256; null: none made
     ])
 
 
@@ -129,7 +132,8 @@ def read_pictures(batch: "pa.Table", settings: WorkerSettings, known: dict[str, 
         except Exception as exc:  # a reader's bug or a library's surprise: recorded, never fatal
             values.update(error_code="read_failed", error=f"{ref.source}: {type(exc).__name__}: {exc}")
         else:
-            values.update(sha256=decoded.sha256, width=decoded.width, height=decoded.height)
+            values.update(sha256=decoded.sha256, width=decoded.width, height=decoded.height,
+                          thumbnail=make_thumbnail(decoded.image).data)
             i = int(np.searchsorted(shas, decoded.sha256.encode()))
             if not (i < len(shas) and shas[i] == decoded.sha256.encode()):
                 image = decoded.image

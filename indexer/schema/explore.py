@@ -1,0 +1,156 @@
+"""Requests and answers of the explorer: a collection's map, its scores and facets against a
+vocabulary (filtered by `where`), a picture's record; and the thumbnail value the stores keep."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, model_validator
+from pydantic_core import PydanticCustomError
+from pydantic.json_schema import SkipJsonSchema
+
+from .analysis import ModelInfo, RelativeTo, RequestModel, Vocabularies
+from .collections import JobInfo
+from .fields import Answer, Name, NotNull, Phrase, Request, TopK
+
+MAX_WHERE_CHARS = 2000
+
+
+@dataclass(frozen=True)
+class Thumbnail:
+    """A picture's thumbnail as stored (by content hash) and served."""
+
+    media_type: str  # image/webp or image/jpeg
+    width: int
+    height: int
+    data: bytes
+
+
+Where = Annotated[str | SkipJsonSchema[None], NotNull, Field(
+    max_length=MAX_WHERE_CHARS,
+    description="Filters joined by ` and ` (or several `where` parameters): `COLUMN=VALUE` (a metadata column, "
+                "or external_id, equal to a value), `VOCABULARY:PHRASE>0.3` (the picture's probability of that phrase "
+                "within that vocabulary above a threshold; `>=`, `<`, `<=` too), `top:VOCABULARY=PHRASE` (the "
+                "vocabulary's best phrase for the picture is PHRASE)")]
+
+
+class MapQuery(Request):
+    format: Literal["json", "arrow"] = "json"
+    model: RequestModel = None
+
+
+class MapPoint(Answer):
+    sha256: str
+    external_id: str | None
+    x: float = Field(description="In [0, 1]")
+    y: float = Field(description="In [0, 1]")
+
+
+class MapAnswer(Answer):
+    """A collection's 2-D layout for the model. While a newer one is computed, `job` names the job and
+    the answer holds the older layout (or no points, when there is none yet)."""
+
+    ok: Literal[True] = True
+    collection: str
+    model: str
+    version: int | None = Field(description="The collection version the layout was computed for")
+    current_version: int = Field(description="The collection's version now")
+    method: str | None = Field(description="umap (cosine), with `+transform` or `+neighbours` when later pictures "
+                                           "were placed into an earlier layout; `trivial` under 4 pictures")
+    size: int
+    job: JobInfo | None = Field(None, description="The job computing the layout of current_version, while it runs")
+    points: list[MapPoint]
+
+
+class ScoresQuery(Request):
+    vocabulary: Name
+    phrase: Phrase | SkipJsonSchema[None] = None
+    relative_to: RelativeTo = None
+    where: Where = None
+    model: RequestModel = None
+
+
+class FacetsQuery(Request):
+    """A vocabulary's best-phrase counts, or (`column`) a metadata column's values by count."""
+
+    vocabulary: Name | SkipJsonSchema[None] = None
+    column: Annotated[str, Field(min_length=1, max_length=200)] | SkipJsonSchema[None] = None
+    relative_to: RelativeTo = None
+    where: Where = None
+    limit: Annotated[int, Field(ge=1, le=10_000)] = 1000
+    model: RequestModel = None
+
+    @model_validator(mode="after")
+    def _one(self) -> "FacetsQuery":
+        if (self.vocabulary is None) == (self.column is None):
+            raise PydanticCustomError("invalid_input", "give a vocabulary or a metadata column (one of them)")
+        return self
+
+
+class ScoresAnswer(Answer):
+    """Columns, one value a picture, in the order of the collection's pictures (the map's: GET …/map
+    lists them so); with `where`, of the pictures it keeps, at the positions `index` gives. `top` indexes
+    `phrases`."""
+
+    ok: Literal[True] = True
+    collection: str
+    model: ModelInfo
+    vocabulary: str
+    softmax_over: int = Field(description="Phrases the softmax ran over: every probability is relative to them")
+    phrase: str | None = Field(description="The phrase whose probability `probability` holds")
+    size: int = Field(description="The collection's pictures")
+    matched: int = Field(description="Of those, the pictures `where` keeps (all without it)")
+    index: list[int] | None = Field(None, description="With `where`: the positions of the pictures kept")
+    phrases: list[str] = Field(description="Every phrase of the vocabulary, in index order")
+    terms: list[str]
+    top: list[int] = Field(description="Each picture's best phrase, as an index into `phrases`")
+    top_probability: list[float]
+    probability: list[float] | None = Field(None, description="Each picture's probability of `phrase` within the vocabulary")
+
+
+class Facet(Answer):
+    term: str
+    phrase: str
+    external_id: str | None
+    count: int
+
+
+class FacetsAnswer(Answer):
+    """For a column: each value as `term` and `phrase`, no `softmax_over`."""
+
+    ok: Literal[True] = True
+    collection: str
+    vocabulary: str | None
+    column: str | None = None
+    softmax_over: int | None = Field(description="The phrases each best phrase was chosen among")
+    size: int = Field(description="Pictures counted (those `where` keeps)")
+    facets: list[Facet] = Field(description="How many pictures have each phrase as their best (ties go to the first "
+                                            "phrase in index order), by count")
+
+
+class PictureRecord(Answer):
+    ok: Literal[True] = True
+    collection: str
+    sha256: str
+    source: str
+    external_id: str | None
+    width: int | None
+    height: int | None
+    metadata: dict[str, Any] | None
+    image_service: str | None = Field(None, description="The IIIF Image API service the picture was read from")
+    manifest: str | None = Field(None, description="The IIIF manifest the picture was read from (its canvas: external_id)")
+    thumbnail: str | None = Field(None, description="The thumbnail's path, when there is one")
+    sources: int = Field(1, description="Sources of the collection with this content")
+    results: dict[str, Any] | None = Field(None, description="With `vocabularies`: per vocabulary, `softmax_over` and the "
+                                                             "best `matches` (phrase, term, probability, cosine)")
+
+
+class PictureRecordQuery(Request):
+    vocabularies: Vocabularies = None
+    top_k: TopK = 5
+    model: RequestModel = None
+
+
+__all__ = ["Facet", "FacetsAnswer", "FacetsQuery", "MapAnswer", "MapPoint", "MapQuery", "PictureRecordQuery", "PictureRecord", "ScoresAnswer",
+           "ScoresQuery", "Thumbnail", "Where"]
