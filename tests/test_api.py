@@ -534,7 +534,7 @@ def test_the_document_links_what_a_write_creates_to_where_it_is_read(client):
                                                         if p.startswith("/v1/vocabularies/{name}")}
     coll = links("post", "/v1/collections", "201")
     assert {target for target, _ in coll.values()} == {(m, p) for p, ops in doc["paths"].items() for m in ops
-                                                       if p.startswith("/v1/collections/{name}")}
+                                                       if p.startswith("/v1/collections/{name}") and p.count("{") == 1}
     assert links("post", "/v1/collections/{name}/sources", "202")["ShowJob"] == (
         ("get", "/v1/jobs/{job_id}"), {"job_id": "$response.body#/job/id"})
     made = client.post("/v1/collections", json={"name": "linked"}, headers=AUTH).get_json()

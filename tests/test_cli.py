@@ -121,7 +121,8 @@ def test_index_embeds_only_what_is_missing(run):
 def test_models_json_gives_preset_arch_pretrained_and_config():
     result = CliRunner().invoke(cli, ["models", "--json"])
     models = {m["preset"]: m for m in json.loads(result.stdout)}
-    assert set(models) == {"vit-b-32", "sd15", "sd2", "sdxl", "toy"}
+    assert set(models) == {"vit-b-32", "sd15", "sd2", "sdxl", "toy", "toy-sigmoid", "toy-multilingual", "siglip-b16",
+                           "siglip-so400m", "siglip2-b16", "xlm-b32", "xlm-h14", "nllb-clip-base", "nllb-clip-large"}
     assert models["vit-b-32"]["arch"] == "ViT-B-32" and models["vit-b-32"]["pretrained"] == "openai"
     assert "config" not in models["sd15"]
     assert Path(models["toy"]["config"]).is_file() and Path(models["toy"]["pretrained"]).is_file()
