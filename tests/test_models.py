@@ -23,6 +23,9 @@ def test_presets_are_the_guide_s():
         "xlm-h14": ("xlm-roberta-large-ViT-H-14", "frozen_laion5b_s13b_b90k"),
         "nllb-clip-base": ("nllb-clip-base", "v1"),
         "nllb-clip-large": ("nllb-clip-large", "v1"),
+        "siglip-b16": ("ViT-B-16-SigLIP", "webli"),
+        "siglip-so400m": ("ViT-SO400M-14-SigLIP-384", "webli"),
+        "siglip2-b16": ("ViT-B-16-SigLIP2", "webli"),
     }
     for p in PRESETS.values():  # every preset names a real open_clip architecture and tag
         if not p.config:
