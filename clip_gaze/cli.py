@@ -11,13 +11,12 @@ from typing import Any, Sequence
 
 import click
 
-from indexer.errors import ClipGazeError
 from indexer.models.registry import public_model_name
 from indexer.schema import MAX_TOP_K
 from indexer.settings import settings_help
 
 from .cli_compare_models import analyze_side_by_side, split_models
-from .cli_common import MODEL_OPTION, RELATIVE_OPTION, VOCAB_OPTION, domain_errors, load_settings, make_engine, say, split_vocabs
+from .cli_common import each_image, MODEL_OPTION, RELATIVE_OPTION, VOCAB_OPTION, domain_errors, load_settings, make_engine, say, split_vocabs
 
 
 @click.group(
@@ -95,21 +94,8 @@ def analyze(images: tuple[str, ...], vocab: tuple[str, ...], top_k: int, model: 
     engine = make_engine(model)
     names = engine.resolve(split_vocabs(vocab))
     _ = engine.model  # a model problem stops here, once
-    failed = 0
-    for path in images:
-        try:
-            answer = engine.analyze(engine.read(path), names, top_k, relative_to).model_copy(update={"file": path})
-        except ClipGazeError as exc:
-            if len(images) == 1:
-                raise
-            failed += 1
-            say(f"Error: {exc.message}", err=True)
-            if as_json:
-                say(json.dumps({"ok": False, "file": path, "status": exc.status, "code": exc.code, "error": exc.message}))
-            continue
-        say(answer.model_dump_json() if as_json else format_table(answer))
-    if failed:
-        raise click.ClickException(f"{failed} of {len(images)} images could not be analysed")
+    each_image(images, lambda path: engine.analyze(engine.read(path), names, top_k, relative_to), format_table,
+               as_json, "analysed")
 
 
 def format_table(answer: Any) -> str:

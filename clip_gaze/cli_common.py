@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import re
 import sys
 from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
@@ -34,6 +35,28 @@ def shown(text: str) -> str:
     return) or hide (bidirectional overrides, zero-width characters) is written as `\\uXXXX`, which is
     also how JSON writes it, so JSON output stays JSON with the same meaning."""
     return _UNSHOWN.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def each_image(images: Sequence[str], compute: Callable[[str], Any], show: Callable[[Any], str], as_json: bool,
+               verb: str) -> None:
+    """`compute` for each image path, its answer printed as JSON Lines or by `show`. One image that fails raises
+    its own error; of several, each failure is one `Error:` line (and a JSON error line with --json), and the
+    command fails at the end, saying how many could not be `verb`."""
+    failed = 0
+    for path in images:
+        try:
+            answer = compute(path).model_copy(update={"file": path})
+        except ClipGazeError as exc:
+            if len(images) == 1:
+                raise
+            failed += 1
+            say(f"Error: {exc.message}", err=True)
+            if as_json:
+                say(json.dumps({"ok": False, "file": path, "status": exc.status, "code": exc.code, "error": exc.message}))
+            continue
+        say(answer.model_dump_json() if as_json else show(answer))
+    if failed:
+        raise click.ClickException(f"{failed} of {len(images)} images could not be {verb}")
 
 
 def say(text: str, err: bool = False) -> None:

@@ -8,10 +8,9 @@ from typing import Any
 
 import click
 
-from indexer.errors import ClipGazeError
 from indexer.schema.interrogate import MAX_POOL, MAX_STEPS, MODES
 
-from .cli_common import MODEL_OPTION, VOCAB_OPTION, domain_errors, make_engine, progress_for, say, split_vocabs
+from .cli_common import each_image, MODEL_OPTION, VOCAB_OPTION, domain_errors, make_engine, progress_for, say, split_vocabs
 from .library import caption_text
 
 
@@ -74,21 +73,7 @@ def interrogate(images: tuple[str, ...], mode: str, caption: str | None, vocab: 
 
     engine = make_engine(model)
     options = _options(mode, caption, vocab, start_vocab, forced, max_steps, pool, captioner)
-    failed = 0
-    for path in images:
-        try:
-            answer = run(engine, path, options).model_copy(update={"file": path})
-        except ClipGazeError as exc:
-            if len(images) == 1:
-                raise
-            failed += 1
-            say(f"Error: {exc.message}", err=True)
-            if as_json:
-                say(json.dumps({"ok": False, "file": path, "status": exc.status, "code": exc.code, "error": exc.message}))
-            continue
-        say(answer.model_dump_json() if as_json else format_prompt(answer))
-    if failed:
-        raise click.ClickException(f"{failed} of {len(images)} images could not be interrogated")
+    each_image(images, lambda path: run(engine, path, options), format_prompt, as_json, "interrogated")
 
 
 def format_prompt(answer: Any) -> str:
