@@ -261,3 +261,26 @@ def test_the_token_tree_shares_starts_and_equals_whole_encodes(toy: object) -> N
     token_rows = [prompts.row(t) for t in texts]
     assert np.abs(enc.after(prompts.head("a red star"), token_rows) - enc.texts(token_rows)).max() < 1e-5
     assert enc.counts.diverged == 1  # "a red square" does not begin with the prompt so far
+
+
+def test_onnx_runtime_runs_the_chain_as_torch_does(toy_words: Engine, clean_environ: Path) -> None:
+    from indexer.interrogate.onnx_prefix import OnnxPrefixEncoder
+    from indexer.models.onnx_model import OnnxModel
+
+    served = Engine(clean_environ, "toy")  # the default backend, over the linked export: ONNX Runtime
+    assert isinstance(served.model, OnnxModel)
+    for _, _, image in held_out(3, seed=7):
+        a = interrogate(served, image, Options(vocabularies=["toy-words"]))
+        b = interrogate(toy_words, image, Options(vocabularies=["toy-words"]))
+        assert (a.text_runtime, b.text_runtime) == ("onnxruntime", "torch")
+        assert [p.phrase for p in a.parts] == [p.phrase for p in b.parts] and a.reused_prefix > 0.9 * a.text_encodes
+        assert abs(a.cosine - open_clip_cosine(toy_words, image, a.prompt)) < 1e-5
+    toy = toy_words.torch_model
+    graph = next((clean_environ / "onnx").glob("*.prefix"))
+    image = toy.encode_images([shapes.render("red", "star", "light", 96, np.random.default_rng(1))])[0]
+    prompts = Prompts(toy.tokenizer)
+    ort = OnnxPrefixEncoder(graph, eot=prompts.eot)
+    a_chain = run_chain(ort, prompts, image, WORDS, start="painted in (1650)", forced=2, max_steps=4)
+    b_chain = run_chain(TorchPrefixEncoder(toy, reuse=False), prompts, image, WORDS, start="painted in (1650)", forced=2, max_steps=4)
+    assert a_chain.chosen == b_chain.chosen and np.allclose(a_chain.cosines, b_chain.cosines, atol=1e-6)
+    assert ort.counts.diverged >= len(WORDS)
