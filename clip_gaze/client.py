@@ -44,6 +44,7 @@ from indexer.schema.collections import (
 )
 from indexer.schema.interrogate import Interrogation
 from indexer.schema.interop import AnnotationPageDocument, ReviewAnswer, ReviewInfo
+from indexer.schema.sync import RemovalAnswer
 
 ImageArg = Union[str, Path, bytes, Any]  # a path, encoded bytes, or a PIL image
 M = TypeVar("M", bound=BaseModel)
@@ -151,10 +152,23 @@ class Client:
             body["private"] = True
         return self._call(CollectionAnswer, "POST", "/v1/collections", json_body=body, retry=False)
 
-    def add_sources(self, name: str, sources: Sequence[str]) -> JobInfo:
-        """Starts a background job on the server; `wait(job.id)` follows it."""
+    def add_sources(self, name: str, sources: Sequence[str], callback_url: str | None = None) -> JobInfo:
+        """Starts a background job on the server; `wait(job.id)` follows it. With `callback_url`, the
+        job's answer is POSTed there, signed, when it ends."""
         path = f"/v1/collections/{parse.quote(name)}/sources"
-        return self._call(JobAnswer, "POST", path, json_body={"sources": list(sources)}, retry=False).job
+        body: dict[str, Any] = {"sources": list(sources), **({"callback_url": callback_url} if callback_url else {})}
+        return self._call(JobAnswer, "POST", path, json_body=body, retry=False).job
+
+    def sync(self, name: str, changes: str, callback_url: str | None = None) -> JobInfo:
+        """Starts a sync of collection `name` from a IIIF Change Discovery stream (a background job:
+        `wait(job.id)` follows it); with `callback_url`, its answer is POSTed there, signed, when it ends."""
+        body: dict[str, Any] = {"changes": changes, **({"callback_url": callback_url} if callback_url else {})}
+        return self._call(JobAnswer, "POST", f"/v1/collections/{parse.quote(name)}/sync", json_body=body, retry=False).job
+
+    def remove_pictures(self, name: str, external_ids: Sequence[str] = (), sources: Sequence[str] = ()) -> RemovalAnswer:
+        """The pictures of collection `name` with these external ids or sources, removed (`removed`: how many)."""
+        body: dict[str, Any] = {k: list(v) for k, v in (("external_ids", external_ids), ("sources", sources)) if v}
+        return self._call(RemovalAnswer, "DELETE", f"/v1/collections/{parse.quote(name)}/pictures", json_body=body)
 
     def job(self, job_id: str) -> JobInfo:
         return self._call(JobAnswer, "GET", f"/v1/jobs/{parse.quote(job_id)}").job
