@@ -1,6 +1,5 @@
-"""`clip-gaze collection remove` and `collection sync`: a collection kept in step with a museum's
-systems, its pictures removed by external id or source, and synced from a IIIF Change Discovery
-stream (the library is `indexer.collections.change_feed`)."""
+"""`clip-gaze collection remove`: a collection kept in step with a museum's systems, its pictures
+removed by external id or source (the library is `indexer.store.picture_removal`)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Keeping a collection in step with a museum's systems (README "Back into your systems"): pictures
-removed by external id or source, and syncs from a IIIF Change Discovery stream as background jobs.
+removed by external id or source.
 Thin views over `indexer.collections`."""
 
 from __future__ import annotations
