@@ -48,7 +48,11 @@ from schemathesis.checks import CHECKS, load_all_checks
 from schemathesis.core.parameters import ParameterLocation
 from schemathesis.generation import GenerationMode
 from schemathesis.generation.stateful.state_machine import StepInput
-from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
+from schemathesis.specs.openapi.checks import (
+    ensure_resource_availability,
+    negative_data_rejection,
+    positive_data_acceptance,
+)
 from schemathesis.specs.openapi.stateful import transition
 from schemathesis.transport.serialization import Binary
 from werkzeug.formparser import parse_form_data
@@ -220,6 +224,14 @@ def sent_form_is_valid(case, response) -> bool:
     return document_validator(pointer(*where), strict=False).is_valid(sent)
 
 
+def _code(response) -> str | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body.get("code") if isinstance(body, dict) else None
+
+
 def _form_fields(response) -> set[str]:
     """The names of the fields of a multipart body as sent."""
     body = response.request.body
@@ -340,6 +352,10 @@ def _excluded(case, response) -> list[Any]:
         # blank; or several parts), so text it allows may still be refused: this one check is left
         # out here. Every other check still runs, and the JSON body states the same rules exactly.
         excluded.append(positive_data_acceptance)
+    if response.status_code == 404 and _code(response) not in ("unknown_collection", "unknown_vocabulary", "unknown_job"):
+        # A 404 of something else the request names (unknown_model: a generated `model`; unknown_picture):
+        # not the resource a link led to, which is still there.
+        excluded.append(ensure_resource_availability)
     query = case.query or {}
     if (case.path == "/v1/collections/{name}/search" and case.method.upper() == "GET"
             and ((not query.get("q") and not query.get("like")) or ("min_probability" in query and not query.get("vocabulary")))) or (case.path == "/v1/collections/{name}/facets"
