@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 
-from ..errors import ClipGazeError, InvalidInput, NotIndexed, UnknownReference
+from ..errors import ClipGazeError, Conflict, InvalidInput, NotIndexed, UnknownReference
 from ..pictures.decode import DecodedImage
 from ..pictures.thumbnails import fetch_iiif_thumbnail, make_thumbnail
 from ..schema.explore import Thumbnail
@@ -41,10 +41,13 @@ from ..schema.collections import (
 from ..scoring.kernels import cosines
 from ..scoring.softmax import scores_from_cosine_columns, scores_from_cosines
 from ..store.image_store import CollectionRow, VectorColumns
-from ..schema.sync import RemovalAnswer, RemovePictures
+from ..schema.sync import RemovalAnswer, RemovePictures, SyncChanges, SyncReport
 from ..store.picture_removal import remove_pictures
 from ..store.reviews import Reviews
+from ..store.syncs import SyncStore
 from ..vocabularies.index_cache import LoadedIndex
+from ..pictures.change_stream import fetcher
+from .feeds import SyncRun
 from .ingest import AddRun, add_locally, picture_info
 from .jobs import Jobs, run_owner
 from .search import SearchIndexes
@@ -58,6 +61,7 @@ if TYPE_CHECKING:  # pragma: no cover
 T = TypeVar("T")
 
 CHUNK = 8192  # pictures scored at a time
+SYNC_INTERRUPTED = "the server stopped while it ran; sync again to finish"
 
 
 class Collections:
@@ -70,6 +74,8 @@ class Collections:
         self.jobs = Jobs(self.images, lambda name, request: self.run(name, request, claim=True),
                          lambda run, on_batch: add_locally(run, read=self.read_prepared, embed=self.engine.encode_pictures,
                                                            on_batch=on_batch), resume=resume_jobs)
+        self.jobs.register("sync", SyncChanges, lambda name, request: self.sync_run(name, request),
+                           lambda run, checkpoint: run.execute(checkpoint), interrupted=SYNC_INTERRUPTED)
 
     # -- managing ---------------------------------------------------------------------------------
     @staticmethod
@@ -149,6 +155,35 @@ class Collections:
         its state is in the store, so any worker answers for it."""
         self.images.get(name)
         return self.job(self.jobs.start(name, request))
+
+    # -- change feeds -----------------------------------------------------------------------------
+    def sync_run(self, name: str, request: SyncChanges, after_step: Callable[[int], None] | None = None) -> SyncRun:
+        """A sync of collection `name` with the request's IIIF Change Discovery stream (`feeds`)."""
+        row = self.images.get(name)
+        _ = self.engine.model  # a model that cannot load stops here
+        policy = self.engine.limits.fetch
+
+        def add(items: list[Any], again: set[str], on_batch: Callable[[AddReport], None] | None) -> AddReport:
+            run = AddRun(self.images, row.id, self.engine.model_key, items, collection=name, model=self.engine.spec.name,
+                         owner=run_owner())
+            run.stale |= again  # an Update: its stored pictures read again
+            return add_locally(run, read=self.read_prepared, embed=self.engine.encode_pictures, on_batch=on_batch)
+
+        return SyncRun(self.images, row.id, name, request.changes, fetcher(policy), lambda url: expand(url, policy), add,
+                       after_step=after_step)
+
+    def sync(self, name: str, request: SyncChanges, after_step: Callable[[int], None] | None = None) -> SyncReport:
+        """The collection brought in step with the stream, in this process (`feeds.SyncRun`)."""
+        return self.sync_run(name, request, after_step).execute()
+
+    def start_sync(self, name: str, request: SyncChanges) -> JobInfo:
+        """`sync` as a background job (leased, stopped at a checkpoint, resumed like an add)."""
+        self.images.get(name)
+        for job_id in SyncStore(self.images).running_jobs(name, request.changes):
+            if self.job(job_id).state in ("queued", "running"):  # one whose worker is gone is taken first
+                raise Conflict(f"a sync of {request.changes} into {name!r} is under way (job {job_id}); follow it at "
+                               f"/v1/jobs/{job_id}", code="sync_running")
+        return self.job(self.jobs.start(name, request, kind="sync"))
 
     def job(self, job_id: str) -> JobInfo:
         """The job as stored; one whose worker is gone is resumed (or interrupted) here first."""
