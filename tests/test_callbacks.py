@@ -152,8 +152,8 @@ def start(world: dict[str, Any], hook: str | None, collection: str = "hooks") ->
     return got.get_json()["job"]  # type: ignore[no-any-return]
 
 
-def job(world: dict[str, Any], job_id: str) -> dict[str, Any]:
-    return world["client"].get(f"/v1/jobs/{job_id}").get_json()["job"]  # type: ignore[no-any-return]
+def job(world: dict[str, Any], job_id: str, headers: dict[str, str] = AUTH) -> dict[str, Any]:
+    return world["client"].get(f"/v1/jobs/{job_id}", headers=headers).get_json()["job"]  # type: ignore[no-any-return]
 
 
 def settled(world: dict[str, Any], job_id: str) -> dict[str, Any]:
@@ -169,6 +169,8 @@ def test_the_job_answer_is_posted_signed_when_the_job_ends(world: dict[str, Any]
     assert ended["state"] == "done" and ended["done"] == 1
     assert {k: ended["callback"][k] for k in ("state", "attempts", "last_status", "last_error")} == \
         {"state": "delivered", "attempts": 1, "last_status": 200, "last_error": None}
+    assert ended["callback"]["url"] == f"{world['base']}/done"
+    assert job(world, started["id"], headers={})["callback"]["url"] == f"{world['base']}/…"  # a reader: no path, no token
     [got] = Receiver.got["/done"]
     assert got["verified"] and got["content_type"] == "application/json"
     sent = json.loads(got["body"])
