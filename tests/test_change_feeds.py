@@ -16,6 +16,7 @@ from conftest import draw_shape, encode
 from test_e2e_serve import free_port
 from test_iiif_collections import AUTH, TOKEN, QuietHandler, serving, toy_engine
 
+from indexer.collections import callbacks
 from indexer.collections.jobs import run_owner
 from indexer.collections.local import Collections
 from indexer.engine import Engine
@@ -85,6 +86,13 @@ class Museum(QuietHandler):
 
     def _json(self, doc: Any) -> None:
         self._send(200, "application/json", json.dumps(doc).encode())
+
+    def do_POST(self) -> None:  # noqa: N802  (a webhook receiver: keeps what it is sent)
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        type(self).hooks.append((self.path, self.headers.get(callbacks.HEADER, ""), body))
+        self._send(200, "text/plain", b"thanks")
+
+    hooks: list[tuple[str, str, bytes]] = []
 
 
 def manifest(base: str, name: str, pictures: list[str]) -> dict[str, Any]:
@@ -368,3 +376,23 @@ def test_the_python_client_starts_a_sync_and_waits_for_it(feeds_engine: Engine, 
     finally:
         server.shutdown()
     assert held(feeds_engine, "shapes") == {"red": "a.json", "blue": "a.json", "yellow": "c.json"}
+
+
+def test_a_sync_job_with_a_callback_url_posts_its_answer_signed_when_it_ends(
+        feeds_engine: Engine, stream: str, museum: str, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("CLIP_GAZE_WEBHOOK_SECRET", "whsec-feeds")
+    monkeypatch.setattr(callbacks, "POLL", 0.05)
+    Museum.hooks = []
+    client = create_app(Settings.from_env(), engine=feeds_engine).test_client()
+    assert client.post("/v1/collections", json={"name": "shapes"}, headers=AUTH).status_code == 201
+    started = client.post("/v1/collections/shapes/sync", json={"changes": stream, "callback_url": f"{museum}/hooks/dams"},
+                          headers=AUTH)
+    assert started.status_code == 202, started.get_json()
+    assert wait(client, started.get_json()["job"]["id"])["state"] == "done"
+    deadline = time.monotonic() + 30
+    while not Museum.hooks and time.monotonic() < deadline:
+        time.sleep(0.02)
+    path, header, body = Museum.hooks[0]
+    assert path == "/hooks/dams" and callbacks.verify("whsec-feeds", header, body)
+    sent = json.loads(body)["job"]
+    assert (sent["kind"], sent["state"], sent["total"], sent["done"]) == ("sync", "done", 3, 3)

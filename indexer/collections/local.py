@@ -33,6 +33,7 @@ from ..schema.collections import (
     CollectionInfo,
     CollectionView,
     CreateCollection,
+    JobAnswer,
     JobInfo,
     SearchAnswer,
     SearchHit,
@@ -49,6 +50,7 @@ from ..vocabularies.index_cache import LoadedIndex
 from ..pictures.change_stream import fetcher
 from .feeds import SyncRun
 from .ingest import AddRun, add_locally, picture_info
+from .callbacks import CallbackPolicy, Deliveries
 from .jobs import Jobs, run_owner
 from .search import SearchIndexes
 from .tables import PhraseColumns, analysis_block
@@ -67,7 +69,7 @@ SYNC_INTERRUPTED = "the server stopped while it ran; sync again to finish"
 class Collections:
     """The collections of the engine's store, for the engine's model."""
 
-    def __init__(self, engine: "Engine", resume_jobs: bool = True):
+    def __init__(self, engine: "Engine", resume_jobs: bool = True, webhook_secret: str = ""):
         self.engine = engine
         self.images = engine.images
         self._search = SearchIndexes(self.images)
@@ -76,6 +78,11 @@ class Collections:
                                                            on_batch=on_batch), resume=resume_jobs)
         self.jobs.register("sync", SyncChanges, lambda name, request: self.sync_run(name, request),
                            lambda run, checkpoint: run.execute(checkpoint), interrupted=SYNC_INTERRUPTED)
+        # job callbacks (`callbacks`): checked when a job is asked for, delivered by this process's thread
+        self.deliveries = Deliveries.of(self.images)
+        self.deliveries.configure(CallbackPolicy(engine.limits.fetch, webhook_secret),
+                                  lambda job_id: JobAnswer(job=self.job(job_id)).model_dump_json().encode())
+        self.jobs.check_callback, self.jobs.ended = self.deliveries.check, self.deliveries.wake
 
     # -- managing ---------------------------------------------------------------------------------
     @staticmethod
@@ -154,7 +161,10 @@ class Collections:
         """`add` as a background job of this process (`jobs`: leased, stopped at a checkpoint, resumed);
         its state is in the store, so any worker answers for it."""
         self.images.get(name)
-        return self.job(self.jobs.start(name, request))
+        job_id = self.jobs.start(name, request, callback_url=request.callback_url)
+        if request.callback_url is not None:
+            self.deliveries.start()
+        return self.job(job_id)
 
     # -- change feeds -----------------------------------------------------------------------------
     def sync_run(self, name: str, request: SyncChanges, after_step: Callable[[int], None] | None = None) -> SyncRun:
@@ -183,7 +193,10 @@ class Collections:
             if self.job(job_id).state in ("queued", "running"):  # one whose worker is gone is taken first
                 raise Conflict(f"a sync of {request.changes} into {name!r} is under way (job {job_id}); follow it at "
                                f"/v1/jobs/{job_id}", code="sync_running")
-        return self.job(self.jobs.start(name, request, kind="sync"))
+        job_id = self.jobs.start(name, request, callback_url=request.callback_url, kind="sync")
+        if request.callback_url is not None:
+            self.deliveries.start()
+        return self.job(job_id)
 
     def job(self, job_id: str) -> JobInfo:
         """The job as stored; one whose worker is gone is resumed (or interrupted) here first."""

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from .collections import CollectionInfo, PictureInfo, Source
+from .collections import CallbackUrl, CollectionInfo, PictureInfo, Source
 from .fields import MAX_URL_CHARS, URL_PATTERN, Answer, ExternalId, Request, TextRule
 
 MAX_REMOVALS = 10000  # external ids or sources one request removes
@@ -47,16 +47,13 @@ ChangesUrl = Annotated[str, TextRule("changes", MAX_URL_CHARS, "invalid_url",
                                      "A IIIF Change Discovery API 1.0 stream (an Activity Streams OrderedCollection), by "
                                      "http(s) URL; fetched through the private-address guard", pattern=URL_PATTERN),
                        AfterValidator(_http)]
-SyncCallbackUrl = Annotated[str, TextRule("callback_url", MAX_URL_CHARS, "invalid_url",
-                                          "Where the job's answer is POSTed, signed, when it ends", pattern=URL_PATTERN),
-                            AfterValidator(_http)]
 
 
 class SyncChanges(Request):
     """POST /v1/collections/<name>/sync: a background job (202); GET /v1/jobs/<id> follows it."""
 
     changes: ChangesUrl
-    callback_url: SyncCallbackUrl | None = None
+    callback_url: CallbackUrl | None = None
 
 
 class SyncReport(Answer):
