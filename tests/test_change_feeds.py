@@ -128,6 +128,7 @@ def stream(museum: str) -> str:
         [activity(museum, "Create", "a", 1), activity(museum, "Create", "b", 2)],
         [activity(museum, "Create", "c", 3),
          {"type": "Update", "object": {"id": f"{museum}/collection.json", "type": "Collection"}, "endTime": at(3)},
+         {"type": "Create", "object": {"id": "/etc", "type": "Manifest"}, "endTime": at(3)},  # never a path here
          activity(museum, "Update", "a", 4)],
         [activity(museum, "Delete", "b", 5)],
     ]
@@ -166,7 +167,7 @@ def test_creates_updates_and_deletes_change_the_rows_and_the_next_sync_reads_onl
     first = sync(feeds_engine, "shapes", stream)
     assert held(feeds_engine, "shapes") == {"red": "a.json", "blue": "a.json", "yellow": "c.json"}  # b's Delete won
     assert (first.added, first.refreshed, first.removed, first.failed) == (3, 0, 0, 0)
-    assert (first.manifests, first.activities, first.ignored, first.pages) == (3, 5, 1, 3)  # the Collection's passed over
+    assert (first.manifests, first.activities, first.ignored, first.pages) == (3, 5, 2, 3)  # the Collection's, /etc
     assert first.end_time == "2026-12-01T10:00:05.000000Z" and not first.resumed
     cid = feeds_engine.images.get("shapes").id
     assert SyncStore(feeds_engine.images).state(cid, stream) == (first.end_time, None)
