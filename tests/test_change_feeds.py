@@ -324,6 +324,8 @@ def test_the_api_runs_a_sync_as_a_job_202_then_done_and_refuses_bad_requests(fee
                                                time.time() + 60)  # another worker's, alive
     twice = client.post("/v1/collections/shapes/sync", json={"changes": stream}, headers=AUTH)
     assert twice.status_code == 409 and twice.get_json()["code"] == "sync_running" and under_way in twice.get_json()["error"]
+    refused = client.post("/v1/collections/shapes/sync", json={"changes": "http://10.1.2.3/changes"}, headers=AUTH)
+    assert refused.status_code == 403 and refused.get_json()["code"] == "url_refused"  # no job: the guard said no
     unknown = client.post("/v1/collections/nope/sync", json={"changes": stream}, headers=AUTH)
     assert unknown.status_code == 404 and unknown.get_json()["code"] == "unknown_collection"
 

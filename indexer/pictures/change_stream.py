@@ -23,7 +23,8 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from ..errors import InvalidInput
-from .fetch import FetchPolicy, fetch_document, parse_json
+from .fetch import FetchError, FetchPolicy, fetch_document, guard, parse_json
+from .fetch import _parse as parse_url
 from .iiif_image import _types
 
 MAX_PAGES = 10_000  # pages read from one stream in one sync
@@ -115,6 +116,18 @@ def fetcher(policy: FetchPolicy) -> GetFn:
     return get
 
 
+def admitted(url: str, policy: FetchPolicy) -> None:
+    """Refuses now (before a job is started) a stream the fetch guard never admits: not http(s), with
+    credentials, or on an address that is not public and not in CLIP_GAZE_FETCH_ALLOW (`url_refused`,
+    403). A host that does not resolve now is left to the sync, which records why it failed."""
+    try:
+        target = parse_url(url, url[:200])
+        guard(target.host, target.port, policy, url)
+    except FetchError as exc:
+        if exc.code in ("url_refused", "invalid_url"):
+            raise
+
+
 def read_changes(url: str, get: GetFn, after: str | None = None) -> Changes:
     """The activities of stream `url` newer than `after` (an `instant`), from its `last` page back
     (see the module's docstring); `InvalidInput` (`invalid_change_stream`, or the fetch's own code)
@@ -166,5 +179,5 @@ def read_changes(url: str, get: GetFn, after: str | None = None) -> Changes:
     return found
 
 
-__all__ = ["ADDS", "CODE", "Change", "Changes", "MAX_BYTES", "MAX_PAGES", "MAX_PAGE_BYTES", "REMOVALS", "fetcher",
+__all__ = ["ADDS", "CODE", "Change", "Changes", "MAX_BYTES", "MAX_PAGES", "MAX_PAGE_BYTES", "REMOVALS", "admitted", "fetcher",
            "instant", "read_changes"]
