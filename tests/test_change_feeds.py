@@ -26,6 +26,7 @@ from indexer.schema import parse
 from indexer.schema.collections import CreateCollection
 from indexer.schema.sync import SyncChanges
 from indexer.settings import Settings
+from indexer.store.keys import KeyStore
 from indexer.store.syncs import SyncStore
 from service import create_app
 
@@ -328,6 +329,11 @@ def test_the_api_runs_a_sync_as_a_job_202_then_done_and_refuses_bad_requests(fee
     assert refused.status_code == 403 and refused.get_json()["code"] == "url_refused"  # no job: the guard said no
     unknown = client.post("/v1/collections/nope/sync", json={"changes": stream}, headers=AUTH)
     assert unknown.status_code == 404 and unknown.get_json()["code"] == "unknown_collection"
+    assert client.post("/v1/collections", json={"name": "hidden", "private": True}, headers=AUTH).status_code == 201
+    _, secret = KeyStore(feeds_engine.store).create("editor", ["read", "write"], collections=["shapes"])
+    hidden = client.post("/v1/collections/hidden/sync", json={"changes": stream}, headers={"Authorization": f"Bearer {secret}"})
+    assert hidden.status_code == 404 and hidden.get_json()["code"] == "unknown_collection"  # as if it did not exist
+    assert feeds_engine.images.get("hidden").size == 0
 
 
 def test_a_sync_job_no_worker_owns_is_resumed_by_its_kind(feeds_engine: Engine, stream: str):
