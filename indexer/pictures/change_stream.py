@@ -117,14 +117,15 @@ def fetcher(policy: FetchPolicy) -> GetFn:
 
 
 def admitted(url: str, policy: FetchPolicy) -> None:
-    """Refuses now (before a job is started) a stream the fetch guard never admits: not http(s), with
-    credentials, or on an address that is not public and not in CLIP_GAZE_FETCH_ALLOW (`url_refused`,
-    403). A host that does not resolve now is left to the sync, which records why it failed."""
+    """Refuses now (before a job is started) a stream the fetch guard never admits: with credentials, or
+    on an address that is not public and not in CLIP_GAZE_FETCH_ALLOW (`url_refused`, 403). Anything
+    else (a host that does not resolve now, a URL the fetcher cannot read) is left to the sync, which
+    records why it failed."""
     try:
         target = parse_url(url, url[:200])
         guard(target.host, target.port, policy, url)
     except FetchError as exc:
-        if exc.code in ("url_refused", "invalid_url"):
+        if exc.code == "url_refused":
             raise
 
 
