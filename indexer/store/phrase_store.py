@@ -144,7 +144,7 @@ class Store:
         vocab = self.get_vocabulary(name)
         rows = list(
             self.db.query(
-                "SELECT id, term, phrase, external_id, metadata FROM phrases WHERE vocabulary_id = ? "
+                "SELECT id, term, phrase, external_id, metadata, language FROM phrases WHERE vocabulary_id = ? "
                 "ORDER BY id LIMIT ? OFFSET ?",
                 [vocab.id, limit + 1, offset],
             )
@@ -157,8 +157,18 @@ class Store:
         if not len(ids):
             return {}
         marks = ",".join("?" * len(ids))
-        rows = self.db.query(f"SELECT id, term, phrase, external_id, metadata FROM phrases WHERE id IN ({marks})", [int(i) for i in ids])
+        rows = self.db.query(f"SELECT id, term, phrase, external_id, metadata, language FROM phrases WHERE id IN ({marks})", [int(i) for i in ids])
         return {r["id"]: _phrase_json(r) for r in rows}
+
+    def phrase_languages(self, vocabulary_id: int) -> dict[int, str]:
+        """Phrase id → language of the phrases of a vocabulary that have one."""
+        rows = self.db.execute("SELECT id, language FROM phrases WHERE vocabulary_id = ? AND language IS NOT NULL",
+                               [vocabulary_id])
+        return {int(i): str(lang) for i, lang in rows}
+
+    def phrase_texts(self, vocabulary_id: int) -> list[str]:
+        """Every phrase text of a vocabulary, in row order."""
+        return [r[0] for r in self.db.execute("SELECT phrase FROM phrases WHERE vocabulary_id = ? ORDER BY id", [vocabulary_id])]
 
     def sync_builtin(self, builtin: BuiltinVocabulary) -> bool:
         """Make the stored copy of a built-in vocabulary match its list file. True if it changed."""
@@ -230,10 +240,10 @@ class Store:
             self._put_embeddings(db, model_key, [p.phrase for p in phrases], embeddings)
         before = db.execute("SELECT count(*) FROM phrases WHERE vocabulary_id = ?", [vocabulary_id]).fetchone()[0]
         db.conn.executemany(
-            "INSERT OR IGNORE INTO phrases (vocabulary_id, term, phrase, external_id, metadata) VALUES (?, ?, ?, ?, ?)",
+            "INSERT OR IGNORE INTO phrases (vocabulary_id, term, phrase, external_id, metadata, language) VALUES (?, ?, ?, ?, ?, ?)",
             [
                 (vocabulary_id, p.term, p.phrase, p.external_id,
-                 json.dumps(p.metadata, ensure_ascii=False) if p.metadata is not None else None)
+                 json.dumps(p.metadata, ensure_ascii=False) if p.metadata is not None else None, p.language)
                 for p in phrases
             ],
         )
@@ -369,4 +379,5 @@ def _phrase_json(r: Mapping[str, Any]) -> dict[str, Any]:
         "phrase": r["phrase"],
         "external_id": r["external_id"],
         "metadata": json.loads(r["metadata"]) if r["metadata"] else None,
+        "language": r["language"],
     }
