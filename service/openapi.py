@@ -61,6 +61,7 @@ from indexer.schema.explore import (FacetsAnswer, FacetsQuery, MapAnswer, MapQue
                                     ScoresQuery)
 from indexer.schema.interrogate import InterrogateForm, InterrogateJson, Interrogation
 from indexer.schema.interop import AnnotationPageDocument, AnnotationsQuery, ReviewAnswer, ReviewRequest
+from indexer.schema.sync import RemovalAnswer, RemovePictures
 
 ERRORS = {
     400: "Bad input (the message says which field and why), or a key sent in the query string (key_in_query)",
@@ -224,6 +225,9 @@ _INTEROP = (  # back into a museum's systems (service/api_interop.py)
               "scores and reviews", None, linked_data=True, scope="public"),
     Operation("post", "/v1/collections/{name}/pictures/{sha256}/review", "A person's verdict on a term for a picture "
               "(replaces an earlier one)", ReviewAnswer, json=ReviewRequest, errors=(400, 401, 403, 404, 413, 422), scope="write"),
+    Operation("delete", "/v1/collections/{name}/pictures", "Remove pictures (stored or failed) by external id or source, "
+              "in one transaction (their embeddings stay)", RemovalAnswer, json=RemovePictures,
+              errors=(400, 401, 403, 404, 413), scope="write"),
 )
 
 _ACCESS = (

@@ -41,6 +41,8 @@ from ..schema.collections import (
 from ..scoring.kernels import cosines
 from ..scoring.softmax import scores_from_cosine_columns, scores_from_cosines
 from ..store.image_store import CollectionRow, VectorColumns
+from ..schema.sync import RemovalAnswer, RemovePictures
+from ..store.picture_removal import remove_pictures
 from ..store.reviews import Reviews
 from ..vocabularies.index_cache import LoadedIndex
 from .ingest import AddRun, add_locally, picture_info
@@ -93,6 +95,12 @@ class Collections:
 
     def delete(self, name: str) -> CollectionInfo:
         return self._info(self.images.delete(name))
+
+    def remove(self, name: str, request: RemovePictures) -> RemovalAnswer:
+        """The pictures of `name` with the request's external ids or sources, removed (`picture_removal`)."""
+        row = self.images.get(name)
+        gone = remove_pictures(self.images, row.id, external_ids=request.external_ids, sources=request.sources)
+        return RemovalAnswer(collection=self.get(name), removed=gone)
 
     # -- adding -----------------------------------------------------------------------------------
     def read(self, ref: PictureRef) -> DecodedImage:

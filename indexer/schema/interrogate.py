@@ -107,6 +107,8 @@ class Interrogation(Answer):
     steps: int = Field(description="Chain steps run (fast and classic: 0)")
     text_encodes: int = Field(description="Prompts run through the text tower (whole or after a cached prefix)")
     reused_prefix: int = Field(description="Of text_encodes, those that ran only their own tokens after a cached prefix")
+    text_runtime: Literal["torch", "onnxruntime"] = Field("torch", description="What ran the chain's text tower: "
+                                                          "ONNX Runtime when it serves the model (its prefix graph), else torch")
     timing_ms: float
     timing_breakdown_ms: dict[str, float]
 
