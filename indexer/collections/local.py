@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 
-from ..errors import ClipGazeError, InvalidInput, NotIndexed
+from ..errors import ClipGazeError, InvalidInput, NotIndexed, UnknownReference
 from ..pictures.decode import DecodedImage
 from ..pictures.thumbnails import fetch_iiif_thumbnail, make_thumbnail
 from ..schema.explore import Thumbnail
@@ -242,7 +242,7 @@ class Collections:
             found = self.images.cached(engine.model_key, list(shas))
             for sha in shas:
                 if sha not in found:
-                    raise InvalidInput(f"no stored picture {sha!r} to search by", code="unknown_picture")
+                    raise UnknownReference(f"no stored picture {sha!r} to search by", code="unknown_picture")
                 into.append(found[sha])
         labels += list(q.like)
         vector = np.mean(positives, axis=0) - (np.mean(negatives, axis=0) if negatives else 0)
