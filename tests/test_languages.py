@@ -231,6 +231,17 @@ def test_vocabulary_writes_report_collisions_of_the_models_tokenizer(engine: Eng
     assert engine.vocabulary("case").size == 3
 
 
+def test_only_phrases_the_active_tokenizer_reads_alike_are_dropped(engine: Engine, ml_engine: Engine):
+    # CLIP's tokenizer: the dropped phrase's tokens are exactly the kept one's; punctuation it keeps apart
+    made = create(engine, "near", ["a red circle", "A Red Circle", "a red circle."])
+    tokens = engine.model.tokenize(["a red circle", "A Red Circle", "a red circle."])
+    assert (tokens[0] == tokens[1]).all() and not (tokens[0] == tokens[2]).all()
+    assert made.added == 2 and [(c.kept, c.dropped) for c in made.collisions] == [("a red circle", ["A Red Circle"])]
+    # a case-keeping tokenizer (the toy's XLM-R-style one) tells them apart: nothing is dropped
+    kept = create(ml_engine, "near-ml", ["a red circle", "A Red Circle"])
+    assert kept.added == 2 and kept.collisions == [] and "collisions" not in kept.json_dict()
+
+
 def test_cli_prints_collisions(run):
     out = run("vocab", "create", "case", "a red circle", "A RED CIRCLE")
     assert out.exit_code == 0 and "created case: 1 phrases" in out.output

@@ -148,9 +148,10 @@ class WriteAnswer(Answer):
     unchanged: int = Field(0, description="Phrases sent that were there already (adding is idempotent)")
     version: int
     deleted: str | None = Field(None, description="The name, when the vocabulary was deleted")
-    collisions: list[Collision] = Field([], description="Phrases sent that the model's tokenizer reads exactly as "
-                                        "another phrase (SigLIP's lower-cases and drops punctuation; CLIP's lower-cases): "
-                                        "the first is kept, the others are not stored (one embedding for two rows)")
+    collisions: list[Collision] = Field([], description=(
+        "Phrases sent that the writing model's tokenizer (the server's default model) reads token for token as "
+        "another phrase (SigLIP's lower-cases and drops punctuation; CLIP's lower-cases): the first is kept, the "
+        "others are not stored (one embedding for two rows)"))
 
     @model_serializer(mode="wrap")
     def _skip_no_collisions(self, handler: Any) -> dict[str, Any]:
