@@ -144,6 +144,9 @@ def test_api_takes_languages_and_answers_a_bad_tag_with_400(clean_environ, toy_l
     assert batch["results"][0]["results"]["kl"]["languages"] == ["nl"]
     bad = client.post("/v1/analyze", json={**body, "languages": "dutch!"})
     assert bad.status_code == 400 and bad.json["code"] == "invalid_language"
+    for empty in ([], " , "):  # given, it names a language (the schema's minItems and pattern)
+        bad = client.post("/v1/analyze", json={**body, "languages": empty})
+        assert bad.status_code == 400 and bad.json["code"] == "invalid_language"
     none = client.post("/v1/analyze", json={**body, "languages": "fr"})
     assert none.status_code == 400 and none.json["code"] == "no_phrases_in_language"
 

@@ -56,6 +56,17 @@ def _tags(value: Union[str, list[str]]) -> list[str]:
     return list(dict.fromkeys(tags))
 
 
+def _asked(value: Union[str, list[str], None]) -> list[str] | None:
+    """A request's `languages`: absent is every phrase; given, it names at least one tag (as the schema says)."""
+    if value is None:
+        return None
+    tags = _tags(value)
+    if not tags:
+        raise PydanticCustomError("invalid_language", "languages names no language: give BCP-47 tags such as 'nl,de', "
+                                  "or leave it out for every phrase")
+    return tags
+
+
 _TAG_SCHEMA = {"type": "string", "maxLength": MAX_LANGUAGE_CHARS, "pattern": LANGUAGE_PATTERN}
 Language = Annotated[str, AfterValidator(canonical_language), WithJsonSchema(
     {**_TAG_SCHEMA, "description": "The phrase's language, a BCP-47 tag such as 'nl', 'de' or 'en-GB'"})]
@@ -67,14 +78,14 @@ Languages = Annotated[
     Union[Annotated[str, Field(max_length=MAX_LANGUAGES * (MAX_LANGUAGE_CHARS + 3))],
           Annotated[list[str], Field(max_length=MAX_LANGUAGES)]] | SkipJsonSchema[None],
     NotNull,
-    AfterValidator(lambda v: None if v is None else (_tags(v) or None)),
+    AfterValidator(_asked),
     WithJsonSchema({"anyOf": [{"type": "string", "pattern": LANGUAGES_PATTERN,
                                "maxLength": MAX_LANGUAGES * (MAX_LANGUAGE_CHARS + 3)},
                               {"type": "array", "items": _TAG_SCHEMA, "minItems": 1, "maxItems": MAX_LANGUAGES}],
                     "description": _LANGUAGES_DESCRIPTION}),
 ]
 FormLanguages = Annotated[
-    str | SkipJsonSchema[None], AfterValidator(lambda v: None if v is None else (_tags(v) or None)),
+    str | SkipJsonSchema[None], AfterValidator(_asked),
     WithJsonSchema({"type": "string", "pattern": LANGUAGES_PATTERN, "maxLength": MAX_LANGUAGES * (MAX_LANGUAGE_CHARS + 3),
                     "description": _LANGUAGES_DESCRIPTION}),
 ]
