@@ -27,6 +27,28 @@ def lists_dir() -> Path:
     return packaged if (packaged / "catalog.json").is_file() else here.parent / "lists"
 
 
+# A model that reads a phrase with its language (NLLB-CLIP: the language's code is part of its input)
+# embeds the same text in two languages as two inputs: its embeddings are keyed by the text and the tag.
+LANGUAGE_KEY_SEPARATOR = "\x1f"  # a control character, which no stored phrase holds (schema.fields refuses them)
+LANGUAGE_READING_ARCHES = ("nllb",)  # open_clip architectures whose tokenizer sets a language (by name prefix)
+
+
+def reads_languages(model_key: str) -> bool:
+    """Whether the model (its store key `ARCH:…`, or its architecture) reads each phrase's language."""
+    return model_key.split(":", 1)[0].lower().startswith(LANGUAGE_READING_ARCHES)
+
+
+def phrase_key(text: str, language: str | None) -> str:
+    """What a language-reading model embeds a phrase as: its text, and its tag when it has one."""
+    return text if language is None else f"{text}{LANGUAGE_KEY_SEPARATOR}{language}"
+
+
+def split_key(key: str) -> tuple[str, str | None]:
+    """`phrase_key` undone: (text, tag or None)."""
+    text, sep, language = key.partition(LANGUAGE_KEY_SEPARATOR)
+    return (text, language) if sep else (text, None)
+
+
 @dataclass(frozen=True)
 class PhraseSpec:
     """One phrase of a vocabulary: the text given to CLIP and where it came from."""

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import add, create, draw_shape, encode
 from indexer.engine import Engine
-from indexer.errors import InvalidInput
+from indexer.errors import InvalidInput, UnknownReference
 from indexer.models.registry import parse_model
 from indexer.models.torch_model import LoadedModel, load_model
 from indexer.schema import AddPhrases, parse
@@ -107,7 +107,7 @@ def test_a_term_has_a_label_per_language_and_analysis_runs_per_language(ml_engin
     assert abs(sum(m.probability for m in dutch.matches) - 1) < 1e-6
     two = ml_engine.analyze(red, ["shapes"], languages=["de", "en"]).results["shapes"]
     assert two.softmax_over == 4
-    with pytest.raises(InvalidInput, match="no phrase in fr") as caught:
+    with pytest.raises(UnknownReference, match="no phrase in fr") as caught:
         ml_engine.analyze(red, ["shapes"], languages=["fr"])
     assert caught.value.code == "no_phrases_in_language"
 
@@ -148,7 +148,7 @@ def test_api_takes_languages_and_answers_a_bad_tag_with_400(clean_environ, toy_l
         bad = client.post("/v1/analyze", json={**body, "languages": empty})
         assert bad.status_code == 400 and bad.json["code"] == "invalid_language"
     none = client.post("/v1/analyze", json={**body, "languages": "fr"})
-    assert none.status_code == 400 and none.json["code"] == "no_phrases_in_language"
+    assert none.status_code == 422 and none.json["code"] == "no_phrases_in_language"
 
 
 # -- importers --------------------------------------------------------------------------------------

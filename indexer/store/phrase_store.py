@@ -23,7 +23,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from ..catalog import BuiltinVocabulary, PhraseSpec
+from ..catalog import LANGUAGE_KEY_SEPARATOR, BuiltinVocabulary, PhraseSpec, phrase_key, reads_languages
 from ..errors import Conflict, NotFound, ReadOnly
 from .migrations import migrations
 from .sqlite import sqlite_utils
@@ -166,9 +166,10 @@ class Store:
                                [vocabulary_id])
         return {int(i): str(lang) for i, lang in rows}
 
-    def phrase_texts(self, vocabulary_id: int) -> list[str]:
-        """Every phrase text of a vocabulary, in row order."""
-        return [r[0] for r in self.db.execute("SELECT phrase FROM phrases WHERE vocabulary_id = ? ORDER BY id", [vocabulary_id])]
+    def phrase_texts(self, vocabulary_id: int, model_key: str = "") -> list[str]:
+        """Every phrase text of a vocabulary, in row order (for a model that reads languages, its keys)."""
+        return [r[0] for r in self.db.execute(f"SELECT {_key_sql(model_key)} FROM phrases p WHERE vocabulary_id = ? "
+                                              "ORDER BY id", [vocabulary_id])]
 
     def sync_builtin(self, builtin: BuiltinVocabulary) -> bool:
         """Make the stored copy of a built-in vocabulary match its list file. True if it changed."""
@@ -237,7 +238,7 @@ class Store:
     ) -> int:
         """Inside a write: insert phrases (existing ones ignored) and embeddings; returns how many were new."""
         if model_key is not None and embeddings is not None and len(phrases):
-            self._put_embeddings(db, model_key, [p.phrase for p in phrases], embeddings)
+            self._put_embeddings(db, model_key, [spec_key(model_key, p) for p in phrases], embeddings)
         before = db.execute("SELECT count(*) FROM phrases WHERE vocabulary_id = ?", [vocabulary_id]).fetchone()[0]
         db.conn.executemany(
             "INSERT OR IGNORE INTO phrases (vocabulary_id, term, phrase, external_id, metadata, language) VALUES (?, ?, ?, ?, ?, ?)",
@@ -301,14 +302,16 @@ class Store:
 
     # -- embeddings -----------------------------------------------------------------------------
     def missing_phrases(self, model_key: str, names: Iterable[str]) -> list[str]:
-        """Distinct phrase texts of these vocabularies that have no embedding for the model."""
+        """Distinct phrase texts (for a model that reads languages, keys: `catalog.phrase_key`) of these
+        vocabularies that have no embedding for the model."""
         ids = [self.get_vocabulary(n).id for n in names]
         if not ids:
             return []
         marks = ",".join("?" * len(ids))
+        key = _key_sql(model_key)
         rows = self.db.execute(
-            f"SELECT DISTINCT p.phrase FROM phrases p WHERE p.vocabulary_id IN ({marks}) AND NOT EXISTS "
-            "(SELECT 1 FROM embeddings e WHERE e.model = ? AND e.phrase = p.phrase)",
+            f"SELECT DISTINCT {key} FROM phrases p WHERE p.vocabulary_id IN ({marks}) AND NOT EXISTS "
+            f"(SELECT 1 FROM embeddings e WHERE e.model = ? AND e.phrase = {key})",
             [*ids, model_key],
         )
         return [r[0] for r in rows]
@@ -342,7 +345,7 @@ class Store:
     def vectors(self, model_key: str, vocabulary_id: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], int]:
         """(phrase ids, embeddings, number of phrases without an embedding) for one vocabulary."""
         rows = self.db.execute(
-            "SELECT p.id, e.vector FROM phrases p LEFT JOIN embeddings e ON e.model = ? AND e.phrase = p.phrase "
+            f"SELECT p.id, e.vector FROM phrases p LEFT JOIN embeddings e ON e.model = ? AND e.phrase = {_key_sql(model_key)} "
             "WHERE p.vocabulary_id = ? ORDER BY p.id",
             [model_key, vocabulary_id],
         ).fetchall()
@@ -370,6 +373,18 @@ def insert_vectors(db: sqlite_utils.Database, table: str, key: str, model_key: s
         f"INSERT OR IGNORE INTO {table} (model, {key}, vector) VALUES (?, ?, ?)",
         ((model_key, k, np.ascontiguousarray(v, dtype=np.float32).tobytes()) for k, v in items),
     )
+
+
+def spec_key(model_key: str, spec: PhraseSpec) -> str:
+    """What the model embeds a phrase as (`catalog.phrase_key` for a model that reads languages)."""
+    return phrase_key(spec.phrase, spec.language) if reads_languages(model_key) else spec.phrase
+
+
+def _key_sql(model_key: str) -> str:
+    """`spec_key` in SQL, over the phrases table as `p`."""
+    if not reads_languages(model_key):
+        return "p.phrase"
+    return f"p.phrase || CASE WHEN p.language IS NULL THEN '' ELSE char({ord(LANGUAGE_KEY_SEPARATOR)}) || p.language END"
 
 
 def _phrase_json(r: Mapping[str, Any]) -> dict[str, Any]:

@@ -10,8 +10,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..catalog import PhraseSpec
+from ..catalog import PhraseSpec, split_key
 from ..schema import Collision
+from ..store.phrase_store import spec_key
 
 Tokenize = Callable[[list[str]], Any]  # texts → (n, context) token ids (a torch tensor or a numpy array)
 CHUNK = 4096
@@ -25,32 +26,36 @@ def _keys(tokenize: Tokenize, texts: Sequence[str]) -> list[bytes]:
     return out
 
 
-def without_collisions(tokenize: Tokenize | None, existing: Sequence[str],
-                       specs: Sequence[PhraseSpec]) -> tuple[list[PhraseSpec], list[Collision]]:
+def without_collisions(tokenize: Tokenize | None, existing: Sequence[str], specs: Sequence[PhraseSpec],
+                       model_key: str = "") -> tuple[list[PhraseSpec], list[Collision]]:
     """`specs` less those that tokenize exactly as a phrase stored already (`existing`) or as an earlier
     one of them, with the collisions found (the phrase kept, the phrases dropped). A phrase whose text is
-    stored already is kept (adding it again is a no-op). Without a tokenizer, nothing is dropped."""
+    stored already is kept (adding it again is a no-op). Without a tokenizer, nothing is dropped.
+
+    For a model that reads languages (`model_key`, NLLB-CLIP), phrases and `existing` are keys
+    (`spec_key`: the text and its language), tokenized with the language's code: the same words in two
+    languages are two inputs, not a collision."""
     if tokenize is None or not specs:
         return list(specs), []
     stored = set(existing)
-    fresh = [s for s in specs if s.phrase not in stored]
+    keyed = [(spec_key(model_key, s), s) for s in specs]
+    fresh = [k for k, s in keyed if k not in stored]
     if not fresh:
         return list(specs), []
     owner: dict[bytes, str] = dict(zip(_keys(tokenize, list(existing)), existing)) if existing else {}
     dropped: dict[str, list[str]] = {}
-    keys = iter(_keys(tokenize, [s.phrase for s in fresh]))
+    tokens = iter(_keys(tokenize, fresh))
     kept: list[PhraseSpec] = []
-    for spec in specs:
-        if spec.phrase in stored:
+    for key, spec in keyed:
+        if key in stored:
             kept.append(spec)
             continue
-        key = next(keys)
-        first = owner.setdefault(key, spec.phrase)
-        if first != spec.phrase:
-            dropped.setdefault(first, []).append(spec.phrase)
+        first = owner.setdefault(next(tokens), key)
+        if first != key:
+            dropped.setdefault(first, []).append(key)
         else:
             kept.append(spec)
-    return kept, [Collision(kept=k, dropped=d) for k, d in dropped.items()]
+    return kept, [Collision(kept=split_key(k)[0], dropped=[split_key(d)[0] for d in ds]) for k, ds in dropped.items()]
 
 
 def model_tokenizer(model: Any) -> Tokenize | None:

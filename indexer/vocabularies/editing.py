@@ -13,7 +13,7 @@ from ..catalog import PhraseSpec, apply_templates, catalog
 from ..errors import Conflict, ReadOnly
 from ..schema import AddPhrases, Collision, CreateVocabulary, PhraseItem, RemovePhrases, WriteAnswer, parse_name
 from ..store.index_files import IndexFiles
-from ..store.phrase_store import VocabularyRow, WriteResult
+from ..store.phrase_store import VocabularyRow, WriteResult, spec_key
 from .collisions import model_tokenizer, without_collisions
 from .embedder import PhraseEmbedder
 from .index_cache import IndexCache
@@ -39,8 +39,9 @@ class Editor:
         specs = apply_templates(_phrase_specs(request.phrases, request.language), templates)
         if self.store.find_vocabulary(name) is not None:  # fail before embedding; the write checks again
             raise Conflict(f"a vocabulary named {name!r} already exists", code="vocabulary_exists")
-        specs, collisions = without_collisions(model_tokenizer(self.embedder.model()), [], specs)
-        vectors = self.embedder.lookup([s.phrase for s in specs])  # before the write: a model failure stores nothing
+        key = self.embedder.model_key
+        specs, collisions = without_collisions(model_tokenizer(self.embedder.model()), [], specs, key)
+        vectors = self.embedder.lookup([spec_key(key, s) for s in specs])  # before the write: a model failure stores nothing
         result = self.store.create_vocabulary(name, templates, request.description or "", specs, self.model_key, vectors,
                                               private=request.private)
         self.indexes.refresh(name)
@@ -49,9 +50,9 @@ class Editor:
     def add(self, name: str, request: AddPhrases) -> WriteAnswer:
         vocab = self._writable(name)
         specs = apply_templates(_phrase_specs(request.phrases, request.language), vocab.templates)
-        tokenize = model_tokenizer(self.embedder.model())
-        specs, collisions = without_collisions(tokenize, self.store.phrase_texts(vocab.id) if tokenize else [], specs)
-        vectors = self.embedder.lookup([s.phrase for s in specs])
+        tokenize, key = model_tokenizer(self.embedder.model()), self.embedder.model_key
+        specs, collisions = without_collisions(tokenize, self.store.phrase_texts(vocab.id, key) if tokenize else [], specs, key)
+        vectors = self.embedder.lookup([spec_key(key, s) for s in specs])
         result = self.store.add_phrases(name, specs, self.model_key, vectors)
         if result.added:
             self.indexes.refresh(name)

@@ -10,7 +10,7 @@ from typing import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from ..errors import InvalidInput
+from ..errors import UnknownReference
 from ..schema.languages import picks
 from ..store.phrase_store import Store
 from .index_cache import LoadedIndex
@@ -35,7 +35,7 @@ class LanguageViews:
         mask = np.fromiter((picks(languages, tags.get(int(i))) for i in idx.ids), dtype=bool, count=len(idx.ids))
         if not mask.any():
             held = sorted(set(tags.values()))
-            raise InvalidInput(
+            raise UnknownReference(  # well-formed, but names no phrase there (422)
                 f"vocabulary {idx.vocab.name!r} has no phrase in {', '.join(languages)} (its languages: "
                 f"{', '.join(held) if held else 'none given'}); ask without languages to score every phrase",
                 code="no_phrases_in_language")
