@@ -147,6 +147,9 @@ def test_api_takes_languages_and_answers_a_bad_tag_with_400(clean_environ, toy_l
     for empty in ([], " , "):  # given, it names a language (the schema's minItems and pattern)
         bad = client.post("/v1/analyze", json={**body, "languages": empty})
         assert bad.status_code == 400 and bad.json["code"] == "invalid_language"
+    long = "de-" + "-".join(["abcdefgh"] * 5)  # well-formed, longer than a stored tag may be
+    assert client.post("/v1/analyze", json={**body, "languages": f"nl, {long}"}).status_code == 200  # the schema's pattern
+    assert client.post("/v1/analyze", json={**body, "languages": [long]}).status_code == 400  # the items' maxLength
     none = client.post("/v1/analyze", json={**body, "languages": "fr"})
     assert none.status_code == 422 and none.json["code"] == "no_phrases_in_language"
 

@@ -24,11 +24,12 @@ LANGUAGES_PATTERN = rf"^ *{_TAG}(?: *, *{_TAG})* *$"
 _TAG_RE = re.compile(_TAG)
 
 
-def canonical_language(value: str) -> str:
+def canonical_language(value: str, limit: bool = True) -> str:
     """A well-formed BCP-47 tag in its canonical case (language lower, script title, region upper);
-    InvalidInput-worthy `PydanticCustomError('invalid_language')` otherwise."""
+    InvalidInput-worthy `PydanticCustomError('invalid_language')` otherwise. With `limit`, at most
+    MAX_LANGUAGE_CHARS (a stored tag; a comma-separated filter is bounded by its whole length)."""
     text = value.strip()
-    if len(text) > MAX_LANGUAGE_CHARS or not _TAG_RE.fullmatch(text):
+    if (limit and len(text) > MAX_LANGUAGE_CHARS) or not _TAG_RE.fullmatch(text):
         raise PydanticCustomError(
             "invalid_language",
             f"invalid language tag {value[:40]!r}: give a BCP-47 tag such as 'nl', 'de', 'en-GB' or 'zh-Hant'")
@@ -50,7 +51,7 @@ def canonical_language(value: str) -> str:
 
 def _tags(value: Union[str, list[str]]) -> list[str]:
     items = value.split(",") if isinstance(value, str) else value
-    tags = [canonical_language(t) for t in items if t.strip()]
+    tags = [canonical_language(t, limit=not isinstance(value, str)) for t in items if t.strip()]
     if len(tags) > MAX_LANGUAGES:
         raise PydanticCustomError("invalid_language", f"at most {MAX_LANGUAGES} languages, not {len(tags)}")
     return list(dict.fromkeys(tags))
