@@ -2,7 +2,8 @@
 before the phrase's tokens (`[code] tokens </s>`, or `tokens </s> [code]` in its legacy mode), and the
 text tower pools that first token. open_clip sets the language by mutating the tokenizer
 (`HFTokenizer.set_language` → `set_src_lang_special_tokens`, which replaces its post-processor): one
-tokenizer shared by a server's threads would then read one phrase in another's language.
+tokenizer shared by a server's threads would then read one phrase in another's language (and with
+transformers 5.25 it has no effect: the tokenizer goes back to its `src_lang` on every call).
 
 `PhraseLanguageTokenizer` never does: it keeps its own copy of the Rust tokenizer, never changed after it
 is made, encodes each phrase without special tokens, and adds the phrase's own code itself, exactly as
