@@ -85,7 +85,7 @@ class Receiver(http.server.BaseHTTPRequestHandler):
         action = plan.pop(0) if plan else 200
         if action == "hang":
             cls.hanging[self.path].set()
-            cls.release[self.path].wait(20)
+            cls.release[self.path].wait(60)
             action = 200
         if isinstance(action, tuple):
             return self._send(302, "text/plain", b"elsewhere", {"Location": action[1]})
@@ -118,7 +118,7 @@ def fast() -> Iterator[None]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(callbacks, "BACKOFF", 0.05)
         mp.setattr(callbacks, "POLL", 0.05)
-        mp.setattr(callbacks, "TIMEOUT", 30.0)
+        mp.setattr(callbacks, "TIMEOUT", 90.0)
         yield
 
 
@@ -248,6 +248,17 @@ def test_the_url_is_checked_again_at_delivery(world: dict[str, Any]):
     assert job(world, job_id)["callback"]["state"] in ("pending", "failed")
 
 
+def test_an_interrupted_job_calls_back_too(world: dict[str, Any]):
+    """A job marked interrupted (a server stopped while it ran, CLIP_GAZE_RESUME_JOBS=0) has ended too."""
+    images = world["engine"].images
+    job_id = images.create_job("add_sources", "hooks", callback_url=f"{world['base']}/interrupted")
+    images.update_job(job_id, state="interrupted", reason="the server stopped while it ran")
+    world["app"].extensions["clip_gaze"].collections.deliveries.wake()
+    assert settled(world, job_id)["callback"]["state"] == "delivered"
+    sent = json.loads(Receiver.got["/interrupted"][0]["body"])["job"]
+    assert (sent["id"], sent["state"], sent["reason"]) == (job_id, "interrupted", "the server stopped while it ran")
+
+
 def test_a_hanging_receiver_holds_neither_the_next_job_nor_its_callback(world: dict[str, Any]):
     Receiver.plans["/hang"] = ["hang"]
     first = start(world, "/hang")
@@ -255,7 +266,7 @@ def test_a_hanging_receiver_holds_neither_the_next_job_nor_its_callback(world: d
     second = start(world, "/after")
     ended = settled(world, second["id"])
     assert ended["state"] == "done" and ended["callback"]["state"] == "delivered"
-    hung = job(world, first["id"])  # its attempt still in flight (a 30 s timeout here): nothing recorded yet
+    hung = job(world, first["id"])  # its attempt still in flight (a 90 s timeout here): nothing recorded yet
     assert hung["state"] == "done" and hung["callback"]["attempts"] == 0
     Receiver.release["/hang"].set()
     assert settled(world, first["id"])["callback"]["last_status"] == 200
