@@ -255,7 +255,8 @@ class Collections:
                 del cos
                 if vocab not in phrases:
                     phrases[vocab] = PhraseColumns.read(self.engine.store, vocab, idx.ids)
-                yield analysis_block(phrases[vocab], chunk.external_id, chunk.source, chunk.sha256, scores, verdicts)
+                yield analysis_block(phrases[vocab], chunk.external_id, chunk.source, chunk.sha256, scores, verdicts,
+                                     scale, self.engine.logit_bias)
 
     # -- search -----------------------------------------------------------------------------------
     def search(self, name: str, text: str | None = None, image: "ImageSource | None" = None, top_k: int = 10,
