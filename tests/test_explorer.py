@@ -16,10 +16,13 @@ from PIL import Image
 from conftest import create, draw_shape, service_engine
 from indexer.collections.local import Collections
 from indexer.explore.layout import layout, place_by_neighbours
+from hypothesis import given, settings, strategies as st
+
 from indexer.explore.where import Above, Column, Top, parse_where
 from indexer.errors import InvalidInput
 from indexer.schema import parse
 from indexer.schema.collections import AddSources, CreateCollection
+from indexer.schema.explore import WHERE_PATTERN
 from indexer.settings import Settings
 from service import create_app
 
@@ -205,6 +208,20 @@ def test_where_parses_its_three_kinds_and_refuses_what_does_not(client):
     is_error(client.get("/v1/collections/museum/scores?vocabulary=shapes&where=top:nope=x"), 422, "unknown_vocabulary")
     is_error(client.get("/v1/collections/museum/scores"), 400, "invalid_input")
     is_error(client.get("/v1/collections/nope/scores?vocabulary=shapes"), 404, "unknown_collection")
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.from_regex(WHERE_PATTERN, fullmatch=True))
+def test_every_where_the_document_allows_parses(text):
+    """The document states `where` as a pattern; whatever it allows, the parser reads (a request the
+    document allows is never refused for its `where`), and refuses only what names nothing stored."""
+    assert parse_where(text)
+
+
+def test_a_where_outside_the_documented_pattern_is_refused_before_it_is_read(client):
+    for bad in ("image_service", "i.*", "x=a and", "shapes:a red circle>1.5", "top:shapes>0.3", "a=b  and c=d"):
+        is_error(client.get("/v1/collections/museum/facets", query_string={"vocabulary": "shapes", "where": bad}),
+                 400, "invalid_where")
 
 
 def test_a_collection_without_embeddings_for_this_model_is_refused(client, engine):

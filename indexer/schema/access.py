@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, WithJsonSchema
-from pydantic_core import PydanticCustomError
+from pydantic import Field, WithJsonSchema
 
 from ..settings import SCOPES
-from .fields import MAX_NAME_CHARS, Answer, CollectionName, KeyName, Name, Request
+from .fields import MAX_NAME_CHARS, Answer, CollectionName, KeyName, Name, Request, matching
 
 MAX_GRANTS = 1000
 MAX_AUDIT_PAGE = 1000
@@ -27,20 +25,11 @@ _CLOCK = r"(?:[01]\d|2[0-3]):[0-5]\d(?::[0-5]\d(?:\.\d{1,6})?)?(?:Z|[+-](?:[01]\
 _TIME = rf"{_DAY}(?:T{_CLOCK})?"
 
 
-def _matching(pattern: str, code: str, what: str) -> Any:
-    def check(value: str) -> str:
-        if not re.fullmatch(pattern, value):
-            raise PydanticCustomError(code, f"{value[:40]!r} is not {what}")
-        return value
-
-    return AfterValidator(check)
-
-
-Expiry = Annotated[str, _matching(f"{_DURATION}|{_TIME}", "invalid_expiry", "a duration (90d, 12h, 2w) or an ISO 8601 date or time"),
+Expiry = Annotated[str, matching(f"{_DURATION}|{_TIME}", "invalid_expiry", "a duration (90d, 12h, 2w) or an ISO 8601 date or time"),
                    WithJsonSchema({"type": "string", "pattern": f"^({_DURATION}|{_TIME})$", "maxLength": 40,
                                    "description": "How long the key lasts (90d, 12h, 2w) or until when (an ISO 8601 date or "
                                                   "time, UTC unless it says otherwise)"})]
-Since = Annotated[str, _matching(_TIME, "invalid_time", "an ISO 8601 date or time (2026-12-01, 2026-12-01T09:30)"),
+Since = Annotated[str, matching(_TIME, "invalid_time", "an ISO 8601 date or time (2026-12-01, 2026-12-01T09:30)"),
                   WithJsonSchema({"type": "string", "pattern": f"^{_TIME}$", "maxLength": 40,
                                   "description": "Entries at or after this ISO 8601 date or time (UTC unless it says otherwise)"})]
 

@@ -12,9 +12,23 @@ from pydantic.json_schema import SkipJsonSchema
 
 from .analysis import ModelInfo, RelativeTo, RequestModel, Vocabularies
 from .collections import JobInfo
-from .fields import Answer, Name, NotNull, Phrase, Request, TopK
+from .fields import Answer, Name, NotNull, Phrase, Request, TopK, matching
 
 MAX_WHERE_CHARS = 2000
+
+# What `where` may hold, as the document states it (explore.where parses every text this matches):
+# conditions joined by ` and `; each `COLUMN=VALUE`, `VOCABULARY:PHRASE>0.3` (`>=`, `<`, `<=`) or
+# `top:VOCABULARY=PHRASE`. A column is one word; a value or phrase, words with one space between them,
+# none of them `and` (which joins conditions), none with `=`, `<` or `>`; a threshold, a number in [0, 1].
+_S = r"\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"  # what Python reads as space
+_W = rf"[^{_S}=<>]"
+_WORD = rf"(?:{_W}{{1,2}}|{_W}{{4,}}|[^{_S}=<>aA]{_W}{{2}}|[aA][^{_S}=<>nN]{_W}|[aA][nN][^{_S}=<>dD])"  # not `and`
+_WORDS = rf"{_WORD}(?: {_WORD})*"
+_VOCAB = r"[a-z0-9][a-z0-9_-]{0,63}"
+_NOT_TOP = r"(?:[a-z0-9][a-z0-9_-]{3,63}|[a-z0-9][a-z0-9_-]?|[a-su-z0-9][a-z0-9_-]{2}|t[a-np-z0-9_-][a-z0-9_-]|to[a-oq-z0-9_-])"
+_THRESHOLD = r"(?:0(?:\.[0-9]*)?|\.[0-9]+|1(?:\.0*)?)"
+_CONDITION = (rf"(?:[^{_S}=<>:]+={_WORDS}|{_NOT_TOP}:{_WORDS}(?:>=|<=|>|<){_THRESHOLD}|top:{_VOCAB}={_WORDS})")
+WHERE_PATTERN = rf"^{_CONDITION}(?: [aA][nN][dD] {_CONDITION})*$"
 
 
 @dataclass(frozen=True)
@@ -28,7 +42,10 @@ class Thumbnail:
 
 
 Where = Annotated[str | SkipJsonSchema[None], NotNull, Field(
-    max_length=MAX_WHERE_CHARS,
+    max_length=MAX_WHERE_CHARS, json_schema_extra={"pattern": WHERE_PATTERN}), matching(
+    WHERE_PATTERN, "invalid_where", "a filter: conditions joined by ' and ', each COLUMN=VALUE, VOCABULARY:PHRASE>0.3 (>=, <, <= "
+    "too; a threshold in [0, 1]) or top:VOCABULARY=PHRASE, a value or phrase being words one space apart, none of "
+    "them 'and', with no = < >"), Field(
     description="Filters joined by ` and ` (or several `where` parameters): `COLUMN=VALUE` (a metadata column, "
                 "or external_id, equal to a value), `VOCABULARY:PHRASE>0.3` (the picture's probability of that phrase "
                 "within that vocabulary above a threshold; `>=`, `<`, `<=` too), `top:VOCABULARY=PHRASE` (the "

@@ -325,6 +325,16 @@ def _no_null(value: Any) -> Any:
 NotNull = BeforeValidator(_no_null)
 
 
+def matching(pattern: str, code: str, what: str) -> Any:
+    """A validator: the whole text matches `pattern`, else error `code` saying the text is not `what`."""
+    def check(value: str) -> str:
+        if isinstance(value, str) and not re.fullmatch(pattern, value):
+            raise PydanticCustomError(code, f"{value[:40]!r} is not {what}")
+        return value
+
+    return AfterValidator(check)
+
+
 _UNION_TAGS = {"text", "object"}  # the tags of a phrase entry (a term, or an object)
 
 
@@ -332,7 +342,8 @@ _UNION_TAGS = {"text", "object"}  # the tags of a phrase entry (a term, or an ob
 M = TypeVar("M", bound=BaseModel)
 _TYPE_CODES = {"name": "invalid_name", "top_k": "invalid_top_k", "image_base64": "invalid_base64", "images_base64": "invalid_base64"}
 _OWN_CODES = {"invalid_name", "invalid_phrase", "invalid_template", "invalid_base64", "invalid_input", "null_field",
-              "invalid_url", "missing_image", "invalid_expiry", "invalid_time", "invalid_language"}
+              "invalid_url", "missing_image", "invalid_expiry", "invalid_time", "invalid_language",
+              "invalid_where"}
 
 
 def _where(loc: tuple[int | str, ...]) -> str:
