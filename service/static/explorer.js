@@ -1,5 +1,5 @@
 // The explorer of one collection: its map (canvas), coloured by a vocabulary, facets that cross-filter,
-// search, box selection and export, a picture's panel. Plain JS, no build step; the view's state is in the URL.
+// search, box and lasso selection and export, a picture's panel. Plain JS, no build step; the view's state is in the URL.
 "use strict";
 
 const NAME = decodeURIComponent(location.pathname.split("/").filter(Boolean).pop());
@@ -12,7 +12,7 @@ const view = {  // what the URL holds
   vocab: null, colour: "top", phrase: null, filters: [], facets: [], q: "", minCosine: 0.2, sel: [], pic: null,
   zoom: 1, cx: 0.5, cy: 0.5,
 };
-const data = { points: [], scores: null, hits: new Set(), mask: null, thumbs: new Map(), vocabs: [], phrases: [] };
+const data = { points: [], rows: null, scores: null, hits: new Set(), mask: null, thumbs: new Map(), vocabs: [], phrases: [] };
 
 async function getJSON(path, options) {
   const resp = await fetch(path, options);
@@ -77,11 +77,16 @@ function toMap(px, py) {
   return [view.cx + (px - canvas.width / 2) / s, view.cy + (py - canvas.height / 2) / s];
 }
 
+// A point's position in the collection's order, the order of /scores' columns (the map's `index`, sent
+// when the layout does not place every picture: an older one while a newer computes).
+function row(i) { return data.rows ? data.rows[i] : i; }
+
 function colourOf(i) {
   const sc = data.scores;
   if (!sc) return "#555";
-  if (view.colour === "phrase" && sc.probability) return ramp(sc.probability[i]);
-  return PALETTE[sc.rank[sc.top[i]] % PALETTE.length] || "#999";
+  const k = row(i);
+  if (view.colour === "phrase" && sc.probability) return ramp(sc.probability[k]);
+  return PALETTE[sc.rank[sc.top[k]] % PALETTE.length] || "#999";
 }
 
 function ramp(t) {  // viridis-like, 0 → dark blue, 1 → yellow
@@ -147,6 +152,18 @@ function draw() {
     ctx.strokeRect(box.x0, box.y0, box.x1 - box.x0, box.y1 - box.y0);
     ctx.setLineDash([]);
   }
+  if (lasso && lasso.length > 1) {
+    ctx.strokeStyle = "#06c";
+    ctx.fillStyle = "rgba(0, 102, 204, 0.08)";
+    ctx.lineWidth = 2 * dpr;
+    ctx.setLineDash([6, 4]);
+    ctx.beginPath();
+    lasso.forEach(([x, y], k) => (k ? ctx.lineTo(x, y) : ctx.moveTo(x, y)));
+    ctx.closePath();
+    ctx.fill();
+    ctx.stroke();
+    ctx.setLineDash([]);
+  }
 }
 
 function redraw() { if (!frameAsked) { frameAsked = true; requestAnimationFrame(draw); } }
@@ -173,18 +190,21 @@ function nearest(px, py, within) {
   return best;
 }
 
-let drag = null, box = null;
+let drag = null, box = null, lasso = null;
+const tool = () => (document.querySelector("input[name=select-tool]:checked") || {}).value || "box";
 canvas.addEventListener("pointerdown", (e) => {
   const dpr = window.devicePixelRatio || 1, r = canvas.getBoundingClientRect();
   const px = (e.clientX - r.left) * dpr, py = (e.clientY - r.top) * dpr;
   canvas.setPointerCapture(e.pointerId);
-  if (e.shiftKey) box = { x0: px, y0: py, x1: px, y1: py };
+  if (e.shiftKey && tool() === "lasso") lasso = [[px, py]];
+  else if (e.shiftKey) box = { x0: px, y0: py, x1: px, y1: py };
   else drag = { px, py, cx: view.cx, cy: view.cy, moved: false };
 });
 canvas.addEventListener("pointermove", (e) => {
   const dpr = window.devicePixelRatio || 1, r = canvas.getBoundingClientRect();
   const px = (e.clientX - r.left) * dpr, py = (e.clientY - r.top) * dpr;
   if (box) { box.x1 = px; box.y1 = py; redraw(); return; }
+  if (lasso) { lasso.push([px, py]); redraw(); return; }
   if (!drag) return;
   if (Math.abs(px - drag.px) + Math.abs(py - drag.py) > 3) drag.moved = true;
   view.cx = drag.cx - (px - drag.px) / side();
@@ -195,6 +215,7 @@ canvas.addEventListener("pointerup", (e) => {
   const dpr = window.devicePixelRatio || 1, r = canvas.getBoundingClientRect();
   const px = (e.clientX - r.left) * dpr, py = (e.clientY - r.top) * dpr;
   if (box) { selectBox(box); box = null; }
+  else if (lasso) { lasso.push([px, py]); selectLasso(lasso); lasso = null; }
   else if (drag && !drag.moved) {
     const i = nearest(px, py, 14 * dpr);
     if (i >= 0) openPicture(data.points[i].sha256);
@@ -254,6 +275,31 @@ function selectBox(b) {
   showSelection();
 }
 
+// A lasso: the polygon drawn, closed from its last point to its first; a point is inside when a ray from
+// it crosses the polygon's edges an odd number of times (even-odd rule, as canvas fills it).
+function inside(x, y, poly) {
+  let odd = false;
+  for (let a = 0, b = poly.length - 1; a < poly.length; b = a++) {
+    const [xa, ya] = poly[a], [xb, yb] = poly[b];
+    if ((ya > y) !== (yb > y) && x < xa + (y - ya) * (xb - xa) / (yb - ya)) odd = !odd;
+  }
+  return odd;
+}
+
+function selectLasso(poly) {
+  view.sel = [];
+  if (poly.length >= 3) {
+    const xs = poly.map((p) => p[0]), ys = poly.map((p) => p[1]);
+    const [x0, x1, y0, y1] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];
+    data.points.forEach((p, i) => {
+      if (data.mask && !data.mask[i]) return;
+      const [x, y] = toScreen(p.x, p.y);
+      if (x >= x0 && x <= x1 && y >= y0 && y <= y1 && inside(x, y, poly)) view.sel.push(i);
+    });
+  }
+  showSelection();
+}
+
 function showSelection() {
   const n = view.sel.length;
   $("selection-count").textContent = n ? `${n} pictures selected.` : "Nothing selected.";
@@ -263,13 +309,13 @@ function showSelection() {
 async function selectionRows() {
   const sc = data.scores, rows = [];
   for (const i of view.sel) {
-    const p = data.points[i];
+    const p = data.points[i], k = row(i);
     const rec = await getJSON(`${API}/pictures/${p.sha256}`);
-    const row = { external_id: p.external_id, source: rec.source, sha256: p.sha256, vocabulary: view.vocab,
-      softmax_over: sc ? sc.softmax_over : null, top_phrase: sc ? sc.phrases[sc.top[i]] : null,
-      top_probability: sc ? sc.top_probability[i] : null };
-    if (sc && sc.probability) { row.phrase = sc.phrase; row.probability = sc.probability[i]; }
-    rows.push(row);
+    const out = { external_id: p.external_id, source: rec.source, sha256: p.sha256, vocabulary: view.vocab,
+      softmax_over: sc ? sc.softmax_over : null, top_phrase: sc ? sc.phrases[sc.top[k]] : null,
+      top_probability: sc ? sc.top_probability[k] : null };
+    if (sc && sc.probability) { out.phrase = sc.phrase; out.probability = sc.probability[k]; }
+    rows.push(out);
   }
   return rows;
 }
@@ -366,9 +412,9 @@ function legend(sc, order) {
 async function loadMask() {
   if (!view.filters.length || !view.vocab) { data.mask = null; return; }
   const sc = await getJSON(`${API}/scores?vocabulary=${encodeURIComponent(view.vocab)}${whereParam()}`);
-  const mask = new Uint8Array(data.points.length);
-  (sc.index || []).forEach((i) => { mask[i] = 1; });
-  data.mask = mask;
+  const kept = new Uint8Array(sc.size);
+  (sc.index || []).forEach((i) => { kept[i] = 1; });
+  data.mask = data.points.map((_, i) => kept[row(i)]);
 }
 
 async function loadFacets() {
@@ -544,18 +590,16 @@ $("close-panel").addEventListener("click", () => { $("panel").hidden = true; vie
 $("explain").addEventListener("click", async () => {
   if (!view.pic) return;
   say("Computing the explanation map…");
-  const blob = await (await fetch(`${API}/pictures/${view.pic}/thumbnail`)).blob();
-  const form = new FormData();
-  form.append("image", blob, "thumbnail");
-  form.append("vocabularies", view.vocab || "");
-  form.append("top_k", "1");
-  const resp = await fetch("/v1/explain?format=png", { method: "POST", body: form });
+  const resp = await fetch(`${API}/pictures/${view.pic}/explain?format=png&top_k=1&vocabularies=${encodeURIComponent(view.vocab || "")}`);
   if (!resp.ok) { say(`Error: ${(await resp.json()).error}`); return; }
+  const from = resp.headers.get("X-Clip-Gaze-Explained-From") || "thumbnail";
   const out = $("explain-image");
   out.src = URL.createObjectURL(await resp.blob());
-  out.alt = `Where CLIP draws its best phrase of ${view.vocab} from, over the thumbnail`;
+  out.alt = `Where CLIP draws its best phrase of ${view.vocab} from, over the ${from === "source" ? "picture" : "thumbnail"}`;
+  out.dataset.explainedFrom = from;
   out.hidden = false;
-  say("Explanation: the best phrase's map over the thumbnail.");
+  say(from === "source" ? "Explanation: the best phrase's map, computed from the picture's source at the model's input size."
+    : "Explanation: the best phrase's map over the thumbnail (the source could not be read again).");
 });
 
 // -- wiring ------------------------------------------------------------------------------------------------
@@ -575,6 +619,7 @@ async function loadMap() {
     $("model-caveat").hidden = !String(body.model).startsWith("toy");
     if (body.points.length || !body.job) {
       data.points = body.points;
+      data.rows = body.index || null;
       window.explorerTimings = { mapArrived: performance.now() };
       say(`${body.size} pictures, ${body.method || "no layout"}` + (body.job ? " (a newer layout is being computed)" : ""));
       return body;
