@@ -4,15 +4,12 @@ agreement (as POST /v1/compare-models answers it). Parses and formats only; the 
 
 from __future__ import annotations
 
-import json
 from typing import Any, Sequence
 
-import click
 
-from indexer.errors import ClipGazeError
 from indexer.models.registry import public_model_name as short
 
-from .cli_common import make_engine, say
+from .cli_common import each_image, make_engine
 
 
 def split_models(model: str | None) -> list[str]:
@@ -28,21 +25,8 @@ def analyze_side_by_side(images: Sequence[str], models: Sequence[str], vocabular
     names = engines[0][1].resolve(vocabularies)
     for _, engine in engines:
         _ = engine.model  # a model problem stops here, once
-    failed = 0
-    for path in images:
-        try:
-            answer = compare_models(engines, path, names, None, top_k)
-        except ClipGazeError as exc:
-            if len(images) == 1:
-                raise
-            failed += 1
-            say(f"Error: {exc.message}", err=True)
-            if as_json:
-                say(json.dumps({"ok": False, "file": path, "status": exc.status, "code": exc.code, "error": exc.message}))
-            continue
-        say(json.dumps({**answer.json_dict(), "file": path}, ensure_ascii=False) if as_json else format_side_by_side(path, answer))
-    if failed:
-        raise click.ClickException(f"{failed} of {len(images)} images could not be analysed")
+    each_image(images, lambda path: compare_models(engines, path, names, None, top_k),
+               lambda answer: format_side_by_side(answer["file"], answer), as_json, "analysed")
 
 
 def format_side_by_side(path: str, answer: Any) -> str:

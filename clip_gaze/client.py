@@ -44,6 +44,7 @@ from indexer.schema.collections import (
 )
 from indexer.schema.interrogate import Interrogation
 from indexer.schema.interop import AnnotationPageDocument, ReviewAnswer, ReviewInfo
+from indexer.schema.sync import RemovalAnswer
 
 ImageArg = Union[str, Path, bytes, Any]  # a path, encoded bytes, or a PIL image
 M = TypeVar("M", bound=BaseModel)
@@ -155,6 +156,11 @@ class Client:
         """Starts a background job on the server; `wait(job.id)` follows it."""
         path = f"/v1/collections/{parse.quote(name)}/sources"
         return self._call(JobAnswer, "POST", path, json_body={"sources": list(sources)}, retry=False).job
+
+    def remove_pictures(self, name: str, external_ids: Sequence[str] = (), sources: Sequence[str] = ()) -> RemovalAnswer:
+        """The pictures of collection `name` with these external ids or sources, removed (`removed`: how many)."""
+        body: dict[str, Any] = {k: list(v) for k, v in (("external_ids", external_ids), ("sources", sources)) if v}
+        return self._call(RemovalAnswer, "DELETE", f"/v1/collections/{parse.quote(name)}/pictures", json_body=body)
 
     def job(self, job_id: str) -> JobInfo:
         return self._call(JobAnswer, "GET", f"/v1/jobs/{parse.quote(job_id)}").job

@@ -33,6 +33,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     from .api_explore import explore_api
     from .api_interrogate import interrogate_api  # noqa: F401  (nested in `api`: POST /v1/interrogate)
     from .api_interop import interop_api
+    from .api_sync import sync_api
     from .page import page
 
     app.register_blueprint(api)
@@ -40,5 +41,6 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.register_blueprint(explore_api)
     app.register_blueprint(interop_api)
     app.register_blueprint(access_api)
+    app.register_blueprint(sync_api)
     app.register_blueprint(page)
     return app

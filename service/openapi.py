@@ -62,6 +62,7 @@ from indexer.schema.explore import (FacetsAnswer, FacetsQuery, MapAnswer, MapQue
                                     ScoresQuery)
 from indexer.schema.interrogate import InterrogateForm, InterrogateJson, Interrogation
 from indexer.schema.interop import AnnotationPageDocument, AnnotationsQuery, ReviewAnswer, ReviewRequest
+from indexer.schema.sync import RemovalAnswer, RemovePictures
 
 ERRORS = {
     400: "Bad input (the message says which field and why), or a key sent in the query string (key_in_query)",
@@ -73,7 +74,8 @@ ERRORS = {
     409: "In conflict with what the server holds: exists already, not indexed for this model, or a reference "
          "collection with no pictures (empty_collection)",
     413: "Body, image or the request's pictures together too large",
-    422: "The body names a vocabulary or collection that does not exist (unknown_vocabulary, unknown_collection)",
+    422: "The request names a vocabulary, collection or stored picture that does not exist (unknown_vocabulary, "
+         "unknown_collection, unknown_picture), or a well-formed value that cannot be used (an expiry in the past)",
     429: "Too many requests from this caller (CLIP_GAZE_RATE_LIMIT): try again after Retry-After seconds",
     503: "Model unavailable, or the server is busy (see Retry-After)",
 }
@@ -185,7 +187,8 @@ _COLLECTIONS = (
                            ScoreCollection="get /v1/collections/{name}/scores",
                            FacetCollection="get /v1/collections/{name}/facets",
                            SearchByPicture="post /v1/collections/{name}/search",
-                           AnnotateCollection="get /v1/collections/{name}/annotations"), scope="write"),
+                           AnnotateCollection="get /v1/collections/{name}/annotations",
+                           RemovePictures="delete /v1/collections/{name}/pictures"), scope="write"),
     Operation("get", "/v1/collections/{name}", "A collection and a page of its pictures (or of those that failed)",
               CollectionView, query=PictureQuery, errors=(400, 404), scope="read"),
     Operation("delete", "/v1/collections/{name}", "Delete a collection (the pictures' embeddings stay)", CollectionAnswer,
@@ -196,7 +199,7 @@ _COLLECTIONS = (
                      *_links("name", "$request.path.name", ShowCollection="get /v1/collections/{name}")), scope="write"),
     Operation("get", "/v1/jobs/{job_id}", "A job's progress, counts and errors", JobAnswer, errors=(404,), scope="read"),
     Operation("get", "/v1/collections/{name}/search", "The collection's pictures closest to a phrase", SearchAnswer,
-              query=SearchQuery, errors=(400, 404, 409), scope="read"),
+              query=SearchQuery, errors=(400, 404, 409, 422), scope="read"),
     Operation("post", "/v1/collections/{name}/analyze", "Score every stored picture; rows streamed as JSON Lines",
               AnalysisRow, json=AnalyzeCollection, errors=(400, 404, 409, 413, 422), body_optional=True, lines=True, scope="analyze"),
 )
@@ -229,13 +232,16 @@ _INTEROP = (  # back into a museum's systems (service/api_interop.py)
               "scores and reviews", None, linked_data=True, scope="public"),
     Operation("post", "/v1/collections/{name}/pictures/{sha256}/review", "A person's verdict on a term for a picture "
               "(replaces an earlier one)", ReviewAnswer, json=ReviewRequest, errors=(400, 401, 403, 404, 413, 422), scope="write"),
+    Operation("delete", "/v1/collections/{name}/pictures", "Remove pictures (stored or failed) by external id or source, "
+              "in one transaction (their embeddings stay)", RemovalAnswer, json=RemovePictures,
+              errors=(400, 401, 403, 404, 413), scope="write"),
 )
 
 _ACCESS = (
     Operation("get", "/v1/keys", "Every API key: its scopes, grants, expiry and last use (never a secret)", KeyList,
               scope="admin"),
     Operation("post", "/v1/keys", "Create an API key: the answer holds its secret, once", KeyCreated, 201, json=CreateKey,
-              errors=(400, 409, 413), scope="admin",
+              errors=(400, 409, 413, 422), scope="admin",
               links=_links("name", "$response.body#/key/name", RevokeKey="delete /v1/keys/{name}")),
     Operation("delete", "/v1/keys/{name}", "Revoke an API key: refused from now on", KeyAnswer, errors=(404,), scope="admin"),
     Operation("get", "/v1/audit", "The writes accepted, oldest first, with the key that made each", AuditList,
@@ -307,9 +313,9 @@ def _operation(op: Operation) -> dict[str, Any]:
         content_ok["application/ld+json"] = content_ok["application/json"]
     if op.picture:
         responses[str(op.status)]["content"]["image/png"] = {"schema": {"type": "string", "format": "binary"}}
+    if op.media and op.answer is None:
+        responses[str(op.status)] = {"description": "Success", "content": {}}
     for media in op.media:
-        if op.answer is None:
-            responses[str(op.status)] = {"description": "Success", "content": {}}
         responses[str(op.status)]["content"][media] = {"schema": {"type": "string", "format": "binary"}}
     for status in op.also:
         responses[str(status)] = responses[str(op.status)]

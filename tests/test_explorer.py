@@ -266,4 +266,4 @@ def test_search_with_cut_offs_and_more_like_these_less_like_those(client, museum
     like = client.get("/v1/collections/museum/search", query_string={"like": red, "top_k": 1}).get_json()
     assert like["hits"][0]["sha256"] == red
     is_error(client.get("/v1/collections/museum/search?min_probability=0.5&q=x"), 400, "invalid_input")
-    is_error(client.get("/v1/collections/museum/search?like=" + "0" * 64), 400, "unknown_picture")
+    is_error(client.get("/v1/collections/museum/search?like=" + "0" * 64), 422, "unknown_picture")

@@ -85,12 +85,13 @@ def test_prefix_reuse_changes_nothing_and_cosines_are_open_clips(toy_words: Engi
             assert abs(sum(p.gain for p in reused.parts) - reused.cosine) < 1e-6
 
 
-def test_a_prefix_whose_tokens_change_is_encoded_whole(toy: object) -> None:
+def test_a_prefix_whose_tokens_change_runs_after_the_start_it_shares(toy: object) -> None:
     enc = TorchPrefixEncoder(toy)  # type: ignore[arg-type]
     prompts = Prompts(toy.tokenizer)  # type: ignore[attr-defined]
     image = toy.encode_images([shapes.render("red", "star", "light", 96, np.random.default_rng(1))])[0]  # type: ignore[attr-defined]
     chained = run_chain(enc, prompts, image, WORDS, start="painted in (1650)", forced=2, max_steps=3)
-    assert enc.counts.whole >= len(WORDS)  # the first step: ")" then "," is one token, the prefix changed
+    assert enc.counts.diverged >= len(WORDS)  # the first step: ")" then "," is one token, the prefix changed
+    assert enc.counts.whole == 1  # the start alone; the candidates ran after the tokens they share with it
     plain = run_chain(TorchPrefixEncoder(toy, reuse=False), prompts, image, WORDS, start="painted in (1650)",  # type: ignore[arg-type]
                       forced=2, max_steps=3)
     assert chained.chosen == plain.chosen and np.allclose(chained.cosines, plain.cosines, atol=1e-6)
@@ -243,3 +244,43 @@ def test_blip_captioner_from_the_cache_offline(tmp_path: Path, monkeypatch: pyte
     with pytest.raises(ClipGazeError) as exc:
         load_captioner("Salesforce/not-in-the-cache")
     assert exc.value.code == "model_unavailable" and "cache" in exc.value.message
+
+
+def test_the_token_tree_shares_starts_and_equals_whole_encodes(toy: object) -> None:
+    from indexer.interrogate.tree import build, chunks, common_start
+
+    rows = [[1, 5, 7, 9], [1, 5, 7, 8, 9], [1, 5, 6, 9], [1, 5, 7, 9]]
+    assert common_start(rows) == 2 and common_start([[1, 2]]) == 1
+    tree = build([r[2:] for r in rows], range(len(rows)))
+    assert tree.size == 6 and [len(lv.tokens) for lv in tree.levels] == [2, 3, 1]  # 7 and 6; 9, 8, 9; 9
+    assert tree.end_node[0] == tree.end_node[3]  # the same row, one node
+    assert sum(t.rows.size for t in chunks([r[2:] for r in rows], 3)) == len(rows)
+    enc = TorchPrefixEncoder(toy)  # type: ignore[arg-type]
+    prompts = Prompts(toy.tokenizer)  # type: ignore[attr-defined]
+    texts = ["a red star", "a red star, a blue circle", "a red star, on a dark background", "a red square (1650)"]
+    token_rows = [prompts.row(t) for t in texts]
+    assert np.abs(enc.after(prompts.head("a red star"), token_rows) - enc.texts(token_rows)).max() < 1e-5
+    assert enc.counts.diverged == 1  # "a red square" does not begin with the prompt so far
+
+
+def test_onnx_runtime_runs_the_chain_as_torch_does(toy_words: Engine, clean_environ: Path) -> None:
+    from indexer.interrogate.onnx_prefix import OnnxPrefixEncoder
+    from indexer.models.onnx_model import OnnxModel
+
+    served = Engine(clean_environ, "toy")  # the default backend, over the linked export: ONNX Runtime
+    assert isinstance(served.model, OnnxModel)
+    for _, _, image in held_out(3, seed=7):
+        a = interrogate(served, image, Options(vocabularies=["toy-words"]))
+        b = interrogate(toy_words, image, Options(vocabularies=["toy-words"]))
+        assert (a.text_runtime, b.text_runtime) == ("onnxruntime", "torch")
+        assert [p.phrase for p in a.parts] == [p.phrase for p in b.parts] and a.reused_prefix > 0.9 * a.text_encodes
+        assert abs(a.cosine - open_clip_cosine(toy_words, image, a.prompt)) < 1e-5
+    toy = toy_words.torch_model
+    graph = next((clean_environ / "onnx").glob("*.prefix"))
+    image = toy.encode_images([shapes.render("red", "star", "light", 96, np.random.default_rng(1))])[0]
+    prompts = Prompts(toy.tokenizer)
+    ort = OnnxPrefixEncoder(graph, eot=prompts.eot)
+    a_chain = run_chain(ort, prompts, image, WORDS, start="painted in (1650)", forced=2, max_steps=4)
+    b_chain = run_chain(TorchPrefixEncoder(toy, reuse=False), prompts, image, WORDS, start="painted in (1650)", forced=2, max_steps=4)
+    assert a_chain.chosen == b_chain.chosen and np.allclose(a_chain.cosines, b_chain.cosines, atol=1e-6)
+    assert ort.counts.diverged >= len(WORDS)

@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 
-from ..errors import ClipGazeError, InvalidInput, NotIndexed
+from ..errors import ClipGazeError, InvalidInput, NotIndexed, UnknownReference
 from ..pictures.decode import DecodedImage
 from ..pictures.thumbnails import fetch_iiif_thumbnail, make_thumbnail
 from ..schema.explore import Thumbnail
@@ -41,6 +41,8 @@ from ..schema.collections import (
 from ..scoring.kernels import cosines
 from ..scoring.softmax import scores_from_cosine_columns, scores_from_cosines
 from ..store.image_store import CollectionRow, VectorColumns
+from ..schema.sync import RemovalAnswer, RemovePictures
+from ..store.picture_removal import remove_pictures
 from ..store.reviews import Reviews
 from ..vocabularies.index_cache import LoadedIndex
 from .ingest import AddRun, add_locally, picture_info
@@ -93,6 +95,12 @@ class Collections:
 
     def delete(self, name: str) -> CollectionInfo:
         return self._info(self.images.delete(name))
+
+    def remove(self, name: str, request: RemovePictures) -> RemovalAnswer:
+        """The pictures of `name` with the request's external ids or sources, removed (`picture_removal`)."""
+        row = self.images.get(name)
+        gone = remove_pictures(self.images, row.id, external_ids=request.external_ids, sources=request.sources)
+        return RemovalAnswer(collection=self.get(name), removed=gone)
 
     # -- adding -----------------------------------------------------------------------------------
     def read(self, ref: PictureRef) -> DecodedImage:
@@ -233,7 +241,7 @@ class Collections:
             found = self.images.cached(engine.model_key, list(shas))
             for sha in shas:
                 if sha not in found:
-                    raise InvalidInput(f"no stored picture {sha!r} to search by", code="unknown_picture")
+                    raise UnknownReference(f"no stored picture {sha!r} to search by", code="unknown_picture")
                 into.append(found[sha])
         labels += list(q.like)
         vector = np.mean(positives, axis=0) - (np.mean(negatives, axis=0) if negatives else 0)

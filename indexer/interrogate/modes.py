@@ -9,12 +9,14 @@ exact and explained (README "The prompt a generator would answer to").
   `ci-negative`, from an empty start.
 
 The start: the caption if given, else the best phrase of each start vocabulary (the model preset's;
-none for the toy model). The text tower runs on torch (open_clip's own model) whatever serves analyses,
-with the prefix's keys and values reused (`prefix`); the prompt's cosine is that of its whole encode.
+none for the toy model). The chain's text tower runs after the prefix's cached keys and values, as a
+token tree: on ONNX Runtime (`onnx_prefix`) when it serves the model on the CPU, else on torch
+(`prefix`); the prompt's cosine is that of its whole encode.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
@@ -32,6 +34,8 @@ from .prefix import F32, PrefixEncoder, TorchPrefixEncoder
 if TYPE_CHECKING:  # pragma: no cover
     from ..engine import Engine
     from ..pictures.reader import ImageSource
+
+log = logging.getLogger(__name__)
 
 DEFAULT_VOCABULARIES = ("ci-artists", "ci-flavors", "ci-mediums", "ci-movements", "ci-sites")
 NEGATIVE_LIST = "ci-negative"
@@ -116,8 +120,27 @@ def _plan(engine: "Engine", options: Options, encoder: PrefixEncoder | None) -> 
         from .caption import load_captioner
 
         captioner = load_captioner(options.captioner)
-    return Plan(options, names, start_names, loaded, encoder or TorchPrefixEncoder(loaded, reuse=options.reuse),
+    return Plan(options, names, start_names, loaded, encoder or text_encoder(engine, loaded, options.reuse),
                 prompts, captioner)
+
+
+def text_encoder(engine: "Engine", loaded: Any, reuse: bool = True) -> PrefixEncoder:
+    """ONNX Runtime's prefix graph (`onnx_prefix`, exported beside the model's export on first use)
+    when ONNX Runtime serves the model on the CPU, else torch; torch too for a tower the graph cannot take."""
+    from ..models.torch_model import LoadedModel
+
+    if reuse and not isinstance(engine.model, LoadedModel) and getattr(engine.model, "device", "cpu") == "cpu":
+        from ..errors import NotExportable
+        from ..models.backends import export_path
+        from .onnx_prefix import OnnxPrefixEncoder, export_prefix
+
+        try:
+            graph = export_prefix(loaded, export_path(engine.store.home, engine.spec))
+        except NotExportable as exc:
+            log.info("interrogate: torch runs the chain's text tower (%s)", exc)
+        else:
+            return OnnxPrefixEncoder(graph, eot=int(loaded.tokenizer.eot_token_id), threads=engine.threads or 0)
+    return TorchPrefixEncoder(loaded, reuse=reuse)
 
 
 def prompt_for(engine: "Engine", plan: Plan, emb: F32, image: ImageInfo, caption: str | None,
@@ -187,6 +210,7 @@ def prompt_for(engine: "Engine", plan: Plan, emb: F32, image: ImageInfo, caption
         context_length=prompts.context, parts=parts, candidates=candidates, vocabularies=list(names),
         steps=chain_steps, text_encodes=encoder.counts.encodes - before_counts[0],
         reused_prefix=encoder.counts.by_suffix - before_counts[1],
+        text_runtime="torch" if isinstance(encoder, TorchPrefixEncoder) else "onnxruntime",
         timing_ms=round(sum(breakdown.values()), 2), timing_breakdown_ms=breakdown,
     )
 

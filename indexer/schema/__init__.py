@@ -14,6 +14,7 @@ enforced by validation once and stated in the JSON Schema.
   interrogate   interrogation: the prompt a generator would answer to, each part scored
   evaluate      evaluations against human labels
   interop       back into a museum's systems: annotation pages, reviews of suggestions
+  sync          in step with a museum's systems: pictures removed
   access        API keys with scopes and grants, and the audit trail
   compare_models  one picture under several models side by side, with their rank agreement
 

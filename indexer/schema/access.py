@@ -17,7 +17,14 @@ MAX_AUDIT_PAGE = 1000
 Scope = Literal["read", "analyze", "write", "admin"]
 assert set(Scope.__args__) == set(SCOPES)  # type: ignore[attr-defined]
 _DURATION = r"\d{1,5}[hdw]"
-_TIME = r"\d{4}-\d{2}-\d{2}(T[0-9:+Z.-]{2,25})?"
+# A day that exists (year 0001 on; 29 February of leap years only), then optionally a time of day with
+# an optional offset: exactly what datetime.fromisoformat reads, so the document's pattern is the rule.
+_YEAR = r"(?:[1-9]\d{3}|0[1-9]\d{2}|00[1-9]\d|000[1-9])"
+_LEAP_YEAR = r"(?:\d{2}(?:0[48]|[2468][048]|[13579][26])|(?:0[48]|[2468][048]|[13579][26])00)"
+_DAY = (rf"(?:{_YEAR}-(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1\d|2[0-8])|(?:0[13-9]|1[0-2])-(?:29|30)|(?:0[13578]|1[02])-31)"
+        rf"|{_LEAP_YEAR}-02-29)")
+_CLOCK = r"(?:[01]\d|2[0-3]):[0-5]\d(?::[0-5]\d(?:\.\d{1,6})?)?(?:Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)?"
+_TIME = rf"{_DAY}(?:T{_CLOCK})?"
 
 
 def _matching(pattern: str, code: str, what: str) -> Any:

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from typing import Annotated, Union
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 from pydantic.json_schema import SkipJsonSchema
+from pydantic_core import PydanticCustomError
 
 from .analysis import ComparePhrases, FormPhrases, FormVocabularies, ImageInfo, ModelInfo, Vocabularies, VocabularyResult
 from .fields import (
@@ -43,11 +44,23 @@ Models = Annotated[
 FormModels = Annotated[str, Field(min_length=1, description="Comma-separated models (as GET /v1/models lists them); "
                                                             "every model served if absent")]
 AdhocPhrases = Annotated[ComparePhrases | SkipJsonSchema[None], NotNull, Field(
-    description="Ad-hoc phrases in place of vocabularies: each model's softmax over exactly these (results key 'compare')")]
+    description="Ad-hoc phrases in place of vocabularies (not both fields): each model's softmax over exactly these "
+                "(results key 'compare')")]
+
+
+def _image_and_list(*images: str) -> ConfigDict:
+    """One image field of `images`; `vocabularies` or `phrases`, never both (each field, even empty)."""
+    return ConfigDict(json_schema_extra={**one_of(*images)["json_schema_extra"],  # type: ignore[dict-item]
+                                         "not": {"required": ["vocabularies", "phrases"]}})
+
+
+def _not_both(model: Request) -> None:
+    if {"vocabularies", "phrases"} <= model.model_fields_set:
+        raise PydanticCustomError("invalid_input", "compare models over vocabularies or over phrases, not both")
 
 
 class CompareModelsJson(Request):
-    model_config = one_of("image_base64", "image_url")
+    model_config = _image_and_list("image_base64", "image_url")
     image_base64: Annotated[Base64Image | SkipJsonSchema[None], NotNull] = None
     image_url: Annotated[ImageUrl | SkipJsonSchema[None], NotNull] = None
     models: Models = None
@@ -57,10 +70,12 @@ class CompareModelsJson(Request):
 
     @model_validator(mode="after")
     def _image(self) -> "CompareModelsJson":
+        _not_both(self)
         return one_image(self, ("image_base64", "image_url"))  # type: ignore[no-any-return]
 
 
 class CompareModelsForm(Request):
+    # The same rule, not stated here: schemathesis cannot generate multipart bodies (binary parts) under a `not`.
     model_config = one_of("image", "image_url")
     image: UploadedImage | SkipJsonSchema[None] = None
     image_url: ImageUrl | SkipJsonSchema[None] = None
@@ -71,6 +86,7 @@ class CompareModelsForm(Request):
 
     @model_validator(mode="after")
     def _image(self) -> "CompareModelsForm":
+        _not_both(self)
         return one_image(self, ("image", "image_url"))  # type: ignore[no-any-return]
 
 

@@ -27,9 +27,11 @@ class AnnotationsQuery(Request):
     min_probability: Annotated[float, Field(ge=0.0, le=1.0, description="Leave out matches below this probability")] = 0.0
     manifest: Annotated[str | SkipJsonSchema[None], NotNull, Field(
         max_length=2000, pattern=URL_PATTERN,
+        json_schema_extra={"pattern": URL_PATTERN},  # stated: a pattern on a union is not
         description="Only the pictures read from this IIIF manifest (its URL, as added); without it, every picture")] = None
     canvas: Annotated[str | SkipJsonSchema[None], NotNull, Field(
         max_length=2000, pattern=URL_PATTERN,
+        json_schema_extra={"pattern": URL_PATTERN},  # stated: a pattern on a union is not
         description="Only the pictures painted on this canvas of `manifest` (a page for the canvas's `annotations`)")] = None
     model: RequestModel = None
     regions: Annotated[bool, Field(description=f"Target the region where the explanation's map peaks (each picture is "

@@ -28,8 +28,9 @@ ModeField = Annotated[Mode, Field(description="best: the greedy chain; classic: 
 Caption = Annotated[Phrase | SkipJsonSchema[None], NotNull, Field(
     description="The chain's start (a catalogue title or description); without it, CLIP's own best reading of the "
                 "start vocabularies")]
+_START_PATTERN = r"^ *([a-z0-9][a-z0-9_-]{0,63}( *, *[a-z0-9][a-z0-9_-]{0,63})*)? *$"
 StartVocabularies = Annotated[str | SkipJsonSchema[None], NotNull, Field(
-    pattern=r"^ *([a-z0-9][a-z0-9_-]{0,63}( *, *[a-z0-9][a-z0-9_-]{0,63})*)? *$",
+    pattern=_START_PATTERN, json_schema_extra={"pattern": _START_PATTERN},  # stated: a pattern on a union is not
     description="Comma-separated lists whose best phrases start the chain when there is no caption (\"\": start "
                 "empty); default: the model preset's (genres, subjects, scenes; the toy model's: none)")]
 Forced = Annotated[int, Field(ge=0, le=MAX_STEPS, description="Chain steps taken even when they do not raise the cosine "
@@ -107,6 +108,8 @@ class Interrogation(Answer):
     steps: int = Field(description="Chain steps run (fast and classic: 0)")
     text_encodes: int = Field(description="Prompts run through the text tower (whole or after a cached prefix)")
     reused_prefix: int = Field(description="Of text_encodes, those that ran only their own tokens after a cached prefix")
+    text_runtime: Literal["torch", "onnxruntime"] = Field("torch", description="What ran the chain's text tower: "
+                                                          "ONNX Runtime when it serves the model (its prefix graph), else torch")
     timing_ms: float
     timing_breakdown_ms: dict[str, float]
 

@@ -46,7 +46,7 @@ def expiry(text: str | None, now: datetime | None = None) -> str | None:
         return (now + int(found.group(1)) * _UNITS[found.group(2)]).isoformat(timespec="seconds")
     at = parse_time(text, "expires")
     if at <= now:
-        raise InvalidInput(f"expires {text!r} is in the past", code="invalid_expiry")
+        raise InvalidInput(f"expires {text!r} is in the past", code="invalid_expiry", status=422)  # well-formed
     return at.isoformat(timespec="seconds")
 
 
