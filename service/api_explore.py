@@ -69,8 +69,10 @@ def _send(body: bytes, mimetype: str, status: int = 200) -> Response:
     return resp
 
 
-def _json(payload: Any, status: int = 200) -> Response:
+def _json(payload: Any, status: int = 200, compress: bool = True) -> Response:
     text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+    if not compress:
+        return Response(text.encode("utf-8"), status=status, mimetype="application/json")
     return _send(text.encode("utf-8"), "application/json", status)
 
 
@@ -161,7 +163,7 @@ def collection_picture_explain(name: str, sha256: str) -> Response:
         resp = Response(buf.getvalue(), mimetype="image/png")
         resp.headers["X-Clip-Gaze-Explained-From"] = found.explained_from
         return resp
-    return _json(found.json_dict())
+    return _json(found.json_dict(), compress=False)  # one picture's maps: as /v1/explain answers them
 
 
 @explore_api.get("/v1/collections/<name>/pictures/<sha256>/thumbnail")

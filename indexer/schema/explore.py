@@ -44,7 +44,7 @@ class MapQuery(Request):
     format: Literal["json", "arrow"] = "json"
     fields: Annotated[str, Field(
         pattern=rf"^{_FIELD}(,{_FIELD})*$", max_length=100,
-        description="With format=arrow: the columns to send, comma-separated, of sha256 (32 bytes), external_id, x, y "
+        description="Only with format=arrow (with JSON: 400): the columns to send, comma-separated, of sha256 (32 bytes), external_id, x, y "
                     "(float32, rounded to 1/65536) and index (each point's position in the collection's order, "
                     "the order of /scores); all of them without it. 100,000 sha256 are 3.2 MB that do not compress: "
                     "`fields=index,x,y` draws a map in a tenth of that")] | SkipJsonSchema[None] = None
