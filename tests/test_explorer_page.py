@@ -103,10 +103,14 @@ def in_polygon(point: tuple[float, float], polygon: list[tuple[float, float]]) -
 def test_explore_a_collection_colour_facet_search_select_export_panel_and_reopen(page, url):
     expect = sync_api.expect
     # `/` lists the collections, with links
+    maps: list[str] = []
+    page.on("request", lambda r: maps.append(r.url) if "/map" in r.url else None)
     page.goto(url)
     page.get_by_role("link", name="museum").click()
     expect(page.locator("body")).to_have_attribute("data-ready", "true")
     expect(page.locator("#map")).to_have_attribute("data-kept", "24")
+    # the map read as Arrow: its compact form (index, x, y) first, then the points' identities
+    assert [u.split("?", 1)[1] for u in maps] == ["format=arrow&fields=index,x,y", "format=arrow&fields=sha256,external_id"]
     page.select_option("#vocab", "shapes")
     expect(page.locator("#legend")).to_contain_text("best phrase of shapes (of 16)")
 
@@ -149,6 +153,10 @@ def test_explore_a_collection_colour_facet_search_select_export_panel_and_reopen
     # a lasso: the pictures the filter keeps inside the polygon drawn, as computed here
     page.get_by_label("a lasso").check()
     points = page.evaluate("() => fetch('/v1/collections/museum/map').then(r => r.json())")["points"]
+    read = page.evaluate("data.points.map((p, i) => [p.sha256, p.external_id, p.x, p.y, row(i)])")  # from the Arrow
+    assert [r[:2] for r in read] == [[p["sha256"], p["external_id"]] for p in points]
+    assert [r[2:4] for r in read] == [[pytest.approx(p["x"], abs=1e-5), pytest.approx(p["y"], abs=1e-5)] for p in points]
+    assert [r[4] for r in read] == list(range(len(points)))  # every picture placed: point i is picture i
     where = f"top:shapes={label}"
     kept = set(page.evaluate("w => fetch('/v1/collections/museum/scores?vocabulary=shapes&where=' + encodeURIComponent(w))"
                              ".then(r => r.json())", where)["index"])

@@ -12,7 +12,8 @@ const view = {  // what the URL holds
   vocab: null, colour: "top", phrase: null, filters: [], facets: [], q: "", minCosine: 0.2, sel: [], pic: null,
   zoom: 1, cx: 0.5, cy: 0.5,
 };
-const data = { points: [], rows: null, scores: null, hits: new Set(), mask: null, thumbs: new Map(), vocabs: [], phrases: [] };
+const data = { points: [], rows: null, scores: null, hits: new Set(), mask: null, thumbs: new Map(), vocabs: [], phrases: [],
+  identities: Promise.resolve(true) };
 
 async function getJSON(path, options) {
   const resp = await fetch(path, options);
@@ -20,6 +21,18 @@ async function getJSON(path, options) {
   if (!resp.ok || body.ok === false) throw new Error(body.error || `HTTP ${resp.status}`);
   body._status = resp.status;
   return body;
+}
+
+// The map as Arrow IPC (ArrowStream, /static/arrow.js): its columns and the answer's other fields (the
+// schema's metadata); an error answers JSON.
+async function getArrow(path) {
+  const resp = await fetch(path);
+  if (!resp.ok || (resp.headers.get("Content-Type") || "").startsWith("application/json")) {
+    const body = await resp.json().catch(() => ({ error: `${resp.status} ${resp.statusText}` }));
+    throw new Error(body.error || `HTTP ${resp.status}`);
+  }
+  const table = ArrowStream.readArrowStream(await resp.arrayBuffer());
+  return { ...table.metadata, _status: resp.status, length: table.length, columns: table.columns };
 }
 
 function say(text) { $("status").textContent = text; }
@@ -126,9 +139,9 @@ function draw() {
   ctx.globalAlpha = 1;
   if (window.explorerTimings && !window.explorerTimings.firstDraw) window.explorerTimings.pointsDrawn = performance.now();
   for (const [i, x, y] of drawn) {
-    const img = thumb(pts[i].sha256);
+    const img = pts[i].sha256 && thumb(pts[i].sha256);  // none until the identities arrive
     const t = thumbSize;
-    if (img.complete && img.naturalWidth) {
+    if (img && img.complete && img.naturalWidth) {
       const k = t / Math.max(img.naturalWidth, img.naturalHeight);
       ctx.drawImage(img, x - img.naturalWidth * k / 2, y - img.naturalHeight * k / 2, img.naturalWidth * k, img.naturalHeight * k);
     }
@@ -218,7 +231,7 @@ canvas.addEventListener("pointerup", (e) => {
   else if (lasso) { lasso.push([px, py]); selectLasso(lasso); lasso = null; }
   else if (drag && !drag.moved) {
     const i = nearest(px, py, 14 * dpr);
-    if (i >= 0) openPicture(data.points[i].sha256);
+    if (i >= 0) openPoint(i);
   }
   drag = null;
   writeURL();
@@ -260,7 +273,7 @@ canvas.addEventListener("keydown", (e) => {
     else { keyBox = { x0: canvas.width / 2, y0: canvas.height / 2, x1: canvas.width / 2, y1: canvas.height / 2 }; }
   } else if (e.key === "Enter") {
     const i = nearest(canvas.width / 2, canvas.height / 2, Math.max(canvas.width, canvas.height));
-    if (i >= 0) openPicture(data.points[i].sha256);
+    if (i >= 0) openPoint(i);
   } else if (e.key === "Escape") { keyBox = null; box = null; redraw(); }
 });
 
@@ -307,6 +320,7 @@ function showSelection() {
 }
 
 async function selectionRows() {
+  await data.identities;
   const sc = data.scores, rows = [];
   for (const i of view.sel) {
     const p = data.points[i], k = row(i);
@@ -491,6 +505,7 @@ async function search(form) {
   } else if (view.q) {
     body = await getJSON(`${API}/search?q=${encodeURIComponent(view.q)}&top_k=100&min_cosine=${view.minCosine}`);
   } else { redraw(); return; }
+  await data.identities;
   const at = new Map(data.points.map((p, i) => [p.sha256, i]));
   for (const h of body.hits) {
     if (at.has(h.sha256)) data.hits.add(at.get(h.sha256));
@@ -612,14 +627,22 @@ async function refresh() {
   } catch (err) { say(`Error: ${err.message}`); }
 }
 
+// The map in its compact form first, Arrow of index, x and y (9 bytes a picture: what the first render
+// needs), then the points' identities, sha256 and external_id (thumbnails, a picture's panel, search hits,
+// export), a second Arrow answer of the same layout that does not hold up the first render.
+const MAP_COMPACT = "index,x,y", MAP_IDENTITIES = "sha256,external_id";
+const layoutOf = (b) => [b.version, b.current_version, b.method, b.size, b.length].join("|");
+
 async function loadMap() {
   for (;;) {
-    const body = await getJSON(`${API}/map`);
+    const body = await getArrow(`${API}/map?format=arrow&fields=${MAP_COMPACT}`);
     $("model-name").textContent = body.model;
     $("model-caveat").hidden = !String(body.model).startsWith("toy");
-    if (body.points.length || !body.job) {
-      data.points = body.points;
-      data.rows = body.index || null;
+    if (body.length || !body.job) {
+      const { x, y, index } = body.columns;
+      data.points = Array.from(x, (v, i) => ({ x: v, y: y[i], sha256: null, external_id: null }));
+      data.rows = index;
+      data.identities = loadIdentities(layoutOf(body));
       window.explorerTimings = { mapArrived: performance.now() };
       say(`${body.size} pictures, ${body.method || "no layout"}` + (body.job ? " (a newer layout is being computed)" : ""));
       return body;
@@ -627,6 +650,23 @@ async function loadMap() {
     say(`Computing the map (job ${body.job.id})…`);
     await new Promise((r) => setTimeout(r, 500));
   }
+}
+
+async function loadIdentities(layout) {
+  const body = await getArrow(`${API}/map?format=arrow&fields=${MAP_IDENTITIES}`);
+  if (layoutOf(body) !== layout) {  // a newer layout came between the two: both again
+    await loadMap();
+    return data.identities;
+  }
+  const { sha256, external_id } = body.columns;
+  data.points.forEach((p, i) => { p.sha256 = ArrowStream.hex(sha256[i]); p.external_id = external_id[i]; });
+  redraw();
+  return true;
+}
+
+async function openPoint(i) {
+  await data.identities;
+  return openPicture(data.points[i].sha256);
 }
 
 async function start() {
@@ -652,6 +692,8 @@ async function start() {
   if (view.pic) await openPicture(view.pic);
   draw();
   if (window.explorerTimings) window.explorerTimings.firstDraw = performance.now();
+  await data.identities;
+  if (window.explorerTimings) window.explorerTimings.identities = performance.now();
   document.body.dataset.ready = "true";
 }
 
