@@ -1,7 +1,7 @@
 """A collection picture's explanation map (GET …/pictures/<sha256>/explain): from its source read again
-(a local file, a URL on loopback) when it can be, and then equal to /v1/explain of that source; else from
-its stored thumbnail (the file gone or changed, the server down), equal to /v1/explain of the thumbnail,
-and the answer says which and why."""
+(a local file, a URL on loopback, a IIIF Image service asked at the model's size) when it can be, and then
+equal to /v1/explain of that source; else from its stored thumbnail (the file gone or changed, the server
+down), equal to /v1/explain of the thumbnail, and the answer says which and why."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from PIL import Image
 
 from conftest import create, draw_shape, encode, service_engine
 from iiif_server import QuietHandler, serving
+from test_iiif_collections import IIIF
+from test_iiif_collections import PICTURES as IIIF_PICTURES
 from indexer.collections.local import Collections
 from indexer.schema import parse
 from indexer.schema.collections import AddSources, CreateCollection
@@ -121,3 +123,70 @@ def test_bad_input_gets_the_json_error_body(setup):
                                (f"/v1/collections/museum/pictures/{sha}/explain?top_k=0", 400, "invalid_top_k")):
         body = client.get(path).get_json()
         assert (body["ok"], body["status"], body["code"]) == (False, status, code), body
+
+
+# -- a IIIF picture: its Image service asked again, at the model's size -----------------------------------------
+
+class SizedIIIF(IIIF):
+    """test_iiif_collections' services and manifest, each picture drawn at the size asked (`w,`, `,h`, `w,h`,
+    `!w,h`; 4000×3000 masters) while `up`, every request logged."""
+
+    up = True
+
+    def do_GET(self) -> None:  # noqa: N802
+        parts = self.path.strip("/").split("/")
+        if not (len(parts) == 6 and parts[0] == "iiif" and parts[1] in IIIF_PICTURES):
+            return super().do_GET()
+        type(self).requests.append(self.path)
+        if not type(self).up:
+            return self._send(503, "text/plain", b"down")
+        w, _, h = parts[3].removeprefix("!").partition(",")
+        width = int(w) if w else round(int(h) * 4 / 3)
+        height = int(h) if h else round(int(w) * 3 / 4)
+        colour, shape = IIIF_PICTURES[parts[1]]
+        picture = draw_shape(colour, shape, size=160).convert("RGB").resize((width, height))
+        self._send(200, "image/jpeg", encode(picture, "JPEG"))
+
+
+@pytest.fixture
+def iiif_setup(clean_environ, toy_loader, monkeypatch):
+    with serving(SizedIIIF) as base:
+        monkeypatch.setenv("CLIP_GAZE_FETCH_ALLOW", base.removeprefix("http://"))
+        engine = service_engine(toy_loader, monkeypatch, TOKEN)
+        create(engine, "shapes", PHRASES)
+        collections = Collections(engine)
+        collections.create(parse(CreateCollection, {"name": "museum"}))
+        report = collections.add("museum", parse(AddSources, {"sources": [f"{base}/manifest.json"]}))
+        assert report.added == 3
+        client = create_app(Settings.from_env(), engine=engine).test_client()
+        yield client, {p.external_id: p for p in collections.view("museum").pictures}, base, engine
+
+
+def test_a_iiif_picture_is_explained_from_its_image_service_at_the_models_size(iiif_setup):
+    client, pictures, base, engine = iiif_setup
+    red = pictures[f"{base}/canvas/red"]
+    SizedIIIF.requests.clear()
+    SizedIIIF.up = True
+    body = explained(client, red.sha256)
+    assert body["explained_from"] == "source" and body["explained_note"] is None
+    size = engine.spec.image_size()
+    asked = [r for r in SizedIIIF.requests if not r.endswith("info.json")]
+    assert asked == [f"/iiif/red/full/,{size}/0/default.jpg"], asked  # the model's size, never the master, no thumbnail
+    width = round(size * 4 / 3)
+    sent = encode(draw_shape("red", "circle", size=160).convert("RGB").resize((width, size)), "JPEG")
+    given = posted(client, sent)  # what /v1/explain makes of the very picture the service gave
+    match, same = body["results"]["shapes"]["matches"][0], given["results"]["shapes"]["matches"][0]
+    assert (match["phrase"], match["heatmap"]) == (same["phrase"], same["heatmap"])
+    assert (body["grid"]["rows"], body["grid"]["cols"]) == (given["grid"]["rows"], given["grid"]["cols"])
+    k = 4000 / width  # the box in the master's pixels (the picture's own size, from its info.json)
+    assert body["grid"]["box"] == pytest.approx([v * k for v in given["grid"]["box"]], abs=k)
+    thumb = Image.open(io.BytesIO(thumbnail(client, red.sha256)))
+    assert max(thumb.size) == 256 and not same_maps(body, posted(client, thumbnail(client, red.sha256)))
+
+    SizedIIIF.up = False
+    try:
+        down = explained(client, red.sha256)
+    finally:
+        SizedIIIF.up = True
+    assert down["explained_from"] == "thumbnail" and "could not be read" in down["explained_note"]
+    assert same_maps(down, posted(client, thumbnail(client, red.sha256)))
