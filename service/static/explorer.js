@@ -31,8 +31,9 @@ async function getArrow(path) {
     const body = await resp.json().catch(() => ({ error: `${resp.status} ${resp.statusText}` }));
     throw new Error(body.error || `HTTP ${resp.status}`);
   }
-  const table = ArrowStream.readArrowStream(await resp.arrayBuffer());
-  return { ...table.metadata, _status: resp.status, length: table.length, columns: table.columns };
+  const bytes = await resp.arrayBuffer(), arrived = performance.now();
+  const table = ArrowStream.readArrowStream(bytes);
+  return { ...table.metadata, _status: resp.status, _arrived: arrived, length: table.length, columns: table.columns };
 }
 
 function say(text) { $("status").textContent = text; }
@@ -643,7 +644,7 @@ async function loadMap() {
       data.points = Array.from(x, (v, i) => ({ x: v, y: y[i], sha256: null, external_id: null }));
       data.rows = index;
       data.identities = loadIdentities(layoutOf(body));
-      window.explorerTimings = { mapArrived: performance.now() };
+      window.explorerTimings = { mapArrived: body._arrived, mapRead: performance.now() };
       say(`${body.size} pictures, ${body.method || "no layout"}` + (body.job ? " (a newer layout is being computed)" : ""));
       return body;
     }
