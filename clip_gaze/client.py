@@ -152,10 +152,12 @@ class Client:
             body["private"] = True
         return self._call(CollectionAnswer, "POST", "/v1/collections", json_body=body, retry=False)
 
-    def add_sources(self, name: str, sources: Sequence[str]) -> JobInfo:
-        """Starts a background job on the server; `wait(job.id)` follows it."""
+    def add_sources(self, name: str, sources: Sequence[str], callback_url: str | None = None) -> JobInfo:
+        """Starts a background job on the server; `wait(job.id)` follows it. With `callback_url`, the
+        server POSTs the job's answer there, signed, when it ends (README "Job callbacks")."""
         path = f"/v1/collections/{parse.quote(name)}/sources"
-        return self._call(JobAnswer, "POST", path, json_body={"sources": list(sources)}, retry=False).job
+        body: dict[str, Any] = {"sources": list(sources), **({"callback_url": callback_url} if callback_url else {})}
+        return self._call(JobAnswer, "POST", path, json_body=body, retry=False).job
 
     def remove_pictures(self, name: str, external_ids: Sequence[str] = (), sources: Sequence[str] = ()) -> RemovalAnswer:
         """The pictures of collection `name` with these external ids or sources, removed (`removed`: how many)."""

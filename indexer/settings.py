@@ -47,6 +47,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CLIP_GAZE_FETCH_AUTH_FILE", lambda: "", "A JSON file of credentials per host (host or host:port, each with one of bearer, basic as user:password, or header as an object of header names and values), sent when fetching pictures, manifests and IIIF services from that host only, never after a redirect to another host, never logged or answered."),
     Setting("CLIP_GAZE_DECODE_MEMORY", lambda: "1024", "Memory, in MB, that the decodes of one process may hold together, each estimated from its size and mode before it starts; a decode that does not fit waits for others to finish."),
     Setting("CLIP_GAZE_PUBLIC_URL", lambda: "", "The address clients reach the service at (e.g. https://clip-gaze.museum.org), for the ids of annotation pages; empty: the address each request came to, and for the CLI http://127.0.0.1:8000."),
+    Setting("CLIP_GAZE_WEBHOOK_SECRET", lambda: "", "The secret that signs job callbacks (`callback_url`): header X-Clip-Gaze-Signature `t=<unix time>,v1=<hex HMAC-SHA256 of t.body>`, the Stripe scheme. Empty: a request with a `callback_url` is refused (422 `no_webhook_secret`)."),
 )
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ class Settings:
     preload: bool = False  # every served model loads at a worker's start (`serve --preload`), not by a variable
     serve_threads: int = 0  # request threads of a `serve` worker (0: not under gunicorn); set by `serve`, not by a variable
     public_url: str = ""  # where clients reach the service ("": where each request came to)
+    webhook_secret: str = ""  # signs job callbacks (indexer.collections.callbacks); "": callbacks refused
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> "Settings":
@@ -106,6 +108,7 @@ class Settings:
             rate_limit=max(0, _int(raw, "CLIP_GAZE_RATE_LIMIT")),
             fetch_auth_file=raw["CLIP_GAZE_FETCH_AUTH_FILE"].strip(),
             public_url=raw["CLIP_GAZE_PUBLIC_URL"].strip().rstrip("/"),
+            webhook_secret=raw["CLIP_GAZE_WEBHOOK_SECRET"].strip(),
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
         several = tuple(m.strip() for m in raw["CLIP_GAZE_MODELS"].split(",") if m.strip())

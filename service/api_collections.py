@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, request, stream_with_context
 
@@ -92,6 +93,9 @@ def show_job(job_id: str) -> tuple[Response, int]:
     job = state().collections.job(job_id)
     if job.collection is not None and hidden_collection(job.collection):
         raise unknown_job(job_id)  # a job of a collection this caller may not see is none
+    if job.callback is not None and not can_write():  # its path and query may hold the receiver's token
+        parts = urlsplit(job.callback.url)
+        job = job.model_copy(update={"callback": job.callback.model_copy(update={"url": f"{parts.scheme}://{parts.netloc}/…"})})
     return answer(JobAnswer(job=_shown(job.collection)(job)))
 
 

@@ -75,7 +75,8 @@ ERRORS = {
          "collection with no pictures (empty_collection)",
     413: "Body, image or the request's pictures together too large",
     422: "The request names a vocabulary, collection or stored picture that does not exist (unknown_vocabulary, "
-         "unknown_collection, unknown_picture), or a well-formed value that cannot be used (an expiry in the past)",
+         "unknown_collection, unknown_picture), or a well-formed value that cannot be used (an expiry in the past; a "
+         "callback_url the fetch guard refuses, or one given to a server with no CLIP_GAZE_WEBHOOK_SECRET)",
     429: "Too many requests from this caller (CLIP_GAZE_RATE_LIMIT): try again after Retry-After seconds",
     503: "Model unavailable, or the server is busy (see Retry-After)",
 }
@@ -194,7 +195,7 @@ _COLLECTIONS = (
     Operation("delete", "/v1/collections/{name}", "Delete a collection (the pictures' embeddings stay)", CollectionAnswer,
               errors=(400, 401, 403, 404), scope="write"),
     Operation("post", "/v1/collections/{name}/sources", "Add sources by URL: a background job (202)", JobAnswer, 202,
-              json=AddUrlSources, errors=(400, 401, 403, 404, 413),
+              json=AddUrlSources, errors=(400, 401, 403, 404, 413, 422),
               links=(*_links("job_id", "$response.body#/job/id", ShowJob="get /v1/jobs/{job_id}"),
                      *_links("name", "$request.path.name", ShowCollection="get /v1/collections/{name}")), scope="write"),
     Operation("get", "/v1/jobs/{job_id}", "A job's progress, counts and errors", JobAnswer, errors=(404,), scope="read"),

@@ -83,7 +83,8 @@ class ServiceState:
             with self._lock:
                 found = self._collections.get(name)
                 if found is None:
-                    found = self._collections[name] = Collections(engine, resume_jobs=self.settings.resume_jobs)
+                    found = self._collections[name] = Collections(engine, resume_jobs=self.settings.resume_jobs,
+                                                                        webhook_secret=self.settings.webhook_secret)
         return found
 
     # -- jobs across restarts (indexer.collections.jobs) ------------------------------------------
@@ -92,6 +93,7 @@ class ServiceState:
         this worker runs."""
         if self.stopping_since is None:
             self.collections.jobs.watch()
+            self.collections.deliveries.start()  # callbacks pending from before, and those of this worker's jobs
 
     def stop_jobs(self) -> None:
         """At SIGTERM (in the signal handler: sets flags only): running jobs stop at their next checkpoint."""
@@ -106,6 +108,7 @@ class ServiceState:
         self.stop_jobs()
         assert self.stopping_since is not None
         for collections in list(self._collections.values()):
+            collections.deliveries.stop()  # attempts in flight end within their timeout, or their claims lapse
             collections.jobs.shutdown(self.stopping_since + self.settings.shutdown_grace)
 
     def warm_up(self) -> None:

@@ -41,6 +41,7 @@ from collections import Counter
 from typing import Any, Callable, Iterable, Protocol
 
 from ..schema.collections import AddReport, AddSources, JobInfo
+from ..store.callbacks import callback_info
 from ..store.image_store import ImageStore
 
 log = logging.getLogger("clip_gaze.jobs")
@@ -226,6 +227,10 @@ class Jobs:
         self.owners: dict[str, str] = {}  # job → the owner its run here holds it as
         self._lock = threading.Lock()
         self._watching: threading.Thread | None = None
+        # Job callbacks (`collections.callbacks.Deliveries`, set by `Collections`): a callback URL is
+        # checked before its job is made; a job's end wakes the deliveries.
+        self.check_callback: Callable[[str], None] = _no_callbacks
+        self.ended: Callable[[str], None] = lambda job_id: None
 
     def _new_owner(self) -> str:
         """An owner for one run of a job here, alive (`job_owner_alive`) until the run ends."""
@@ -239,10 +244,15 @@ class Jobs:
         with _live_lock:
             _live_runs.discard(owner)
 
-    def start(self, name: str, request: AddSources) -> str:
+    def start(self, name: str, request: AddSources, callback_url: str | None = None) -> str:
+        """The job of `request` started here; with `callback_url` (checked first: `check_callback`), its
+        answer is POSTed there, signed, when it ends."""
+        if callback_url is not None:
+            self.check_callback(callback_url)
         owner = self._new_owner()
         try:
-            job_id = self.images.create_job("add_sources", name, request.model_dump_json(), owner, time.time() + LEASE)
+            job_id = self.images.create_job("add_sources", name, request.model_dump_json(), owner, time.time() + LEASE,
+                                            callback_url=callback_url)
         except BaseException:
             self._ended(owner)
             raise
@@ -255,7 +265,7 @@ class Jobs:
         if row["state"] in ("queued", "running") and not self._owned(row):
             self.take(job_id)
             row = self.images.job(job_id)
-        return JobInfo(**{k: row[k] for k in JOB_FIELDS if k in row})
+        return JobInfo(**{k: row[k] for k in JOB_FIELDS if k in row}, callback=callback_info(self.images, row))
 
     def _owned(self, row: dict[str, object]) -> bool:
         owner, lease = row.get("owner"), row.get("lease_until")
@@ -375,6 +385,7 @@ class Jobs:
                 with self._lock:
                     self.threads.pop(job_id, None)
                     self.owners.pop(job_id, None)
+                self.ended(job_id)
                 self.images.store.close()  # this thread's connection
 
         thread = threading.Thread(target=run, name=f"clip-gaze-job-{job_id}", daemon=True)
@@ -403,6 +414,12 @@ class Jobs:
         for job_id, owner in left.items():
             self.images.release_job(job_id, owner)
             log.warning("job %s did not reach a checkpoint in time; the next start resumes it", job_id)
+
+
+def _no_callbacks(url: str) -> None:
+    from ..errors import InvalidInput
+
+    raise InvalidInput("this server delivers no job callbacks", code="no_webhook_secret", status=422)
 
 
 __all__ = ["HEARTBEAT", "INTERRUPTED", "LEASE", "Jobs", "Leases", "Lost", "Stopped", "dead_owners", "job_owner_alive",

@@ -33,6 +33,7 @@ from ..schema.collections import (
     CollectionInfo,
     CollectionView,
     CreateCollection,
+    JobAnswer,
     JobInfo,
     SearchAnswer,
     SearchHit,
@@ -46,6 +47,7 @@ from ..store.picture_removal import remove_pictures
 from ..store.reviews import Reviews
 from ..vocabularies.index_cache import LoadedIndex
 from .ingest import AddRun, add_locally, picture_info
+from .callbacks import CallbackPolicy, Deliveries
 from .jobs import Jobs, run_owner
 from .search import SearchIndexes
 from .tables import PhraseColumns, analysis_block
@@ -63,13 +65,18 @@ CHUNK = 8192  # pictures scored at a time
 class Collections:
     """The collections of the engine's store, for the engine's model."""
 
-    def __init__(self, engine: "Engine", resume_jobs: bool = True):
+    def __init__(self, engine: "Engine", resume_jobs: bool = True, webhook_secret: str = ""):
         self.engine = engine
         self.images = engine.images
         self._search = SearchIndexes(self.images)
         self.jobs = Jobs(self.images, lambda name, request: self.run(name, request, claim=True),
                          lambda run, on_batch: add_locally(run, read=self.read_prepared, embed=self.engine.encode_pictures,
                                                            on_batch=on_batch), resume=resume_jobs)
+        # job callbacks (`callbacks`): checked when a job is asked for, delivered by this process's thread
+        self.deliveries = Deliveries.of(self.images)
+        self.deliveries.configure(CallbackPolicy(engine.limits.fetch, webhook_secret),
+                                  lambda job_id: JobAnswer(job=self.job(job_id)).model_dump_json().encode())
+        self.jobs.check_callback, self.jobs.ended = self.deliveries.check, self.deliveries.wake
 
     # -- managing ---------------------------------------------------------------------------------
     @staticmethod
@@ -148,7 +155,10 @@ class Collections:
         """`add` as a background job of this process (`jobs`: leased, stopped at a checkpoint, resumed);
         its state is in the store, so any worker answers for it."""
         self.images.get(name)
-        return self.job(self.jobs.start(name, request))
+        job_id = self.jobs.start(name, request, callback_url=request.callback_url)
+        if request.callback_url is not None:
+            self.deliveries.start()
+        return self.job(job_id)
 
     def job(self, job_id: str) -> JobInfo:
         """The job as stored; one whose worker is gone is resumed (or interrupted) here first."""

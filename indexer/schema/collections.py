@@ -39,10 +39,17 @@ class CreateCollection(Request):
                                              "it did not exist")
 
 
+CallbackUrl = Annotated[str, TextRule("callback_url", MAX_SOURCE_CHARS, "invalid_url",
+                                      "Where the job's answer is POSTed when it ends (done, failed or interrupted), "
+                                      "signed (X-Clip-Gaze-Signature); through the private-address guard",
+                                      pattern=URL_PATTERN), AfterValidator(lambda v: _url(v, "callback_url"))]
+
+
 class AddSources(Request):
     """POST /v1/collections/<name>/sources: a background job (202); GET /v1/jobs/<id> follows it."""
 
     sources: Annotated[list[Source], Field(min_length=1, max_length=MAX_SOURCES)]
+    callback_url: CallbackUrl | None = None
 
 
 UrlSource = Annotated[str, TextRule("source", MAX_SOURCE_CHARS, "invalid_source",
@@ -51,6 +58,8 @@ UrlSource = Annotated[str, TextRule("source", MAX_SOURCE_CHARS, "invalid_source"
 
 
 def _url(value: str, what: str) -> str:
+    if what == "callback_url" and not value.startswith(("http://", "https://")):
+        raise PydanticCustomError("invalid_url", "callback_url must be an http or https URL")
     if not value.startswith(("http://", "https://")):
         raise PydanticCustomError("invalid_source", f"{what}: the API adds sources by http(s) URL (files and folders "
                                                     "on this server are not offered to clients); add those with "
@@ -184,6 +193,19 @@ class AddReport(Answer):
     errors: list[PictureInfo] = Field(description="The first failures; `collection show --errors` lists all")
 
 
+class CallbackInfo(Answer):
+    """A job's callback: where its answer goes when it ends, and how the deliveries went."""
+
+    url: str
+    state: Literal["waiting", "pending", "delivered", "failed"] = Field(
+        description="waiting: the job has not ended; pending: to be delivered (again, after `next_attempt`); delivered: a "
+                    "2xx answer came; failed: no 2xx within an hour of the first attempt")
+    attempts: int = Field(description="Deliveries tried")
+    last_status: int | None = Field(None, description="The HTTP status the last attempt got (None: no answer)")
+    last_error: str | None = Field(None, description="Why the last attempt failed, if it did")
+    next_attempt: str | None = Field(None, description="When the next attempt is due (UTC), while pending")
+
+
 class JobInfo(Answer):
     """A background job. `running` only while a live worker owns it (a lease it renews); a job whose
     worker stopped is resumed by the next worker (`resumed` counts how often) or, with
@@ -203,6 +225,7 @@ class JobInfo(Answer):
     resumed: int = Field(0, description="Times the job was resumed after its worker stopped")
     reason: str | None = Field(None, description="Why the job is interrupted")
     refreshed: int = Field(0, description="Of `done`, files read again because they changed at their path")
+    callback: CallbackInfo | None = Field(None, description="With a `callback_url`: its deliveries")
 
 
 class JobAnswer(Answer):

@@ -349,12 +349,13 @@ class ImageStore:
 
     # -- jobs -------------------------------------------------------------------------------------
     def create_job(self, kind: str, collection: str | None, request: str | None = None, owner: str | None = None,
-                   lease_until: float | None = None) -> str:
-        job_id = secrets.token_hex(8)
-        now = timestamp()
+                   lease_until: float | None = None, callback_url: str | None = None) -> str:
+        """A job queued; with `callback_url`, its answer is POSTed there when it ends (`store.callbacks`)."""
+        job_id, now, cb = secrets.token_hex(8), timestamp(), "pending" if callback_url else None
         with self.store.transaction() as db:
-            db.execute("INSERT INTO jobs (id, kind, collection, state, created_at, updated_at, request, owner, lease_until) "
-                       "VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?)", [job_id, kind, collection, now, now, request, owner, lease_until])
+            db.execute("INSERT INTO jobs (id, kind, collection, state, created_at, updated_at, request, owner, lease_until, callback_url, "
+                       "callback_state) VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?)",
+                       [job_id, kind, collection, now, now, request, owner, lease_until, callback_url, cb])
         return job_id
 
     def update_job(self, job_id: str, held_by: str | None = None, **fields: Any) -> bool:
