@@ -271,6 +271,7 @@ from .cli_keys import audit, keys  # noqa: E402
 from .cli_interrogate import collection_interrogate, interrogate  # noqa: E402
 from .cli_interop import annotations_command, review  # noqa: E402
 from .cli_sync import remove as remove_pictures  # noqa: E402
+from .cli_sync import sync as sync_command  # noqa: E402
 from .cli_vocab import vocab  # noqa: E402
 
 cli.add_command(vocab)
@@ -279,6 +280,7 @@ cli.add_command(collection)
 collection.add_command(annotations_command)
 collection.add_command(review)
 collection.add_command(remove_pictures)
+collection.add_command(sync_command)
 cli.add_command(evaluate)
 cli.add_command(explain)
 cli.add_command(keys)

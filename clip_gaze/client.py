@@ -164,6 +164,12 @@ class Client:
         body: dict[str, Any] = {k: list(v) for k, v in (("external_ids", external_ids), ("sources", sources)) if v}
         return self._call(RemovalAnswer, "DELETE", f"/v1/collections/{parse.quote(name)}/pictures", json_body=body)
 
+    def sync(self, name: str, changes: str, callback_url: str | None = None) -> JobInfo:
+        """Starts a sync of collection `name` with IIIF Change Discovery stream `changes` on the server (a
+        background job; `wait(job.id)` follows it); with `callback_url`, the job's answer is POSTed there when it ends."""
+        body: dict[str, Any] = {"changes": changes, **({"callback_url": callback_url} if callback_url else {})}
+        return self._call(JobAnswer, "POST", f"/v1/collections/{parse.quote(name)}/sync", json_body=body, retry=False).job
+
     def job(self, job_id: str) -> JobInfo:
         return self._call(JobAnswer, "GET", f"/v1/jobs/{parse.quote(job_id)}").job
 

@@ -62,7 +62,7 @@ from indexer.schema.explore import (FacetsAnswer, FacetsQuery, MapAnswer, MapQue
                                     ScoresQuery)
 from indexer.schema.interrogate import InterrogateForm, InterrogateJson, Interrogation
 from indexer.schema.interop import AnnotationPageDocument, AnnotationsQuery, ReviewAnswer, ReviewRequest
-from indexer.schema.sync import RemovalAnswer, RemovePictures
+from indexer.schema.sync import RemovalAnswer, RemovePictures, SyncChanges
 
 ERRORS = {
     400: "Bad input (the message says which field and why), or a key sent in the query string (key_in_query)",
@@ -71,8 +71,8 @@ ERRORS = {
          "on this server, or an image_url the fetch guard refuses (url_refused)",
     404: "The vocabulary, collection or job the path names does not exist, or is private and not granted to this key, or "
          "the request's `model` is not one this server serves (unknown_model)",
-    409: "In conflict with what the server holds: exists already, not indexed for this model, or a reference "
-         "collection with no pictures (empty_collection)",
+    409: "In conflict with what the server holds: exists already, not indexed for this model, a reference "
+         "collection with no pictures (empty_collection), or a sync of that stream under way (sync_running)",
     413: "Body, image or the request's pictures together too large",
     422: "The request names a vocabulary, collection or stored picture that does not exist (unknown_vocabulary, "
          "unknown_collection, unknown_picture), or a well-formed value that cannot be used (an expiry in the past; a "
@@ -189,7 +189,8 @@ _COLLECTIONS = (
                            FacetCollection="get /v1/collections/{name}/facets",
                            SearchByPicture="post /v1/collections/{name}/search",
                            AnnotateCollection="get /v1/collections/{name}/annotations",
-                           RemovePictures="delete /v1/collections/{name}/pictures"), scope="write"),
+                           RemovePictures="delete /v1/collections/{name}/pictures",
+                           SyncCollection="post /v1/collections/{name}/sync"), scope="write"),
     Operation("get", "/v1/collections/{name}", "A collection and a page of its pictures (or of those that failed)",
               CollectionView, query=PictureQuery, errors=(400, 404), scope="read"),
     Operation("delete", "/v1/collections/{name}", "Delete a collection (the pictures' embeddings stay)", CollectionAnswer,
@@ -236,6 +237,10 @@ _INTEROP = (  # back into a museum's systems (service/api_interop.py)
     Operation("delete", "/v1/collections/{name}/pictures", "Remove pictures (stored or failed) by external id or source, "
               "in one transaction (their embeddings stay)", RemovalAnswer, json=RemovePictures,
               errors=(400, 401, 403, 404, 413), scope="write"),
+    Operation("post", "/v1/collections/{name}/sync", "Sync with a IIIF Change Discovery stream: a background job (202)",
+              JobAnswer, 202, json=SyncChanges, errors=(400, 401, 403, 404, 409, 413, 422),
+              links=(*_links("job_id", "$response.body#/job/id", ShowJob="get /v1/jobs/{job_id}"),
+                     *_links("name", "$request.path.name", ShowCollection="get /v1/collections/{name}")), scope="write"),
 )
 
 _ACCESS = (

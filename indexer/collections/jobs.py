@@ -38,9 +38,11 @@ import threading
 import time
 import weakref
 from collections import Counter
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Iterable, NamedTuple, Protocol
 
-from ..schema.collections import AddReport, AddSources, JobInfo
+from pydantic import BaseModel
+
+from ..schema.collections import AddSources, JobInfo
 from ..store.callbacks import callback_info
 from ..store.image_store import ImageStore
 
@@ -204,13 +206,23 @@ class JobRun(Protocol):
 
     def carry(self, job_id: str, earlier: dict[str, Any], owner: str | None = None) -> None: ...
 
-    def job_counts(self, report: AddReport | None = None) -> dict[str, Any]: ...
+    def job_counts(self, report: Any = None) -> dict[str, Any]: ...
 
     job_written: dict[str, Any] | None  # the job's counts as last stored for it (by a batch or a checkpoint)
 
 
-MakeRun = Callable[[str, AddSources], Any]
-Execute = Callable[[Any, Callable[[AddReport], None]], AddReport]
+MakeRun = Callable[[str, Any], Any]
+Execute = Callable[[Any, Callable[[Any], None]], Any]
+
+
+class Kind(NamedTuple):
+    """A kind of job: its request (kept with the job, so a resumed run has it), how a run is made and
+    executed, and the reason an interrupted one is given."""
+
+    request: type[BaseModel]
+    make_run: MakeRun
+    execute: Execute
+    interrupted: str = INTERRUPTED
 
 
 class Jobs:
@@ -218,8 +230,7 @@ class Jobs:
 
     def __init__(self, images: ImageStore, make_run: MakeRun, execute: Execute, resume: bool = True):
         self.images = images
-        self.make_run = make_run
-        self.execute = execute
+        self.kinds: dict[str, Kind] = {"add_sources": Kind(AddSources, make_run, execute)}
         self.resume = resume
         self.halting = False  # set by `stop`, in a signal handler: a plain flag, no lock taken
         self.stopping = threading.Event()  # set by `shutdown`: wakes the watcher
@@ -244,19 +255,24 @@ class Jobs:
         with _live_lock:
             _live_runs.discard(owner)
 
-    def start(self, name: str, request: AddSources, callback_url: str | None = None) -> str:
-        """The job of `request` started here; with `callback_url` (checked first: `check_callback`), its
-        answer is POSTed there, signed, when it ends."""
+    def register(self, kind: str, request: type[BaseModel], make_run: MakeRun, execute: Execute,
+                 interrupted: str = INTERRUPTED) -> None:
+        """Another kind of job (`start(…, kind=)`), resumed like the adds."""
+        self.kinds[kind] = Kind(request, make_run, execute, interrupted)
+
+    def start(self, name: str, request: BaseModel, callback_url: str | None = None, kind: str = "add_sources") -> str:
+        """The job of `request` (of `kind`) started here; with `callback_url` (checked first:
+        `check_callback`), its answer is POSTed there, signed, when it ends."""
         if callback_url is not None:
             self.check_callback(callback_url)
         owner = self._new_owner()
         try:
-            job_id = self.images.create_job("add_sources", name, request.model_dump_json(), owner, time.time() + LEASE,
+            job_id = self.images.create_job(kind, name, request.model_dump_json(), owner, time.time() + LEASE,
                                             callback_url=callback_url)
         except BaseException:
             self._ended(owner)
             raise
-        self._spawn(job_id, name, request, carried={}, owner=owner)
+        self._spawn(job_id, name, request, carried={}, owner=owner, kind=kind)
         return job_id
 
     def info(self, job_id: str) -> JobInfo:
@@ -284,9 +300,11 @@ class Jobs:
         row = self.images.job(job_id)
         dead, alive = _liveness([row["owner"]] if row.get("owner") else [])
         now = time.time()
-        request = self._request(row.get("request"))
+        kind = self.kinds.get(str(row["kind"]))
+        request = self._request(kind, row.get("request"))
         if request is None or not self.resume:
-            reason = MAP_INTERRUPTED if row["kind"] == "map" else UNRESUMABLE if request is None else INTERRUPTED
+            reason = MAP_INTERRUPTED if row["kind"] == "map" else UNRESUMABLE if request is None else \
+                kind.interrupted if kind else INTERRUPTED
             taken = self.images.take_job(job_id, now, dead, {"state": "interrupted", "reason": reason, "lease_until": None},
                                          alive=alive)
             if taken:
@@ -303,15 +321,16 @@ class Jobs:
             self._ended(owner)
             return False
         log.info("resuming job %s (%s)", job_id, row["collection"])
-        self._spawn(job_id, str(row["collection"]), request, carried=dict(row), owner=owner, resumed=True)
+        self._spawn(job_id, str(row["collection"]), request, carried=dict(row), owner=owner, resumed=True,
+                    kind=str(row["kind"]))
         return True
 
     @staticmethod
-    def _request(text: object) -> AddSources | None:
-        if not isinstance(text, str):
+    def _request(kind: Kind | None, text: object) -> BaseModel | None:
+        if not isinstance(text, str) or kind is None:
             return None
         try:
-            return AddSources.model_validate_json(text)
+            return kind.request.model_validate_json(text)
         except ValueError:
             return None
 
@@ -338,13 +357,14 @@ class Jobs:
             self._watching.start()
 
     # -- running ---------------------------------------------------------------------------------
-    def _spawn(self, job_id: str, name: str, request: AddSources, carried: dict[str, object], owner: str,
-               resumed: bool = False) -> None:
+    def _spawn(self, job_id: str, name: str, request: BaseModel, carried: dict[str, object], owner: str,
+               resumed: bool = False, kind: str = "add_sources") -> None:
         """The job's run in a thread of its own, as `owner` (alive until it ends)."""
+        make_run, execute = self.kinds[kind].make_run, self.kinds[kind].execute
         leases = Leases.of(self.images)
         leases.hold(owner)
 
-        def checkpoint(_: AddReport) -> None:
+        def checkpoint(_: Any) -> None:
             """After the plan, each batch and while waiting for other runs: the counts (a batch wrote
             them in its transaction; the plan's skipped and relabelled are written here), then a stop,
             or the end of a run that no longer owns its job."""
@@ -365,9 +385,9 @@ class Jobs:
             try:
                 if not resumed and not self.images.update_job(job_id, held_by=owner, state="running"):
                     raise Lost()
-                add = self.make_run(name, request)
+                add = make_run(name, request)
                 add.carry(job_id, carried, owner=owner)
-                report = self.execute(add, checkpoint)
+                report = execute(add, checkpoint)
                 if not self.images.update_job(job_id, held_by=owner, state="done", owner=None, lease_until=None,
                                               **add.job_counts(report)):
                     raise Lost()
@@ -422,5 +442,5 @@ def _no_callbacks(url: str) -> None:
     raise InvalidInput("this server delivers no job callbacks", code="no_webhook_secret", status=422)
 
 
-__all__ = ["HEARTBEAT", "INTERRUPTED", "LEASE", "Jobs", "Leases", "Lost", "Stopped", "dead_owners", "job_owner_alive",
+__all__ = ["HEARTBEAT", "INTERRUPTED", "LEASE", "Jobs", "Kind", "Leases", "Lost", "Stopped", "dead_owners", "job_owner_alive",
            "owner_alive", "process_owner", "run_owner"]

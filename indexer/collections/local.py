@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 
-from ..errors import ClipGazeError, InvalidInput, NotIndexed, UnknownReference
+from ..errors import ClipGazeError, Conflict, InvalidInput, NotIndexed, UnknownReference
 from ..pictures.decode import DecodedImage
 from ..pictures.thumbnails import fetch_iiif_thumbnail, make_thumbnail
 from ..schema.explore import Thumbnail
@@ -42,10 +42,13 @@ from ..schema.collections import (
 from ..scoring.kernels import cosines
 from ..scoring.softmax import scores_from_cosine_columns, scores_from_cosines
 from ..store.image_store import CollectionRow, VectorColumns
-from ..schema.sync import RemovalAnswer, RemovePictures
+from ..schema.sync import RemovalAnswer, RemovePictures, SyncChanges, SyncReport
 from ..store.picture_removal import remove_pictures
 from ..store.reviews import Reviews
+from ..store.syncs import SyncStore
 from ..vocabularies.index_cache import LoadedIndex
+from ..pictures.change_stream import fetcher
+from .feeds import SyncRun
 from .ingest import AddRun, add_locally, picture_info
 from .callbacks import CallbackPolicy, Deliveries
 from .jobs import Jobs, run_owner
@@ -60,6 +63,7 @@ if TYPE_CHECKING:  # pragma: no cover
 T = TypeVar("T")
 
 CHUNK = 8192  # pictures scored at a time
+SYNC_INTERRUPTED = "the server stopped while it ran; sync again to finish"
 
 
 class Collections:
@@ -72,6 +76,8 @@ class Collections:
         self.jobs = Jobs(self.images, lambda name, request: self.run(name, request, claim=True),
                          lambda run, on_batch: add_locally(run, read=self.read_prepared, embed=self.engine.encode_pictures,
                                                            on_batch=on_batch), resume=resume_jobs)
+        self.jobs.register("sync", SyncChanges, lambda name, request: self.sync_run(name, request),
+                           lambda run, checkpoint: run.execute(checkpoint), interrupted=SYNC_INTERRUPTED)
         # job callbacks (`callbacks`): checked when a job is asked for, delivered by this process's thread
         self.deliveries = Deliveries.of(self.images)
         self.deliveries.configure(CallbackPolicy(engine.limits.fetch, webhook_secret),
@@ -156,6 +162,38 @@ class Collections:
         its state is in the store, so any worker answers for it."""
         self.images.get(name)
         job_id = self.jobs.start(name, request, callback_url=request.callback_url)
+        if request.callback_url is not None:
+            self.deliveries.start()
+        return self.job(job_id)
+
+    # -- change feeds -----------------------------------------------------------------------------
+    def sync_run(self, name: str, request: SyncChanges, after_step: Callable[[int], None] | None = None) -> SyncRun:
+        """A sync of collection `name` with the request's IIIF Change Discovery stream (`feeds`)."""
+        row = self.images.get(name)
+        _ = self.engine.model  # a model that cannot load stops here
+        policy = self.engine.limits.fetch
+
+        def add(items: list[Any], again: set[str], on_batch: Callable[[AddReport], None] | None) -> AddReport:
+            run = AddRun(self.images, row.id, self.engine.model_key, items, collection=name, model=self.engine.spec.name,
+                         owner=run_owner())
+            run.stale |= again  # an Update: its stored pictures read again
+            return add_locally(run, read=self.read_prepared, embed=self.engine.encode_pictures, on_batch=on_batch)
+
+        return SyncRun(self.images, row.id, name, request.changes, fetcher(policy), lambda url: expand(url, policy), add,
+                       after_step=after_step)
+
+    def sync(self, name: str, request: SyncChanges, after_step: Callable[[int], None] | None = None) -> SyncReport:
+        """The collection brought in step with the stream, in this process (`feeds.SyncRun`)."""
+        return self.sync_run(name, request, after_step).execute()
+
+    def start_sync(self, name: str, request: SyncChanges) -> JobInfo:
+        """`sync` as a background job (leased, stopped at a checkpoint, resumed like an add)."""
+        self.images.get(name)
+        for job_id in SyncStore(self.images).running_jobs(name, request.changes):
+            if self.job(job_id).state in ("queued", "running"):  # one whose worker is gone is taken first
+                raise Conflict(f"a sync of {request.changes} into {name!r} is under way (job {job_id}); follow it at "
+                               f"/v1/jobs/{job_id}", code="sync_running")
+        job_id = self.jobs.start(name, request, callback_url=request.callback_url, kind="sync")
         if request.callback_url is not None:
             self.deliveries.start()
         return self.job(job_id)

@@ -13,6 +13,7 @@
   iiif       IIIF Presentation manifests, read from parsed JSON: the pictures each canvas paints
   iiif_collection  IIIF Collections (v2, v3): the manifests they list, recursively, within limits, loops refused
   iiif_image  IIIF Image API services and regions: which URL gives a picture, or a region, at the model's size
+  change_stream  IIIF Change Discovery streams: their activities newer than a time, read from the last page back, within limits
   sources    what a collection source names: folders, tables, manifests, services
   thumbnails  a picture's thumbnail for the explorer: made from the decoded picture, or asked of its IIIF service
   rows       the rows of CSV/TSV and JSON Lines sources, streamed within stated caps

@@ -11,7 +11,7 @@ returned as failures, to be recorded: they never stop a run.
 Every file of a folder is a picture to read, whatever its name: its content decides (the reader records
 a file that is not a picture it decodes as `unsupported_image`), except two kinds, which are `Ignored`
 and counted: hidden files (a name, or a folder on the way, starting with ".") and the text and
-metadata files that sit beside pictures (`NOT_PICTURES`: .txt, .csv, .json, .xml, .xmp, …).
+metadata files that sit beside pictures (`NOT_PICTURES`: .txt, .csv, .json, .xml, .xmp, .py, …).
 
 A caller who may not write sees no folder of the server: `shown_source` and `shown_text` give a
 collection's local paths relative to its `local_root` (the folder all of them share).
@@ -37,7 +37,7 @@ from .rows import LINES_SUFFIXES, TABLE_SUFFIXES, BadRow, Row, read_rows, read_t
 
 NOT_PICTURES = frozenset({  # in a folder, passed over and counted: the text and metadata beside pictures
     ".txt", ".md", ".rst", ".csv", ".tsv", ".json", ".jsonl", ".ndjson", ".xml", ".xmp", ".yaml", ".yml",
-    ".html", ".htm", ".log",
+    ".html", ".htm", ".log", ".py",
 })
 MAX_MANIFEST_BYTES = 32 * 1024 * 1024  # a IIIF manifest (or info.json) named as a source, file or URL; a table by URL
 TABLE_TYPES = {  # a table fetched by URL, by its content type

@@ -7,6 +7,7 @@
   thumbnails    `ThumbnailStore`: each picture's thumbnail, keyed by its content
   maps          `MapStore`: each collection's latest 2-D layout per model, and the job computing the next
   picture_removal  `remove_pictures`: a collection's pictures removed by external id, source or IIIF manifest
+  syncs         `SyncStore`: per collection and change stream, the last sync's end time and the one in flight
   callbacks     `CallbackStore`: jobs' callbacks, claimed one attempt at a time, and every attempt
   reviews       `Reviews`: people's verdicts (accepted, rejected) on a picture's terms
   index_files   `IndexFiles`: one FAISS index per model and vocabulary version, written atomically
