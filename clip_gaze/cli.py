@@ -72,9 +72,11 @@ def index(model: str | None, vocab: tuple[str, ...], all_: bool, force: bool, as
 @click.option("--json", "as_json", is_flag=True, help="JSON Lines: one object per image, shaped like the REST answer "
                                                       "(of /v1/compare-models with several models).")
 @RELATIVE_OPTION
+@click.option("--languages", "-l", help="Score only the phrases in these languages (BCP-47, comma-separated, e.g. nl or "
+                                        "nl,de): each softmax runs over them alone. Default: every phrase.")
 @domain_errors
 def analyze(images: tuple[str, ...], vocab: tuple[str, ...], top_k: int, model: str | None, as_json: bool,
-            relative_to: str | None) -> None:
+            relative_to: str | None, languages: str | None) -> None:
     """Score IMAGES against vocabularies: the most likely phrases of each list.
 
     With several models (--model a,b), each picture is read by each side by side, with how far their
@@ -85,16 +87,19 @@ def analyze(images: tuple[str, ...], vocab: tuple[str, ...], top_k: int, model: 
         clip-gaze analyze painting.jpg
         clip-gaze analyze *.jpg --vocab movements --vocab surfaces -k 3 --json > out.jsonl
         clip-gaze analyze painting.jpg --model vit-b-32,sd15 --vocab movements
+        clip-gaze analyze painting.jpg --vocab iconclass --languages nl
     """
-    several = split_models(model)
+    from indexer.schema.languages import split_languages
+
+    several, wanted = split_models(model), split_languages(languages)
     if len(several) > 1:
-        if relative_to is not None:
-            raise click.UsageError("--relative-to reads one model; compare models without it")
+        if relative_to is not None or wanted:
+            raise click.UsageError("--relative-to and --languages read one model; compare models without them")
         return analyze_side_by_side(images, several, split_vocabs(vocab), top_k, as_json)
     engine = make_engine(model)
     names = engine.resolve(split_vocabs(vocab))
     _ = engine.model  # a model problem stops here, once
-    each_image(images, lambda path: engine.analyze(engine.read(path), names, top_k, relative_to), format_table,
+    each_image(images, lambda path: engine.analyze(engine.read(path), names, top_k, relative_to, wanted), format_table,
                as_json, "analysed")
 
 
@@ -107,12 +112,14 @@ def format_table(answer: Any) -> str:
         lines.append("  share: relative to the list (sums to 1); sigmoid: the model's own probability of each phrase, "
                      "not relative (the list does not change it; several or none can be likely)")
     for name, res in answer.results.items():
-        lines.append(f"  {name}: relative to {res.softmax_over:,} phrases")
+        within = f" in {', '.join(res.languages)}" if res.languages else ""
+        lines.append(f"  {name}: relative to {res.softmax_over:,} phrases{within}")
         for m in res.matches:
             ext = f"  [{m.external_id}]" if m.external_id else ""
             share = f"{100 * m.probability:6.2f}%" if m.probability >= 5e-5 else " <0.01%"
             sig = f"  sigmoid {100 * m.sigmoid:6.2f}%" if m.sigmoid is not None else ""
-            lines.append(f"    {share}{sig}  {m.phrase}{ext}   (cosine {m.cosine:.3f})")
+            lang = f"  @{m.language}" if m.language else ""
+            lines.append(f"    {share}{sig}  {m.phrase}{ext}{lang}   (cosine {m.cosine:.3f})")
     return "\n".join(lines)
 
 

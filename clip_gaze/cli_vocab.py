@@ -13,6 +13,9 @@ from indexer.schema import MAX_PAGE_SIZE
 
 from .cli_common import MODEL_OPTION, confirm_delete, domain_errors, make_engine, say, shown
 
+LANGUAGE_OPTION = click.option("--language", "-l", help="The phrases' language, a BCP-47 tag (nl, de, en-GB); a file's "
+                                                        "`language` column says it per row.")
+
 
 @click.group()
 def vocab() -> None:
@@ -71,7 +74,7 @@ def vocab_show(name: str, offset: int, limit: int, as_json: bool) -> None:
         say(f"  source: {row.source}\n  licence: {row.licence}")
     for p in page.phrases:
         ext = f"  [{p.external_id}]" if p.external_id else ""
-        say(f"  {p.phrase}{ext}")
+        say(f"  {p.phrase}{ext}" + (f"  @{p.language}" if p.language else ""))
     if page.next_offset is not None:
         say(f"  … more with --offset {page.next_offset}")
 
@@ -93,15 +96,16 @@ def _read_items(file: str | None, terms: Sequence[str]) -> list[Any]:
 
 @vocab.command("create")
 @click.argument("name")
-@click.option("--file", "-f", "file", type=click.Path(dir_okay=False, allow_dash=True), help="One term a line (.txt), or term,external_id rows (.csv/.tsv); - for stdin.")
+@click.option("--file", "-f", "file", type=click.Path(dir_okay=False, allow_dash=True), help="One term a line (.txt), or term,external_id,language rows (.csv/.tsv; or a header naming them); - for stdin.")
 @click.option("--template", "-t", "templates", multiple=True, help="Phrase template with {} for the term, e.g. 'by {}'; may be repeated.")
 @click.option("--description", "-d", default="", help="What the list is.")
 @click.option("--private", is_flag=True, help="Seen through the API only by admin keys and keys granted it (`keys create --vocabularies`).")
+@LANGUAGE_OPTION
 @click.argument("terms", nargs=-1)
 @MODEL_OPTION
 @domain_errors
 def vocab_create(name: str, file: str | None, templates: tuple[str, ...], description: str, private: bool,
-                 terms: tuple[str, ...], model: str | None) -> None:
+                 language: str | None, terms: tuple[str, ...], model: str | None) -> None:
     """Create vocabulary NAME from a file and/or TERMS, embedding its phrases.
 
     \b
@@ -109,6 +113,7 @@ def vocab_create(name: str, file: str | None, templates: tuple[str, ...], descri
         clip-gaze vocab create local-artists --file artists.txt --template "by {}"
         clip-gaze vocab create iconography --file terms.csv     # term,external_id rows
         clip-gaze vocab create shapes "a red circle" "a blue square"
+        clip-gaze vocab create vormen --language nl "een rode cirkel" "een blauw vierkant"
     """
     from indexer.schema import CreateVocabulary, parse
 
@@ -119,17 +124,21 @@ def vocab_create(name: str, file: str | None, templates: tuple[str, ...], descri
         body["description"] = description
     if private:
         body["private"] = True
+    if language:
+        body["language"] = language
     result = make_engine(model).create_vocabulary(parse(CreateVocabulary, body))
     say(f"created {name}: {result.added} phrases")
+    _say_collisions(result.collisions)
 
 
 @vocab.command("add")
 @click.argument("name")
 @click.argument("terms", nargs=-1)
 @click.option("--file", "-f", "file", type=click.Path(dir_okay=False, allow_dash=True), help="As for `vocab create`.")
+@LANGUAGE_OPTION
 @MODEL_OPTION
 @domain_errors
-def vocab_add(name: str, terms: tuple[str, ...], file: str | None, model: str | None) -> None:
+def vocab_add(name: str, terms: tuple[str, ...], file: str | None, language: str | None, model: str | None) -> None:
     """Add TERMS (and/or a file's) to a custom vocabulary; existing phrases are left as they are.
 
     \b
@@ -141,8 +150,52 @@ def vocab_add(name: str, terms: tuple[str, ...], file: str | None, model: str | 
     items = _read_items(file, terms)
     if not items:
         raise click.UsageError("give terms or --file")
-    result = make_engine(model).add_phrases(name, parse(AddPhrases, {"phrases": items}))
+    body: dict[str, Any] = {"phrases": items, **({"language": language} if language else {})}
+    result = make_engine(model).add_phrases(name, parse(AddPhrases, body))
     say(f"{name}: {result.added} added, {result.unchanged} already there (version {result.version})")
+    _say_collisions(result.collisions)
+
+
+def _say_collisions(collisions: Sequence[Any]) -> None:
+    for c in collisions:
+        say(f"  not stored (the model's tokenizer reads it as {c.kept!r}): {', '.join(repr(d) for d in c.dropped)}")
+
+
+@vocab.command("import")
+@click.argument("name")
+@click.argument("file", type=click.Path(dir_okay=False, exists=True))
+@click.option("--format", "fmt", type=click.Choice(["skos", "iconclass"]), required=True,
+              help="skos: RDF/XML or Turtle (by the file's suffix), prefLabel and altLabel per language, the concept URI "
+                   "as external id; iconclass: notation|label lines of one language.")
+@click.option("--languages", "-l", help="Comma-separated BCP-47 tags: SKOS labels in these only; an Iconclass file's "
+                                        "language (else read from its name, e.g. txt_nl.txt).")
+@click.option("--description", "-d", default="", help="For a vocabulary made by the import.")
+@click.option("--json", "as_json", is_flag=True)
+@MODEL_OPTION
+@domain_errors
+def vocab_import(name: str, file: str, fmt: str, languages: str | None, description: str, as_json: bool,
+                 model: str | None) -> None:
+    """Import a thesaurus FILE into vocabulary NAME (made if it does not exist); importing again adds nothing.
+
+    \b
+    Examples:
+        clip-gaze vocab import aat aat-subset.ttl --format skos --languages nl,de,en
+        clip-gaze vocab import iconclass txt_nl.txt --format iconclass
+    """
+    from indexer.schema.languages import split_languages
+    from indexer.vocabularies.importers import import_phrases, read_file
+
+    wanted = split_languages(languages)
+    items = read_file(Path(file).read_bytes(), Path(file).name, fmt, wanted)
+    engine = make_engine(model)
+    report = import_phrases(engine.editor, name, items, fmt, description)
+    if as_json:
+        say(json.dumps(report.json_dict(), ensure_ascii=False))
+        return
+    by_language = ", ".join(f"{lang or 'no language'} {n:,}" for lang, n in sorted(report.languages.items()))
+    say(f"{'created' if report.created else 'imported into'} {name}: {report.read:,} labels read ({by_language}); "
+        f"{report.added:,} added, {report.unchanged:,} already there (version {report.version})")
+    _say_collisions(report.collisions)
 
 
 @vocab.command("remove")

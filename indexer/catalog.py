@@ -27,6 +27,28 @@ def lists_dir() -> Path:
     return packaged if (packaged / "catalog.json").is_file() else here.parent / "lists"
 
 
+# A model that reads a phrase with its language (NLLB-CLIP: the language's code is part of its input)
+# embeds the same text in two languages as two inputs: its embeddings are keyed by the text and the tag.
+LANGUAGE_KEY_SEPARATOR = "\x1f"  # a control character, which no stored phrase holds (schema.fields refuses them)
+LANGUAGE_READING_ARCHES = ("nllb",)  # open_clip architectures whose tokenizer sets a language (by name prefix)
+
+
+def reads_languages(model_key: str) -> bool:
+    """Whether the model (its store key `ARCH:…`, or its architecture) reads each phrase's language."""
+    return model_key.split(":", 1)[0].lower().startswith(LANGUAGE_READING_ARCHES)
+
+
+def phrase_key(text: str, language: str | None) -> str:
+    """What a language-reading model embeds a phrase as: its text, and its tag when it has one."""
+    return text if language is None else f"{text}{LANGUAGE_KEY_SEPARATOR}{language}"
+
+
+def split_key(key: str) -> tuple[str, str | None]:
+    """`phrase_key` undone: (text, tag or None)."""
+    text, sep, language = key.partition(LANGUAGE_KEY_SEPARATOR)
+    return (text, language) if sep else (text, None)
+
+
 @dataclass(frozen=True)
 class PhraseSpec:
     """One phrase of a vocabulary: the text given to CLIP and where it came from."""
@@ -35,6 +57,7 @@ class PhraseSpec:
     phrase: str
     external_id: str | None = None
     metadata: Mapping[str, Any] | None = None
+    language: str | None = None  # BCP-47, canonical case (schema.languages)
 
 
 @dataclass(frozen=True)
@@ -113,13 +136,14 @@ def apply_templates(
             phrase = apply_template(template, item.term)
             if phrase not in seen:
                 seen.add(phrase)
-                out.append(PhraseSpec(item.term, phrase, item.external_id, item.metadata))
+                out.append(PhraseSpec(item.term, phrase, item.external_id, item.metadata, item.language))
     return out
 
 
 def parse_phrase_file(text: str, fmt: str = "lines") -> list[dict[str, str] | str]:
     """A custom vocabulary file. `fmt` is 'lines' (one term a line; commas are part of the term)
-    or 'csv' / 'tsv' (`term,external_id` rows; a first row 'term,external_id' is a header).
+    or 'csv' / 'tsv': `term,external_id,language` rows (the last two optional), or rows under a header
+    naming its columns (`term` and any of `external_id`, `language`, in any order).
 
     Blank lines and lines starting with '#' are skipped.
     """
@@ -132,14 +156,18 @@ def parse_phrase_file(text: str, fmt: str = "lines") -> list[dict[str, str] | st
     if fmt not in ("csv", "tsv"):
         raise InvalidInput(f"unknown file format {fmt!r}: use lines, csv or tsv")
     rows = list(csv.reader(io.StringIO("\n".join(lines)), delimiter="\t" if fmt == "tsv" else ","))
-    if rows and [c.strip().lower() for c in rows[0][:2]] == ["term", "external_id"]:
+    columns = ["term", "external_id", "language"]
+    head = [c.strip().lower() for c in rows[0]] if rows else []
+    if "term" in head and set(head) <= {"term", "external_id", "language", ""}:
+        columns = head
         rows = rows[1:]
     out: list[dict[str, str] | str] = []
     for row in rows:
-        if len(row) >= 2 and row[1].strip():
-            out.append({"term": row[0].strip(), "external_id": row[1].strip()})
+        item = {c: v.strip() for c, v in zip(columns, row) if c in ("term", "external_id", "language") and v.strip()}
+        if set(item) - {"term"}:
+            out.append(item)
         elif row:
-            out.append(row[0].strip())
+            out.append(item.get("term", ""))
     return out
 
 

@@ -65,6 +65,7 @@ from .store.phrase_store import Store
 from .vocabularies.editing import Editor
 from .vocabularies.embedder import PhraseEmbedder, ProgressFactory
 from .vocabularies.index_cache import IndexCache
+from .vocabularies.languages import LanguageViews
 from .vocabularies.listing import Listing, sync_builtins
 
 
@@ -105,6 +106,7 @@ class Engine:
         self.files = IndexFiles(self.store.home / "indexes")
         self.indexes = IndexCache(self.store, self.files, self.model_key, self.embedder.embed_vocabularies, compact)
         self.editor = Editor(self.listing, self.embedder, self.indexes, self.files)
+        self.languages = LanguageViews(self.store)  # scoring within the languages a request names
         self.hubs = HubCorrection(self.images, self.model_key, self.spec.name, lambda: self.model.logit_scale)
 
     @classmethod
@@ -280,25 +282,27 @@ class Engine:
 
     # -- analysis -------------------------------------------------------------------------------
     def analyze(self, image: ImageSource, vocabularies: Sequence[str] | None = None, top_k: int = DEFAULT_TOP_K,
-                relative_to: str | None = None) -> Analysis:
-        return self.analyze_many([image], vocabularies, top_k, relative_to)[0]
+                relative_to: str | None = None, languages: Sequence[str] | None = None) -> Analysis:
+        return self.analyze_many([image], vocabularies, top_k, relative_to, languages)[0]
 
     def analyze_many(
         self, images: Sequence[ImageSource], vocabularies: Sequence[str] | None = None, top_k: int = DEFAULT_TOP_K,
-        relative_to: str | None = None,
+        relative_to: str | None = None, languages: Sequence[str] | None = None,
     ) -> list[Analysis]:
         """One image embedding per picture, reused across every vocabulary asked for. With
-        `relative_to`, each phrase is set against how it scores across that collection's pictures."""
+        `relative_to`, each phrase is set against how it scores across that collection's pictures; with
+        `languages`, each softmax runs over the vocabulary's phrases in those languages alone."""
         names = self._names(vocabularies, relative_to)
         budget = self.reader.budget()
         decoded = [self.read(im, budget=budget) for im in images]
-        results, timing = self._score_images(decoded, names, top_k, relative_to)
+        results, timing = self._score_images(decoded, names, top_k, relative_to, languages)
         model = self.model_info()
         return [_analysis(model, d, r, {"decode": d.decode_ms, **timing}) for d, r in zip(decoded, results)]
 
     def analyze_batch(
         self, uploads: Sequence[tuple[str, bytes | str]], vocabularies: Sequence[str] | None = None, top_k: int = DEFAULT_TOP_K,
         relative_to: str | None = None, fetches: int = 8, fetched: Callable[[], None] | None = None,
+        languages: Sequence[str] | None = None,
     ) -> BatchAnswer:
         """Several pictures (bytes, or a URL as text); a bad picture gets its own error entry.
 
@@ -338,7 +342,7 @@ class Engine:
                     good.append((i, name, outcome))
         good.sort(key=lambda g: g[0])
         if good:
-            results, _ = self._score_images([d for _, _, d in good], names, top_k, relative_to)
+            results, _ = self._score_images([d for _, _, d in good], names, top_k, relative_to, languages)
             for (i, name, decoded), res in zip(good, results):
                 items.append(BatchItem(index=i, name=name, image=decoded.info(), results=res))
         items.sort(key=lambda it: it.index)
@@ -355,27 +359,29 @@ class Engine:
         return names
 
     def _score_images(
-        self, decoded: Sequence[DecodedImage], names: Sequence[str], top_k: int, relative_to: str | None = None
+        self, decoded: Sequence[DecodedImage], names: Sequence[str], top_k: int, relative_to: str | None = None,
+        languages: Sequence[str] | None = None,
     ) -> tuple[list[dict[str, VocabularyResult]], dict[str, float]]:
         t0 = time.perf_counter()
         embeddings = self.embed_images(decoded)
         t1 = time.perf_counter()
-        results = self.score(embeddings, names, top_k, relative_to)
+        results = self.score(embeddings, names, top_k, relative_to, languages)
         t2 = time.perf_counter()
         n = max(1, len(decoded))
         return results, {"embed_image": (t1 - t0) * 1000 / n, "score": (t2 - t1) * 1000 / n}
 
     def score(self, embeddings: npt.NDArray[np.float32], names: Sequence[str], top_k: int,
-              relative_to: str | None = None) -> list[dict[str, VocabularyResult]]:
+              relative_to: str | None = None, languages: Sequence[str] | None = None) -> list[dict[str, VocabularyResult]]:
         """For each image embedding, {vocabulary: result}; one matrix product per vocabulary. With
-        `relative_to`, logits and probabilities are corrected against that collection (`hubs`)."""
+        `relative_to`, logits and probabilities are corrected against that collection (`hubs`); with
+        `languages`, only the phrases in them are scored (`LanguageViews`)."""
         embeddings = np.atleast_2d(embeddings)
         versions = self.store.versions()
         out: list[dict[str, VocabularyResult]] = [{} for _ in range(len(embeddings))]
         self.indexes.prepare(names, versions)
         scale, bias = self.model.logit_scale, self.logit_bias
         for name in names:
-            idx = self.indexes.get(name, versions)
+            idx = self.languages.view(self.indexes.get(name, versions), languages)
             cos_all = cosines(idx.matrix, embeddings)
             info = None
             if relative_to is not None:
@@ -385,7 +391,7 @@ class Engine:
             rows = self.store.phrase_rows(np.unique(np.concatenate([idx.ids[s.indices] for s in per_image])))
             for j, s in enumerate(per_image):
                 result = _vocab_result(s, [rows[int(i)] for i in idx.ids[s.indices]], sigmoids(s.cosines, scale, bias))
-                out[j][name] = result.model_copy(update={"relative_to": info}) if info is not None else result
+                out[j][name] = result.model_copy(update={"relative_to": info, "languages": list(languages) if languages else None})
         return out
 
     def compare(self, image: ImageSource, phrases: Sequence[str], persist: bool = False) -> Analysis:
@@ -427,7 +433,7 @@ def _vocab_result(s: Scores, rows: Sequence[dict[str, Any]], sig: npt.NDArray[np
         matches=[
             Match(phrase=row["phrase"], term=row["term"], probability=float(s.probabilities[k]), cosine=float(s.cosines[k]),
                   logit=float(s.logits[k]), sigmoid=None if sig is None else float(sig[k]),
-                  external_id=row["external_id"], metadata=row["metadata"])
+                  external_id=row["external_id"], metadata=row["metadata"], language=row.get("language"))
             for k, row in enumerate(rows)
         ],
     )

@@ -57,6 +57,13 @@ class UnknownReference(ClipGazeError):
         return cls(exc.message, code=exc.code)
 
 
+class UnsupportedLanguage(ClipGazeError):
+    """A well-formed language tag that the model cannot read (NLLB-CLIP reads the 200 of NLLB-200): 422."""
+
+    status = 422
+    code = "unsupported_language"
+
+
 class ReadOnly(ClipGazeError):
     status = 403
     code = "read_only"

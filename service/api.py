@@ -141,7 +141,8 @@ def analyze() -> tuple[Response, int]:
     check_named(split_vocabularies(params.vocabularies), params.relative_to)
     picture = _picture(params, name)
     with named_in_body():  # vocabularies, relative_to
-        return answer(engine.analyze(picture, split_vocabularies(params.vocabularies), params.top_k, params.relative_to))
+        return answer(engine.analyze(picture, split_vocabularies(params.vocabularies), params.top_k, params.relative_to,
+                                     params.languages))
 
 
 def _picture(params: AnalyzeJson | AnalyzeForm | CompareJson | CompareForm, name: str) -> DecodedImage:
@@ -177,7 +178,8 @@ def analyze_batch() -> tuple[Response, int]:
     try:  # the grant's slots are given back by the engine once every fetch thread has ended, maybe after this answer
         with named_in_body():
             batch = engine.analyze_batch(items, vocabularies, params.top_k, params.relative_to,
-                                         fetches=grant.slots if grant else 1, fetched=grant.release if grant else None)
+                                         fetches=grant.slots if grant else 1, fetched=grant.release if grant else None,
+                                         languages=params.languages)
     finally:
         if grant is not None:
             grant.end_request()

@@ -26,6 +26,7 @@ from indexer.schema import parse
 from indexer.schema.collections import CreateCollection
 from indexer.schema.sync import SyncChanges
 from indexer.settings import Settings
+from indexer.store.keys import KeyStore
 from indexer.store.syncs import SyncStore
 from service import create_app
 
@@ -128,6 +129,7 @@ def stream(museum: str) -> str:
         [activity(museum, "Create", "a", 1), activity(museum, "Create", "b", 2)],
         [activity(museum, "Create", "c", 3),
          {"type": "Update", "object": {"id": f"{museum}/collection.json", "type": "Collection"}, "endTime": at(3)},
+         {"type": "Create", "object": {"id": "/etc", "type": "Manifest"}, "endTime": at(3)},  # never a path here
          activity(museum, "Update", "a", 4)],
         [activity(museum, "Delete", "b", 5)],
     ]
@@ -166,7 +168,7 @@ def test_creates_updates_and_deletes_change_the_rows_and_the_next_sync_reads_onl
     first = sync(feeds_engine, "shapes", stream)
     assert held(feeds_engine, "shapes") == {"red": "a.json", "blue": "a.json", "yellow": "c.json"}  # b's Delete won
     assert (first.added, first.refreshed, first.removed, first.failed) == (3, 0, 0, 0)
-    assert (first.manifests, first.activities, first.ignored, first.pages) == (3, 5, 1, 3)  # the Collection's passed over
+    assert (first.manifests, first.activities, first.ignored, first.pages) == (3, 5, 2, 3)  # the Collection's, /etc
     assert first.end_time == "2026-12-01T10:00:05.000000Z" and not first.resumed
     cid = feeds_engine.images.get("shapes").id
     assert SyncStore(feeds_engine.images).state(cid, stream) == (first.end_time, None)
@@ -323,8 +325,15 @@ def test_the_api_runs_a_sync_as_a_job_202_then_done_and_refuses_bad_requests(fee
                                                time.time() + 60)  # another worker's, alive
     twice = client.post("/v1/collections/shapes/sync", json={"changes": stream}, headers=AUTH)
     assert twice.status_code == 409 and twice.get_json()["code"] == "sync_running" and under_way in twice.get_json()["error"]
+    refused = client.post("/v1/collections/shapes/sync", json={"changes": "http://10.1.2.3/changes"}, headers=AUTH)
+    assert refused.status_code == 403 and refused.get_json()["code"] == "url_refused"  # no job: the guard said no
     unknown = client.post("/v1/collections/nope/sync", json={"changes": stream}, headers=AUTH)
     assert unknown.status_code == 404 and unknown.get_json()["code"] == "unknown_collection"
+    assert client.post("/v1/collections", json={"name": "hidden", "private": True}, headers=AUTH).status_code == 201
+    _, secret = KeyStore(feeds_engine.store).create("editor", ["read", "write"], collections=["shapes"])
+    hidden = client.post("/v1/collections/hidden/sync", json={"changes": stream}, headers={"Authorization": f"Bearer {secret}"})
+    assert hidden.status_code == 404 and hidden.get_json()["code"] == "unknown_collection"  # as if it did not exist
+    assert feeds_engine.images.get("hidden").size == 0
 
 
 def test_a_sync_job_no_worker_owns_is_resumed_by_its_kind(feeds_engine: Engine, stream: str):

@@ -47,7 +47,7 @@ from ..store.picture_removal import remove_pictures
 from ..store.reviews import Reviews
 from ..store.syncs import SyncStore
 from ..vocabularies.index_cache import LoadedIndex
-from ..pictures.change_stream import fetcher
+from ..pictures.change_stream import admitted, fetcher
 from .feeds import SyncRun
 from .ingest import AddRun, add_locally, picture_info
 from .callbacks import CallbackPolicy, Deliveries
@@ -189,6 +189,7 @@ class Collections:
     def start_sync(self, name: str, request: SyncChanges) -> JobInfo:
         """`sync` as a background job (leased, stopped at a checkpoint, resumed like an add)."""
         self.images.get(name)
+        admitted(request.changes, self.engine.limits.fetch)  # a private address: 403 url_refused, no job
         for job_id in SyncStore(self.images).running_jobs(name, request.changes):
             if self.job(job_id).state in ("queued", "running"):  # one whose worker is gone is taken first
                 raise Conflict(f"a sync of {request.changes} into {name!r} is under way (job {job_id}); follow it at "
@@ -254,7 +255,8 @@ class Collections:
                 del cos
                 if vocab not in phrases:
                     phrases[vocab] = PhraseColumns.read(self.engine.store, vocab, idx.ids)
-                yield analysis_block(phrases[vocab], chunk.external_id, chunk.source, chunk.sha256, scores, verdicts)
+                yield analysis_block(phrases[vocab], chunk.external_id, chunk.source, chunk.sha256, scores, verdicts,
+                                     scale, self.engine.logit_bias)
 
     # -- search -----------------------------------------------------------------------------------
     def search(self, name: str, text: str | None = None, image: "ImageSource | None" = None, top_k: int = 10,

@@ -59,6 +59,7 @@ class PhraseColumns:
     phrase: Any
     term: Any
     external_id: Any
+    language: Any
 
     @classmethod
     def read(cls, store: "Store", vocabulary: str, ids: Sequence[int] | npt.NDArray[np.int64]) -> "PhraseColumns":
@@ -68,16 +69,21 @@ class PhraseColumns:
         for start in range(0, len(ids), 10_000):  # SQLite's limit on bound parameters
             rows.update(store.phrase_rows(ids[start : start + 10_000]))
         ordered = [rows[int(i)] for i in ids]
-        return cls(vocabulary, *(pa.array([r[f] for r in ordered], pa.string()) for f in ("phrase", "term", "external_id")))
+        return cls(vocabulary, *(pa.array([r.get(f) for r in ordered], pa.string())
+                                 for f in ("phrase", "term", "external_id", "language")))
 
 
 def analysis_block(vocab: PhraseColumns, external_id: Any, source: Any, sha256: Any, scores: "RowScores",
-                   verdicts: Mapping[tuple[str, str, str], str] | None = None) -> Any:
+                   verdicts: Mapping[tuple[str, str, str], str] | None = None, logit_scale: float | None = None,
+                   logit_bias: float | None = None) -> Any:
     """The rows of `collection analyze` (AnalysisRow's columns, in order) for a chunk of pictures and one
     vocabulary, as an Arrow table: `external_id`, `source` and `sha256` (one value a picture, lists or
     Arrow arrays; a missing sha256 is written "") are repeated for each match, the phrase columns taken
     from the vocabulary's at the matches' positions, the numbers straight from `scores`; `verdict` from
-    `verdicts` ((sha256, vocabulary, term) → a person's verdict; none: null)."""
+    `verdicts` ((sha256, vocabulary, term) → a person's verdict; none: null); `sigmoid` from the raw
+    cosines for a model with a `logit_bias` (null without one)."""
+    from ..scoring.softmax import sigmoids
+
     import pyarrow as pa
 
     def strings(values: Any) -> Any:
@@ -104,6 +110,9 @@ def analysis_block(vocab: PhraseColumns, external_id: Any, source: Any, sha256: 
         "phrase_external_id": vocab.external_id.take(pos),
     }
     columns["verdict"] = pa.nulls(b * k, pa.string())
+    sig = sigmoids(scores.cosines.reshape(-1), logit_scale, logit_bias) if logit_scale is not None else None
+    columns["sigmoid"] = pa.nulls(b * k, pa.float64()) if sig is None else pa.array(sig, pa.float64())
+    columns["language"] = vocab.language.take(pos)
     return with_verdicts(pa.table(columns, schema=_arrow_schema(AnalysisRow)), verdicts)
 
 

@@ -12,5 +12,6 @@
   preprocess   open_clip's image preprocessing in Pillow and numpy
   tokenizer    open_clip's BPE tokenizer in Python
   hf_tokenizer  open_clip's HFTokenizer (XLM-R, SigLIP) from tokenizer.json, through `tokenizers`
+  nllb         NLLB-CLIP: each phrase read in its own language (BCP-47 → NLLB code), thread-safe
   memory       what loading a model costs: the process's memory growth, the weights' bytes
 """

@@ -18,6 +18,7 @@ import numpy.typing as npt
 
 from ..errors import InvalidInput, ModelUnavailable
 from .batching import length_batches
+from .nllb import PhraseLanguageTokenizer, sets_language
 from .protocol import ProgressFn
 from .registry import ModelSpec, local_text_cfg
 
@@ -49,7 +50,8 @@ class LoadedModel:
         self.spec = spec
         self.model = model
         self.preprocess = preprocess
-        self.tokenizer = tokenizer
+        # NLLB: each phrase read in its own language, without mutating a tokenizer the threads share (`nllb`)
+        self.tokenizer: Any = PhraseLanguageTokenizer(tokenizer) if sets_language(tokenizer) else tokenizer
         self.device = device
         self.logit_scale = float(model.logit_scale.exp().item())
         bias = getattr(model, "logit_bias", None)
@@ -94,6 +96,8 @@ class LoadedModel:
 
     # -- text -----------------------------------------------------------------------------------
     def tokenize(self, phrases: Sequence[str]) -> "torch.Tensor":
+        """Token ids at the full context; for a model that reads languages, `phrases` may be keys
+        (`catalog.phrase_key`: each phrase with its language)."""
         return self.tokenizer(list(phrases))
 
     def encode_texts(

@@ -6,7 +6,8 @@ Each page is an `OrderedCollectionPage` whose `orderedItems` are activities, old
 Create, Update, Delete, Remove, Add, Move or Refresh, an `object` (`id`, `type`; a Move's `target` too)
 and an `endTime`. The newest activity per object wins (`plan`): Create, Update and Add of a `Manifest`
 add or refresh its pictures, Delete and Remove take them away, a Move does both (the object away, its
-target in); activities of other objects (a Collection), a Refresh and activities without a time are
+target in); activities of other objects (a Collection), of manifests not named by an http(s) URL (a
+stream never makes the server read its own files), a Refresh and activities without a time are
 counted as ignored, never acted on.
 
 A stream that lies about its pages is refused with a reason (FetchError-like `InvalidInput`, code
@@ -22,7 +23,8 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from ..errors import InvalidInput
-from .fetch import FetchPolicy, fetch_document, parse_json
+from .fetch import FetchError, FetchPolicy, fetch_document, guard, parse_json
+from .fetch import _parse as parse_url
 from .iiif_image import _types
 
 MAX_PAGES = 10_000  # pages read from one stream in one sync
@@ -98,6 +100,10 @@ def _id(node: Any) -> str | None:
     return None
 
 
+def _web(ident: str | None) -> str | None:
+    return ident if ident is not None and ident.lower().startswith(("http://", "https://")) else None
+
+
 def _refuse(message: str) -> InvalidInput:
     return InvalidInput(message, code=CODE)
 
@@ -108,6 +114,19 @@ def fetcher(policy: FetchPolicy) -> GetFn:
         got = fetch_document(url, policy, (), max(1, min(MAX_PAGE_BYTES, left)))
         return parse_json(got), len(got.data)
     return get
+
+
+def admitted(url: str, policy: FetchPolicy) -> None:
+    """Refuses now (before a job is started) a stream the fetch guard never admits: with credentials, or
+    on an address that is not public and not in CLIP_GAZE_FETCH_ALLOW (`url_refused`, 403). Anything
+    else (a host that does not resolve now, a URL the fetcher cannot read) is left to the sync, which
+    records why it failed."""
+    try:
+        target = parse_url(url, url[:200])
+        guard(target.host, target.port, policy, url)
+    except FetchError as exc:
+        if exc.code == "url_refused":
+            raise
 
 
 def read_changes(url: str, get: GetFn, after: str | None = None) -> Changes:
@@ -149,9 +168,10 @@ def read_changes(url: str, get: GetFn, after: str | None = None) -> Changes:
             found.newest = max(found.newest or end, end)
             kind = next((t for t in _types(item) if t in (*ADDS, *REMOVALS, "Move")), None)
             obj = item.get("object")
-            target = _id(item.get("target")) if kind == "Move" else None
-            if kind is None or _id(obj) is None or not any(t in MANIFEST_TYPES for t in _types(obj if isinstance(obj, dict) else {})):
-                found.ignored += 1
+            target = _web(_id(item.get("target"))) if kind == "Move" else None
+            if kind is None or _web(_id(obj)) is None or \
+                    not any(t in MANIFEST_TYPES for t in _types(obj if isinstance(obj, dict) else {})):
+                found.ignored += 1  # a manifest is named by its http(s) URL: never a path of this server
                 continue
             found.activities.append((end, kind, str(_id(obj)), target))
         if reached:
@@ -160,5 +180,5 @@ def read_changes(url: str, get: GetFn, after: str | None = None) -> Changes:
     return found
 
 
-__all__ = ["ADDS", "CODE", "Change", "Changes", "MAX_BYTES", "MAX_PAGES", "MAX_PAGE_BYTES", "REMOVALS", "fetcher",
+__all__ = ["ADDS", "CODE", "Change", "Changes", "MAX_BYTES", "MAX_PAGES", "MAX_PAGE_BYTES", "REMOVALS", "admitted", "fetcher",
            "instant", "read_changes"]

@@ -6,6 +6,7 @@ enforced by validation once and stated in the JSON Schema.
 
   fields        the field types, their limits and validation, `parse` and the error it raises
   vocabularies  vocabularies: create, add and remove phrases, list, pages of phrases
+  languages     a phrase's language (BCP-47 tags checked and canonical) and the `languages` of an analysis
   analysis      the model as clients see it; analyses of pictures, batches and comparisons
   status        health, batching, backends, the index report, the error body
   collections   collections of pictures, jobs, collection analysis rows and search

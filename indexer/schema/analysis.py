@@ -36,6 +36,7 @@ from .fields import (
     one_of,
     invalid,
 )
+from .languages import FormLanguages, Languages
 
 
 # -- models -----------------------------------------------------------------------------------------
@@ -95,12 +96,14 @@ class Match(Answer):
                                   "sum to one, and several phrases or none can be likely. Always of the raw cosine")
     external_id: str | None = None
     metadata: dict[str, Any] | None = None
+    language: str | None = Field(None, description="The phrase's language (BCP-47); absent for a phrase without one")
 
     @model_serializer(mode="wrap")
     def _skip_sigmoid(self, handler: Any) -> dict[str, Any]:
         data: dict[str, Any] = handler(self)
-        if data.get("sigmoid") is None:
-            data.pop("sigmoid", None)
+        for key in ("sigmoid", "language"):
+            if data.get(key) is None:
+                data.pop(key, None)
         return data
 
 
@@ -125,12 +128,15 @@ class VocabularyResult(Answer):
     matches: list[Match]
     relative_to: RelativeInfo | None = Field(None, description="With relative_to: the correction against a reference "
                                              "collection (logits and probabilities corrected, cosines raw)")
+    languages: list[str] | None = Field(None, description="With languages: the languages asked for; the softmax ran over "
+                                        "the vocabulary's phrases in them alone (softmax_over of them)")
 
     @model_serializer(mode="wrap")
     def _skip_relative(self, handler: Any) -> dict[str, Any]:
         data: dict[str, Any] = handler(self)
-        if data.get("relative_to") is None:
-            data.pop("relative_to", None)
+        for key in ("relative_to", "languages"):
+            if data.get(key) is None:
+                data.pop(key, None)
         return data
 
 
@@ -210,6 +216,7 @@ class AnalyzeJson(Request):
     relative_to: RelativeTo = None
     top_k: TopK = DEFAULT_TOP_K
     model: RequestModel = None
+    languages: Languages = None
 
     @model_validator(mode="after")
     def _image(self) -> "AnalyzeJson":
@@ -226,6 +233,7 @@ class AnalyzeForm(Request):
     relative_to: RelativeTo = None
     top_k: TopK = DEFAULT_TOP_K
     model: RequestModel = None
+    languages: FormLanguages = None
 
     @model_validator(mode="after")
     def _image(self) -> "AnalyzeForm":
@@ -240,6 +248,7 @@ class BatchJson(Request):
     relative_to: RelativeTo = None
     top_k: TopK = DEFAULT_TOP_K
     model: RequestModel = None
+    languages: Languages = None
 
     @model_validator(mode="after")
     def _image(self) -> "BatchJson":
@@ -254,6 +263,7 @@ class BatchForm(Request):
     relative_to: RelativeTo = None
     top_k: TopK = DEFAULT_TOP_K
     model: RequestModel = None
+    languages: FormLanguages = None
 
     @model_validator(mode="after")
     def _image(self) -> "BatchForm":

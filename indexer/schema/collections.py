@@ -250,6 +250,10 @@ class AnalysisRow(Answer):
     phrase_external_id: str | None = Field(None, description="The phrase's own id in its vocabulary")
     verdict: Literal["accepted", "rejected"] | None = Field(
         None, description="A person's verdict on this term for this picture (POST …/pictures/<sha256>/review), if any")
+    sigmoid: float | None = Field(None, description="Only for a model with a logit_bias (SigLIP): its own independent "
+                                  "match probability σ(logit_scale·cosine + logit_bias), not relative to the list; null "
+                                  "for other models")
+    language: str | None = Field(None, description="The phrase's language (BCP-47), null if it has none")
 
 
 class SearchHit(Answer):

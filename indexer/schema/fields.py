@@ -332,7 +332,7 @@ _UNION_TAGS = {"text", "object"}  # the tags of a phrase entry (a term, or an ob
 M = TypeVar("M", bound=BaseModel)
 _TYPE_CODES = {"name": "invalid_name", "top_k": "invalid_top_k", "image_base64": "invalid_base64", "images_base64": "invalid_base64"}
 _OWN_CODES = {"invalid_name", "invalid_phrase", "invalid_template", "invalid_base64", "invalid_input", "null_field",
-              "invalid_url", "missing_image", "invalid_expiry", "invalid_time"}
+              "invalid_url", "missing_image", "invalid_expiry", "invalid_time", "invalid_language"}
 
 
 def _where(loc: tuple[int | str, ...]) -> str:

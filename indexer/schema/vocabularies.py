@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import ConfigDict, Discriminator, Field, Tag, model_serializer, model_validator
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
@@ -24,12 +24,18 @@ from .fields import (
     Template,
     Term,
 )
+from .languages import Language
 
 
 class PhraseItem(Request):
     term: Term
     external_id: ExternalId | None = None
     metadata: Metadata | None = None
+    language: Annotated[Language | SkipJsonSchema[None], NotNull] = None
+
+
+BodyLanguage = Annotated[Language | SkipJsonSchema[None], NotNull, Field(
+    description="The language of the phrases given as text (and of objects that name none), a BCP-47 tag")]
 
 
 PhraseEntry = Annotated[
@@ -50,6 +56,7 @@ class CreateVocabulary(Request):
         NotNull,
     ] = None
     phrases: Annotated[list[PhraseEntry], NotNull, Field(max_length=MAX_PHRASES_PER_WRITE)] = []
+    language: BodyLanguage = None
     private: Annotated[bool, NotNull] = Field(False, description="Seen only by keys granted it (and admin keys): to "
                                                                  "everyone else, as if it did not exist")
 
@@ -67,6 +74,7 @@ class CreateVocabulary(Request):
 
 class AddPhrases(Request):
     phrases: Annotated[list[PhraseEntry], Field(min_length=1, max_length=MAX_PHRASES_PER_WRITE)]
+    language: BodyLanguage = None
 
 
 class RemovePhrases(Request):
@@ -117,6 +125,7 @@ class PhraseRow(Answer):
     phrase: str
     external_id: str | None = None
     metadata: dict[str, Any] | None = None
+    language: str | None = Field(None, description="The phrase's language (BCP-47), null if none was given")
 
 
 class VocabularyPage(Answer):
@@ -124,6 +133,11 @@ class VocabularyPage(Answer):
     vocabulary: Vocabulary
     phrases: list[PhraseRow]
     next_offset: int | None = Field(description="Pass as offset for the next page; null on the last page")
+
+
+class Collision(Answer):
+    kept: str = Field(description="The phrase stored (or already there)")
+    dropped: list[str] = Field(description="Phrases sent that tokenize exactly as `kept`: not stored")
 
 
 class WriteAnswer(Answer):
@@ -134,7 +148,18 @@ class WriteAnswer(Answer):
     unchanged: int = Field(0, description="Phrases sent that were there already (adding is idempotent)")
     version: int
     deleted: str | None = Field(None, description="The name, when the vocabulary was deleted")
+    collisions: list[Collision] = Field([], description=(
+        "Phrases sent that the writing model's tokenizer (the server's default model) reads token for token as "
+        "another phrase (SigLIP's lower-cases and drops punctuation; CLIP's lower-cases): the first is kept, the "
+        "others are not stored (one embedding for two rows)"))
+
+    @model_serializer(mode="wrap")
+    def _skip_no_collisions(self, handler: Any) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if not data.get("collisions"):
+            data.pop("collisions", None)
+        return data
 
 
-__all__ = ["AddPhrases", "CreateVocabulary", "PageQuery", "PhraseEntry", "PhraseItem", "PhraseRow", "RemovePhrases",
+__all__ = ["AddPhrases", "Collision", "CreateVocabulary", "PageQuery", "PhraseEntry", "PhraseItem", "PhraseRow", "RemovePhrases",
            "Vocabulary", "VocabularyList", "VocabularyPage", "WriteAnswer"]

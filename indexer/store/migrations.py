@@ -268,6 +268,19 @@ def _m007(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations(name="009_languages")
+def _m009(db: sqlite_utils.Database) -> None:
+    """A phrase's language (a BCP-47 tag in its canonical case; NULL for the phrases stored before and for
+    those given without one). A term's labels in several languages share its external_id."""
+    _run_statements(
+        db,
+        """
+        ALTER TABLE phrases ADD COLUMN language TEXT;
+        CREATE INDEX phrases_by_language ON phrases (vocabulary_id, language)
+        """,
+    )
+
+
 def _run_statements(db: sqlite_utils.Database, script: str) -> None:
     """Statement by statement: executescript would COMMIT the migration's transaction."""
     for statement in script.split(";"):

@@ -23,7 +23,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from ..catalog import BuiltinVocabulary, PhraseSpec
+from ..catalog import LANGUAGE_KEY_SEPARATOR, BuiltinVocabulary, PhraseSpec, phrase_key, reads_languages
 from ..errors import Conflict, NotFound, ReadOnly
 from .migrations import migrations
 from .sqlite import sqlite_utils
@@ -144,7 +144,7 @@ class Store:
         vocab = self.get_vocabulary(name)
         rows = list(
             self.db.query(
-                "SELECT id, term, phrase, external_id, metadata FROM phrases WHERE vocabulary_id = ? "
+                "SELECT id, term, phrase, external_id, metadata, language FROM phrases WHERE vocabulary_id = ? "
                 "ORDER BY id LIMIT ? OFFSET ?",
                 [vocab.id, limit + 1, offset],
             )
@@ -157,8 +157,19 @@ class Store:
         if not len(ids):
             return {}
         marks = ",".join("?" * len(ids))
-        rows = self.db.query(f"SELECT id, term, phrase, external_id, metadata FROM phrases WHERE id IN ({marks})", [int(i) for i in ids])
+        rows = self.db.query(f"SELECT id, term, phrase, external_id, metadata, language FROM phrases WHERE id IN ({marks})", [int(i) for i in ids])
         return {r["id"]: _phrase_json(r) for r in rows}
+
+    def phrase_languages(self, vocabulary_id: int) -> dict[int, str]:
+        """Phrase id → language of the phrases of a vocabulary that have one."""
+        rows = self.db.execute("SELECT id, language FROM phrases WHERE vocabulary_id = ? AND language IS NOT NULL",
+                               [vocabulary_id])
+        return {int(i): str(lang) for i, lang in rows}
+
+    def phrase_texts(self, vocabulary_id: int, model_key: str = "") -> list[str]:
+        """Every phrase text of a vocabulary, in row order (for a model that reads languages, its keys)."""
+        return [r[0] for r in self.db.execute(f"SELECT {_key_sql(model_key)} FROM phrases p WHERE vocabulary_id = ? "
+                                              "ORDER BY id", [vocabulary_id])]
 
     def sync_builtin(self, builtin: BuiltinVocabulary) -> bool:
         """Make the stored copy of a built-in vocabulary match its list file. True if it changed."""
@@ -227,13 +238,13 @@ class Store:
     ) -> int:
         """Inside a write: insert phrases (existing ones ignored) and embeddings; returns how many were new."""
         if model_key is not None and embeddings is not None and len(phrases):
-            self._put_embeddings(db, model_key, [p.phrase for p in phrases], embeddings)
+            self._put_embeddings(db, model_key, [spec_key(model_key, p) for p in phrases], embeddings)
         before = db.execute("SELECT count(*) FROM phrases WHERE vocabulary_id = ?", [vocabulary_id]).fetchone()[0]
         db.conn.executemany(
-            "INSERT OR IGNORE INTO phrases (vocabulary_id, term, phrase, external_id, metadata) VALUES (?, ?, ?, ?, ?)",
+            "INSERT OR IGNORE INTO phrases (vocabulary_id, term, phrase, external_id, metadata, language) VALUES (?, ?, ?, ?, ?, ?)",
             [
                 (vocabulary_id, p.term, p.phrase, p.external_id,
-                 json.dumps(p.metadata, ensure_ascii=False) if p.metadata is not None else None)
+                 json.dumps(p.metadata, ensure_ascii=False) if p.metadata is not None else None, p.language)
                 for p in phrases
             ],
         )
@@ -291,14 +302,16 @@ class Store:
 
     # -- embeddings -----------------------------------------------------------------------------
     def missing_phrases(self, model_key: str, names: Iterable[str]) -> list[str]:
-        """Distinct phrase texts of these vocabularies that have no embedding for the model."""
+        """Distinct phrase texts (for a model that reads languages, keys: `catalog.phrase_key`) of these
+        vocabularies that have no embedding for the model."""
         ids = [self.get_vocabulary(n).id for n in names]
         if not ids:
             return []
         marks = ",".join("?" * len(ids))
+        key = _key_sql(model_key)
         rows = self.db.execute(
-            f"SELECT DISTINCT p.phrase FROM phrases p WHERE p.vocabulary_id IN ({marks}) AND NOT EXISTS "
-            "(SELECT 1 FROM embeddings e WHERE e.model = ? AND e.phrase = p.phrase)",
+            f"SELECT DISTINCT {key} FROM phrases p WHERE p.vocabulary_id IN ({marks}) AND NOT EXISTS "
+            f"(SELECT 1 FROM embeddings e WHERE e.model = ? AND e.phrase = {key})",
             [*ids, model_key],
         )
         return [r[0] for r in rows]
@@ -332,7 +345,7 @@ class Store:
     def vectors(self, model_key: str, vocabulary_id: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], int]:
         """(phrase ids, embeddings, number of phrases without an embedding) for one vocabulary."""
         rows = self.db.execute(
-            "SELECT p.id, e.vector FROM phrases p LEFT JOIN embeddings e ON e.model = ? AND e.phrase = p.phrase "
+            f"SELECT p.id, e.vector FROM phrases p LEFT JOIN embeddings e ON e.model = ? AND e.phrase = {_key_sql(model_key)} "
             "WHERE p.vocabulary_id = ? ORDER BY p.id",
             [model_key, vocabulary_id],
         ).fetchall()
@@ -362,6 +375,18 @@ def insert_vectors(db: sqlite_utils.Database, table: str, key: str, model_key: s
     )
 
 
+def spec_key(model_key: str, spec: PhraseSpec) -> str:
+    """What the model embeds a phrase as (`catalog.phrase_key` for a model that reads languages)."""
+    return phrase_key(spec.phrase, spec.language) if reads_languages(model_key) else spec.phrase
+
+
+def _key_sql(model_key: str) -> str:
+    """`spec_key` in SQL, over the phrases table as `p`."""
+    if not reads_languages(model_key):
+        return "p.phrase"
+    return f"p.phrase || CASE WHEN p.language IS NULL THEN '' ELSE char({ord(LANGUAGE_KEY_SEPARATOR)}) || p.language END"
+
+
 def _phrase_json(r: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "id": r["id"],
@@ -369,4 +394,5 @@ def _phrase_json(r: Mapping[str, Any]) -> dict[str, Any]:
         "phrase": r["phrase"],
         "external_id": r["external_id"],
         "metadata": json.loads(r["metadata"]) if r["metadata"] else None,
+        "language": r["language"],
     }

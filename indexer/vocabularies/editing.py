@@ -11,9 +11,10 @@ from typing import Sequence
 
 from ..catalog import PhraseSpec, apply_templates, catalog
 from ..errors import Conflict, ReadOnly
-from ..schema import AddPhrases, CreateVocabulary, PhraseItem, RemovePhrases, WriteAnswer, parse_name
+from ..schema import AddPhrases, Collision, CreateVocabulary, PhraseItem, RemovePhrases, WriteAnswer, parse_name
 from ..store.index_files import IndexFiles
-from ..store.phrase_store import VocabularyRow, WriteResult
+from ..store.phrase_store import VocabularyRow, WriteResult, spec_key
+from .collisions import model_tokenizer, without_collisions
 from .embedder import PhraseEmbedder
 from .index_cache import IndexCache
 from .listing import Listing
@@ -35,23 +36,27 @@ class Editor:
         if name in catalog().vocabularies:
             raise Conflict(f"{name!r} is the name of a built-in vocabulary; choose another", code="vocabulary_exists")
         templates = request.template_list()
-        specs = apply_templates(_phrase_specs(request.phrases), templates)
+        specs = apply_templates(_phrase_specs(request.phrases, request.language), templates)
         if self.store.find_vocabulary(name) is not None:  # fail before embedding; the write checks again
             raise Conflict(f"a vocabulary named {name!r} already exists", code="vocabulary_exists")
-        vectors = self.embedder.lookup([s.phrase for s in specs])  # before the write: a model failure stores nothing
+        key = self.embedder.model_key
+        specs, collisions = without_collisions(model_tokenizer(self.embedder.model()), [], specs, key)
+        vectors = self.embedder.lookup([spec_key(key, s) for s in specs])  # before the write: a model failure stores nothing
         result = self.store.create_vocabulary(name, templates, request.description or "", specs, self.model_key, vectors,
                                               private=request.private)
         self.indexes.refresh(name)
-        return self._write_answer(result)
+        return self._write_answer(result, collisions)
 
     def add(self, name: str, request: AddPhrases) -> WriteAnswer:
         vocab = self._writable(name)
-        specs = apply_templates(_phrase_specs(request.phrases), vocab.templates)
-        vectors = self.embedder.lookup([s.phrase for s in specs])
+        specs = apply_templates(_phrase_specs(request.phrases, request.language), vocab.templates)
+        tokenize, key = model_tokenizer(self.embedder.model()), self.embedder.model_key
+        specs, collisions = without_collisions(tokenize, self.store.phrase_texts(vocab.id, key) if tokenize else [], specs, key)
+        vectors = self.embedder.lookup([spec_key(key, s) for s in specs])
         result = self.store.add_phrases(name, specs, self.model_key, vectors)
         if result.added:
             self.indexes.refresh(name)
-        return self._write_answer(result)
+        return self._write_answer(result, collisions)
 
     def remove(self, name: str, request: RemovePhrases) -> WriteAnswer:
         self._writable(name)
@@ -77,16 +82,17 @@ class Editor:
             raise ReadOnly(f"{name!r} is a built-in vocabulary and cannot be changed; create your own with `vocab create`")
         return row
 
-    def _write_answer(self, result: WriteResult) -> WriteAnswer:
+    def _write_answer(self, result: WriteResult, collisions: Sequence[Collision] = ()) -> WriteAnswer:
         vocabulary = self.listing.answer(self.store.get_vocabulary(result.vocabulary))
         return WriteAnswer(vocabulary=vocabulary, added=result.added, removed=result.removed,
-                           unchanged=result.unchanged, version=result.version)
+                           unchanged=result.unchanged, version=result.version, collisions=list(collisions))
 
 
-def _phrase_specs(entries: Sequence[str | PhraseItem]) -> list[PhraseSpec]:
+def _phrase_specs(entries: Sequence[str | PhraseItem], language: str | None = None) -> list[PhraseSpec]:
     return [
-        PhraseSpec(term=e, phrase="") if isinstance(e, str)
-        else PhraseSpec(term=e.term, phrase="", external_id=e.external_id, metadata=e.metadata)
+        PhraseSpec(term=e, phrase="", language=language) if isinstance(e, str)
+        else PhraseSpec(term=e.term, phrase="", external_id=e.external_id, metadata=e.metadata,
+                        language=e.language or language)
         for e in entries
     ]
 

@@ -45,6 +45,10 @@ class PhraseEmbedder:
         self._memory: OrderedDict[str, npt.NDArray[np.float32]] = OrderedDict()
         self._lock = threading.Lock()
 
+    def model(self) -> ClipModel:
+        """The model that embeds (loaded on first use)."""
+        return self._model()
+
     def lookup(self, phrases: Sequence[str], persist: bool = False) -> npt.NDArray[np.float32]:
         """Embeddings of `phrases`, in order. New ones are stored with `persist` (the library's repeated
         calls reuse them); without it nothing is written (comparisons, writes that store them

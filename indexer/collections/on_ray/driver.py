@@ -188,7 +188,8 @@ def ray_analyze(
             with retries_named():
                 ds = rt.data.from_arrow_refs(refs).map_batches(
                     score_chunk, batch_size=None, batch_format="pyarrow", num_cpus=1, max_retries=RETRIES,
-                    fn_kwargs={"vocabs": {"ref": rt.put(vocabs)}, "scale": scale, "top_k": top_k})
+                    fn_kwargs={"vocabs": {"ref": rt.put(vocabs)}, "scale": scale, "top_k": top_k,
+                               "bias": engine.logit_bias})
             verdicts = Reviews(engine.store).verdicts(row.id)  # people's verdicts, set by the driver
             blocks = (with_verdicts(b, verdicts) for b in ds.iter_batches(batch_size=None, batch_format="pyarrow"))
             with ray_errors(rt):

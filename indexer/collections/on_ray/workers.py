@@ -205,7 +205,8 @@ class VocabIndex:
     phrases: PhraseColumns
 
 
-def score_chunk(batch: "pa.Table", vocabs: dict[str, Any], scale: float, top_k: int) -> "pa.Table":
+def score_chunk(batch: "pa.Table", vocabs: dict[str, Any], scale: float, top_k: int,
+                bias: float | None = None) -> "pa.Table":
     """A Ray task: the rows of `collection analyze` for a chunk of pictures, every vocabulary, computed
     like `Collections.analyze_blocks` (the same kernel, the same softmax and top-k, the same columns)."""
     pa = _arrow()
@@ -214,8 +215,8 @@ def score_chunk(batch: "pa.Table", vocabs: dict[str, Any], scale: float, top_k: 
     dim = column.type.list_size
     matrix = np.asarray(column.flatten().to_numpy(zero_copy_only=False), dtype=np.float32).reshape(-1, dim)
     ext, src, sha = (batch.column(n).combine_chunks() for n in ("external_id", "source", "sha256"))
-    blocks = [analysis_block(v.phrases, ext, src, sha, scores_from_cosine_columns(cosines(v.matrix, matrix), scale, top_k))
-              for v in indexes]
+    blocks = [analysis_block(v.phrases, ext, src, sha, scores_from_cosine_columns(cosines(v.matrix, matrix), scale, top_k),
+                             logit_scale=scale, logit_bias=bias) for v in indexes]
     return pa.concat_tables(blocks)
 
 
