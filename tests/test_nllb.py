@@ -152,6 +152,11 @@ def test_a_phrase_is_embedded_in_its_language_as_open_clip_computes_it(tiny_nllb
     import torch
 
     assert isinstance(tiny_nllb.tokenizer, PhraseLanguageTokenizer)
+    from indexer.errors import NotExportable
+    from indexer.models.hf_tokenizer import tokenizer_for
+
+    with pytest.raises(NotExportable, match="NLLB"):
+        tokenizer_for(tiny_nllb.tokenizer)  # ONNX Runtime does not serve it: torch does
     engine = Engine(clean_environ, tiny_nllb.spec, loader=lambda spec, **_: tiny_nllb, backend="torch")
     from indexer.schema import CreateVocabulary, parse
 

@@ -137,6 +137,8 @@ Tokenizer = BpeTokenizer | HfJsonTokenizer
 
 def tokenizer_for(tokenizer: Any) -> Tokenizer:
     """The torch-free equivalent of an open_clip tokenizer (NotExportable when there is none)."""
+    if getattr(tokenizer, "reads_languages", False):  # nllb.PhraseLanguageTokenizer
+        raise NotExportable("the tokenizer sets a language per input (NLLB): torch must serve this model")
     if type(tokenizer).__name__ == "HFTokenizer":
         return HfJsonTokenizer.from_open_clip(tokenizer)
     return BpeTokenizer.from_open_clip(tokenizer)
