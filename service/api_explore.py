@@ -12,10 +12,11 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, request
 
+from indexer.explore.explain_source import explain_picture
 from indexer.explore.explorer import Explorer
 from indexer.explore.where import Column, parse_where
 from indexer.schema import parse, parse_collection_name, split_vocabularies
-from indexer.schema.explore import FacetsQuery, MapQuery, PictureRecordQuery, ScoresQuery
+from indexer.schema.explore import FacetsQuery, MapQuery, PictureExplainQuery, PictureRecordQuery, ScoresQuery
 
 from indexer.errors import InvalidInput
 from indexer.schema.collections import SearchForm, SearchTerms
@@ -68,31 +69,38 @@ def _send(body: bytes, mimetype: str, status: int = 200) -> Response:
     return resp
 
 
-def _json(payload: Any, status: int = 200) -> Response:
+def _json(payload: Any, status: int = 200, compress: bool = True) -> Response:
     text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+    if not compress:
+        return Response(text.encode("utf-8"), status=status, mimetype="application/json")
     return _send(text.encode("utf-8"), "application/json", status)
 
 
 @explore_api.get("/v1/collections/<name>/map")
 def collection_map(name: str) -> Response:
+    """The map, encoded once per layout (`Explorer.map_body`) and answered with its ETag (304 when the
+    client holds it)."""
     query = _args(MapQuery)
-    ex = explorer(query.model)
-    answer, frame, keep, xs, ys = ex.map(parse_collection_name(name))
-    status = 202 if answer.job is not None and not keep else 200
-    if query.format == "arrow":
-        import pyarrow as pa
+    answer, body = explorer(query.model).map_body(parse_collection_name(name), query.format, query.fields)
+    status = 202 if answer.job is not None and not answer.size else 200
+    if status == 200 and body.etag in _etags(request.headers.get("If-None-Match", "")):
+        resp = Response(status=304)
+    else:
+        resp = Response(body.data, status=status, mimetype=body.media_type)
+        if body.gzipped is not None and "gzip" in request.headers.get("Accept-Encoding", ""):
+            resp.set_data(body.gzipped)
+            resp.headers["Content-Encoding"] = "gzip"
+    if status == 200:
+        resp.headers["ETag"] = body.etag if "Content-Encoding" not in resp.headers else body.etag[:-1] + '-gzip"'
+        resp.headers["Cache-Control"] = "no-cache"  # kept, asked again: a new layout is a new ETag
+    resp.headers["Vary"] = "Accept-Encoding"
+    return resp
 
-        sha = pa.array([bytes.fromhex(frame.sha256[i]) for i in keep], pa.binary(32))  # 32 bytes, not 64 hex digits
-        table = pa.table({"sha256": sha,
-                          "external_id": pa.array([frame.external_id[i] for i in keep], pa.string()),
-                          "x": pa.array(xs, pa.float32()), "y": pa.array(ys, pa.float32())})
-        meta = {k: json.dumps(v) for k, v in answer.json_dict().items() if k != "points"}
-        table = table.replace_schema_metadata(meta)
-        out = io.BytesIO()
-        with pa.ipc.new_stream(out, table.schema) as writer:
-            writer.write_table(table)
-        return _send(out.getvalue(), "application/vnd.apache.arrow.stream", status)
-    return _json({**answer.json_dict(), "points": ex.points(frame, keep, xs, ys)}, status)
+
+def _etags(header: str) -> set[str]:
+    """The ETags an If-None-Match names, each also as its plain body's (a gzip one ends in -gzip)."""
+    tags = {t.strip().removeprefix("W/") for t in header.split(",") if t.strip()}
+    return tags | {t.replace('-gzip"', '"') for t in tags}
 
 
 @explore_api.get("/v1/collections/<name>/scores")
@@ -134,6 +142,28 @@ def collection_picture(name: str, sha256: str) -> Response:
         with named_in_body():  # vocabularies: 422
             found = found.model_copy(update={"results": ex.results(sha256, vocabularies, query.top_k)})
     return _json(_shown(name)(found).json_dict())
+
+
+@explore_api.get("/v1/collections/<name>/pictures/<sha256>/explain")
+def collection_picture_explain(name: str, sha256: str) -> Response:
+    """A picture's explanation map, from its source where it can still be read, else its thumbnail
+    (`explained_from`; with format=png the X-Clip-Gaze-Explained-From header)."""
+    query = parse(PictureExplainQuery, request.args.to_dict())
+    name = parse_collection_name(name)
+    ex = explorer(query.model)
+    ex.picture(name, sha256)  # the path's collection and picture: 404
+    vocabularies = list(split_vocabularies(query.vocabularies) or [])
+    _named(vocabularies)
+    with named_in_body():  # vocabularies: 422
+        found = explain_picture(ex, name, sha256, vocabularies or None, None, query.top_k, query.versus)
+    if query.format == "png":
+        e = found.explained
+        buf = io.BytesIO()
+        (e.overlay_contrast() if e.contrast is not None else e.overlay()).save(buf, format="PNG")
+        resp = Response(buf.getvalue(), mimetype="image/png")
+        resp.headers["X-Clip-Gaze-Explained-From"] = found.explained_from
+        return resp
+    return _json(found.json_dict(), compress=False)  # one picture's maps: as /v1/explain answers them
 
 
 @explore_api.get("/v1/collections/<name>/pictures/<sha256>/thumbnail")

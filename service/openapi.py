@@ -57,7 +57,8 @@ from indexer.schema.collections import (
 from indexer.schema.access import AuditList, AuditQuery, CreateKey, KeyAnswer, KeyCreated, KeyList
 from indexer.schema.compare_models import CompareModelsAnswer, CompareModelsForm, CompareModelsJson
 from indexer.schema.explain import ExplainForm, ExplainJson, ExplainQuery, Explanation
-from indexer.schema.explore import (FacetsAnswer, FacetsQuery, MapAnswer, MapQuery, PictureRecord, PictureRecordQuery, ScoresAnswer,
+from indexer.schema.explore import (FacetsAnswer, FacetsQuery, MapAnswer, MapQuery, PictureExplainQuery, PictureExplanation,
+                                    PictureRecord, PictureRecordQuery, ScoresAnswer,
                                     ScoresQuery)
 from indexer.schema.interrogate import InterrogateForm, InterrogateJson, Interrogation
 from indexer.schema.interop import AnnotationPageDocument, AnnotationsQuery, ReviewAnswer, ReviewRequest
@@ -220,6 +221,10 @@ _EXPLORE = (
               SearchAnswer, multipart=SearchForm, errors=(400, 404, 409, 413, 503), scope="analyze"),
     Operation("get", "/v1/collections/{name}/pictures/{sha256}/thumbnail", "The picture's thumbnail (256 px; ETag: "
               "its hash)", None, errors=(404,), media=("image/webp", "image/jpeg"), scope="read"),
+    Operation("get", "/v1/collections/{name}/pictures/{sha256}/explain", "The picture's explanation maps, from its source "
+              "read again at the model's input size where it can be, else from its thumbnail (`explained_from`; "
+              "format=png: the overlay)", PictureExplanation, query=PictureExplainQuery, errors=(400, 404, 409, 422, 503),
+              media=("image/png",), scope="analyze"),
 )
 _INTEROP = (  # back into a museum's systems (service/api_interop.py)
     Operation("get", "/v1/collections/{name}/annotations", "IIIF Presentation 3 AnnotationPage of the matches (JSON-LD): "

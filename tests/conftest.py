@@ -13,7 +13,7 @@ import tempfile
 from collections import Counter
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import pytest
 from flask import Flask
@@ -181,6 +181,15 @@ def run(toy_engines: None) -> Callable[..., Any]:
         return runner.invoke(cli, list(args), input=input, catch_exceptions=False)
 
     return invoke
+
+
+@pytest.fixture
+def page(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A page of headless Chromium (tests/browser.py), sized by the test module's VIEWPORT if it has one."""
+    from browser import chromium_page
+
+    with chromium_page(getattr(request.module, "VIEWPORT", None)) as pg:
+        yield pg
 
 
 def draw_shape(colour: str = "red", shape: str = "circle", size: int = 128, background: str = "white") -> Image.Image:

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import http.server
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +13,7 @@ from typing import Any
 import pytest
 from annotation_pages import problems
 from conftest import create, draw_shape, encode
+from iiif_server import QuietHandler, serving
 from indexer.collections.local import Collections
 from indexer.engine import Engine
 from indexer.interop.annotations import Annotator, Request, pages
@@ -220,11 +219,11 @@ def test_the_cli_writes_pages_reviews_and_the_wide_csv(run, folder: Path, tmp_pa
 
 
 # -- a IIIF server on loopback: manifests of canvases painted by Image API services ----------------------------
-class Museum(http.server.BaseHTTPRequestHandler):
+class Museum(QuietHandler):
     """Two v3 manifests (two canvases, one canvas) whose canvases are painted by Image API services of
     480×480 pictures, each answered at any region and size (as OpenSeadragon asks), with CORS."""
 
-    port = 0
+    cors = True
     annotations: dict[str, str] = {}  # canvas (its picture's name) → the annotation page it names
     files: dict[str, tuple[bytes, str]] = {}  # other files served: name → (body, content type)
 
@@ -247,17 +246,6 @@ class Museum(http.server.BaseHTTPRequestHandler):
 
     def _json(self, doc: Any) -> None:
         self._send(200, "application/json", json.dumps(doc).encode())
-
-    def _send(self, status: int, ctype: str, body: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Access-Control-Allow-Origin", "*")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
 
 
 def region(name: str, area: str, size: str) -> bytes:
@@ -292,16 +280,8 @@ def museum_manifest(base: str, name: str, pictures: list[str], annotations: dict
             "label": {"en": [f"Shapes {name}"]}, "items": [canvas(p) for p in pictures]}
 
 
-@contextlib.contextmanager
-def serving_museum() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Museum)
-    Museum.port = server.server_port
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
+def serving_museum() -> contextlib.AbstractContextManager[str]:
+    return serving(Museum)
 
 
 @pytest.fixture

@@ -129,6 +129,7 @@ def test_the_map_is_a_job_then_one_point_per_picture_and_is_computed_again_when_
     museum.add("museum", parse(AddSources, {"sources": [str(more)]}))
     stale = client.get("/v1/collections/museum/map").get_json()
     assert stale["version"] == body["version"] and stale["job"] is not None and len(stale["points"]) == 12
+    assert body["index"] is None and stale["index"] == list(range(12))  # the scores' positions of the older points
     after = wait_map(client)
     assert after["size"] == 14 and after["version"] > body["version"]
     old = {p["sha256"]: (p["x"], p["y"]) for p in body["points"]}
@@ -138,8 +139,34 @@ def test_the_map_is_a_job_then_one_point_per_picture_and_is_computed_again_when_
     import pyarrow as pa
 
     table = pa.ipc.open_stream(arrow.data).read_all()
-    assert table.column_names == ["sha256", "external_id", "x", "y"] and table.num_rows == 14
+    assert table.column_names == ["sha256", "external_id", "x", "y", "index"] and table.num_rows == 14
     assert [b.hex() for b in table.column("sha256").to_pylist()] == [p["sha256"] for p in after["points"]]
+    assert table.column("index").to_pylist() == list(range(14))
+    assert table.column("external_id").to_pylist() == [p["external_id"] for p in after["points"]]
+    xs = np.array([p["x"] for p in after["points"]])
+    assert np.abs(table.column("x").to_numpy() - xs).max() <= 0.5 / 65536 + 1e-7  # float32 rounded to 1/65536
+
+
+def test_the_maps_body_is_kept_with_an_etag_and_its_columns_chosen(client, museum):
+    import pyarrow as pa
+
+    body = wait_map(client)
+    first = client.get("/v1/collections/museum/map?format=arrow&fields=index,x,y", headers={"Accept-Encoding": "gzip"})
+    assert first.status_code == 200 and first.mimetype == "application/vnd.apache.arrow.stream"
+    etag = first.headers["ETag"]
+    table = pa.ipc.open_stream(first.data).read_all()  # small: not compressed
+    assert table.column_names == ["x", "y", "index"] and table.column("index").to_pylist() == list(range(12))
+    meta = {k.decode(): v.decode() for k, v in table.schema.metadata.items()}
+    assert meta["collection"] == '"museum"' and meta["size"] == "12" and meta["method"] == '"umap"'
+    assert client.get("/v1/collections/museum/map?format=arrow&fields=index,x,y",
+                      headers={"If-None-Match": etag}).status_code == 304
+    other = client.get("/v1/collections/museum/map?format=arrow&fields=sha256,x,y")
+    assert other.headers["ETag"] != etag and pa.ipc.open_stream(other.data).read_all().column_names == ["sha256", "x", "y"]
+    plain = client.get("/v1/collections/museum/map")
+    assert plain.get_json() == body and client.get("/v1/collections/museum/map",
+                                                   headers={"If-None-Match": plain.headers["ETag"]}).status_code == 304
+    is_error(client.get("/v1/collections/museum/map?fields=x,y"), 400, "invalid_input")  # the JSON points are whole
+    is_error(client.get("/v1/collections/museum/map?format=arrow&fields=x,colour"), 400, "invalid_input")
 
 
 def test_layouts_of_few_pictures_and_placement_by_neighbours():

@@ -1,5 +1,5 @@
 """The explorer page in headless Chromium (Playwright) over a toy collection: colour by a phrase, a
-facet that filters the map and the other facets' counts, search, a box selection exported, a
+facet that filters the map and the other facets' counts, search, a lasso and a box selection exported, a
 picture's panel with its explanation map, a shared URL reopened to the same view, a narrow layout.
 Screenshots land in test-artifacts/; with CLIP_GAZE_SCREENSHOT_UPDATE=1 the README's is written too."""
 
@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import threading
 from pathlib import Path
 
 import pytest
 from werkzeug.serving import make_server
 
+from browser import ARTIFACTS, CHROMIUM
 from conftest import create, draw_shape
 from indexer.collections.local import Collections
 from indexer.explore.explorer import Explorer
@@ -24,15 +24,14 @@ from service import create_app
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 if CHROMIUM is None:
     pytest.skip("Debian's chromium is not installed (apt-get install -y chromium): browser tests skipped", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')")
 
 ROOT = Path(__file__).parents[1]
-ARTIFACTS = ROOT / "test-artifacts"
 README_SHOT = ROOT / "docs" / "explorer.png"
 sync_api.expect.set_options(timeout=30_000)
+VIEWPORT = {"width": 1400, "height": 900}  # the page fixture's (conftest.py)
 COLOURS = ("red", "blue", "green", "yellow")
 SHAPES = ("circle", "square", "triangle", "star")
 
@@ -64,34 +63,54 @@ def url(engine, tmp_path):
     server.shutdown()
 
 
-@pytest.fixture
-def page():
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"])
-        context = browser.new_context(viewport={"width": 1400, "height": 900}, accept_downloads=True)
-        pg = context.new_page()
-        pg.set_default_timeout(30_000)
-        yield pg
-        context.close()
-        browser.close()
-
-
 def facet_counts(page, title: str) -> dict[str, int]:
     facet = page.locator(".facet", has=page.locator("h3", has_text=title))
     return {b.locator(".label").inner_text(): int(b.locator(".count").inner_text()) for b in facet.locator(".facet-item").all()}
 
 
+def on_screen(page, point: dict) -> tuple[float, float]:
+    """Where the page draws a map point, in the canvas's pixels (the view's zoom and centre from the URL)."""
+    zoom, cx, cy = (float(v) for v in page.evaluate("new URLSearchParams(location.search).get('zoom')").split(","))
+    w, h = page.evaluate("[document.getElementById('map').width, document.getElementById('map').height]")
+    side = min(w, h) * zoom
+    return w / 2 + (point["x"] - cx) * side, h / 2 + (point["y"] - cy) * side
+
+
+def lasso(page, polygon: list[tuple[float, float]]) -> None:
+    """Shift and drag through the corners of `polygon` (in the canvas's pixels)."""
+    box = page.locator("#map").bounding_box()
+    w, h = page.evaluate("[document.getElementById('map').width, document.getElementById('map').height]")
+    at = [(box["x"] + x * box["width"] / w, box["y"] + y * box["height"] / h) for x, y in polygon]
+    page.keyboard.down("Shift")
+    page.mouse.move(*at[0])
+    page.mouse.down()
+    for x, y in at[1:]:
+        page.mouse.move(x, y, steps=4)
+    page.mouse.up()
+    page.keyboard.up("Shift")
+
+
+def in_polygon(point: tuple[float, float], polygon: list[tuple[float, float]]) -> bool:
+    """Even-odd rule: a ray from the point crosses the closed polygon's edges an odd number of times."""
+    x, y = point
+    odd = False
+    for (xa, ya), (xb, yb) in zip(polygon, polygon[-1:] + polygon[:-1]):
+        if (ya > y) != (yb > y) and x < xa + (y - ya) * (xb - xa) / (yb - ya):
+            odd = not odd
+    return odd
+
+
 def test_explore_a_collection_colour_facet_search_select_export_panel_and_reopen(page, url):
     expect = sync_api.expect
     # `/` lists the collections, with links
+    maps: list[str] = []
+    page.on("request", lambda r: maps.append(r.url) if "/map" in r.url else None)
     page.goto(url)
     page.get_by_role("link", name="museum").click()
     expect(page.locator("body")).to_have_attribute("data-ready", "true")
     expect(page.locator("#map")).to_have_attribute("data-kept", "24")
+    # the map read as Arrow: its compact form (index, x, y) first, then the points' identities
+    assert [u.split("?", 1)[1] for u in maps] == ["format=arrow&fields=index,x,y", "format=arrow&fields=sha256,external_id"]
     page.select_option("#vocab", "shapes")
     expect(page.locator("#legend")).to_contain_text("best phrase of shapes (of 16)")
 
@@ -130,6 +149,26 @@ def test_explore_a_collection_colour_facet_search_select_export_panel_and_reopen
     hits = page.locator("#hits .hit").count()
     expect(page.locator("#map")).to_have_attribute("data-hits", str(hits))
     expect(page.locator(".hits-count")).to_contain_text("cosine ≥ 0.3")
+
+    # a lasso: the pictures the filter keeps inside the polygon drawn, as computed here
+    page.get_by_label("a lasso").check()
+    points = page.evaluate("() => fetch('/v1/collections/museum/map').then(r => r.json())")["points"]
+    read = page.evaluate("data.points.map((p, i) => [p.sha256, p.external_id, p.x, p.y, row(i)])")  # from the Arrow
+    assert [r[:2] for r in read] == [[p["sha256"], p["external_id"]] for p in points]
+    assert [r[2:4] for r in read] == [[pytest.approx(p["x"], abs=1e-5), pytest.approx(p["y"], abs=1e-5)] for p in points]
+    assert [r[4] for r in read] == list(range(len(points)))  # every picture placed: point i is picture i
+    where = f"top:shapes={label}"
+    kept = set(page.evaluate("w => fetch('/v1/collections/museum/scores?vocabulary=shapes&where=' + encodeURIComponent(w))"
+                             ".then(r => r.json())", where)["index"])
+    assert len(kept) == count
+    cx, cy = on_screen(page, points[min(kept)])  # a concave polygon about a picture the filter keeps
+    polygon = [(cx + dx, cy + dy) for dx, dy in ((-90, -70), (100, -50), (25, 5), (80, 90), (-70, 60))]
+    lasso(page, polygon)
+    inside = [i for i in kept if in_polygon(on_screen(page, points[i]), polygon)]
+    assert inside
+    expect(page.locator("#selection-count")).to_have_text(f"{len(inside)} pictures selected.")
+    page.screenshot(path=str(ARTIFACTS / "explorer-1-lasso.png"))
+    page.get_by_label("a box").check()
 
     # a box over the whole map selects every picture the filter keeps; exported as CSV and JSON
     box = page.locator("#map").bounding_box()

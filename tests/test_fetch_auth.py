@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import draw_shape
-from test_iiif_collections import QuietHandler, serving
+from iiif_server import QuietHandler, serving
 
 from indexer.errors import ClipGazeError
 from indexer.pictures.credentials import Credentials, CredentialsError

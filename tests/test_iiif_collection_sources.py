@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from test_iiif_collections import IIIF, manifest, serving, toy_engine
+from iiif_server import serving, toy_engine
+from test_iiif_collections import IIIF, manifest
 
 from indexer.collections.local import Collections
 from indexer.pictures import iiif_collection

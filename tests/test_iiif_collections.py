@@ -3,12 +3,10 @@ a collection filled from its manifest through the REST API's background job, sea
 
 from __future__ import annotations
 
-import contextlib
 import http.server
 import json
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,7 @@ import pytest
 from PIL import Image
 
 from conftest import draw_shape, encode
+from iiif_server import QuietHandler, serving, toy_engine  # noqa: F401  (other modules import them from here too)
 from indexer.collections.local import Collections
 from indexer.engine import Engine
 from indexer.pictures.iiif_image import MAX_INFO_BYTES
@@ -24,25 +23,10 @@ from indexer.schema import parse
 from indexer.schema.collections import AddSources, CreateCollection
 from indexer.settings import Settings
 from service import create_app
-from service.state import AUTO_EMBED_LIMIT
 
 TOKEN = "museum-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 PICTURES = {"red": ("red", "circle"), "blue": ("blue", "square"), "green": ("green", "triangle")}
-
-
-class QuietHandler(http.server.BaseHTTPRequestHandler):
-    """A loopback handler that logs nothing and answers with `_send`."""
-
-    def _send(self, status: int, ctype: str, body: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
 
 
 class IIIF(QuietHandler):
@@ -89,25 +73,6 @@ def manifest(base: str) -> dict[str, Any]:
     empty = {"id": f"{base}/canvas/empty", "type": "Canvas", "label": {"en": ["No picture"]}, "items": []}
     return {"@context": "http://iiif.io/api/presentation/3/context.json", "id": f"{base}/manifest.json", "type": "Manifest",
             "label": {"en": ["Three shapes"]}, "items": [canvas("red"), canvas("blue"), canvas("green"), empty]}
-
-
-def toy_engine(toy_loader: Any) -> Engine:
-    """The engine as the service makes it from the settings the test set, with the toy model."""
-    return Engine.from_settings(Settings.from_env(), loader=toy_loader, batch_window_ms=2, auto_embed_limit=AUTO_EMBED_LIMIT)
-
-
-@contextlib.contextmanager
-def serving(handler: Any) -> Iterator[str]:
-    """`handler` on a loopback port, its request log emptied: the server's base URL."""
-    handler.requests = []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    handler.port = server.server_port
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.fixture

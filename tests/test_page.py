@@ -4,25 +4,23 @@ served on a loopback port with the toy model. Screenshots land in test-artifacts
 from __future__ import annotations
 
 import json
-import shutil
 import threading
 from pathlib import Path
 
 import pytest
 from werkzeug.serving import make_server
 
+from browser import ARTIFACTS, CHROMIUM
 from conftest import draw_shape
 from indexer.settings import Settings
 from service import create_app
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 if CHROMIUM is None:
     pytest.skip("Debian's chromium is not installed (apt-get install -y chromium): browser tests skipped", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')")
 
-ARTIFACTS = Path(__file__).parents[1] / "test-artifacts"
 sync_api.expect.set_options(timeout=30_000)  # as the pages' default: a loaded 2-core machine is slow, not broken
 TOKEN = "page-token"
 
@@ -37,23 +35,6 @@ def url(engine, monkeypatch):
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}/"
     server.shutdown()
-
-
-@pytest.fixture
-def page():
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"],
-        )
-        context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
-        pg = context.new_page()
-        pg.set_default_timeout(30_000)
-        yield pg
-        context.close()
-        browser.close()
 
 
 def test_upload_charts_compare_custom_vocabulary_and_errors(page, url, tmp_path: Path):

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from conftest import draw_shape, encode
-from test_iiif_collections import QuietHandler, serving, toy_engine
+from iiif_server import QuietHandler, serving, toy_engine
 
 import indexer.pictures.sources as sources
 from indexer.collections.local import Collections

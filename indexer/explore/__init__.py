@@ -7,4 +7,6 @@ collection's `Collections` (`explorer.Explorer(collections)`).
   where     the filters scores and facets share (metadata, a phrase's probability, a best phrase)
   layout    UMAP layouts in [0, 1]², and later pictures placed into an earlier one
   maps      the map job: computed in the background per collection version, stored, answered
+  wire      the map's answer as bytes (JSON, compact Arrow with chosen fields), kept per layout with an ETag
+  explain_source  a picture's explanation from its source read again, else from its thumbnail
 """

@@ -19,6 +19,7 @@ from ..vocabularies.index_cache import LoadedIndex
 from .frame import Frame, Frames
 from .maps import Layout, Maps, points_of
 from .scores import Reading, Readings
+from .wire import ARROW_MEDIA, JSON_MEDIA, Body, MapBodies, arrow_body, fields_of, json_body
 from .where import Above, Column, Condition, Top, compare, parse_where
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -34,6 +35,7 @@ class Explorer:
         self.readings = Readings()
         self.maps = Maps(self.images, self.frames, self.engine.model_key, self.engine.spec.name)
         self.thumbnails = ThumbnailStore(self.engine.store)
+        self.bodies = MapBodies()
 
     # -- the pictures ---------------------------------------------------------------------------
     def frame(self, name: str) -> tuple[CollectionRow, Frame]:
@@ -59,8 +61,27 @@ class Explorer:
         answer = MapAnswer(collection=name, model=self.engine.spec.name, version=found.version if found else None,
                            current_version=row.version, method=found.method if found else None, size=len(keep),
                            job=job if running or (job is not None and (found is None or found.version != row.version)) else None,
-                           points=[])
+                           index=keep if len(keep) != len(frame) else None, points=[])
         return answer, frame, keep, xs, ys
+
+    def map_body(self, name: str, fmt: str = "json", fields: str | None = None) -> tuple[MapAnswer, Body]:
+        """The map's answer (no `points`) and its body in `fmt` (json, or arrow with `fields`), encoded once
+        per layout and collection version and kept while no job runs for it."""
+        answer, frame, keep, xs, ys = self.map(name)
+        meta = {k: v for k, v in answer.json_dict().items() if k != "points" and (fmt == "json" or k != "index")}
+        columns = fields_of(fields)
+        if fmt == "arrow":
+            def make() -> bytes:
+                return arrow_body(meta, frame, keep, xs, ys, columns)
+        else:
+            def make() -> bytes:
+                return json_body(meta, frame, keep, xs, ys)
+        media = ARROW_MEDIA if fmt == "arrow" else JSON_MEDIA
+        if answer.job is not None:  # its state moves: made afresh
+            return answer, MapBodies(0).get((), make, media)
+        key = (name, frame.collection_id, self.engine.spec.name, self.engine.model_key, answer.version, answer.method,
+               answer.current_version, frame.version, len(keep), fmt, columns if fmt == "arrow" else ())
+        return answer, self.bodies.get(key, make, media)
 
     @staticmethod
     def points(frame: Frame, keep: list[int], xs: Any, ys: Any) -> list[dict[str, Any]]:

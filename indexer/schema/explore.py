@@ -12,6 +12,7 @@ from pydantic.json_schema import SkipJsonSchema
 
 from .analysis import ModelInfo, RelativeTo, RequestModel, Vocabularies
 from .collections import JobInfo
+from .explain import ExplainTopK, Explanation, Format, Versus
 from .fields import Answer, Name, NotNull, Phrase, Request, TopK, matching
 
 MAX_WHERE_CHARS = 2000
@@ -52,9 +53,26 @@ Where = Annotated[str | SkipJsonSchema[None], NotNull, Field(
                 "vocabulary's best phrase for the picture is PHRASE)")]
 
 
+MAP_FIELDS = ("sha256", "external_id", "x", "y", "index")
+_FIELD = "(" + "|".join(MAP_FIELDS) + ")"
+
+
 class MapQuery(Request):
     format: Literal["json", "arrow"] = "json"
+    fields: Annotated[str, Field(
+        pattern=rf"^{_FIELD}(,{_FIELD})*$", max_length=100,
+        description="Only with format=arrow (with JSON: 400): the columns to send, comma-separated, of sha256 (32 bytes), external_id, x, y "
+                    "(float32, rounded to 1/65536) and index (each point's position in the collection's order, "
+                    "the order of /scores); all of them without it. 100,000 sha256 are 3.2 MB that do not compress: "
+                    "`fields=index,x,y` draws a map in a tenth of that")] | SkipJsonSchema[None] = None
     model: RequestModel = None
+
+    @model_validator(mode="after")
+    def _arrow_only(self) -> "MapQuery":
+        if self.fields is not None and self.format != "arrow":
+            raise PydanticCustomError("invalid_input", "fields is for format=arrow (the JSON points always have "
+                                                       "sha256, external_id, x and y)")
+        return self
 
 
 class MapPoint(Answer):
@@ -77,6 +95,9 @@ class MapAnswer(Answer):
                                            "were placed into an earlier layout; `trivial` under 4 pictures")
     size: int
     job: JobInfo | None = Field(None, description="The job computing the layout of current_version, while it runs")
+    index: list[int] | None = Field(None, description="When the layout does not place every picture (an older one, "
+                                                      "while a newer computes): each point's position in the collection's "
+                                                      "order, the order of /scores' columns; null when point i is picture i")
     points: list[MapPoint]
 
 
@@ -161,6 +182,25 @@ class PictureRecord(Answer):
     sources: int = Field(1, description="Sources of the collection with this content")
     results: dict[str, Any] | None = Field(None, description="With `vocabularies`: per vocabulary, `softmax_over` and the "
                                                              "best `matches` (phrase, term, probability, cosine)")
+
+
+class PictureExplainQuery(Request):
+    """GET …/pictures/<sha256>/explain: the picture's explanation, from its source where it can be read again."""
+
+    vocabularies: Vocabularies = None
+    versus: Versus = None
+    top_k: ExplainTopK = 1
+    format: Format = "json"
+    model: RequestModel = None
+
+
+class PictureExplanation(Explanation):
+    """An explanation (as POST /v1/explain answers) of a collection's picture, and what it was computed from."""
+
+    explained_from: Literal["source", "thumbnail"] = Field(
+        description="source: the picture read again from its source at the model's input size (a file still there and "
+                    "unchanged, its URL, its IIIF Image service); thumbnail: its stored 256-px thumbnail, when not")
+    explained_note: str | None = Field(None, description="With thumbnail: why the source was not used")
 
 
 class PictureRecordQuery(Request):

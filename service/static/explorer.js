@@ -1,5 +1,5 @@
 // The explorer of one collection: its map (canvas), coloured by a vocabulary, facets that cross-filter,
-// search, box selection and export, a picture's panel. Plain JS, no build step; the view's state is in the URL.
+// search, box and lasso selection and export, a picture's panel. Plain JS, no build step; the view's state is in the URL.
 "use strict";
 
 const NAME = decodeURIComponent(location.pathname.split("/").filter(Boolean).pop());
@@ -12,7 +12,8 @@ const view = {  // what the URL holds
   vocab: null, colour: "top", phrase: null, filters: [], facets: [], q: "", minCosine: 0.2, sel: [], pic: null,
   zoom: 1, cx: 0.5, cy: 0.5,
 };
-const data = { points: [], scores: null, hits: new Set(), mask: null, thumbs: new Map(), vocabs: [], phrases: [] };
+const data = { points: [], rows: null, scores: null, hits: new Set(), mask: null, thumbs: new Map(), vocabs: [], phrases: [],
+  identities: Promise.resolve(true) };
 
 async function getJSON(path, options) {
   const resp = await fetch(path, options);
@@ -20,6 +21,19 @@ async function getJSON(path, options) {
   if (!resp.ok || body.ok === false) throw new Error(body.error || `HTTP ${resp.status}`);
   body._status = resp.status;
   return body;
+}
+
+// The map as Arrow IPC (ArrowStream, /static/arrow.js): its columns and the answer's other fields (the
+// schema's metadata); an error answers JSON.
+async function getArrow(path) {
+  const resp = await fetch(path);
+  if (!resp.ok || (resp.headers.get("Content-Type") || "").startsWith("application/json")) {
+    const body = await resp.json().catch(() => ({ error: `${resp.status} ${resp.statusText}` }));
+    throw new Error(body.error || `HTTP ${resp.status}`);
+  }
+  const bytes = await resp.arrayBuffer(), arrived = performance.now();
+  const table = ArrowStream.readArrowStream(bytes);
+  return { ...table.metadata, _status: resp.status, _arrived: arrived, length: table.length, columns: table.columns };
 }
 
 function say(text) { $("status").textContent = text; }
@@ -77,11 +91,16 @@ function toMap(px, py) {
   return [view.cx + (px - canvas.width / 2) / s, view.cy + (py - canvas.height / 2) / s];
 }
 
+// A point's position in the collection's order, the order of /scores' columns (the map's `index`, sent
+// when the layout does not place every picture: an older one while a newer computes).
+function row(i) { return data.rows ? data.rows[i] : i; }
+
 function colourOf(i) {
   const sc = data.scores;
   if (!sc) return "#555";
-  if (view.colour === "phrase" && sc.probability) return ramp(sc.probability[i]);
-  return PALETTE[sc.rank[sc.top[i]] % PALETTE.length] || "#999";
+  const k = row(i);
+  if (view.colour === "phrase" && sc.probability) return ramp(sc.probability[k]);
+  return PALETTE[sc.rank[sc.top[k]] % PALETTE.length] || "#999";
 }
 
 function ramp(t) {  // viridis-like, 0 → dark blue, 1 → yellow
@@ -121,9 +140,9 @@ function draw() {
   ctx.globalAlpha = 1;
   if (window.explorerTimings && !window.explorerTimings.firstDraw) window.explorerTimings.pointsDrawn = performance.now();
   for (const [i, x, y] of drawn) {
-    const img = thumb(pts[i].sha256);
+    const img = pts[i].sha256 && thumb(pts[i].sha256);  // none until the identities arrive
     const t = thumbSize;
-    if (img.complete && img.naturalWidth) {
+    if (img && img.complete && img.naturalWidth) {
       const k = t / Math.max(img.naturalWidth, img.naturalHeight);
       ctx.drawImage(img, x - img.naturalWidth * k / 2, y - img.naturalHeight * k / 2, img.naturalWidth * k, img.naturalHeight * k);
     }
@@ -145,6 +164,18 @@ function draw() {
     ctx.strokeStyle = "#06c";
     ctx.setLineDash([6, 4]);
     ctx.strokeRect(box.x0, box.y0, box.x1 - box.x0, box.y1 - box.y0);
+    ctx.setLineDash([]);
+  }
+  if (lasso && lasso.length > 1) {
+    ctx.strokeStyle = "#06c";
+    ctx.fillStyle = "rgba(0, 102, 204, 0.08)";
+    ctx.lineWidth = 2 * dpr;
+    ctx.setLineDash([6, 4]);
+    ctx.beginPath();
+    lasso.forEach(([x, y], k) => (k ? ctx.lineTo(x, y) : ctx.moveTo(x, y)));
+    ctx.closePath();
+    ctx.fill();
+    ctx.stroke();
     ctx.setLineDash([]);
   }
 }
@@ -173,18 +204,21 @@ function nearest(px, py, within) {
   return best;
 }
 
-let drag = null, box = null;
+let drag = null, box = null, lasso = null;
+const tool = () => (document.querySelector("input[name=select-tool]:checked") || {}).value || "box";
 canvas.addEventListener("pointerdown", (e) => {
   const dpr = window.devicePixelRatio || 1, r = canvas.getBoundingClientRect();
   const px = (e.clientX - r.left) * dpr, py = (e.clientY - r.top) * dpr;
   canvas.setPointerCapture(e.pointerId);
-  if (e.shiftKey) box = { x0: px, y0: py, x1: px, y1: py };
+  if (e.shiftKey && tool() === "lasso") lasso = [[px, py]];
+  else if (e.shiftKey) box = { x0: px, y0: py, x1: px, y1: py };
   else drag = { px, py, cx: view.cx, cy: view.cy, moved: false };
 });
 canvas.addEventListener("pointermove", (e) => {
   const dpr = window.devicePixelRatio || 1, r = canvas.getBoundingClientRect();
   const px = (e.clientX - r.left) * dpr, py = (e.clientY - r.top) * dpr;
   if (box) { box.x1 = px; box.y1 = py; redraw(); return; }
+  if (lasso) { lasso.push([px, py]); redraw(); return; }
   if (!drag) return;
   if (Math.abs(px - drag.px) + Math.abs(py - drag.py) > 3) drag.moved = true;
   view.cx = drag.cx - (px - drag.px) / side();
@@ -195,9 +229,10 @@ canvas.addEventListener("pointerup", (e) => {
   const dpr = window.devicePixelRatio || 1, r = canvas.getBoundingClientRect();
   const px = (e.clientX - r.left) * dpr, py = (e.clientY - r.top) * dpr;
   if (box) { selectBox(box); box = null; }
+  else if (lasso) { lasso.push([px, py]); selectLasso(lasso); lasso = null; }
   else if (drag && !drag.moved) {
     const i = nearest(px, py, 14 * dpr);
-    if (i >= 0) openPicture(data.points[i].sha256);
+    if (i >= 0) openPoint(i);
   }
   drag = null;
   writeURL();
@@ -239,7 +274,7 @@ canvas.addEventListener("keydown", (e) => {
     else { keyBox = { x0: canvas.width / 2, y0: canvas.height / 2, x1: canvas.width / 2, y1: canvas.height / 2 }; }
   } else if (e.key === "Enter") {
     const i = nearest(canvas.width / 2, canvas.height / 2, Math.max(canvas.width, canvas.height));
-    if (i >= 0) openPicture(data.points[i].sha256);
+    if (i >= 0) openPoint(i);
   } else if (e.key === "Escape") { keyBox = null; box = null; redraw(); }
 });
 
@@ -254,6 +289,31 @@ function selectBox(b) {
   showSelection();
 }
 
+// A lasso: the polygon drawn, closed from its last point to its first; a point is inside when a ray from
+// it crosses the polygon's edges an odd number of times (even-odd rule, as canvas fills it).
+function inside(x, y, poly) {
+  let odd = false;
+  for (let a = 0, b = poly.length - 1; a < poly.length; b = a++) {
+    const [xa, ya] = poly[a], [xb, yb] = poly[b];
+    if ((ya > y) !== (yb > y) && x < xa + (y - ya) * (xb - xa) / (yb - ya)) odd = !odd;
+  }
+  return odd;
+}
+
+function selectLasso(poly) {
+  view.sel = [];
+  if (poly.length >= 3) {
+    const xs = poly.map((p) => p[0]), ys = poly.map((p) => p[1]);
+    const [x0, x1, y0, y1] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];
+    data.points.forEach((p, i) => {
+      if (data.mask && !data.mask[i]) return;
+      const [x, y] = toScreen(p.x, p.y);
+      if (x >= x0 && x <= x1 && y >= y0 && y <= y1 && inside(x, y, poly)) view.sel.push(i);
+    });
+  }
+  showSelection();
+}
+
 function showSelection() {
   const n = view.sel.length;
   $("selection-count").textContent = n ? `${n} pictures selected.` : "Nothing selected.";
@@ -261,15 +321,16 @@ function showSelection() {
 }
 
 async function selectionRows() {
+  await data.identities;
   const sc = data.scores, rows = [];
   for (const i of view.sel) {
-    const p = data.points[i];
+    const p = data.points[i], k = row(i);
     const rec = await getJSON(`${API}/pictures/${p.sha256}`);
-    const row = { external_id: p.external_id, source: rec.source, sha256: p.sha256, vocabulary: view.vocab,
-      softmax_over: sc ? sc.softmax_over : null, top_phrase: sc ? sc.phrases[sc.top[i]] : null,
-      top_probability: sc ? sc.top_probability[i] : null };
-    if (sc && sc.probability) { row.phrase = sc.phrase; row.probability = sc.probability[i]; }
-    rows.push(row);
+    const out = { external_id: p.external_id, source: rec.source, sha256: p.sha256, vocabulary: view.vocab,
+      softmax_over: sc ? sc.softmax_over : null, top_phrase: sc ? sc.phrases[sc.top[k]] : null,
+      top_probability: sc ? sc.top_probability[k] : null };
+    if (sc && sc.probability) { out.phrase = sc.phrase; out.probability = sc.probability[k]; }
+    rows.push(out);
   }
   return rows;
 }
@@ -366,9 +427,9 @@ function legend(sc, order) {
 async function loadMask() {
   if (!view.filters.length || !view.vocab) { data.mask = null; return; }
   const sc = await getJSON(`${API}/scores?vocabulary=${encodeURIComponent(view.vocab)}${whereParam()}`);
-  const mask = new Uint8Array(data.points.length);
-  (sc.index || []).forEach((i) => { mask[i] = 1; });
-  data.mask = mask;
+  const kept = new Uint8Array(sc.size);
+  (sc.index || []).forEach((i) => { kept[i] = 1; });
+  data.mask = data.points.map((_, i) => kept[row(i)]);
 }
 
 async function loadFacets() {
@@ -445,6 +506,7 @@ async function search(form) {
   } else if (view.q) {
     body = await getJSON(`${API}/search?q=${encodeURIComponent(view.q)}&top_k=100&min_cosine=${view.minCosine}`);
   } else { redraw(); return; }
+  await data.identities;
   const at = new Map(data.points.map((p, i) => [p.sha256, i]));
   for (const h of body.hits) {
     if (at.has(h.sha256)) data.hits.add(at.get(h.sha256));
@@ -544,18 +606,16 @@ $("close-panel").addEventListener("click", () => { $("panel").hidden = true; vie
 $("explain").addEventListener("click", async () => {
   if (!view.pic) return;
   say("Computing the explanation map…");
-  const blob = await (await fetch(`${API}/pictures/${view.pic}/thumbnail`)).blob();
-  const form = new FormData();
-  form.append("image", blob, "thumbnail");
-  form.append("vocabularies", view.vocab || "");
-  form.append("top_k", "1");
-  const resp = await fetch("/v1/explain?format=png", { method: "POST", body: form });
+  const resp = await fetch(`${API}/pictures/${view.pic}/explain?format=png&top_k=1&vocabularies=${encodeURIComponent(view.vocab || "")}`);
   if (!resp.ok) { say(`Error: ${(await resp.json()).error}`); return; }
+  const from = resp.headers.get("X-Clip-Gaze-Explained-From") || "thumbnail";
   const out = $("explain-image");
   out.src = URL.createObjectURL(await resp.blob());
-  out.alt = `Where CLIP draws its best phrase of ${view.vocab} from, over the thumbnail`;
+  out.alt = `Where CLIP draws its best phrase of ${view.vocab} from, over the ${from === "source" ? "picture" : "thumbnail"}`;
+  out.dataset.explainedFrom = from;
   out.hidden = false;
-  say("Explanation: the best phrase's map over the thumbnail.");
+  say(from === "source" ? "Explanation: the best phrase's map, computed from the picture's source at the model's input size."
+    : "Explanation: the best phrase's map over the thumbnail (the source could not be read again).");
 });
 
 // -- wiring ------------------------------------------------------------------------------------------------
@@ -568,20 +628,46 @@ async function refresh() {
   } catch (err) { say(`Error: ${err.message}`); }
 }
 
+// The map in its compact form first, Arrow of index, x and y (9 bytes a picture: what the first render
+// needs), then the points' identities, sha256 and external_id (thumbnails, a picture's panel, search hits,
+// export), a second Arrow answer of the same layout that does not hold up the first render.
+const MAP_COMPACT = "index,x,y", MAP_IDENTITIES = "sha256,external_id";
+const layoutOf = (b) => [b.version, b.current_version, b.method, b.size, b.length].join("|");
+
 async function loadMap() {
   for (;;) {
-    const body = await getJSON(`${API}/map`);
+    const body = await getArrow(`${API}/map?format=arrow&fields=${MAP_COMPACT}`);
     $("model-name").textContent = body.model;
     $("model-caveat").hidden = !String(body.model).startsWith("toy");
-    if (body.points.length || !body.job) {
-      data.points = body.points;
-      window.explorerTimings = { mapArrived: performance.now() };
+    if (body.length || !body.job) {
+      const { x, y, index } = body.columns;
+      data.points = Array.from(x, (v, i) => ({ x: v, y: y[i], sha256: null, external_id: null }));
+      data.rows = index;
+      data.identities = loadIdentities(layoutOf(body));
+      window.explorerTimings = { mapArrived: body._arrived, mapRead: performance.now() };
       say(`${body.size} pictures, ${body.method || "no layout"}` + (body.job ? " (a newer layout is being computed)" : ""));
       return body;
     }
     say(`Computing the map (job ${body.job.id})…`);
     await new Promise((r) => setTimeout(r, 500));
   }
+}
+
+async function loadIdentities(layout) {
+  const body = await getArrow(`${API}/map?format=arrow&fields=${MAP_IDENTITIES}`);
+  if (layoutOf(body) !== layout) {  // a newer layout came between the two: both again
+    await loadMap();
+    return data.identities;
+  }
+  const { sha256, external_id } = body.columns;
+  data.points.forEach((p, i) => { p.sha256 = ArrowStream.hex(sha256[i]); p.external_id = external_id[i]; });
+  redraw();
+  return true;
+}
+
+async function openPoint(i) {
+  await data.identities;
+  return openPicture(data.points[i].sha256);
 }
 
 async function start() {
@@ -607,6 +693,8 @@ async function start() {
   if (view.pic) await openPicture(view.pic);
   draw();
   if (window.explorerTimings) window.explorerTimings.firstDraw = performance.now();
+  await data.identities;
+  if (window.explorerTimings) window.explorerTimings.identities = performance.now();
   document.body.dataset.ready = "true";
 }
 
