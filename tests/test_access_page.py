@@ -6,7 +6,8 @@ from __future__ import annotations
 import threading
 
 import pytest
-from test_page import ARTIFACTS, page, sync_api  # noqa: F401  (the browser fixture)
+from browser import ARTIFACTS
+from test_page import sync_api
 from werkzeug.serving import make_server
 
 from indexer.settings import Settings

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import draw_shape
 from indexer.schema import CreateVocabulary
-from test_page import page, sync_api, url  # noqa: F401  (fixtures)
+from test_page import sync_api, url  # noqa: F401  (the fixture url; page is conftest's)
 from test_interrogate import WORDS
 
 pytestmark = pytest.mark.browser

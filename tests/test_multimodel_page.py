@@ -13,7 +13,7 @@ from werkzeug.serving import make_server
 
 from conftest import draw_shape
 from test_multimodel import OTHER, other_toy  # noqa: F401  (the fixture)
-from test_page import CHROMIUM, _choose, page, sync_api  # noqa: F401  (the fixture)
+from test_page import _choose, sync_api
 
 from indexer.engine import Engine
 from indexer.settings import Settings
