@@ -1,11 +1,14 @@
-"""The `xlm-b32` preset's architecture with random weights (same compute as the real one): ONNX
-export, parity against torch, memory, and trimmed against full-context text timing.
+"""A preset's architecture with random weights (same compute as the real one): ONNX export, parity
+against torch, memory, and trimmed against full-context text timing. `xlm-b32`'s by default; any
+open_clip architecture by `--arch` (`ViT-B-16-SigLIP` for `siglip-b16`: its bias in the export and
+the parity, its text tower never trimmed).
 
 No download: XLM-RoBERTa-base's config is written here from its published values, and the toy-
-multilingual tokenizer (ids well inside XLM-R's vocabulary) stands in for XLM-R's (the tower's compute
-does not depend on which ids it reads).
+multilingual tokenizer (ids well inside XLM-R's and SigLIP's vocabularies) stands in for the model's
+own (the towers' compute does not depend on which ids they read).
 
     python bench/multilingual_random.py [--arch xlm-roberta-base-ViT-B-32] [--out /tmp/xlm-bench]
+    python bench/multilingual_random.py --arch ViT-B-16-SigLIP --phrases 64
 """
 
 from __future__ import annotations
@@ -55,21 +58,25 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     cfg = open_clip.get_model_config(args.arch)
-    base = cfg["text_cfg"]["hf_model_name"]
-    hf_dir = args.out / "hf-config"
-    XLMRobertaConfig(vocab_size=250002, max_position_embeddings=514, type_vocab_size=1, pad_token_id=1, bos_token_id=0,
-                     eos_token_id=2, **XLMR[base]).save_pretrained(str(hf_dir))
-    text_cfg = dict(cfg["text_cfg"], hf_model_name=str(hf_dir), hf_model_pretrained=False)
+    base = cfg["text_cfg"].get("hf_model_name")
+    extra = {}
+    if base in XLMR:  # an HF text tower: its config written here, its weights random
+        hf_dir = args.out / "hf-config"
+        XLMRobertaConfig(vocab_size=250002, max_position_embeddings=514, type_vocab_size=1, pad_token_id=1, bos_token_id=0,
+                         eos_token_id=2, **XLMR[base]).save_pretrained(str(hf_dir))
+        extra["text_cfg"] = dict(cfg["text_cfg"], hf_model_name=str(hf_dir), hf_model_pretrained=False)
     before = rss_mib()
     t0 = time.perf_counter()
-    model, _, preprocess = open_clip.create_model_and_transforms(args.arch, text_cfg=text_cfg)
+    model, _, preprocess = open_clip.create_model_and_transforms(args.arch, **extra)
     model.eval()
-    tokenizer = HFTokenizer(str(TOY_ML_DIR / "hf"), context_length=77)  # XLM-R's context in open_clip: 77
+    context = cfg["text_cfg"].get("context_length", 77)  # XLM-R's in open_clip: 77; SigLIP's: 64
+    tokenizer = HFTokenizer(str(TOY_ML_DIR / "hf"), context_length=context)
     spec = ModelSpec(args.arch, "random-weights")
     loaded = LoadedModel(spec, model, preprocess, tokenizer, "cpu")
     params = sum(p.numel() for p in model.parameters())
     print(f"{args.arch} random weights: {params / 1e6:.0f} M parameters, built in {time.perf_counter() - t0:.1f} s, "
-          f"RSS +{rss_mib() - before:.0f} MiB (torch), trims_context={loaded.trims_context}")
+          f"RSS +{rss_mib() - before:.0f} MiB (torch), trims_context={loaded.trims_context}, "
+          f"logit_bias={loaded.logit_bias}")
 
     phrases = [f"een rode cirkel nummer {i}" if i % 3 else f"a blue square on a dark background {i}" for i in range(args.phrases)]
     t0 = time.perf_counter()
@@ -78,7 +85,7 @@ def main() -> None:
     t0 = time.perf_counter()
     full = loaded.encode_texts(phrases, batch_size=64, trim=False)
     t_full = time.perf_counter() - t0
-    print(f"{len(phrases)} phrases: trimmed {t_trim:.2f} s, full 77-token context {t_full:.2f} s, "
+    print(f"{len(phrases)} phrases: trimmed {t_trim:.2f} s, full {context}-token context {t_full:.2f} s, "
           f"largest difference {np.abs(trimmed - full).max():.1e}")
 
     t0 = time.perf_counter()
