@@ -1,6 +1,7 @@
-"""Headless Chromium for the page tests (Playwright over Debian's chromium): `chromium_page(viewport)`
-opens one page in a fresh browser, downloads accepted, with the pages' 30 s default timeout; the
-`page` fixture of conftest.py uses it, sized by the test module's `VIEWPORT` (1280×900 without one)."""
+"""Headless Chromium for the page tests (Playwright over Debian's chromium): the `page`
+fixture of conftest.py opens each test's page (`new_page`: downloads accepted, the pages' 30 s default
+timeout) in a fresh context of one browser a test module (`chromium`: a launch costs seconds), sized by
+the module's `VIEWPORT` (1280×900 without one)."""
 
 from __future__ import annotations
 
@@ -18,17 +19,27 @@ VIEWPORT = {"width": 1280, "height": 900}
 
 
 @contextlib.contextmanager
-def chromium_page(viewport: dict[str, int] | None = None) -> Iterator[Any]:
+def chromium() -> Iterator[Any]:
+    """Headless Chromium, launched once (the page fixture keeps one a test module)."""
     from playwright import sync_api
 
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        context = browser.new_context(viewport=viewport or VIEWPORT, accept_downloads=True)
         try:
-            pg = context.new_page()
-            pg.set_default_timeout(30_000)
-            yield pg
+            yield browser
         finally:
-            context.close()
             browser.close()
+
+
+@contextlib.contextmanager
+def new_page(browser: Any, viewport: dict[str, int] | None = None) -> Iterator[Any]:
+    """A page in a fresh context of `browser` (no cookies, storage or cache of another test)."""
+    context = browser.new_context(viewport=viewport or VIEWPORT, accept_downloads=True)
+    try:
+        pg = context.new_page()
+        pg.set_default_timeout(30_000)
+        yield pg
+    finally:
+        context.close()
+

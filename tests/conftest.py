@@ -183,12 +183,21 @@ def run(toy_engines: None) -> Callable[..., Any]:
     return invoke
 
 
-@pytest.fixture
-def page(request: pytest.FixtureRequest) -> Iterator[Any]:
-    """A page of headless Chromium (tests/browser.py), sized by the test module's VIEWPORT if it has one."""
-    from browser import chromium_page
+@pytest.fixture(scope="module")
+def _chromium() -> Iterator[Any]:
+    """One headless Chromium a test module (tests/browser.py)."""
+    from browser import chromium
 
-    with chromium_page(getattr(request.module, "VIEWPORT", None)) as pg:
+    with chromium() as browser:
+        yield browser
+
+
+@pytest.fixture
+def page(request: pytest.FixtureRequest, _chromium: Any) -> Iterator[Any]:
+    """A page of headless Chromium in a fresh context, sized by the test module's VIEWPORT if it has one."""
+    from browser import new_page
+
+    with new_page(_chromium, getattr(request.module, "VIEWPORT", None)) as pg:
         yield pg
 
 

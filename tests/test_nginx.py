@@ -28,7 +28,7 @@ NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
 if NGINX is None:
     pytest.skip("nginx is not installed (apt-get install -y nginx): nginx tests skipped", allow_module_level=True)
 
-pytestmark = [pytest.mark.nginx, pytest.mark.e2e]
+pytestmark = [pytest.mark.nginx, pytest.mark.e2e, pytest.mark.xdist_group("nginx")]  # one nginx and server, on one worker
 TEMPLATE = Path(__file__).parents[1] / "deploy" / "nginx" / "clip-gaze.conf.template"
 ERROR_KEYS = {"ok", "status", "code", "error"}
 

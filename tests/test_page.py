@@ -15,7 +15,7 @@ from conftest import draw_shape
 from indexer.settings import Settings
 from service import create_app
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("page")]  # one server and browser, on one worker
 
 if CHROMIUM is None:
     pytest.skip("Debian's chromium is not installed (apt-get install -y chromium): browser tests skipped", allow_module_level=True)
