@@ -8,6 +8,7 @@ CLIP_GAZE_TEST_CHECKOUT to another checkout (e.g. /tmp/before-27) to run those m
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -295,9 +297,22 @@ def _hold(memory: DecodeMemory, nbytes: int, name: str, order: list[str]) -> Non
         order.append(name)
 
 
+class _Lingering(DecodeMemory):
+    """A budget whose decodes linger (up to a second) once admitted until another one holds some too: two
+    decodes that fit together are then seen together, however the threads happen to be scheduled."""
+
+    @contextlib.contextmanager
+    def hold(self, nbytes: int) -> Iterator[None]:
+        with super().hold(nbytes):
+            deadline = time.monotonic() + 1.0
+            while self.held <= nbytes and time.monotonic() < deadline:
+                time.sleep(0.005)
+            yield
+
+
 def test_concurrent_decodes_through_a_decoder_never_hold_more_than_its_budget():
     pictures = [encode(Image.effect_noise((3000, 2000), 60).convert("RGB"), "PNG") for _ in range(2)]
-    memory = DecodeMemory(200 * 2**20)  # two such pictures' estimates (90 MB each), not three
+    memory = _Lingering(200 * 2**20)  # two such pictures' estimates (90 MB each), not three
     decoder = Decoder(60_000_000, 10**12, concurrency=4, target=224, memory=memory)
     errors: list[BaseException] = []
 
