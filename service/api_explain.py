@@ -12,7 +12,7 @@ import io
 
 from flask import Blueprint, Response, request
 
-from indexer.explain.maps import explain_image
+from indexer.explain.maps import ExplainedImage, explain_image
 from indexer.schema import form_phrases, parse, split_vocabularies
 from indexer.schema.explain import ExplainForm, ExplainJson, ExplainQuery
 
@@ -43,11 +43,15 @@ def explain() -> Response | tuple[Response, int]:
         found = explain_image(engine, decoded, split_vocabularies(params.vocabularies), phrases, params.top_k,
                               params.versus)
     if fmt == "png":
-        picture = found.overlay_contrast() if found.contrast is not None else found.overlay()
-        buf = io.BytesIO()
-        picture.save(buf, format="PNG")
-        return Response(buf.getvalue(), mimetype="image/png")
+        return png(found)
     return answer(found.answer)
+
+
+def png(found: ExplainedImage) -> Response:
+    """An explanation as a PNG: its overlay, or with `versus` the contrast's."""
+    buf = io.BytesIO()
+    (found.overlay_contrast() if found.contrast is not None else found.overlay()).save(buf, format="PNG")
+    return Response(buf.getvalue(), mimetype="image/png")
 
 
 api.register_blueprint(explain_api)  # once, at import: before `api` is first registered on an app

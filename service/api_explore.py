@@ -5,7 +5,6 @@ the scores) go gzip-compressed to a client that accepts it."""
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import threading
 from typing import Any
@@ -23,6 +22,7 @@ from indexer.schema.collections import SearchForm, SearchTerms
 
 from .api import one_upload
 from .api_collections import _shown
+from .api_explain import png
 from .errors import named_in_body
 from .access import check_named
 from .state import collections_for
@@ -157,10 +157,7 @@ def collection_picture_explain(name: str, sha256: str) -> Response:
     with named_in_body():  # vocabularies: 422
         found = explain_picture(ex, name, sha256, vocabularies or None, None, query.top_k, query.versus)
     if query.format == "png":
-        e = found.explained
-        buf = io.BytesIO()
-        (e.overlay_contrast() if e.contrast is not None else e.overlay()).save(buf, format="PNG")
-        resp = Response(buf.getvalue(), mimetype="image/png")
+        resp = png(found.explained)
         resp.headers["X-Clip-Gaze-Explained-From"] = found.explained_from
         return resp
     return _json(found.json_dict(), compress=False)  # one picture's maps: as /v1/explain answers them

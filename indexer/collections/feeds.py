@@ -32,6 +32,8 @@ from ..store.syncs import SyncStore
 
 PLAN_VERSION = 1
 MAX_ERRORS = 20
+REPORT_COUNTS = ("added", "refreshed", "removed", "failed", "manifests")  # a plan's counts kept in `pending`: the report's
+RUN_COUNTS = ("manifests_failed", "refreshed_manifests")  # and the run's (a job's counts)
 ExpandFn = Callable[[str], Iterable[Item]]  # a manifest's URL → the pictures it names (`sources.expand`)
 AddFn = Callable[[list[Item], set[str], Callable[[AddReport], None] | None], AddReport]  # items, to read again, on_batch
 Checkpoint = Callable[[Any], None]
@@ -119,20 +121,12 @@ class SyncRun:
         self.syncs.finish(self.collection_id, self.stream, pending["end_time"], pending.get("token"))
 
     def _counts(self) -> dict[str, int]:
-        r = self.report
-        return {"added": r.added, "refreshed": r.refreshed, "removed": r.removed, "failed": r.failed,
-                "manifests_failed": self.manifests_failed, "refreshed_manifests": self.refreshed_manifests,
-                "manifests": r.manifests}
+        return {**{k: getattr(self.report, k) for k in REPORT_COUNTS}, **{k: getattr(self, k) for k in RUN_COUNTS}}
 
     def _count(self, counts: dict[str, Any]) -> None:
-        r = self.report
-        r.added += int(counts.get("added", 0))
-        r.refreshed += int(counts.get("refreshed", 0))
-        r.removed += int(counts.get("removed", 0))
-        r.failed += int(counts.get("failed", 0))
-        r.manifests += int(counts.get("manifests", 0))
-        self.manifests_failed += int(counts.get("manifests_failed", 0))
-        self.refreshed_manifests += int(counts.get("refreshed_manifests", 0))
+        for target, names in ((self.report, REPORT_COUNTS), (self, RUN_COUNTS)):
+            for k in names:
+                setattr(target, k, getattr(target, k) + int(counts.get(k, 0)))
 
     def _step(self, change: Change, checkpoint: Checkpoint | None) -> None:
         """One manifest's change, applied idempotently."""

@@ -88,12 +88,6 @@ class CallbackStore:
                        [claimed.job_id, claimed.attempt, timestamp(), status, error])
         return True
 
-    def release(self, job_id: str, owner: str) -> None:
-        """A claim handed back unattempted (the process is stopping): due again at once."""
-        with self.images.store.transaction() as db:
-            db.execute("UPDATE jobs SET callback_owner = NULL, callback_lease = NULL WHERE id = ? AND callback_owner = ?",
-                       [job_id, owner])
-
     def attempts(self, job_id: str) -> list[dict[str, Any]]:
         return [dict(r) for r in self.images.db.query(
             "SELECT attempt, at, status, error FROM callback_attempts WHERE job_id = ? ORDER BY attempt", [job_id])]
