@@ -193,6 +193,10 @@ def test_scores_equal_the_probabilities_collection_analyze_computes(client, muse
         best = by_sha[next(k for k in by_sha if k[0] == sha and by_sha[k].rank == 1)]
         assert body["phrases"][top] == best.phrase and top_p == pytest.approx(best.probability, abs=1e-5)
         assert p == pytest.approx(by_sha[(sha, "a red circle")].probability, abs=1e-5)
+    # another phrase of the same reading: one column against each picture's kept log-partition
+    other = client.get("/v1/collections/museum/scores", query_string={"vocabulary": "shapes", "phrase": PHRASES[-1]}).get_json()
+    assert other["top"] == body["top"]
+    assert other["probability"] == pytest.approx([by_sha[(sha, PHRASES[-1])].probability for sha in shas], abs=1e-5)
 
 
 def test_facet_counts_equal_counts_of_analysis_best_phrases_and_where_cross_filters(client, museum):
@@ -215,6 +219,8 @@ def test_facet_counts_equal_counts_of_analysis_best_phrases_and_where_cross_filt
 
 
 def test_relative_to_is_accepted_as_in_analysis(client, museum):
+    first = client.get("/v1/collections/museum/scores", query_string={"vocabulary": "shapes", "relative_to": "museum"})
+    assert first.status_code == 200  # the reading is kept: the phrase below is one corrected column after it
     body = client.get("/v1/collections/museum/scores", query_string={"vocabulary": "shapes", "phrase": "a red circle",
                                                                      "relative_to": "museum"}).get_json()
     rows = analyze_rows(museum, "shapes", 16, relative_to="museum")

@@ -128,12 +128,7 @@ class Explorer:
         mask = np.ones(len(frame), bool)
         for c in conditions:
             if isinstance(c, Column):
-                if c.column in ("external_id", "source", "sha256"):
-                    values = getattr(frame, c.column)
-                    mask &= np.fromiter((v is not None and str(v) == c.value for v in values), bool, len(frame))
-                else:
-                    mask &= np.fromiter((m is not None and c.column in m and _text(m[c.column]) == c.value
-                                         for m in frame.metadata), bool, len(frame))
+                mask &= frame.column(c.column) == c.value  # None equals no text
                 continue
             idx = self._index(c.vocabulary)
             row = self._row_of(self._phrases(idx), c.phrase, c.vocabulary)
@@ -187,11 +182,8 @@ class Explorer:
         conditions = parse_where(where)
         _, frame = self.frame(name)
         mask = self._mask(frame, conditions, relative_to)
-        if column in ("external_id", "source"):
-            texts = [None if v is None else str(v) for v in getattr(frame, column)]
-        else:
-            texts = [_text(m[column]) if m is not None and column in m else None for m in frame.metadata]
-        values = Counter(t for i, t in enumerate(texts) if t is not None and (mask is None or mask[i]))
+        texts = frame.column(column)
+        values = Counter(t for t in (texts[mask] if mask is not None else texts) if t is not None)
         return FacetsAnswer(collection=name, vocabulary=None, column=column, softmax_over=None,
                             size=int(mask.sum()) if mask is not None else len(frame),
                             facets=[Facet(term=v, phrase=v, external_id=None, count=c) for v, c in values.most_common(limit)])
@@ -243,10 +235,5 @@ class Explorer:
                            f"(`clip-gaze collection add {name} SOURCE`) to make those missing", code="no_thumbnail")
         return found
 
-
-def _text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
 
 __all__ = ["Explorer"]

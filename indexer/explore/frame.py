@@ -30,6 +30,7 @@ class Frame:
     matrix: npt.NDArray[np.float32]
     _metadata: list[dict[str, Any] | None] | None = field(default=None, repr=False)
     _positions: dict[str, int] | None = field(default=None, repr=False)
+    _columns: dict[str, npt.NDArray[np.object_]] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
         return len(self.sha256)
@@ -40,6 +41,18 @@ class Frame:
             self._metadata = [json.loads(m) if m else None for m in self.metadata_text]
         return self._metadata
 
+    def column(self, name: str) -> npt.NDArray[np.object_]:
+        """A column's value for each picture as text (None where a picture has none): `external_id`,
+        `source` or a metadata column; kept, so filters and facets on it compare arrays."""
+        found = self._columns.get(name)
+        if found is None:
+            if name in ("external_id", "source", "sha256"):
+                texts = [None if v is None else str(v) for v in getattr(self, name)]
+            else:
+                texts = [as_text(m[name]) if m is not None and name in m else None for m in self.metadata]
+            found = self._columns[name] = np.array(texts, dtype=object)
+        return found
+
     def position(self, sha256: str) -> int | None:
         """The first picture with this content."""
         if self._positions is None:
@@ -48,6 +61,13 @@ class Frame:
                 positions.setdefault(sha, i)
             self._positions = positions
         return self._positions.get(sha256)
+
+
+def as_text(value: Any) -> str:
+    """A metadata value as the explorer compares and counts it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 class Frames:
@@ -85,4 +105,4 @@ def read_frame(images: ImageStore, row: CollectionRow, model_key: str) -> Frame:
     return Frame(row.name, row.id, row.version, model_key, sha, ext, src, meta, matrix)
 
 
-__all__ = ["CHUNK", "Frame", "Frames", "read_frame"]
+__all__ = ["CHUNK", "Frame", "Frames", "as_text", "read_frame"]

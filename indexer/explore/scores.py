@@ -24,10 +24,13 @@ KEPT = 32  # vocabulary readings kept (each: 8 bytes a picture, and the phrase c
 
 @dataclass
 class Reading:
-    """One vocabulary over one frame: `top` (index into the vocabulary's rows) and its probability."""
+    """One vocabulary over one frame: `top` (index into the vocabulary's rows) and its probability, and
+    each picture's log of the softmax's denominator (`log_z`), so another phrase's probability is one
+    column of logits, not the whole vocabulary again."""
 
     top: npt.NDArray[np.int32]
     top_probability: npt.NDArray[np.float32]
+    log_z: npt.NDArray[np.float64]
     phrases: dict[int, npt.NDArray[np.float32]]  # row → each picture's probability of it
 
 
@@ -36,6 +39,14 @@ def _logits(frame: Frame, idx: LoadedIndex, start: int, scale: float, ref: Refer
     cos = cosines(idx.matrix, frame.matrix[start:start + CHUNK]).T
     logits = cos * np.float32(scale)
     return ref.correct(logits) if ref is not None else logits
+
+
+def _column(frame: Frame, idx: LoadedIndex, row: int, scale: float, ref: Reference | None) -> npt.NDArray[np.float32]:
+    """One phrase's logit for every picture of the frame, as `_logits` scores it."""
+    logits = cosines(frame.matrix, idx.matrix[row:row + 1])[:, 0] * np.float32(scale)
+    if ref is None:
+        return logits
+    return ((logits - ref.offset[row]) * ref.scale[row]).astype(np.float32, copy=False)
 
 
 def _log_z(logits: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
@@ -62,7 +73,7 @@ class Readings:
         if found is None:
             found = self._compute(frame, idx, scale, ref, phrase)
         if phrase is not None and phrase not in found.phrases:
-            found.phrases[phrase] = self._phrase(frame, idx, scale, ref, phrase)
+            found.phrases[phrase] = self._phrase(frame, idx, scale, ref, phrase, found.log_z)
         with self._lock:
             self._kept[key] = found
             while len(self._kept) > KEPT:
@@ -75,26 +86,24 @@ class Readings:
         n = len(frame)
         top = np.zeros(n, np.int32)
         prob = np.zeros(n, np.float32)
+        log_zs = np.zeros(n, np.float64)
         asked = np.zeros(n, np.float32) if phrase is not None else None
         for start in range(0, n, CHUNK):
             logits = _logits(frame, idx, start, scale, ref)
             best = logits.argmax(axis=1)  # the first of ties, in index order
             top[start:start + len(best)] = best
             log_z = _log_z(logits)
+            log_zs[start:start + len(best)] = log_z[:, 0]
             peak = np.take_along_axis(logits, best[:, None], axis=1).astype(np.float64)
             prob[start:start + len(best)] = np.exp(peak - log_z)[:, 0]
             if asked is not None and phrase is not None:
                 asked[start:start + len(best)] = np.exp(logits[:, phrase:phrase + 1].astype(np.float64) - log_z)[:, 0]
-        return Reading(top, prob, {phrase: asked} if asked is not None and phrase is not None else {})
+        return Reading(top, prob, log_zs, {phrase: asked} if asked is not None and phrase is not None else {})
 
     @staticmethod
-    def _phrase(frame: Frame, idx: LoadedIndex, scale: float, ref: Reference | None, row: int) -> npt.NDArray[np.float32]:
-        n = len(frame)
-        out = np.zeros(n, np.float32)
-        for start in range(0, n, CHUNK):
-            logits = _logits(frame, idx, start, scale, ref)
-            out[start:start + len(logits)] = np.exp(logits[:, row:row + 1].astype(np.float64) - _log_z(logits))[:, 0]
-        return out
+    def _phrase(frame: Frame, idx: LoadedIndex, scale: float, ref: Reference | None, row: int,
+                log_z: npt.NDArray[np.float64]) -> npt.NDArray[np.float32]:
+        return np.exp(_column(frame, idx, row, scale, ref).astype(np.float64) - log_z).astype(np.float32)
 
 
 __all__ = ["KEPT", "Reading", "Readings"]
