@@ -284,3 +284,11 @@ def test_onnx_runtime_runs_the_chain_as_torch_does(toy_words: Engine, clean_envi
     b_chain = run_chain(TorchPrefixEncoder(toy, reuse=False), prompts, image, WORDS, start="painted in (1650)", forced=2, max_steps=4)
     assert a_chain.chosen == b_chain.chosen and np.allclose(a_chain.cosines, b_chain.cosines, atol=1e-6)
     assert ort.counts.diverged >= len(WORDS)
+    # with torch for what is one row (the prefixes, whole rows, a prompt's cuts): the same chain, fewer graph calls
+    hybrid = OnnxPrefixEncoder(graph, eot=prompts.eot, whole=TorchPrefixEncoder(toy))
+    c_chain = run_chain(hybrid, prompts, image, WORDS, start="painted in (1650)", forced=2, max_steps=4)
+    assert c_chain.chosen == b_chain.chosen and np.allclose(c_chain.cosines, b_chain.cosines, atol=1e-6)
+    assert hybrid.counts.prefixes >= 1 and hybrid.counts.by_suffix == ort.counts.by_suffix
+    head = prompts.head("painted in (1650), a red star")
+    assert np.allclose(hybrid.ends(head, [3, len(head)]), ort.ends(head, [3, len(head)]), atol=1e-6)
+    assert np.allclose(hybrid.texts([[*head, prompts.eot]]), ort.texts([[*head, prompts.eot]]), atol=1e-6)

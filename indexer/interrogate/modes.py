@@ -11,7 +11,7 @@ exact and explained (README "The prompt a generator would answer to").
 The start: the caption if given, else the best phrase of each start vocabulary (the model preset's;
 none for the toy model). The chain's text tower runs after the prefix's cached keys and values, as a
 token tree: on ONNX Runtime (`onnx_prefix`) when it serves the model on the CPU, else on torch
-(`prefix`); the prompt's cosine is that of its whole encode.
+(`prefix`); the prompt's cosine is that of one pass over all its tokens (its keys and values, then its end token).
 """
 
 from __future__ import annotations
@@ -139,7 +139,8 @@ def text_encoder(engine: "Engine", loaded: Any, reuse: bool = True) -> PrefixEnc
         except NotExportable as exc:
             log.info("interrogate: torch runs the chain's text tower (%s)", exc)
         else:
-            return OnnxPrefixEncoder(graph, eot=int(loaded.tokenizer.eot_token_id), threads=engine.threads or 0)
+            return OnnxPrefixEncoder(graph, eot=int(loaded.tokenizer.eot_token_id), threads=engine.threads or 0,
+                                     whole=TorchPrefixEncoder(loaded))  # one row's tokens in one pass
     return TorchPrefixEncoder(loaded, reuse=reuse)
 
 
@@ -190,10 +191,16 @@ def prompt_for(engine: "Engine", plan: Plan, emb: F32, image: ImageInfo, caption
     for c in chosen:
         prompt = join(prompt, c.phrase)
     row = prompts.row(prompt)
-    final = float(cosine_of(encoder.texts([row]), emb)[0]) if prompt else 0.0
     pieces: list[tuple[str, Candidate | None]] = [(c.phrase, c) for c in start_parts] or ([(start, None)] if start else [])
     pieces += [(c.phrase, c) for c in chosen]
     after = _cosines_after(encoder, prompts, emb, [p for p, _ in pieces])
+    whole = ""
+    for phrase, _ in pieces:
+        whole = join(whole, phrase)
+    if whole == prompt and after:  # its last cut is the whole prompt: one pass over its tokens, then its end token
+        final = after[-1]
+    else:
+        final = float(cosine_of(encoder.texts([row]), emb)[0]) if prompt else 0.0
     parts, before = [], 0.0
     for (phrase, cand), cos in zip(pieces, after):
         parts.append(Part(phrase=phrase, vocabulary=cand.vocabulary if cand else None, term=cand.term if cand else None,
