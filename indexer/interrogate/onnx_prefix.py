@@ -191,7 +191,9 @@ class OnnxPrefixEncoder:
     trees of candidates. Without it, a 76-token prompt is 76 calls (about 1.5 s for ViT-B-32)."""
 
     def __init__(self, directory: Path, eot: int, threads: int = 0, whole: "TorchPrefixEncoder | None" = None):
-        self.session = _session(str(Path(directory) / GRAPH_FILE), threads)
+        graph = Path(directory) / GRAPH_FILE
+        stat = graph.stat()  # a graph exported anew at the same path is a new session
+        self.session = _session(str(graph), stat.st_mtime_ns, stat.st_size, threads)
         self.eot = eot
         self.reuse = True
         self.counts = Counts()
@@ -296,7 +298,7 @@ class OnnxPrefixEncoder:
 
 
 @functools.lru_cache(maxsize=8)
-def _session(path: str, threads: int) -> Any:
+def _session(path: str, mtime_ns: int, size: int, threads: int) -> Any:
     """One ONNX Runtime session of a graph file a process (its `run` may be called from several threads;
     making one costs about 80 ms for ViT-B-32's, more than a `fast` interrogation's text tower)."""
     import onnxruntime as ort
