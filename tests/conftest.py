@@ -38,9 +38,35 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
 
 
+# The longest single tests (tens of seconds each, as measured with the README's command), run first, longest
+# first: pytest-xdist's loadgroup hands out the groups (largest first), then the other tests in collection
+# order, so a long test collected last would start last and keep one worker busy while the other idles.
+# Only the order changes; a name here that no longer matches moves nothing.
+SLOW_FIRST = (
+    "tests/test_types.py::test_core_modules_type_check",
+    "tests/test_onnx_export.py::test_vit_b_32_with_random_weights_gives_open_clips_probabilities",
+    "tests/test_e2e_serve.py::test_docker_compose_commands_run_as_written",
+    "tests/test_hardening.py::test_two_servers_keep_no_shared_control_socket_and_log_no_credentials",
+    "tests/test_explorer.py::test_the_map_is_a_job_then_one_point_per_picture_and_is_computed_again_when_the_collection_changes",
+    "tests/test_e2e_serve.py::test_sigkill_mid_write_loses_no_acknowledged_write_and_leaves_no_half_batch",
+    "tests/test_onnx_export.py::test_two_processes_exporting_at_once_make_one_export",
+    "tests/test_jobs_restart.py::test_a_job_stopped_with_its_server_is_resumed_at_the_next_start_or_interrupted",
+    "tests/test_collections_refresh.py::test_four_api_jobs_and_a_cli_add_of_one_manifest_fetch_each_picture_once",
+    "tests/test_decode_memory.py::test_a_60_mp_avif_raises_the_peak",
+    "tests/test_mirador.py::test_mirador_shows_each_canvas_its_top_term",
+    "tests/test_hardening.py::test_a_batch_of_huge_one_bit_pngs_stays_within_400_mb_and_the_worker_goes_on",
+    "tests/test_e2e_serve.py::test_a_worker_serving_on_onnx_runtime_never_loads_torch",
+)
+
+
+def _slow_rank(item: pytest.Item) -> int:
+    return next((i for i, prefix in enumerate(SLOW_FIRST) if item.nodeid.startswith(prefix)), len(SLOW_FIRST))
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Stops a run that would test less than it says: pytest-xdist hands tests to its workers by node
+    """Runs the longest tests first (SLOW_FIRST; a stable sort: every other test keeps its place), after
+    stopping a run that would test less than it says: pytest-xdist hands tests to its workers by node
     id, so two tests with one id (schemathesis's operations, under a pytest that names them alike) run
     as one, and a group (`xdist_group`) pytest-xdist could not mark is split across workers. Both
     happened with pytest 9.2 and pytest-xdist 3.8, hence `pytest<9.2` in the test extra."""
@@ -52,6 +78,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         split = [item.nodeid for item in items if item.get_closest_marker("xdist_group") and "@" not in item.nodeid]
         if split:
             raise pytest.UsageError(f"pytest-xdist did not group {split[0]} (and {len(split) - 1} more): use pytest<9.2")
+    items.sort(key=_slow_rank)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
