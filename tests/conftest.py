@@ -43,6 +43,9 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 # order, so a long test collected last would start last and keep one worker busy while the other idles.
 # Only the order changes; a name here that no longer matches moves nothing.
 SLOW_FIRST = (
+    # A group's tests run on one worker in this order too: the README's long test first, so that no test is
+    # handed to that worker to wait behind it (a worker is given more once only two of its tests are left).
+    "tests/test_readme.py::test_every_block_of_the_readme_runs_as_written",
     "tests/test_types.py::test_core_modules_type_check",
     "tests/test_onnx_export.py::test_vit_b_32_with_random_weights_gives_open_clips_probabilities",
     "tests/test_e2e_serve.py::test_docker_compose_commands_run_as_written",
