@@ -128,15 +128,17 @@ def apply_templates(
 
     A phrase that comes out twice is kept once, first occurrence first.
     """
-    items = [t if isinstance(t, PhraseSpec) else PhraseSpec(term=t, phrase=t) for t in terms]
+    # (term, external_id, metadata, language) of each: a built-in list's plain terms make no PhraseSpec of their own.
+    items = [(t.term, t.external_id, t.metadata, t.language) if isinstance(t, PhraseSpec) else (t, None, None, None)
+             for t in terms]
     out: list[PhraseSpec] = []
     seen: set[str] = set()
     for template in templates:
-        for item in items:
-            phrase = apply_template(template, item.term)
+        for term, external_id, metadata, language in items:
+            phrase = apply_template(template, term)
             if phrase not in seen:
                 seen.add(phrase)
-                out.append(PhraseSpec(item.term, phrase, item.external_id, item.metadata, item.language))
+                out.append(PhraseSpec(term, phrase, external_id, metadata, language))
     return out
 
 

@@ -38,9 +38,38 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
 
 
+# The longest single tests (tens of seconds each, as measured with the README's command), run first, longest
+# first: pytest-xdist's loadgroup hands out the groups (largest first), then the other tests in collection
+# order, so a long test collected last would start last and keep one worker busy while the other idles.
+# Only the order changes; a name here that no longer matches moves nothing.
+SLOW_FIRST = (
+    # A group's tests run on one worker in this order too: the README's long test first, so that no test is
+    # handed to that worker to wait behind it (a worker is given more once only two of its tests are left).
+    "tests/test_readme.py::test_every_block_of_the_readme_runs_as_written",
+    "tests/test_types.py::test_core_modules_type_check",
+    "tests/test_onnx_export.py::test_vit_b_32_with_random_weights_gives_open_clips_probabilities",
+    "tests/test_e2e_serve.py::test_docker_compose_commands_run_as_written",
+    "tests/test_hardening.py::test_two_servers_keep_no_shared_control_socket_and_log_no_credentials",
+    "tests/test_explorer.py::test_the_map_is_a_job_then_one_point_per_picture_and_is_computed_again_when_the_collection_changes",
+    "tests/test_e2e_serve.py::test_sigkill_mid_write_loses_no_acknowledged_write_and_leaves_no_half_batch",
+    "tests/test_onnx_export.py::test_two_processes_exporting_at_once_make_one_export",
+    "tests/test_jobs_restart.py::test_a_job_stopped_with_its_server_is_resumed_at_the_next_start_or_interrupted",
+    "tests/test_collections_refresh.py::test_four_api_jobs_and_a_cli_add_of_one_manifest_fetch_each_picture_once",
+    "tests/test_decode_memory.py::test_a_60_mp_avif_raises_the_peak",
+    "tests/test_mirador.py::test_mirador_shows_each_canvas_its_top_term",
+    "tests/test_hardening.py::test_a_batch_of_huge_one_bit_pngs_stays_within_400_mb_and_the_worker_goes_on",
+    "tests/test_e2e_serve.py::test_a_worker_serving_on_onnx_runtime_never_loads_torch",
+)
+
+
+def _slow_rank(item: pytest.Item) -> int:
+    return next((i for i, prefix in enumerate(SLOW_FIRST) if item.nodeid.startswith(prefix)), len(SLOW_FIRST))
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Stops a run that would test less than it says: pytest-xdist hands tests to its workers by node
+    """Runs the longest tests first (SLOW_FIRST; a stable sort: every other test keeps its place), after
+    stopping a run that would test less than it says: pytest-xdist hands tests to its workers by node
     id, so two tests with one id (schemathesis's operations, under a pytest that names them alike) run
     as one, and a group (`xdist_group`) pytest-xdist could not mark is split across workers. Both
     happened with pytest 9.2 and pytest-xdist 3.8, hence `pytest<9.2` in the test extra."""
@@ -52,6 +81,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         split = [item.nodeid for item in items if item.get_closest_marker("xdist_group") and "@" not in item.nodeid]
         if split:
             raise pytest.UsageError(f"pytest-xdist did not group {split[0]} (and {len(split) - 1} more): use pytest<9.2")
+    items.sort(key=_slow_rank)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -374,4 +404,25 @@ def toy_onnx_dir(toy: LoadedModel, tmp_path_factory: pytest.TempPathFactory) -> 
 
     directory = export_dir(tmp_path_factory.mktemp("onnx-home"), toy.spec.key())
     export_model(toy, directory)
+    _TOY_EXPORT[:] = [directory]
     return directory
+
+
+_TOY_EXPORT: list[Path] = []  # the session's toy export (toy_onnx_dir), once made
+
+
+def seed_toy_export(home: Path) -> bool:
+    """A copy of the session's toy ONNX export in `home`, where it has none yet, for a `clip-gaze` run in a
+    subprocess whose first start's export (a dozen seconds) is not what its test checks: tests that do check
+    it (tests/test_onnx_export.py, the e2e tests that pass `export=True`, the README's) start from nothing.
+    A copy, not a link: the process may write into its export. False where there is no session export."""
+    import shutil
+
+    if not _TOY_EXPORT:
+        return False
+    source = _TOY_EXPORT[0]
+    target = Path(home) / source.relative_to(source.parent.parent)
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(source, target)
+    return True

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from clip_gaze import ApiError, Client
-from conftest import draw_shape, encode
+from conftest import draw_shape, encode, seed_toy_export
 
 pytestmark = pytest.mark.e2e
 TOKEN = "e2e-token"
@@ -29,8 +29,13 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, home: Path, port: int, argv: list[str] | None = None, env: dict[str, str] | None = None):
-        self.home, self.port = home, port
+    """`clip-gaze serve` in a subprocess. With the toy model, its home gets a copy of the session's ONNX
+    export before the first start (conftest.seed_toy_export), unless `export`: then the server exports
+    the model itself, as a first start in an empty data directory does."""
+
+    def __init__(self, home: Path, port: int, argv: list[str] | None = None, env: dict[str, str] | None = None,
+                 export: bool = False):
+        self.home, self.port, self.export = home, port, export
         self.argv = argv or ["clip-gaze", "serve", "--port", str(port), "--workers", "2", "--threads", "4"]
         self.env = {"CLIP_GAZE_HOME": str(home), "CLIP_GAZE_MODEL": "toy", "CLIP_GAZE_API_TOKENS": TOKEN, **(env or {})}
         self.url = f"http://127.0.0.1:{port}"
@@ -38,6 +43,8 @@ class Server:
         self.log = home.parent / f"serve-{port}.log"
 
     def start(self) -> "Server":
+        if not self.export and self.env.get("CLIP_GAZE_MODEL") == "toy":
+            seed_toy_export(Path(self.env["CLIP_GAZE_HOME"]))
         with open(self.log, "ab") as log:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(
                 command(self.argv), env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT,
@@ -175,7 +182,7 @@ def test_docker_compose_commands_run_as_written(tmp_path: Path):
     argv[argv.index("--port") + 1] = str(port)  # the container's 8000 (nginx's upstream), a free port here
     refused = subprocess.run(command(argv), env={**env, "CLIP_GAZE_API_TOKENS": ""}, capture_output=True, text=True, timeout=60)
     assert refused.returncode == 1 and "refusing to listen on 0.0.0.0" in refused.stderr
-    srv = Server(home, port, argv, env={"CLIP_GAZE_API_TOKENS": TOKEN}).start()
+    srv = Server(home, port, argv, env={"CLIP_GAZE_API_TOKENS": TOKEN}, export=True).start()
     try:
         res = Client(srv.url).analyze(encode(draw_shape()), top_k=1)
         assert "movements" in res["results"]  # indexed by the indexer job, served by the API
@@ -199,7 +206,8 @@ def test_a_worker_serving_on_onnx_runtime_never_loads_torch(tmp_path: Path):
     and added phrases hold no torch library in memory (read from /proc, so the real worker is checked);
     health says ONNX Runtime encodes pictures and phrases, and that torch would explain."""
     port = free_port()
-    srv = Server(tmp_path / "home", port, ["clip-gaze", "serve", "--port", str(port), "--workers", "1", "--threads", "2"])
+    srv = Server(tmp_path / "home", port, ["clip-gaze", "serve", "--port", str(port), "--workers", "1", "--threads", "2"],
+                 export=True)  # the master exports in a child process of its own: it still loads no torch
     srv.start()
     try:
         c = Client(srv.url, token=TOKEN, timeout=60)

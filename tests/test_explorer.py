@@ -26,6 +26,9 @@ from indexer.schema.explore import WHERE_PATTERN
 from indexer.settings import Settings
 from service import create_app
 
+# Under pytest-xdist, the explorer's tests (and its page's) on one worker: their UMAP layouts compile umap's
+# numba code once a process (about ten seconds), so one worker compiles it rather than both.
+pytestmark = pytest.mark.xdist_group("umap")
 TOKEN = "s3cret-token"
 COLOURS = ("red", "blue", "green", "yellow")
 SHAPES = ("circle", "square", "triangle", "star")

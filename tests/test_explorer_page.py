@@ -22,7 +22,7 @@ from indexer.schema.collections import AddSources, CreateCollection
 from indexer.settings import Settings
 from service import create_app
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("umap")]  # one worker compiles UMAP (test_explorer.py)
 
 if CHROMIUM is None:
     pytest.skip("Debian's chromium is not installed (apt-get install -y chromium): browser tests skipped", allow_module_level=True)

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import create, draw_shape
+from conftest import create, draw_shape, seed_toy_export
 from indexer.collections.local import Collections
 from indexer.engine import Engine
 from indexer.errors import ModelUnavailable
@@ -271,6 +271,7 @@ def test_a_driver_killed_mid_run_leaves_whole_shards_and_a_rerun_does_not_redo_m
         colour, shape = SHAPES[i % len(SHAPES)]
         draw_shape(colour, shape, size=96 + i).save(root / f"{i:03d}.png")
     home = tmp_path / "home"
+    seed_toy_export(home)  # the CLI serves the session's export rather than exporting first (the shards are what is tested)
     engine = Engine(home, "toy", loader=toy_loader)
     new(engine, "many")
     ray_tmp = tempfile.mkdtemp(prefix="cgr", dir="/tmp")  # short: Ray's socket paths have a length limit
