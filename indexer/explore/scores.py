@@ -44,9 +44,7 @@ def _logits(frame: Frame, idx: LoadedIndex, start: int, scale: float, ref: Refer
 def _column(frame: Frame, idx: LoadedIndex, row: int, scale: float, ref: Reference | None) -> npt.NDArray[np.float32]:
     """One phrase's logit for every picture of the frame, as `_logits` scores it."""
     logits = cosines(frame.matrix, idx.matrix[row:row + 1])[:, 0] * np.float32(scale)
-    if ref is None:
-        return logits
-    return ((logits - ref.offset[row]) * ref.scale[row]).astype(np.float32, copy=False)
+    return ref.correct(logits, row) if ref is not None else logits
 
 
 def _log_z(logits: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:

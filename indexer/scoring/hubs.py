@@ -67,9 +67,11 @@ class Reference:
         return RelativeInfo(method=self.method, collection=self.collection, reference_pictures=self.pictures,
                             parameters=dict(self.parameters))
 
-    def correct(self, logits: npt.NDArray[np.floating]) -> npt.NDArray[np.float32]:
-        """Corrected logits: `logits` is (pictures, phrases) or (phrases,), in the index's row order."""
-        out = (np.asarray(logits, dtype=np.float32) - self.offset) * self.scale
+    def correct(self, logits: npt.NDArray[np.floating], row: int | None = None) -> npt.NDArray[np.float32]:
+        """Corrected logits: `logits` is (pictures, phrases) or (phrases,), in the index's row order; with
+        `row`, (pictures,) logits of that one phrase."""
+        offset, scale = (self.offset, self.scale) if row is None else (self.offset[row], self.scale[row])
+        out = (np.asarray(logits, dtype=np.float32) - offset) * scale
         return out.astype(np.float32, copy=False)
 
 
