@@ -144,7 +144,7 @@ def clean_environ(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, toy_onnx_dir:
     for key in ("CLIP_GAZE_API_TOKENS", "CLIP_GAZE_DEVICE", "CLIP_GAZE_THREADS", "CLIP_GAZE_LISTS", "CLIP_GAZE_BACKEND"):
         monkeypatch.delenv(key, raising=False)
     home = tmp_path / "home"
-    linked = home / toy_onnx_dir.relative_to(toy_onnx_dir.parent.parent)
+    linked = export_place(home, toy_onnx_dir)
     linked.parent.mkdir(parents=True)
     linked.symlink_to(toy_onnx_dir, target_is_directory=True)
     monkeypatch.setenv("CLIP_GAZE_HOME", str(home))
@@ -411,6 +411,11 @@ def toy_onnx_dir(toy: LoadedModel, tmp_path_factory: pytest.TempPathFactory) -> 
 _TOY_EXPORT: list[Path] = []  # the session's toy export (toy_onnx_dir), once made
 
 
+def export_place(home: Path, export: Path) -> Path:
+    """Where a data directory `home` keeps the session's export `export` (the same folders below it)."""
+    return Path(home) / export.relative_to(export.parent.parent)
+
+
 def seed_toy_export(home: Path) -> bool:
     """A copy of the session's toy ONNX export in `home`, where it has none yet, for a `clip-gaze` run in a
     subprocess whose first start's export (a dozen seconds) is not what its test checks: tests that do check
@@ -421,7 +426,7 @@ def seed_toy_export(home: Path) -> bool:
     if not _TOY_EXPORT:
         return False
     source = _TOY_EXPORT[0]
-    target = Path(home) / source.relative_to(source.parent.parent)
+    target = export_place(home, source)
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copytree(source, target)
